@@ -1,0 +1,249 @@
+//! `collector.toml`: what the collector does. How the process runs (log
+//! format, which file to read) is set by CLI flags instead.
+//!
+//! [`CollectorConfig::load`] reads and parses; [`CollectorConfig::validate`]
+//! is pure and returns a [`ValidConfig`] or an error naming the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The whole configuration file. Unknown fields are errors, so a typo is
+/// caught at start instead of being silently ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Where agents connect.
+    pub listen: ListenConfig,
+    /// Certificates for mutual TLS.
+    pub tls: TlsConfig,
+    /// The ClickHouse server events are written to.
+    pub clickhouse: ClickHouseConfig,
+    /// Detection settings pushed to every agent.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// Address and port for the agent stream, e.g. "0.0.0.0:4443".
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM bundle of the CA(s) that sign agent certificates. Agents without
+    /// a certificate chaining to one of these are refused in the handshake.
+    pub client_ca: PathBuf,
+    /// PEM certificate chain the collector presents to agents.
+    pub server_cert: PathBuf,
+    /// PEM private key for `server_cert` (keep it mode 0600).
+    pub server_key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint, e.g. "http://127.0.0.1:8123".
+    pub url: String,
+    /// Database for doorwatch's tables; created at start if missing.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// ClickHouse user.
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// File holding the ClickHouse password (first line). Kept out of this
+    /// file so the config can be world-readable.
+    pub password_file: Option<PathBuf>,
+}
+
+/// Detection settings sent to agents in `Policy`. Zero keeps the agent's
+/// own value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Policy version reported back by agents in heartbeats.
+    #[serde(default)]
+    pub version: u64,
+    /// Distinct closed ports a source must probe before a scan is reported.
+    #[serde(default)]
+    pub scan_min_ports: u32,
+    /// Seconds of silence after which an episode is closed.
+    #[serde(default)]
+    pub episode_idle_seconds: u32,
+    /// Sources never reported, such as the campus vulnerability scanners.
+    #[serde(default)]
+    pub allowlisted_sources: Vec<std::net::IpAddr>,
+}
+
+fn default_database() -> String {
+    "doorwatch".to_owned()
+}
+
+fn default_user() -> String {
+    "default".to_owned()
+}
+
+/// A configuration that passed validation.
+#[derive(Debug)]
+pub struct ValidConfig {
+    pub listen: SocketAddr,
+    pub client_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub clickhouse: ClickHouseConfig,
+    pub policy: PolicyConfig,
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("field `{field}`: {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+impl CollectorConfig {
+    /// Reads and parses `path`. Parse errors name the line and field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let listen = self
+            .listen
+            .address
+            .parse()
+            .map_err(|e| ConfigError::Invalid {
+                field: "listen.address",
+                problem: format!("{:?} is not an IP:port ({e})", self.listen.address),
+            })?;
+        let url = &self.clickhouse.url;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                field: "clickhouse.url",
+                problem: format!("{url:?} must start with http:// or https://"),
+            });
+        }
+        let db = &self.clickhouse.database;
+        if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(ConfigError::Invalid {
+                field: "clickhouse.database",
+                problem: format!("{db:?} must be letters, digits and underscores"),
+            });
+        }
+        Ok(ValidConfig {
+            listen,
+            client_ca: self.tls.client_ca,
+            server_cert: self.tls.server_cert,
+            server_key: self.tls.server_key,
+            clickhouse: self.clickhouse,
+            policy: self.policy,
+        })
+    }
+}
+
+impl ClickHouseConfig {
+    /// Reads the password file, if any, into a store config.
+    pub fn store_config(&self) -> Result<doorwatch_store::StoreConfig, ConfigError> {
+        let password = match &self.password_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            None => None,
+        };
+        Ok(doorwatch_store::StoreConfig {
+            url: self.url.clone(),
+            database: self.database.clone(),
+            user: self.user.clone(),
+            password,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
+        let config: CollectorConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: "test.toml".into(),
+            source: Box::new(source),
+        })?;
+        config.validate()
+    }
+
+    const GOOD: &str = r#"
+        [listen]
+        address = "127.0.0.1:4443"
+        [tls]
+        client_ca = "ca.pem"
+        server_cert = "collector.pem"
+        server_key = "collector.key"
+        [clickhouse]
+        url = "http://127.0.0.1:8123"
+    "#;
+
+    #[test]
+    fn example_config_is_valid() {
+        let config = parse(GOOD).expect("valid");
+        assert_eq!(config.clickhouse.database, "doorwatch");
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_field() {
+        let text = GOOD.replace("127.0.0.1:4443", "localhost");
+        let err = parse(&text).expect_err("invalid").to_string();
+        assert!(err.contains("listen.address"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = GOOD.replace("[clickhouse]", "[clickhouse]\nurll = \"x\"");
+        let err = parse(&text).expect_err("invalid").to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+
+    #[test]
+    fn database_name_cannot_carry_sql() {
+        let text = format!("{GOOD}database = \"x; DROP TABLE y\"\n");
+        let err = parse(&text).expect_err("invalid").to_string();
+        assert!(err.contains("clickhouse.database"), "{err}");
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/collector.toml");
+        CollectorConfig::load(Path::new(path))
+            .expect("deploy/collector.toml parses")
+            .validate()
+            .expect("deploy/collector.toml is valid");
+    }
+}

@@ -1,0 +1,142 @@
+//! Who an agent is, read from its verified client certificate.
+//!
+//! The identity is the agent id carried in the certificate's SAN URI
+//! `urn:doorwatch:agent:<id>`. Nothing an agent writes in a message is ever
+//! used for attribution. This module is pure: DER bytes in, identity out.
+
+use std::fmt;
+
+/// Prefix of the SAN URI that names an agent.
+pub const AGENT_URI_PREFIX: &str = "urn:doorwatch:agent:";
+
+/// Longest agent id we accept (it is stored in every event row).
+const MAX_AGENT_ID_LEN: usize = 128;
+
+/// A verified agent, as attached to each request by the TLS layer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AgentIdentity {
+    pub agent_id: String,
+}
+
+impl fmt::Display for AgentIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.agent_id)
+    }
+}
+
+/// Why a verified certificate still names no usable agent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdentityError {
+    #[error("client certificate is not valid X.509: {0}")]
+    Malformed(String),
+    #[error("client certificate has no {AGENT_URI_PREFIX}<id> SAN URI")]
+    NoAgentUri,
+    #[error("client certificate names several agents")]
+    SeveralAgentUris,
+    #[error("agent id in client certificate is empty, too long or has characters outside [A-Za-z0-9._-]")]
+    BadAgentId,
+}
+
+/// Whether `id` is an acceptable agent id: 1 to 128 characters of
+/// `[A-Za-z0-9._-]`. Shared by certificate issuing and reading.
+pub fn is_valid_agent_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_AGENT_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Reads the agent identity from a leaf certificate (DER) that rustls has
+/// already verified against the campus CA.
+pub fn from_certificate(der: &[u8]) -> Result<AgentIdentity, IdentityError> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    let mut ids = san
+        .iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) => uri.strip_prefix(AGENT_URI_PREFIX),
+            _ => None,
+        });
+    let id = ids.next().ok_or(IdentityError::NoAgentUri)?;
+    if ids.next().is_some() {
+        return Err(IdentityError::SeveralAgentUris);
+    }
+    if !is_valid_agent_id(id) {
+        return Err(IdentityError::BadAgentId);
+    }
+    Ok(AgentIdentity {
+        agent_id: id.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, KeyPair, SanType};
+
+    fn cert_with(sans: Vec<SanType>) -> Vec<u8> {
+        let key = KeyPair::generate().expect("keygen");
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
+        params.self_signed(&key).expect("sign").der().to_vec()
+    }
+
+    fn uri(text: &str) -> SanType {
+        SanType::URI(text.try_into().expect("ia5"))
+    }
+
+    #[test]
+    fn reads_agent_id_from_san_uri() {
+        let der = cert_with(vec![
+            SanType::DnsName("pc-17.campus.example".try_into().expect("ia5")),
+            uri("urn:doorwatch:agent:pc-17"),
+        ]);
+        assert_eq!(
+            from_certificate(&der),
+            Ok(AgentIdentity {
+                agent_id: "pc-17".into()
+            })
+        );
+    }
+
+    #[test]
+    fn certificate_without_agent_uri_is_refused() {
+        let der = cert_with(vec![SanType::DnsName("pc".try_into().expect("ia5"))]);
+        assert_eq!(from_certificate(&der), Err(IdentityError::NoAgentUri));
+        let der = cert_with(vec![]);
+        assert_eq!(from_certificate(&der), Err(IdentityError::NoAgentUri));
+    }
+
+    #[test]
+    fn certificate_naming_two_agents_is_refused() {
+        let der = cert_with(vec![
+            uri("urn:doorwatch:agent:a"),
+            uri("urn:doorwatch:agent:b"),
+        ]);
+        assert_eq!(from_certificate(&der), Err(IdentityError::SeveralAgentUris));
+    }
+
+    #[test]
+    fn odd_agent_ids_are_refused() {
+        for bad in ["", "a b", "a/b", "x'--"] {
+            let der = cert_with(vec![uri(&format!("urn:doorwatch:agent:{bad}"))]);
+            assert_eq!(from_certificate(&der), Err(IdentityError::BadAgentId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(matches!(
+            from_certificate(b"not a certificate"),
+            Err(IdentityError::Malformed(_))
+        ));
+    }
+}

@@ -1,0 +1,477 @@
+//! The agent stream service: one task per connected agent that validates
+//! batches, stores them, and acknowledges each batch only after ClickHouse
+//! has accepted it.
+//!
+//! If storage fails, the stream ends with `UNAVAILABLE` and nothing is
+//! acknowledged; the agent keeps the batch and resends it after reconnecting.
+//! Event ids make that resend harmless (see `doorwatch-store`).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use doorwatch_proto::v1::{
+    self, AgentMessage, CollectorMessage, EventBatch, agent_message, collector_message,
+};
+use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_PORT_SAMPLE};
+use doorwatch_store::{ScanEventRow, Store, episode_state, ip};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::PolicyConfig;
+use crate::error::IngestError;
+use crate::identity::AgentIdentity;
+use crate::tls::AgentConnInfo;
+
+/// How long a new stream may stay silent before its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one batch insert may take before the agent is told to retry.
+const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest explanation text stored.
+const MAX_EXPLANATION_BYTES: usize = 4096;
+/// Most open ports listed for one episode.
+const MAX_OPEN_PORTS: usize = 1024;
+
+/// The gRPC service agents stream to.
+#[derive(Debug, Clone)]
+pub struct IngestService {
+    store: Store,
+    policy: Arc<v1::Policy>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl IngestService {
+    pub fn new(store: Store, policy: &PolicyConfig, shutdown: watch::Receiver<bool>) -> Self {
+        let policy = v1::Policy {
+            version: policy.version,
+            scan_min_ports: policy.scan_min_ports,
+            episode_idle_seconds: policy.episode_idle_seconds,
+            allowlisted_sources: policy
+                .allowlisted_sources
+                .iter()
+                .map(|ip| match ip {
+                    IpAddr::V4(v4) => v4.octets().to_vec(),
+                    IpAddr::V6(v6) => v6.octets().to_vec(),
+                })
+                .collect(),
+        };
+        Self {
+            store,
+            policy: Arc::new(policy),
+            shutdown,
+        }
+    }
+
+    /// The tonic server wrapper with our message-size limits.
+    pub fn into_server(self) -> v1::agent_stream_server::AgentStreamServer<Self> {
+        v1::agent_stream_server::AgentStreamServer::new(self)
+            .max_decoding_message_size(doorwatch_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(doorwatch_proto::MAX_MESSAGE_BYTES)
+    }
+}
+
+#[tonic::async_trait]
+impl v1::agent_stream_server::AgentStream for IngestService {
+    type SessionStream = ReceiverStream<Result<CollectorMessage, Status>>;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let info = request
+            .extensions()
+            .get::<AgentConnInfo>()
+            .cloned()
+            .ok_or(IngestError::NoIdentity)?;
+        let (tx, rx) = mpsc::channel(16);
+        let session = Session {
+            info,
+            store: self.store.clone(),
+            policy: self.policy.clone(),
+            tx,
+            last_seq: None,
+        };
+        let inbound = request.into_inner();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(session.run(inbound, shutdown));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// One agent's stream.
+struct Session {
+    info: AgentConnInfo,
+    store: Store,
+    policy: Arc<v1::Policy>,
+    tx: mpsc::Sender<Result<CollectorMessage, Status>>,
+    last_seq: Option<u64>,
+}
+
+impl Session {
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>, mut shutdown: watch::Receiver<bool>) {
+        let agent_id = self.info.identity.agent_id.clone();
+        let outcome = tokio::select! {
+            outcome = self.serve(&mut inbound) => outcome,
+            _ = shutdown.wait_for(|stop| *stop) => Err(IngestError::ShuttingDown),
+        };
+        match outcome {
+            Ok(()) => tracing::info!(agent_id = %agent_id, "agent closed its stream"),
+            Err(error) => {
+                let class = error.class();
+                tracing::warn!(
+                    agent_id = %agent_id,
+                    remote = %self.info.remote,
+                    error = %error,
+                    fault = ?class.fault,
+                    "agent stream ended"
+                );
+                let _ = self.tx.send(Err(Status::from(error))).await;
+            }
+        }
+    }
+
+    async fn serve(&mut self, inbound: &mut Streaming<AgentMessage>) -> Result<(), IngestError> {
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| IngestError::HelloTimeout(HELLO_TIMEOUT.as_secs()))?;
+        let hello = match first {
+            Ok(Some(AgentMessage {
+                body: Some(agent_message::Body::Hello(hello)),
+            })) => hello,
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) => return Err(IngestError::HelloExpected),
+            Err(status) => return self.stream_broke(status),
+        };
+        tracing::info!(
+            agent_id = %self.info.identity,
+            remote = %self.info.remote,
+            agent_version = %hello.agent_version,
+            claimed_hostname = %hello.hostname,
+            protocol_version = hello.protocol_version,
+            "agent connected"
+        );
+        self.send(collector_message::Body::Policy((*self.policy).clone()))
+            .await;
+        loop {
+            let message = match inbound.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Ok(()),
+                Err(status) => return self.stream_broke(status),
+            };
+            match message.body {
+                Some(agent_message::Body::Batch(batch)) => self.store_batch(batch).await?,
+                Some(agent_message::Body::Heartbeat(hb)) => tracing::debug!(
+                    agent_id = %self.info.identity,
+                    packets_seen = hb.packets_seen,
+                    kernel_drops = hb.kernel_drops,
+                    pending_events = hb.pending_events,
+                    events_dropped = hb.events_dropped,
+                    policy_version = hb.policy_version,
+                    "heartbeat"
+                ),
+                Some(agent_message::Body::Hello(_)) => return Err(IngestError::DuplicateHello),
+                None => return Err(IngestError::EmptyMessage),
+            }
+        }
+    }
+
+    /// A transport error or oversized message from the agent ends the stream.
+    fn stream_broke(&self, status: Status) -> Result<(), IngestError> {
+        tracing::warn!(
+            agent_id = %self.info.identity,
+            code = ?status.code(),
+            message = %status.message(),
+            "agent stream broke"
+        );
+        Ok(())
+    }
+
+    async fn store_batch(&mut self, batch: EventBatch) -> Result<(), IngestError> {
+        if let Some(previous) = self.last_seq
+            && batch.seq <= previous
+        {
+            return Err(IngestError::SeqNotIncreasing {
+                got: batch.seq,
+                previous,
+            });
+        }
+        let rows = rows_from_batch(&self.info.identity, unix_now(), &batch)?;
+        tokio::time::timeout(STORE_TIMEOUT, self.store.insert_scan_events(&rows))
+            .await
+            .map_err(|_| IngestError::StorageTimeout(STORE_TIMEOUT.as_secs()))??;
+        self.last_seq = Some(batch.seq);
+        tracing::debug!(agent_id = %self.info.identity, seq = batch.seq, events = rows.len(), "stored batch");
+        self.send(collector_message::Body::Ack(v1::Ack { seq: batch.seq }))
+            .await;
+        Ok(())
+    }
+
+    async fn send(&self, body: collector_message::Body) {
+        // A closed channel means the agent went away; the read side notices.
+        let _ = self.tx.send(Ok(CollectorMessage { body: Some(body) })).await;
+    }
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
+
+/// Validates a batch and turns it into rows attributed to `identity`.
+/// Pure: the whole batch is accepted or the first bad event is named.
+pub fn rows_from_batch(
+    identity: &AgentIdentity,
+    received_at: u32,
+    batch: &EventBatch,
+) -> Result<Vec<ScanEventRow>, IngestError> {
+    if batch.events.len() > MAX_EVENTS_PER_BATCH {
+        return Err(IngestError::BatchTooLarge {
+            got: batch.events.len(),
+            max: MAX_EVENTS_PER_BATCH,
+        });
+    }
+    batch
+        .events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            scan_row(identity, received_at, event).map_err(|problem| IngestError::BadEvent {
+                seq: batch.seq,
+                index,
+                problem,
+            })
+        })
+        .collect()
+}
+
+fn scan_row(
+    identity: &AgentIdentity,
+    received_at: u32,
+    event: &v1::Event,
+) -> Result<ScanEventRow, String> {
+    let event_id = uuid_v7(&event.id, "id")?;
+    let Some(v1::event::Detail::Scan(scan)) = &event.detail else {
+        return Err("event has no detail".into());
+    };
+    let episode_id = uuid_v7(&scan.episode_id, "episode_id")?;
+    let state = match v1::EpisodeState::try_from(scan.state) {
+        Ok(v1::EpisodeState::Detected) => episode_state::DETECTED,
+        Ok(v1::EpisodeState::Active) => episode_state::ACTIVE,
+        Ok(v1::EpisodeState::Closed) => episode_state::CLOSED,
+        _ => return Err(format!("unknown episode state {}", scan.state)),
+    };
+    let scanner = ip_from_bytes(&scan.scanner_ip, "scanner_ip")?;
+    let target = ip_from_bytes(&scan.target_ip, "target_ip")?;
+    if scan.scan_types.is_empty() {
+        return Err("scan_types is empty".into());
+    }
+    let scan_types = scan
+        .scan_types
+        .iter()
+        .map(|&t| scan_type_label(t).map(str::to_owned))
+        .collect::<Result<Vec<_>, _>>()?;
+    if scan.port_sample.len() > MAX_PORT_SAMPLE {
+        return Err(format!(
+            "port_sample has {} ports; at most {MAX_PORT_SAMPLE}",
+            scan.port_sample.len()
+        ));
+    }
+    if scan.open_ports.len() > MAX_OPEN_PORTS {
+        return Err(format!(
+            "open_ports has {} ports; at most {MAX_OPEN_PORTS}",
+            scan.open_ports.len()
+        ));
+    }
+    if scan.ports_probed > 65_536 {
+        return Err(format!("ports_probed {} exceeds 65536", scan.ports_probed));
+    }
+    if scan.explanation.len() > MAX_EXPLANATION_BYTES {
+        return Err(format!("explanation exceeds {MAX_EXPLANATION_BYTES} bytes"));
+    }
+    let first_seen = unix_seconds(scan.first_seen_unix_ms, "first_seen_unix_ms")?;
+    let last_seen = unix_seconds(scan.last_seen_unix_ms, "last_seen_unix_ms")?;
+    if last_seen < first_seen {
+        return Err("last_seen is before first_seen".into());
+    }
+    Ok(ScanEventRow {
+        event_id,
+        episode_id,
+        agent_id: identity.agent_id.clone(),
+        received_at,
+        created_at: unix_seconds(event.created_unix_ms, "created_unix_ms")?,
+        state,
+        scanner: ip::to_fixed16(scanner),
+        target: ip::to_fixed16(target),
+        scan_types,
+        ports_probed: scan.ports_probed,
+        port_sample: ports(&scan.port_sample, "port_sample")?,
+        open_ports: ports(&scan.open_ports, "open_ports")?,
+        probes: scan.probes,
+        first_seen,
+        last_seen,
+        confidence: u8::try_from(scan.confidence.min(100)).unwrap_or(100),
+        explanation: scan.explanation.clone(),
+    })
+}
+
+fn uuid_v7(bytes: &[u8], field: &str) -> Result<uuid::Uuid, String> {
+    let id = uuid::Uuid::from_slice(bytes)
+        .map_err(|_| format!("{field} must be 16 bytes, got {}", bytes.len()))?;
+    if id.get_version_num() != 7 {
+        return Err(format!("{field} is not a UUIDv7"));
+    }
+    Ok(id)
+}
+
+fn ip_from_bytes(bytes: &[u8], field: &str) -> Result<IpAddr, String> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Ok(IpAddr::from(v4));
+    }
+    if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
+        return Ok(IpAddr::from(v6));
+    }
+    Err(format!("{field} must be 4 or 16 bytes, got {}", bytes.len()))
+}
+
+fn ports(values: &[u32], field: &str) -> Result<Vec<u16>, String> {
+    values
+        .iter()
+        .map(|&p| u16::try_from(p).map_err(|_| format!("{field} holds {p}, not a port")))
+        .collect()
+}
+
+/// Unix milliseconds to the `DateTime` column's seconds, refusing values
+/// outside 2001..2106 that a broken agent clock or a lie would produce.
+fn unix_seconds(ms: i64, field: &str) -> Result<u32, String> {
+    let secs = ms.div_euclid(1000);
+    match u32::try_from(secs) {
+        Ok(s) if s >= 1_000_000_000 => Ok(s),
+        _ => Err(format!("{field} {ms} is not a plausible time")),
+    }
+}
+
+/// The stored name of a scan type.
+pub fn scan_type_label(value: i32) -> Result<&'static str, String> {
+    use v1::ScanType::*;
+    Ok(match v1::ScanType::try_from(value) {
+        Ok(Syn) => "syn",
+        Ok(Connect) => "connect",
+        Ok(Fin) => "fin",
+        Ok(Null) => "null",
+        Ok(Xmas) => "xmas",
+        Ok(Maimon) => "maimon",
+        Ok(Ack) => "ack",
+        Ok(Udp) => "udp",
+        Ok(IpProto) => "ip_proto",
+        Ok(Icmp) => "icmp",
+        _ => return Err(format!("unknown scan type {value}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> AgentIdentity {
+        AgentIdentity {
+            agent_id: "pc-1".into(),
+        }
+    }
+
+    fn good_event() -> v1::Event {
+        v1::Event {
+            id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            created_unix_ms: 1_764_000_000_000,
+            detail: Some(v1::event::Detail::Scan(v1::ScanDetected {
+                episode_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+                state: v1::EpisodeState::Detected as i32,
+                scanner_ip: vec![198, 18, 0, 2],
+                target_ip: vec![198, 18, 0, 10],
+                scan_types: vec![v1::ScanType::Syn as i32],
+                ports_probed: 1000,
+                port_sample: vec![1, 2, 3],
+                open_ports: vec![22],
+                probes: 1001,
+                first_seen_unix_ms: 1_764_000_000_000,
+                last_seen_unix_ms: 1_764_000_002_000,
+                confidence: 99,
+                explanation: "a scan".into(),
+            })),
+        }
+    }
+
+    fn batch(events: Vec<v1::Event>) -> EventBatch {
+        EventBatch { seq: 7, events }
+    }
+
+    fn with_scan(f: impl FnOnce(&mut v1::ScanDetected)) -> v1::Event {
+        let mut event = good_event();
+        if let Some(v1::event::Detail::Scan(scan)) = &mut event.detail {
+            f(scan);
+        }
+        event
+    }
+
+    #[test]
+    fn good_batch_becomes_rows_attributed_to_the_certificate() {
+        let rows = rows_from_batch(&identity(), 5, &batch(vec![good_event()])).expect("valid");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].agent_id, "pc-1");
+        assert_eq!(rows[0].scan_types, vec!["syn"]);
+        assert_eq!(ip::from_fixed16(rows[0].scanner).to_string(), "198.18.0.2");
+        assert_eq!(rows[0].first_seen, 1_764_000_000);
+    }
+
+    #[test]
+    fn bad_events_are_named() {
+        let cases: Vec<(v1::Event, &str)> = vec![
+            (
+                v1::Event {
+                    id: vec![1, 2, 3],
+                    ..good_event()
+                },
+                "id must be 16 bytes",
+            ),
+            (
+                v1::Event {
+                    id: uuid::Uuid::new_v4().as_bytes().to_vec(),
+                    ..good_event()
+                },
+                "not a UUIDv7",
+            ),
+            (
+                v1::Event {
+                    detail: None,
+                    ..good_event()
+                },
+                "no detail",
+            ),
+            (with_scan(|s| s.scanner_ip = vec![1; 5]), "scanner_ip must be 4 or 16"),
+            (with_scan(|s| s.port_sample = vec![70_000]), "not a port"),
+            (with_scan(|s| s.port_sample = vec![1; 65]), "at most 64"),
+            (with_scan(|s| s.scan_types = vec![99]), "unknown scan type"),
+            (with_scan(|s| s.scan_types = vec![]), "scan_types is empty"),
+            (with_scan(|s| s.state = 42), "unknown episode state"),
+            (with_scan(|s| s.first_seen_unix_ms = -5), "not a plausible time"),
+            (with_scan(|s| s.last_seen_unix_ms = 1_000_000_000_000), "before first_seen"),
+            (with_scan(|s| s.explanation = "x".repeat(5000)), "explanation exceeds"),
+        ];
+        for (event, expected) in cases {
+            let err = rows_from_batch(&identity(), 5, &batch(vec![good_event(), event]))
+                .expect_err(expected)
+                .to_string();
+            assert!(err.contains(expected), "{err} should mention {expected}");
+            assert!(err.contains("event 1 of batch 7"), "{err}");
+        }
+    }
+
+    #[test]
+    fn oversized_batch_is_refused() {
+        let events = vec![good_event(); MAX_EVENTS_PER_BATCH + 1];
+        let err = rows_from_batch(&identity(), 5, &batch(events)).expect_err("too large");
+        assert!(matches!(err, IngestError::BatchTooLarge { .. }));
+    }
+}

@@ -1,0 +1,19 @@
+//! The doorwatch collector: the server side of the agent stream.
+//!
+//! It terminates mutual TLS (the agent's identity comes from its client
+//! certificate, see [`identity`]), validates event batches, writes them to
+//! ClickHouse through `doorwatch-store`, and acknowledges a batch only once
+//! ClickHouse has accepted it. It also holds the development PKI used by
+//! the demo and the tests ([`pki`]).
+//!
+//! The binary in `main.rs` is a thin CLI over these modules.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+pub mod identity;
+pub mod ingest;
+pub mod pki;
+pub mod report;
+pub mod tls;

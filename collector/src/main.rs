@@ -1,0 +1,280 @@
+//! `doorwatch-collector`: the command-line entry point. Each subcommand is a
+//! thin shell over the library modules.
+
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use doorwatch_collector::config::{CollectorConfig, ValidConfig};
+use doorwatch_collector::ingest::IngestService;
+use doorwatch_collector::report::{self, Format};
+use doorwatch_collector::{pki, tls};
+use doorwatch_store::Store;
+use tokio::sync::watch;
+
+/// Receives scan events from doorwatch agents over mutual TLS and stores
+/// them in ClickHouse.
+///
+/// Typical first setup:
+///   doorwatch-collector pki init --dir /etc/doorwatch/pki --name collector.campus.example
+///   doorwatch-collector pki issue-agent --dir /etc/doorwatch/pki --name pc-0042
+///   doorwatch-collector serve --config /etc/doorwatch/collector.toml
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter, e.g. "info" or "doorwatch_collector=debug".
+    /// The RUST_LOG environment variable overrides it.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the collector until SIGTERM or Ctrl-C.
+    Serve(ConfigArg),
+    /// Print recent events from ClickHouse.
+    Events {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back to look, e.g. 10m, 2h, 1d.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// table for people, json for scripts (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// Most events to print.
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+    },
+    /// Development PKI for demos and tests (see `pki --help`).
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Check a configuration file and exit.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Path to collector.toml.
+    #[arg(long, default_value = "/etc/doorwatch/collector.toml")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a campus CA and the collector's server certificate.
+    Init {
+        /// Directory for the files (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name agents use to reach the collector (repeatable).
+        #[arg(long = "name", default_value = "doorwatch-collector")]
+        names: Vec<String>,
+        /// IP address agents use to reach the collector (repeatable).
+        #[arg(long = "ip")]
+        ips: Vec<IpAddr>,
+        /// Replace an existing CA. Every agent then needs a new certificate.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a client certificate for one agent.
+    IssueAgent {
+        /// Directory holding ca.pem and ca.key.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Agent id, e.g. the PC's inventory name (A-Z a-z 0-9 . _ -).
+        #[arg(long)]
+        name: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Pki(command) => run_pki(command),
+        Command::CheckConfig(arg) => {
+            load_config(&arg)?;
+            println!("{}: ok", arg.config.display());
+            Ok(())
+        }
+        Command::Serve(arg) => runtime()?.block_on(serve(load_config(&arg)?)),
+        Command::Events {
+            config,
+            since,
+            format,
+            limit,
+        } => runtime()?.block_on(print_events(load_config(&config)?, since, format, limit)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(arg: &ConfigArg) -> anyhow::Result<ValidConfig> {
+    CollectorConfig::load(&arg.config)
+        .and_then(CollectorConfig::validate)
+        .with_context(|| format!("invalid configuration {}", arg.config.display()))
+}
+
+fn run_pki(command: PkiCommand) -> anyhow::Result<()> {
+    match command {
+        PkiCommand::Init {
+            dir,
+            names,
+            ips,
+            force,
+        } => {
+            let (ca, server) = pki::init(&dir, &names, &ips, force)
+                .with_context(|| format!("cannot create the PKI in {}", dir.display()))?;
+            println!("CA certificate:        {}", ca.cert.display());
+            println!("CA key (keep offline): {}", ca.key.display());
+            println!("collector certificate: {}", server.cert.display());
+            println!("collector key:         {}", server.key.display());
+        }
+        PkiCommand::IssueAgent { dir, name, days } => {
+            let files = pki::issue_agent(&dir, &name, days)
+                .with_context(|| format!("cannot issue a certificate for agent {name:?}"))?;
+            println!("agent certificate: {}", files.cert.display());
+            println!("agent key:         {}", files.key.display());
+        }
+    }
+    Ok(())
+}
+
+async fn print_events(
+    config: ValidConfig,
+    since: Duration,
+    format: Format,
+    limit: u64,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&config.clickhouse.store_config()?)
+        .await
+        .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("system clock is before 1970")?;
+    let since_unix = u32::try_from(now.saturating_sub(since).as_secs()).unwrap_or(u32::MAX);
+    let rows = store
+        .recent_scan_events(since_unix, limit)
+        .await
+        .context("cannot read events")?;
+    print!("{}", report::render(&rows, format));
+    Ok(())
+}
+
+async fn serve(config: ValidConfig) -> anyhow::Result<()> {
+    let tls_config = tls::server_config(&config.client_ca, &config.server_cert, &config.server_key)
+        .context("cannot set up TLS")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; closing agent streams");
+        let _ = stop_tx.send(true);
+    });
+
+    let store = open_store_with_retry(&config, stop_rx.clone()).await?;
+    let Some(store) = store else {
+        return Ok(());
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(address = %config.listen, "accepting agents");
+    let incoming = tls::accept_agents(listener, tls_config, stop_rx.clone());
+    let service = IngestService::new(store, &config.policy, stop_rx.clone());
+    let mut stop = stop_rx;
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("gRPC server failed")?;
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// Connects to ClickHouse and applies migrations, retrying while it is
+/// unreachable. Returns `None` if shutdown was requested meanwhile.
+async fn open_store_with_retry(
+    config: &ValidConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Store>> {
+    let store_config = config.clickhouse.store_config()?;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match Store::open(&store_config).await {
+            Ok(store) => return Ok(Some(store)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, url = %store_config.url, retry_in = ?delay, "clickhouse unreachable");
+            }
+            Err(e) => return Err(e).context("cannot prepare the ClickHouse schema"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the collector");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

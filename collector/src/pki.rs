@@ -1,0 +1,236 @@
+//! The development PKI: a campus CA, the collector's server certificate and
+//! agent client certificates, made with rcgen.
+//!
+//! This is for the demo and the tests. Production enrollment (bootstrap
+//! tokens, an online issuing CA, renewal, revocation) builds on the same
+//! file layout:
+//!
+//! ```text
+//! DIR/ca.pem  DIR/ca.key                  campus CA (key 0600)
+//! DIR/collector.pem  DIR/collector.key    collector server certificate
+//! DIR/agents/NAME.pem  DIR/agents/NAME.key  one per agent
+//! ```
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::identity::{AGENT_URI_PREFIX, is_valid_agent_id};
+
+/// A PKI operation that failed, naming the file or input involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    #[error("{path} already exists; pass --force to replace the CA (every agent must then get a new certificate)")]
+    Exists { path: PathBuf },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0:?} is not a usable name: use 1 to 128 of A-Z a-z 0-9 . _ -")]
+    BadName(String),
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+/// Paths of one certificate and its key.
+#[derive(Debug, Clone)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Creates the CA and the collector's server certificate in `dir`.
+/// The server certificate is valid for `dns_names` and `ips`.
+pub fn init(
+    dir: &Path,
+    dns_names: &[String],
+    ips: &[IpAddr],
+    force: bool,
+) -> Result<(CertFiles, CertFiles), PkiError> {
+    let ca_files = CertFiles {
+        cert: dir.join("ca.pem"),
+        key: dir.join("ca.key"),
+    };
+    if ca_files.cert.exists() && !force {
+        return Err(PkiError::Exists {
+            path: ca_files.cert,
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+        path: dir.to_owned(),
+        source,
+    })?;
+
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::default();
+    ca_params.distinguished_name = name("doorwatch campus CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut ca_params, 3650);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    write_public(&ca_files.cert, &ca_cert.pem())?;
+    write_private(&ca_files.key, &ca_key.serialize_pem())?;
+
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_files = CertFiles {
+        cert: dir.join("collector.pem"),
+        key: dir.join("collector.key"),
+    };
+    let server_key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(dns_names.first().map_or("doorwatch-collector", |n| n));
+    params.subject_alt_names = dns_names
+        .iter()
+        .map(|n| Ok(SanType::DnsName(n.as_str().try_into()?)))
+        .chain(ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
+        .collect::<Result<_, rcgen::Error>>()?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    set_validity(&mut params, 397);
+    let cert = params.signed_by(&server_key, &issuer)?;
+    write_public(&server_files.cert, &cert.pem())?;
+    write_private(&server_files.key, &server_key.serialize_pem())?;
+    Ok((ca_files, server_files))
+}
+
+/// Issues a client certificate for agent `name`, signed by the CA in `dir`.
+/// The agent id is carried in the SAN URI `urn:doorwatch:agent:NAME`.
+pub fn issue_agent(dir: &Path, agent: &str, days: u32) -> Result<CertFiles, PkiError> {
+    if !is_valid_agent_id(agent) {
+        return Err(PkiError::BadName(agent.to_owned()));
+    }
+    let ca_pem = read(&dir.join("ca.pem"))?;
+    let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+
+    let agents = dir.join("agents");
+    std::fs::create_dir_all(&agents).map_err(|source| PkiError::Write {
+        path: agents.clone(),
+        source,
+    })?;
+    let files = CertFiles {
+        cert: agents.join(format!("{agent}.pem")),
+        key: agents.join(format!("{agent}.key")),
+    };
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(agent);
+    params.subject_alt_names = vec![SanType::URI(
+        format!("{AGENT_URI_PREFIX}{agent}").as_str().try_into()?,
+    )];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    set_validity(&mut params, days);
+    let cert = params.signed_by(&key, &issuer)?;
+    write_public(&files.cert, &cert.pem())?;
+    write_private(&files.key, &key.serialize_pem())?;
+    Ok(files)
+}
+
+fn name(common_name: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "doorwatch");
+    dn.push(DnType::CommonName, common_name);
+    dn
+}
+
+fn set_validity(params: &mut CertificateParams, days: u32) {
+    let now = OffsetDateTime::now_utc();
+    // Tolerate small clock differences between collector and PCs.
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(i64::from(days));
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+    std::fs::write(path, contents).map_err(|source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes a private key readable by its owner only (0600 on Unix), also
+/// when replacing an existing file with looser permissions.
+pub fn write_private(path: &Path, contents: &str) -> Result<(), PkiError> {
+    let err = |source| PkiError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        if path.exists() {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        }
+    }
+    let mut file = options.open(path).map_err(err)?;
+    file.write_all(contents.as_bytes()).map_err(err)?;
+    file.sync_all().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_then_issue_writes_keys_0600_and_names_the_agent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip: IpAddr = "127.0.0.1".parse().expect("literal");
+        let (ca, server) =
+            init(dir.path(), &["collector.test".into()], &[ip], false).expect("init");
+        let agent = issue_agent(dir.path(), "pc-1", 30).expect("issue");
+        #[cfg(unix)]
+        for key in [&ca.key, &server.key, &agent.key] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(key).expect("stat").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+        }
+        let der = crate::tls::load_certs(&agent.cert).expect("pem");
+        let identity = crate::identity::from_certificate(&der[0]).expect("identity");
+        assert_eq!(identity.agent_id, "pc-1");
+    }
+
+    #[test]
+    fn init_refuses_to_replace_a_ca() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init(dir.path(), &["c".into()], &[], false).expect("first init");
+        assert!(matches!(
+            init(dir.path(), &["c".into()], &[], false),
+            Err(PkiError::Exists { .. })
+        ));
+    }
+
+    #[test]
+    fn odd_agent_names_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init(dir.path(), &["c".into()], &[], false).expect("init");
+        assert!(matches!(
+            issue_agent(dir.path(), "../etc/passwd", 30),
+            Err(PkiError::BadName(_))
+        ));
+    }
+}

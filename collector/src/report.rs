@@ -1,0 +1,104 @@
+//! Formats stored events for people (`table`) and for scripts (`json`, one
+//! object per line).
+
+use doorwatch_store::{ScanEventRow, episode_state, ip};
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+
+/// Output format of the `events` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// One event as printed in JSON.
+#[derive(Debug, Serialize)]
+pub struct EventJson<'a> {
+    pub kind: &'static str,
+    pub event_id: String,
+    pub episode_id: String,
+    pub agent_id: &'a str,
+    pub state: &'static str,
+    pub scanner: String,
+    pub target: String,
+    pub scan_types: &'a [String],
+    pub ports_probed: u32,
+    pub port_sample: &'a [u16],
+    pub open_ports: &'a [u16],
+    pub probes: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub received_at: String,
+    pub confidence: u8,
+    pub explanation: &'a str,
+}
+
+impl<'a> From<&'a ScanEventRow> for EventJson<'a> {
+    fn from(row: &'a ScanEventRow) -> Self {
+        Self {
+            kind: "scan",
+            event_id: row.event_id.to_string(),
+            episode_id: row.episode_id.to_string(),
+            agent_id: &row.agent_id,
+            state: episode_state::label(row.state),
+            scanner: ip::from_fixed16(row.scanner).to_string(),
+            target: ip::from_fixed16(row.target).to_string(),
+            scan_types: &row.scan_types,
+            ports_probed: row.ports_probed,
+            port_sample: &row.port_sample,
+            open_ports: &row.open_ports,
+            probes: row.probes,
+            first_seen: rfc3339(row.first_seen),
+            last_seen: rfc3339(row.last_seen),
+            received_at: rfc3339(row.received_at),
+            confidence: row.confidence,
+            explanation: &row.explanation,
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339 in UTC.
+pub fn rfc3339(unix: u32) -> String {
+    time::OffsetDateTime::from_unix_timestamp(i64::from(unix))
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// Renders rows in the chosen format.
+pub fn render(rows: &[ScanEventRow], format: Format) -> String {
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            for row in rows {
+                // Serializing plain strings and numbers cannot fail.
+                if let Ok(line) = serde_json::to_string(&EventJson::from(row)) {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            }
+        }
+        Format::Table => {
+            out.push_str(&format!(
+                "{:<20}  {:<9}  {:<39}  {:<39}  {:<12}  {:>6}  {:>7}  {}\n",
+                "LAST SEEN (UTC)", "STATE", "SCANNER", "TARGET", "TYPES", "PORTS", "PROBES", "AGENT"
+            ));
+            for row in rows {
+                out.push_str(&format!(
+                    "{:<20}  {:<9}  {:<39}  {:<39}  {:<12}  {:>6}  {:>7}  {}\n",
+                    rfc3339(row.last_seen),
+                    episode_state::label(row.state),
+                    ip::from_fixed16(row.scanner),
+                    ip::from_fixed16(row.target),
+                    row.scan_types.join(","),
+                    row.ports_probed,
+                    row.probes,
+                    row.agent_id,
+                ));
+                out.push_str(&format!("    {}\n", row.explanation));
+            }
+        }
+    }
+    out
+}

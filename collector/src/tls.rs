@@ -1,0 +1,242 @@
+//! The collector's one TLS setup: rustls with the ring provider, TLS 1.3
+//! only, and a client certificate required from every agent.
+//!
+//! Connections are accepted here rather than inside tonic so that the
+//! verified certificate can be turned into an [`AgentIdentity`] once, at
+//! the handshake, and handed to every request as [`AgentConnInfo`].
+//! A client without a certificate chaining to the campus CA never gets past
+//! the handshake.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::identity::{self, AgentIdentity};
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; more wait in the kernel's backlog.
+const MAX_CONCURRENT_HANDSHAKES: usize = 512;
+
+/// A TLS setup problem, naming the file involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("cannot read PEM from {path}: {detail}")]
+    Pem { path: PathBuf, detail: String },
+    #[error("{path} holds no certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("rejected CA certificate in {path}: {source}")]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot build client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("rustls refused the configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The crypto provider used for every TLS connection doorwatch makes.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads a private key from a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// Server config: TLS 1.3, ALPN h2, client certificate required and
+/// verified against `client_ca`.
+pub fn server_config(
+    client_ca: &Path,
+    server_cert: &Path,
+    server_key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(client_ca)? {
+        roots.add(cert).map_err(|source| TlsError::BadCa {
+            path: client_ca.to_owned(),
+            source,
+        })?;
+    }
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(server_cert)?, load_key(server_key)?)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// What every request on a connection knows about its peer.
+#[derive(Debug, Clone)]
+pub struct AgentConnInfo {
+    pub identity: AgentIdentity,
+    pub remote: std::net::SocketAddr,
+}
+
+/// A TLS connection from a verified agent.
+#[derive(Debug)]
+pub struct AgentConn {
+    stream: TlsStream<TcpStream>,
+    info: AgentConnInfo,
+}
+
+impl Connected for AgentConn {
+    type ConnectInfo = AgentConnInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for AgentConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for AgentConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections until `shutdown` turns true, runs the TLS
+/// handshake on each, and yields only connections from verified agents.
+/// Refused handshakes are logged with the peer address and reason.
+pub fn accept_agents(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) -> ReceiverStream<Result<AgentConn, io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off briefly
+                    // instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = handshakes.clone().acquire_owned().await else {
+                break;
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                // Nagle would delay small acks by up to 40 ms.
+                let _ = tcp.set_nodelay(true);
+                match handshake(&acceptor, tcp, remote).await {
+                    Ok(conn) => {
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Err(reason) => {
+                        tracing::warn!(remote = %remote, reason = %reason, "refused agent connection");
+                    }
+                }
+            });
+        }
+        tracing::info!("stopped accepting agent connections");
+    });
+    ReceiverStream::new(rx)
+}
+
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    remote: std::net::SocketAddr,
+) -> Result<AgentConn, String> {
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| "tls handshake timed out".to_owned())?
+        .map_err(|e| format!("tls handshake failed: {e}"))?;
+    let leaf = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .ok_or_else(|| "no client certificate".to_owned())?;
+    let identity = identity::from_certificate(leaf).map_err(|e| e.to_string())?;
+    Ok(AgentConn {
+        stream,
+        info: AgentConnInfo { identity, remote },
+    })
+}

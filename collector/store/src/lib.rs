@@ -1,0 +1,123 @@
+//! doorwatch's ClickHouse storage: the schema and its versioned migrations,
+//! the `Row` types, and the queries that the collector and the console share.
+//!
+//! `Row` structs live only here. This crate speaks SQL over the official
+//! `clickhouse` crate and knows nothing of gRPC, TLS or capture.
+//!
+//! Compatibility: the SQL here must run on Debian's ClickHouse 18.16 and on
+//! current releases (see `docs/clickhouse.md`). IPs are `FixedString(16)`,
+//! there are no TTL clauses, no IPv4/IPv6/DateTime64/JSON types and no
+//! server-side query parameters.
+
+mod error;
+pub mod ip;
+mod migrations;
+mod scan_events;
+mod server;
+
+pub use error::StoreError;
+pub use migrations::{MIGRATIONS, Migration};
+pub use scan_events::{ScanEventRow, state as episode_state};
+pub use server::{ServerInfo, SqlPath};
+
+/// Where and how to reach ClickHouse.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// HTTP endpoint, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Database holding doorwatch's tables; created if missing.
+    pub database: String,
+    pub user: String,
+    pub password: Option<String>,
+}
+
+/// A connection pool to ClickHouse with the schema applied.
+#[derive(Clone)]
+pub struct Store {
+    client: clickhouse::Client,
+    server: ServerInfo,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("server", &self.server).finish()
+    }
+}
+
+impl Store {
+    /// Connects, detects the server version, creates the database if needed
+    /// and applies pending migrations.
+    pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let store = Self::connect(config).await?;
+        migrations::apply(&store.client).await?;
+        Ok(store)
+    }
+
+    /// Connects and detects the server version without touching the schema.
+    /// Read-only tools (the `events` command, the console) use this.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
+        let mut base = clickhouse::Client::default()
+            .with_url(&config.url)
+            .with_user(&config.user);
+        if let Some(password) = &config.password {
+            base = base.with_password(password);
+        }
+        // Version detection runs with validation off: it is the step that
+        // decides whether validation can be on.
+        let server = server::detect(&base.clone().with_validation(false)).await?;
+        let validation = server.path() == SqlPath::Current;
+        tracing::info!(
+            version = %server.version,
+            path = ?server.path(),
+            row_validation = validation,
+            "connected to clickhouse"
+        );
+        base.clone()
+            .with_validation(false)
+            .query(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                quote_identifier(&config.database)
+            ))
+            .execute()
+            .await
+            .map_err(StoreError::query("create database"))?;
+        let client = base
+            .with_database(&config.database)
+            .with_validation(validation);
+        Ok(Self { client, server })
+    }
+
+    /// What the connected server is and which SQL path is in use.
+    pub fn server(&self) -> &ServerInfo {
+        &self.server
+    }
+
+    /// Writes scan events in one INSERT. Returns only after ClickHouse has
+    /// accepted the whole insert, so the caller may acknowledge the batch.
+    pub async fn insert_scan_events(&self, rows: &[ScanEventRow]) -> Result<(), StoreError> {
+        scan_events::insert(&self.client, rows).await
+    }
+
+    /// Scan events received at or after `since_unix` (seconds), each event
+    /// id once, newest first, at most `limit` rows.
+    pub async fn recent_scan_events(
+        &self,
+        since_unix: u32,
+        limit: u64,
+    ) -> Result<Vec<ScanEventRow>, StoreError> {
+        scan_events::recent(&self.client, since_unix, limit).await
+    }
+
+    /// The migration versions recorded as applied, ascending.
+    pub async fn applied_migrations(&self) -> Result<Vec<u32>, StoreError> {
+        migrations::applied(&self.client).await
+    }
+}
+
+/// Quotes an identifier with backticks, escaping embedded backticks and
+/// backslashes. Identifiers come from validated config, but quoting keeps
+/// a typo from turning into SQL.
+fn quote_identifier(name: &str) -> String {
+    let escaped = name.replace('\\', "\\\\").replace('`', "\\`");
+    format!("`{escaped}`")
+}

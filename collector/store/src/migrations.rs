@@ -1,0 +1,126 @@
+//! Versioned schema migrations, applied at collector start and recorded in
+//! `schema_migrations`.
+//!
+//! Every statement is idempotent (`IF NOT EXISTS`), so several collectors
+//! starting at once, or a collector that died half-way, converge on the same
+//! schema. A migration is never edited once released; changes come as new
+//! versions.
+
+use crate::StoreError;
+
+/// One schema step.
+#[derive(Debug)]
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub statements: &'static [&'static str],
+}
+
+/// All migrations, in order.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "scan_events",
+    statements: &[
+        // One row per report of a scan episode. Reports of one episode share
+        // `episode_id`; the newest report carries the largest counts.
+        //
+        // ReplacingMergeTree over a key that ends in `event_id` collapses
+        // retried inserts of the same event. Queries use FINAL (or count
+        // distinct ids), so they are correct before background merges too.
+        // Every key column comes from the agent's event, never from the
+        // collector's clock, so a resent event lands in the same partition
+        // with the same key.
+        "CREATE TABLE IF NOT EXISTS scan_events (
+            event_id UUID,
+            episode_id UUID,
+            agent_id String,
+            received_at DateTime,
+            created_at DateTime,
+            state Enum8('detected' = 1, 'active' = 2, 'closed' = 3),
+            scanner FixedString(16),
+            target FixedString(16),
+            scan_types Array(String),
+            ports_probed UInt32,
+            port_sample Array(UInt16),
+            open_ports Array(UInt16),
+            probes UInt64,
+            first_seen DateTime,
+            last_seen DateTime,
+            confidence UInt8,
+            explanation String
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMMDD(first_seen)
+        ORDER BY (scanner, target, first_seen, event_id)",
+    ],
+}];
+
+const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    name String,
+    applied_at DateTime DEFAULT now()
+) ENGINE = MergeTree() ORDER BY version";
+
+#[derive(clickhouse::Row, serde::Serialize)]
+struct MigrationRecord<'a> {
+    version: u32,
+    name: &'a str,
+    applied_at: u32,
+}
+
+pub(crate) async fn applied(client: &clickhouse::Client) -> Result<Vec<u32>, StoreError> {
+    client
+        .query("SELECT DISTINCT version FROM schema_migrations ORDER BY version")
+        .fetch_all::<u32>()
+        .await
+        .map_err(StoreError::query("read schema_migrations"))
+}
+
+pub(crate) async fn apply(client: &clickhouse::Client) -> Result<(), StoreError> {
+    client
+        .query(CREATE_MIGRATIONS_TABLE)
+        .execute()
+        .await
+        .map_err(StoreError::query("create schema_migrations"))?;
+    let done = applied(client).await?;
+    for migration in MIGRATIONS {
+        if done.contains(&migration.version) {
+            continue;
+        }
+        for statement in migration.statements {
+            client
+                .query(statement)
+                .execute()
+                .await
+                .map_err(StoreError::query(migration.name))?;
+        }
+        let mut insert = client
+            .insert::<MigrationRecord<'_>>("schema_migrations")
+            .await
+            .map_err(StoreError::query("record migration"))?;
+        insert
+            .write(&MigrationRecord {
+                version: migration.version,
+                name: migration.name,
+                applied_at: unix_now(),
+            })
+            .await
+            .map_err(StoreError::query("record migration"))?;
+        insert
+            .end()
+            .await
+            .map_err(StoreError::query("record migration"))?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied schema migration"
+        );
+    }
+    Ok(())
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,91 @@
+//! The `scan_events` table: one row per report of a scan episode.
+
+use crate::StoreError;
+
+/// A stored scan report. Field order matches the table's column order
+/// (required on the portable path, where rows are plain RowBinary).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct ScanEventRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub event_id: uuid::Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub episode_id: uuid::Uuid,
+    /// From the agent's verified certificate, never from the payload.
+    pub agent_id: String,
+    /// Collector clock, Unix seconds.
+    pub received_at: u32,
+    /// Agent clock, Unix seconds.
+    pub created_at: u32,
+    /// 1 detected, 2 active, 3 closed.
+    pub state: i8,
+    /// See [`crate::ip`].
+    pub scanner: [u8; 16],
+    pub target: [u8; 16],
+    pub scan_types: Vec<String>,
+    pub ports_probed: u32,
+    pub port_sample: Vec<u16>,
+    pub open_ports: Vec<u16>,
+    pub probes: u64,
+    pub first_seen: u32,
+    pub last_seen: u32,
+    pub confidence: u8,
+    pub explanation: String,
+}
+
+/// Episode states as stored in the `state` Enum8 column.
+pub mod state {
+    pub const DETECTED: i8 = 1;
+    pub const ACTIVE: i8 = 2;
+    pub const CLOSED: i8 = 3;
+
+    /// The column's label for `value`.
+    pub fn label(value: i8) -> &'static str {
+        match value {
+            DETECTED => "detected",
+            ACTIVE => "active",
+            CLOSED => "closed",
+            _ => "unknown",
+        }
+    }
+}
+
+pub(crate) async fn insert(
+    client: &clickhouse::Client,
+    rows: &[ScanEventRow],
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client
+        .insert::<ScanEventRow>("scan_events")
+        .await
+        .map_err(StoreError::query("insert scan_events"))?;
+    for row in rows {
+        insert
+            .write(row)
+            .await
+            .map_err(StoreError::query("insert scan_events"))?;
+    }
+    insert
+        .end()
+        .await
+        .map_err(StoreError::query("insert scan_events"))
+}
+
+pub(crate) async fn recent(
+    client: &clickhouse::Client,
+    since_unix: u32,
+    limit: u64,
+) -> Result<Vec<ScanEventRow>, StoreError> {
+    client
+        .query(
+            "SELECT ?fields FROM scan_events FINAL \
+             WHERE received_at >= toDateTime(?) \
+             ORDER BY received_at DESC, last_seen DESC LIMIT ?",
+        )
+        .bind(since_unix)
+        .bind(limit)
+        .fetch_all::<ScanEventRow>()
+        .await
+        .map_err(StoreError::query("select scan_events"))
+}
