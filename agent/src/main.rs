@@ -1,1 +1,431 @@
-fn main(){}
+//! `doorwatch-agent`: the command-line entry point. `run` wires capture (its
+//! own OS thread), detection and the uplink (async) together; `replay`
+//! runs the same detector over a capture file.
+
+#![forbid(unsafe_code)]
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use doorwatch_agent::capture::Capture;
+use doorwatch_agent::config::{AgentConfig, ValidConfig};
+use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeReport, EpisodeState};
+use doorwatch_agent::events::{self, EventBuilder};
+use doorwatch_agent::tls::ClientTls;
+use doorwatch_agent::uplink::{Counters, Uplink};
+use doorwatch_agent::{decode, pcap};
+use doorwatch_proto::v1;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Watches this PC's network interface for port scans and reports them to
+/// the campus doorwatch collector over mutual TLS.
+///
+/// Needs the CAP_NET_RAW capability (not full root). Typical use:
+///   doorwatch-agent check-config --config /etc/doorwatch/agent.toml
+///   doorwatch-agent run --config /etc/doorwatch/agent.toml
+/// Offline analysis of a capture file:
+///   doorwatch-agent replay --pcap scan.pcap --local-ip 192.0.2.10
+#[derive(Debug, Parser)]
+#[command(version, verbatim_doc_comment)]
+struct Cli {
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    /// Log filter, e.g. "info" or "doorwatch_agent=debug".
+    /// The RUST_LOG environment variable overrides it.
+    #[arg(long, default_value = "info", global = true)]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture, detect and report until SIGTERM or Ctrl-C.
+    Run {
+        /// Path to agent.toml.
+        #[arg(long, default_value = "/etc/doorwatch/agent.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and the files it names, then exit.
+    CheckConfig {
+        /// Path to agent.toml.
+        #[arg(long, default_value = "/etc/doorwatch/agent.toml")]
+        config: PathBuf,
+    },
+    /// Run the detector over a pcap file, using the capture's timestamps.
+    Replay {
+        /// Capture file (classic pcap, Ethernet).
+        #[arg(long)]
+        pcap: PathBuf,
+        /// This PC's address in the capture (repeatable).
+        #[arg(long = "local-ip", required = true)]
+        local_ips: Vec<IpAddr>,
+        /// table for people, json for scripts (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Run { config } => run(load_config(&config)?),
+        Command::CheckConfig { config } => {
+            let valid = load_config(&config)?;
+            ClientTls::load(&valid.ca, &valid.cert, &valid.key, &valid.server_name)
+                .context("the TLS files named in [collector] do not work")?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Replay {
+            pcap,
+            local_ips,
+            format,
+        } => replay(&pcap, local_ips, format),
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<ValidConfig> {
+    AgentConfig::load(path)
+        .and_then(AgentConfig::validate)
+        .with_context(|| format!("invalid configuration {}", path.display()))
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn run(config: ValidConfig) -> anyhow::Result<()> {
+    let tls = ClientTls::load(&config.ca, &config.cert, &config.key, &config.server_name)
+        .context("cannot load the agent's TLS files")?;
+    let capture = Capture::open(&config.interface)?;
+    let local_ips = if config.local_ips.is_empty() {
+        capture.interface_ips()
+    } else {
+        config.local_ips.clone()
+    };
+    if local_ips.is_empty() {
+        bail!(
+            "interface {} has no IP addresses; set local_ips in the configuration",
+            config.interface
+        );
+    }
+    tracing::info!(interface = %config.interface, local_ips = ?local_ips, collector = %config.collector_address, "agent starting");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let counters = Arc::new(Counters::default());
+    let (event_tx, event_rx) = mpsc::channel(4096);
+    let (policy_tx, policy_rx) = watch::channel(None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (failed_tx, failed_rx) = oneshot::channel();
+
+    let hello = v1::Hello {
+        protocol_version: doorwatch_proto::PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        hostname: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        os: std::env::consts::OS.to_owned(),
+        local_ips: local_ips.iter().map(|&ip| events::ip_bytes(ip)).collect(),
+    };
+    let uplink = Uplink::new(
+        tls,
+        config.collector_address.clone(),
+        hello,
+        config.heartbeat,
+        event_rx,
+        config.max_pending_events,
+        policy_tx,
+        counters.clone(),
+    );
+    let uplink = runtime.spawn(uplink.run());
+
+    let capture_thread = {
+        let detector = Detector::new(config.detector.clone(), local_ips);
+        let loop_state = CaptureLoop {
+            capture,
+            detector,
+            base: config.detector.clone(),
+            builder: EventBuilder::default(),
+            events: event_tx,
+            policy: policy_rx,
+            counters,
+            stop: stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("capture".into())
+            .spawn(move || {
+                if let Err(e) = loop_state.run() {
+                    let _ = failed_tx.send(e);
+                }
+            })
+            .context("cannot start the capture thread")?
+    };
+
+    let failure = runtime.block_on(async {
+        tokio::select! {
+            _ = wait_for_signal() => None,
+            failed = failed_rx => failed.ok(),
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    if capture_thread.join().is_err() {
+        tracing::error!("capture thread panicked");
+    }
+    // Give delivery a moment to send the closing reports.
+    if runtime
+        .block_on(tokio::time::timeout(Duration::from_secs(5), uplink))
+        .is_err()
+    {
+        tracing::warn!("stopping with undelivered events");
+    }
+    match failure {
+        Some(e) => Err(e).context("capture stopped"),
+        None => {
+            tracing::info!("agent stopped");
+            Ok(())
+        }
+    }
+}
+
+/// The capture thread: read, decode, detect, hand events to the uplink.
+struct CaptureLoop {
+    capture: Capture,
+    detector: Detector,
+    /// The configured thresholds; a pushed policy overrides them.
+    base: DetectorConfig,
+    builder: EventBuilder,
+    events: mpsc::Sender<v1::Event>,
+    policy: watch::Receiver<Option<v1::Policy>>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+}
+
+/// How often timers run in the detector.
+const TICK_MS: u64 = 200;
+
+impl CaptureLoop {
+    fn run(mut self) -> Result<(), anyhow::Error> {
+        let mut last_tick = unix_ms();
+        let mut packets = 0u64;
+        let mut decode_errors = 0u64;
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Some(frame) = self.capture.next_frame()? {
+                let now = unix_ms();
+                packets += 1;
+                match decode::ethernet(frame) {
+                    Ok(Some(packet)) => self.detector.observe(&packet, now),
+                    Ok(None) => {}
+                    Err(_) => decode_errors += 1,
+                }
+            }
+            let now = unix_ms();
+            if now.saturating_sub(last_tick) >= TICK_MS {
+                last_tick = now;
+                self.counters.packets_seen.fetch_add(packets, Ordering::Relaxed);
+                self.counters
+                    .decode_errors
+                    .fetch_add(decode_errors, Ordering::Relaxed);
+                (packets, decode_errors) = (0, 0);
+                self.apply_policy();
+                self.detector.tick(now);
+                self.forward(now);
+            }
+        }
+        self.detector.finish();
+        self.forward(unix_ms());
+        Ok(())
+    }
+
+    fn apply_policy(&mut self) {
+        if !self.policy.has_changed().unwrap_or(false) {
+            return;
+        }
+        let Some(policy) = self.policy.borrow_and_update().clone() else {
+            return;
+        };
+        let mut config = self.base.clone();
+        if policy.scan_min_ports > 0 {
+            config.scan_min_ports = policy.scan_min_ports;
+            config.blind_min_ports = config.blind_min_ports.max(policy.scan_min_ports);
+        }
+        if policy.episode_idle_seconds > 0 {
+            config.episode_idle_ms = u64::from(policy.episode_idle_seconds) * 1000;
+        }
+        for bytes in &policy.allowlisted_sources {
+            if let Ok(v4) = <[u8; 4]>::try_from(bytes.as_slice()) {
+                config.allowlist.insert(IpAddr::from(v4));
+            } else if let Ok(v6) = <[u8; 16]>::try_from(bytes.as_slice()) {
+                config.allowlist.insert(IpAddr::from(v6));
+            }
+        }
+        self.detector.set_config(config);
+        self.counters
+            .policy_version
+            .store(policy.version, Ordering::Relaxed);
+        tracing::info!(version = policy.version, "applied policy");
+    }
+
+    fn forward(&mut self, now: u64) {
+        self.counters.untracked_probes.store(
+            self.detector.untracked_probes(),
+            Ordering::Relaxed,
+        );
+        let reports: Vec<EpisodeReport> = self.detector.drain_reports().collect();
+        for report in reports {
+            if report.state == EpisodeState::Detected {
+                tracing::info!(scanner = %report.scanner, target = %report.target, ports = report.ports_probed, "scan detected");
+            }
+            let event = self.builder.scan_event(&report, now);
+            if self.events.try_send(event).is_err() {
+                self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("event queue full; dropped an event");
+            }
+        }
+    }
+}
+
+fn replay(path: &std::path::Path, local_ips: Vec<IpAddr>, format: Format) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reader = pcap::Reader::new(&bytes).with_context(|| format!("{}", path.display()))?;
+    let mut detector = Detector::new(DetectorConfig::default(), local_ips);
+    let mut last_tick = 0;
+    let mut bad_frames = 0u64;
+    for record in reader {
+        let record = record.with_context(|| format!("{}", path.display()))?;
+        match decode::ethernet(record.data) {
+            Ok(Some(packet)) => detector.observe(&packet, record.unix_ms),
+            Ok(None) => {}
+            Err(_) => bad_frames += 1,
+        }
+        if record.unix_ms.saturating_sub(last_tick) >= TICK_MS {
+            last_tick = record.unix_ms;
+            detector.tick(record.unix_ms);
+        }
+    }
+    detector.finish();
+    if bad_frames > 0 {
+        tracing::warn!(bad_frames, "some frames could not be decoded");
+    }
+    // One line per episode at its final state.
+    let finals: Vec<EpisodeReport> = detector
+        .drain_reports()
+        .filter(|r| r.state == EpisodeState::Closed)
+        .collect();
+    for report in &finals {
+        match format {
+            Format::Json => println!("{}", replay_json(report)),
+            Format::Table => println!(
+                "{} -> {}  {:?}  ports={} open={:?} probes={}\n    {}",
+                report.scanner,
+                report.target,
+                report.kinds,
+                report.ports_probed,
+                report.open_ports,
+                report.probes,
+                report.explanation
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn replay_json(report: &EpisodeReport) -> String {
+    let rfc3339 = |ms: u64| {
+        let secs = ms / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            ms % 1000
+        )
+    };
+    let kinds: Vec<String> = report
+        .kinds
+        .iter()
+        .map(|k| format!("\"{}\"", format!("{k:?}").to_lowercase()))
+        .collect();
+    format!(
+        "{{\"kind\":\"scan\",\"scanner\":\"{}\",\"target\":\"{}\",\"scan_types\":[{}],\"ports_probed\":{},\"open_ports\":{:?},\"probes\":{},\"first_seen\":\"{}\",\"last_seen\":\"{}\",\"companions\":[],\"confidence\":{},\"explanation\":{:?}}}",
+        report.scanner,
+        report.target,
+        kinds.join(","),
+        report.ports_probed,
+        report.open_ports,
+        report.probes,
+        rfc3339(report.first_seen_ms),
+        rfc3339(report.last_seen_ms),
+        report.confidence,
+        report.explanation,
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,280 @@
+//! `agent.toml`: what the agent watches, where it reports, and how it
+//! decides. [`AgentConfig::load`] reads and parses; [`AgentConfig::validate`]
+//! is pure and names the field at fault.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::detect::DetectorConfig;
+
+/// The whole file. Unknown fields are errors.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Network interface to watch, e.g. "eth0".
+    pub interface: String,
+    /// This PC's addresses. Empty: the interface's own addresses.
+    #[serde(default)]
+    pub local_ips: Vec<IpAddr>,
+    /// The collector to report to.
+    pub collector: CollectorConfig,
+    /// Detection thresholds.
+    #[serde(default)]
+    pub detection: DetectionConfig,
+    /// Delivery tuning.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// host:port of the collector (a DNS name or an IP).
+    pub address: String,
+    /// Name expected in the collector's certificate. Default: the host part
+    /// of `address`.
+    pub server_name: Option<String>,
+    /// PEM bundle of the CA that signed the collector's certificate.
+    pub ca: PathBuf,
+    /// This agent's client certificate (PEM).
+    pub cert: PathBuf,
+    /// This agent's private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionConfig {
+    /// Distinct ports this PC refused before a source counts as a scanner.
+    pub scan_min_ports: u32,
+    /// Distinct unanswered ports that also make a scanner (firewalled PC).
+    pub blind_min_ports: u32,
+    /// Seconds without probes after which a scan episode is closed.
+    pub episode_idle_seconds: u32,
+    /// Least seconds between two updates of one ongoing scan.
+    pub update_interval_seconds: u32,
+    /// Most (source, address) pairs tracked at once; bounds memory.
+    pub max_tracked_sources: usize,
+    /// Sources never reported, e.g. the campus vulnerability scanner.
+    pub allowlisted_sources: Vec<IpAddr>,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        let d = DetectorConfig::default();
+        Self {
+            scan_min_ports: d.scan_min_ports,
+            blind_min_ports: d.blind_min_ports,
+            episode_idle_seconds: (d.episode_idle_ms / 1000) as u32,
+            update_interval_seconds: (d.update_interval_ms / 1000) as u32,
+            max_tracked_sources: d.max_tracked_sources,
+            allowlisted_sources: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Seconds between heartbeats.
+    pub heartbeat_seconds: u32,
+    /// Most unacknowledged events held for resending; beyond it the oldest
+    /// are dropped and counted in heartbeats.
+    pub max_pending_events: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_seconds: 30,
+            max_pending_events: 100_000,
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub interface: String,
+    pub local_ips: Vec<IpAddr>,
+    pub collector_address: String,
+    pub server_name: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub detector: DetectorConfig,
+    pub heartbeat: Duration,
+    pub max_pending_events: usize,
+}
+
+/// A configuration problem, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("field `{field}`: {problem}")]
+    Invalid { field: &'static str, problem: String },
+}
+
+fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        problem: problem.into(),
+    }
+}
+
+impl AgentConfig {
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        if self.interface.trim().is_empty() {
+            return Err(invalid("interface", "must name a network interface"));
+        }
+        let address = self.collector.address;
+        let (host, port) = address
+            .rsplit_once(':')
+            .ok_or_else(|| invalid("collector.address", format!("{address:?} is not host:port")))?;
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(invalid("collector.address", format!("{port:?} is not a port")));
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(invalid("collector.address", "host is empty"));
+        }
+        let server_name = self.collector.server_name.unwrap_or_else(|| host.to_owned());
+        if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+            return Err(invalid(
+                "collector.server_name",
+                format!("{server_name:?} is not a DNS name or IP address"),
+            ));
+        }
+        let d = self.detection;
+        if d.scan_min_ports == 0 {
+            return Err(invalid("detection.scan_min_ports", "must be at least 1"));
+        }
+        if d.blind_min_ports < d.scan_min_ports {
+            return Err(invalid(
+                "detection.blind_min_ports",
+                "must be at least detection.scan_min_ports",
+            ));
+        }
+        if d.episode_idle_seconds == 0 {
+            return Err(invalid("detection.episode_idle_seconds", "must be at least 1"));
+        }
+        if d.max_tracked_sources == 0 {
+            return Err(invalid("detection.max_tracked_sources", "must be at least 1"));
+        }
+        if self.delivery.heartbeat_seconds == 0 {
+            return Err(invalid("delivery.heartbeat_seconds", "must be at least 1"));
+        }
+        if self.delivery.max_pending_events == 0 {
+            return Err(invalid("delivery.max_pending_events", "must be at least 1"));
+        }
+        Ok(ValidConfig {
+            interface: self.interface,
+            local_ips: self.local_ips,
+            collector_address: address,
+            server_name,
+            ca: self.collector.ca,
+            cert: self.collector.cert,
+            key: self.collector.key,
+            detector: DetectorConfig {
+                scan_min_ports: d.scan_min_ports,
+                blind_min_ports: d.blind_min_ports,
+                episode_idle_ms: u64::from(d.episode_idle_seconds) * 1000,
+                update_interval_ms: u64::from(d.update_interval_seconds) * 1000,
+                max_tracked_sources: d.max_tracked_sources,
+                allowlist: d.allowlisted_sources.into_iter().collect::<HashSet<_>>(),
+            },
+            heartbeat: Duration::from_secs(u64::from(self.delivery.heartbeat_seconds)),
+            max_pending_events: self.delivery.max_pending_events,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        interface = "eth0"
+        [collector]
+        address = "collector.campus.example:4443"
+        ca = "ca.pem"
+        cert = "agent.pem"
+        key = "agent.key"
+    "#;
+
+    fn check(text: &str) -> Result<ValidConfig, String> {
+        AgentConfig::parse(text)
+            .map_err(|e| e.to_string())?
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = check(GOOD).expect("valid");
+        assert_eq!(config.server_name, "collector.campus.example");
+        assert_eq!(config.detector, DetectorConfig::default());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (GOOD.replace(":4443", ""), "collector.address"),
+            (GOOD.replace(":4443", ":0"), "collector.address"),
+            (format!("{GOOD}[detection]\nscan_min_ports = 0\n"), "detection.scan_min_ports"),
+            (format!("{GOOD}[detection]\nscan_min_port = 3\n"), "scan_min_port"),
+            (GOOD.replace("interface = \"eth0\"", "interface = 7"), "interface"),
+            (GOOD.replace("interface = \"eth0\"", ""), "interface"),
+            (
+                format!("{GOOD}[delivery]\nheartbeat_seconds = 0\n"),
+                "delivery.heartbeat_seconds",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = check(&text).expect_err(field);
+            assert!(err.contains(field), "{err:?} should name {field}");
+        }
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/agent.toml");
+        AgentConfig::load(Path::new(path))
+            .expect("deploy/agent.toml parses")
+            .validate()
+            .expect("deploy/agent.toml is valid");
+    }
+}

@@ -1,0 +1,395 @@
+//! The stream to the collector: connect over mutual TLS, send Hello, send
+//! event batches, apply Policy, send heartbeats, and forget a batch only
+//! when the collector's cumulative Ack covers it.
+//!
+//! Unacknowledged batches stay in memory (bounded by
+//! `max_pending_events`; the on-disk spool replaces this) and are resent, in
+//! order and with their original sequence numbers, after every reconnect.
+//! Reconnects wait a capped exponential backoff with full jitter, so a
+//! campus of agents does not stampede a restarted collector.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use doorwatch_proto::v1::{self, AgentMessage, EventBatch, agent_message, collector_message};
+use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_MESSAGE_BYTES};
+use rand::Rng;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::tls::ClientTls;
+
+/// With batches in flight and no Ack for this long, reconnect.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
+/// First and largest reconnect delay.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// A session that lasted this long resets the backoff.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Counters shared by capture, detection and delivery; reported in
+/// heartbeats.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub packets_seen: AtomicU64,
+    pub decode_errors: AtomicU64,
+    pub kernel_drops: AtomicU64,
+    pub events_dropped: AtomicU64,
+    pub untracked_probes: AtomicU64,
+    pub policy_version: AtomicU64,
+}
+
+/// Capped exponential backoff with full jitter: the n-th delay is uniform
+/// in [0, min(cap, base·2ⁿ)].
+#[derive(Debug)]
+pub struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new() -> Self {
+        Self { attempt: 0 }
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    /// The next delay, drawing the jitter from `rng`.
+    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
+        let ceiling = BACKOFF_BASE
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(BACKOFF_CAP);
+        self.attempt = self.attempt.saturating_add(1);
+        ceiling.mul_f64(rng.random::<f64>())
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Unacknowledged batches, oldest first.
+#[derive(Debug)]
+pub struct Pending {
+    batches: VecDeque<EventBatch>,
+    events: usize,
+    max_events: usize,
+    next_seq: u64,
+}
+
+impl Pending {
+    pub fn new(max_events: usize) -> Self {
+        Self {
+            batches: VecDeque::new(),
+            events: 0,
+            max_events,
+            next_seq: 1,
+        }
+    }
+
+    /// Appends a batch of `events`; returns how many old events were
+    /// dropped to stay within the bound.
+    pub fn push(&mut self, events: Vec<v1::Event>) -> usize {
+        if events.is_empty() {
+            return 0;
+        }
+        self.events += events.len();
+        self.batches.push_back(EventBatch {
+            seq: self.next_seq,
+            events,
+        });
+        self.next_seq += 1;
+        let mut dropped = 0;
+        while self.events > self.max_events && self.batches.len() > 1 {
+            dropped += self.pop_front();
+        }
+        dropped
+    }
+
+    /// Forgets every batch with `seq <= acked`; returns how many batches.
+    pub fn ack(&mut self, acked: u64) -> usize {
+        let mut removed = 0;
+        while self.batches.front().is_some_and(|b| b.seq <= acked) {
+            self.pop_front();
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Removes the oldest batch; returns its event count.
+    pub fn pop_front(&mut self) -> usize {
+        let n = self.batches.pop_front().map_or(0, |b| b.events.len());
+        self.events -= n;
+        n
+    }
+
+    pub fn get(&self, index: usize) -> Option<&EventBatch> {
+        self.batches.get(index)
+    }
+
+    pub fn batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    pub fn events(&self) -> usize {
+        self.events
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("collector refused the stream: {0}")]
+    Refused(tonic::Status),
+    #[error("stream ended: {0}")]
+    Status(tonic::Status),
+    #[error("collector closed the stream")]
+    Closed,
+    #[error("no acknowledgement for {0:?}")]
+    AckTimeout(Duration),
+}
+
+/// The delivery task.
+#[derive(Debug)]
+pub struct Uplink {
+    pub tls: ClientTls,
+    pub address: String,
+    pub hello: v1::Hello,
+    pub heartbeat: Duration,
+    pub events: mpsc::Receiver<v1::Event>,
+    pub pending: Pending,
+    pub policy: watch::Sender<Option<v1::Policy>>,
+    pub counters: Arc<Counters>,
+    pub started: Instant,
+    events_open: bool,
+}
+
+impl Uplink {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        tls: ClientTls,
+        address: String,
+        hello: v1::Hello,
+        heartbeat: Duration,
+        events: mpsc::Receiver<v1::Event>,
+        max_pending_events: usize,
+        policy: watch::Sender<Option<v1::Policy>>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            tls,
+            address,
+            hello,
+            heartbeat,
+            events,
+            pending: Pending::new(max_pending_events),
+            policy,
+            counters,
+            started: Instant::now(),
+            events_open: true,
+        }
+    }
+
+    /// Runs until the event channel is closed and everything was delivered.
+    /// The caller bounds how long it waits for that at shutdown.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new();
+        loop {
+            let began = Instant::now();
+            match self.session().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(collector = %self.address, error = %e, pending_events = self.pending.events(), "collector stream down");
+                }
+            }
+            if began.elapsed() >= HEALTHY_SESSION {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay(&mut rand::rng());
+            tracing::info!(retry_in = ?delay, "reconnecting to collector");
+            let wake = tokio::time::Instant::now() + delay;
+            // Keep taking events while waiting, so capture never blocks.
+            while self.events_open {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => break,
+                    event = self.events.recv() => self.take_events(event),
+                }
+            }
+            tokio::time::sleep_until(wake).await;
+        }
+    }
+
+    fn take_events(&mut self, first: Option<v1::Event>) {
+        let Some(first) = first else {
+            self.events_open = false;
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_EVENTS_PER_BATCH {
+            match self.events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        let dropped = self.pending.push(batch);
+        if dropped > 0 {
+            self.counters
+                .events_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+            tracing::warn!(dropped, "pending events over the limit; dropped the oldest");
+        }
+    }
+
+    fn heartbeat_message(&self) -> AgentMessage {
+        let c = &self.counters;
+        AgentMessage {
+            body: Some(agent_message::Body::Heartbeat(v1::Heartbeat {
+                packets_seen: c.packets_seen.load(Ordering::Relaxed),
+                kernel_drops: c.kernel_drops.load(Ordering::Relaxed),
+                pending_events: self.pending.events() as u64,
+                events_dropped: c.events_dropped.load(Ordering::Relaxed),
+                policy_version: c.policy_version.load(Ordering::Relaxed),
+                uptime_seconds: self.started.elapsed().as_secs(),
+                agent_version: self.hello.agent_version.clone(),
+            })),
+        }
+    }
+
+    async fn session(&mut self) -> Result<(), SessionError> {
+        let channel = self.tls.connect(&self.address).await?;
+        let mut client = v1::agent_stream_client::AgentStreamClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (tx, rx) = mpsc::channel::<AgentMessage>(32);
+        let hello = AgentMessage {
+            body: Some(agent_message::Body::Hello(self.hello.clone())),
+        };
+        // The channel is empty, so this cannot fail.
+        let _ = tx.try_send(hello);
+        let mut inbound = client
+            .session(ReceiverStream::new(rx))
+            .await
+            .map_err(SessionError::Refused)?
+            .into_inner();
+        tracing::info!(collector = %self.address, pending_batches = self.pending.batches(), "connected to collector");
+
+        let mut sent = 0usize;
+        let mut heartbeat = tokio::time::interval(self.heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ack_deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        loop {
+            if !self.events_open && self.pending.batches() == 0 {
+                return Ok(());
+            }
+            tokio::select! {
+                message = inbound.message() => {
+                    let body = match message {
+                        Ok(Some(m)) => m.body,
+                        Ok(None) => return Err(SessionError::Closed),
+                        Err(status) => return Err(self.on_error_status(status)),
+                    };
+                    match body {
+                        Some(collector_message::Body::Ack(ack)) => {
+                            let removed = self.pending.ack(ack.seq);
+                            sent = sent.saturating_sub(removed);
+                            ack_deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+                            tracing::debug!(seq = ack.seq, "batch acknowledged");
+                        }
+                        Some(collector_message::Body::Policy(policy)) => {
+                            tracing::info!(version = policy.version, "received policy");
+                            let _ = self.policy.send(Some(policy));
+                        }
+                        Some(collector_message::Body::Throttle(t)) => {
+                            tracing::warn!(retry_after_ms = t.retry_after_ms, reason = %t.reason, "collector asks to slow down");
+                        }
+                        None => {}
+                    }
+                }
+                event = self.events.recv(), if self.events_open => self.take_events(event),
+                permit = tx.reserve(), if sent < self.pending.batches() => {
+                    let Ok(permit) = permit else { return Err(SessionError::Closed) };
+                    if let Some(batch) = self.pending.get(sent) {
+                        if sent == 0 {
+                            ack_deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+                        }
+                        permit.send(AgentMessage { body: Some(agent_message::Body::Batch(batch.clone())) });
+                        sent += 1;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let _ = tx.try_send(self.heartbeat_message());
+                }
+                _ = tokio::time::sleep_until(ack_deadline), if sent > 0 => {
+                    return Err(SessionError::AckTimeout(ACK_TIMEOUT));
+                }
+            }
+        }
+    }
+
+    /// An error status ends the session. INVALID_ARGUMENT means the
+    /// collector will never accept the oldest unacknowledged batch; keeping
+    /// it would block delivery forever, so it is dropped and counted.
+    fn on_error_status(&mut self, status: tonic::Status) -> SessionError {
+        if status.code() == tonic::Code::InvalidArgument && self.pending.batches() > 0 {
+            let dropped = self.pending.pop_front();
+            self.counters
+                .events_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed);
+            tracing::error!(dropped, reason = %status.message(), "collector rejected a batch as invalid; dropped it");
+        }
+        SessionError::Status(status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn events(n: usize) -> Vec<v1::Event> {
+        vec![v1::Event::default(); n]
+    }
+
+    #[test]
+    fn ack_is_cumulative() {
+        let mut p = Pending::new(100);
+        for _ in 0..3 {
+            p.push(events(2));
+        }
+        assert_eq!(p.ack(2), 2);
+        assert_eq!(p.batches(), 1);
+        assert_eq!(p.get(0).map(|b| b.seq), Some(3));
+        assert_eq!(p.ack(2), 0, "an old ack again changes nothing");
+        assert_eq!(p.events(), 2);
+    }
+
+    #[test]
+    fn bound_drops_oldest_and_counts() {
+        let mut p = Pending::new(5);
+        assert_eq!(p.push(events(3)), 0);
+        assert_eq!(p.push(events(3)), 3);
+        assert_eq!(p.events(), 3);
+        assert_eq!(p.get(0).map(|b| b.seq), Some(2));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut b = Backoff::new();
+        let delays: Vec<Duration> = (0..40).map(|_| b.next_delay(&mut rng)).collect();
+        assert!(delays.iter().all(|d| *d <= BACKOFF_CAP));
+        assert!(delays[0] <= BACKOFF_BASE);
+        let late = &delays[20..];
+        let distinct: std::collections::HashSet<_> = late.iter().collect();
+        assert!(distinct.len() > 15, "full jitter spreads the delays");
+        b.reset();
+        assert!(b.next_delay(&mut rng) <= BACKOFF_BASE);
+    }
+}
