@@ -11,7 +11,7 @@
 //! kernel for the first [`capture::SNAPLEN`] bytes of each frame only, and
 //! decoding keeps header fields only.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod capture;
 pub mod config;

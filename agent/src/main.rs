@@ -262,6 +262,9 @@ impl CaptureLoop {
                 last_tick = now;
                 self.counters.packets_seen.fetch_add(packets, Ordering::Relaxed);
                 self.counters
+                    .kernel_drops
+                    .fetch_add(self.capture.take_kernel_drops(), Ordering::Relaxed);
+                self.counters
                     .decode_errors
                     .fetch_add(decode_errors, Ordering::Relaxed);
                 (packets, decode_errors) = (0, 0);

@@ -5,6 +5,8 @@
 //! contract. It must not grow transport, TLS or storage code: both the agent
 //! and the collector depend on it, and it depends on nothing of ours.
 
+#![forbid(unsafe_code)]
+
 /// Generated messages and services of package `doorwatch.v1`.
 #[allow(clippy::all, missing_debug_implementations)]
 pub mod v1 {

@@ -9,6 +9,8 @@
 //! there are no TTL clauses, no IPv4/IPv6/DateTime64/JSON types and no
 //! server-side query parameters.
 
+#![forbid(unsafe_code)]
+
 mod error;
 pub mod ip;
 mod migrations;

@@ -1,5 +1,7 @@
 //! Live capture with pnet: the blocking shell around the pure decoder.
-//! Runs on its own OS thread (see `main.rs`).
+//! Runs on its own OS thread (see `main.rs`). On Linux, [`linux`] opens
+//! the socket so it gets a large buffer and reports kernel drops; other
+//! OSes use pnet's defaults through the same functions.
 //!
 //! Only the first [`SNAPLEN`] bytes of each frame reach user space: the
 //! kernel truncates into a receive buffer of that size, so payloads are
@@ -12,8 +14,15 @@ use std::time::Duration;
 
 use pnet::datalink::{self, Channel, DataLinkReceiver, NetworkInterface};
 
+#[cfg(target_os = "linux")]
+mod linux;
+
 /// Bytes of each frame handed to user space.
 pub const SNAPLEN: usize = 256;
+
+/// Receive buffer requested from the kernel, so bursts (a fast scan sends
+/// tens of thousands of probes per second) queue instead of dropping.
+pub const RECV_BUFFER: usize = 8 * 1024 * 1024;
 
 /// How long one read waits before returning control (for timers, shutdown).
 pub const READ_TIMEOUT: Duration = Duration::from_millis(200);
@@ -50,6 +59,9 @@ pub enum CaptureError {
 pub struct Capture {
     interface: NetworkInterface,
     rx: Box<dyn DataLinkReceiver>,
+    /// The socket pnet reads from, for drop statistics (owned by `rx`).
+    #[cfg(target_os = "linux")]
+    socket: std::os::fd::RawFd,
 }
 
 impl std::fmt::Debug for Capture {
@@ -76,10 +88,28 @@ impl Capture {
                 available,
             });
         };
+        let permission = |e: io::Error| {
+            if e.kind() == io::ErrorKind::PermissionDenied {
+                CaptureError::NeedCapNetRaw {
+                    interface: name.to_owned(),
+                }
+            } else {
+                CaptureError::Open {
+                    interface: name.to_owned(),
+                    source: e,
+                }
+            }
+        };
+        #[cfg(target_os = "linux")]
+        let socket = linux::open_packet_socket(RECV_BUFFER).map_err(permission)?;
         let config = datalink::Config {
             read_buffer_size: SNAPLEN,
             write_buffer_size: 64,
             read_timeout: Some(READ_TIMEOUT),
+            // Only this PC's own traffic matters.
+            promiscuous: false,
+            #[cfg(target_os = "linux")]
+            socket_fd: Some(socket),
             ..datalink::Config::default()
         };
         let rx = match datalink::channel(&interface, config) {
@@ -89,24 +119,31 @@ impl Capture {
                     interface: name.to_owned(),
                 });
             }
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                return Err(CaptureError::NeedCapNetRaw {
-                    interface: name.to_owned(),
-                });
-            }
-            Err(source) => {
-                return Err(CaptureError::Open {
-                    interface: name.to_owned(),
-                    source,
-                });
-            }
+            Err(e) => return Err(permission(e)),
         };
-        Ok(Self { interface, rx })
+        Ok(Self {
+            interface,
+            rx,
+            #[cfg(target_os = "linux")]
+            socket,
+        })
     }
 
     /// The interface's own addresses.
     pub fn interface_ips(&self) -> Vec<IpAddr> {
         self.interface.ips.iter().map(|net| net.ip()).collect()
+    }
+
+    /// Frames the kernel dropped since the last call, where the OS tells.
+    pub fn take_kernel_drops(&self) -> u64 {
+        #[cfg(target_os = "linux")]
+        {
+            linux::take_drops(self.socket).unwrap_or(0)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            0
+        }
     }
 
     /// The next frame (at most [`SNAPLEN`] bytes), or `None` when
