@@ -128,7 +128,10 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     #[error("field `{field}`: {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
@@ -165,13 +168,19 @@ impl AgentConfig {
             .rsplit_once(':')
             .ok_or_else(|| invalid("collector.address", format!("{address:?} is not host:port")))?;
         if port.parse::<u16>().map_or(true, |p| p == 0) {
-            return Err(invalid("collector.address", format!("{port:?} is not a port")));
+            return Err(invalid(
+                "collector.address",
+                format!("{port:?} is not a port"),
+            ));
         }
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err(invalid("collector.address", "host is empty"));
         }
-        let server_name = self.collector.server_name.unwrap_or_else(|| host.to_owned());
+        let server_name = self
+            .collector
+            .server_name
+            .unwrap_or_else(|| host.to_owned());
         if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_err() {
             return Err(invalid(
                 "collector.server_name",
@@ -189,10 +198,16 @@ impl AgentConfig {
             ));
         }
         if d.episode_idle_seconds == 0 {
-            return Err(invalid("detection.episode_idle_seconds", "must be at least 1"));
+            return Err(invalid(
+                "detection.episode_idle_seconds",
+                "must be at least 1",
+            ));
         }
         if d.max_tracked_sources == 0 {
-            return Err(invalid("detection.max_tracked_sources", "must be at least 1"));
+            return Err(invalid(
+                "detection.max_tracked_sources",
+                "must be at least 1",
+            ));
         }
         if self.delivery.heartbeat_seconds == 0 {
             return Err(invalid("delivery.heartbeat_seconds", "must be at least 1"));
@@ -254,9 +269,18 @@ mod tests {
         let cases = [
             (GOOD.replace(":4443", ""), "collector.address"),
             (GOOD.replace(":4443", ":0"), "collector.address"),
-            (format!("{GOOD}[detection]\nscan_min_ports = 0\n"), "detection.scan_min_ports"),
-            (format!("{GOOD}[detection]\nscan_min_port = 3\n"), "scan_min_port"),
-            (GOOD.replace("interface = \"eth0\"", "interface = 7"), "interface"),
+            (
+                format!("{GOOD}[detection]\nscan_min_ports = 0\n"),
+                "detection.scan_min_ports",
+            ),
+            (
+                format!("{GOOD}[detection]\nscan_min_port = 3\n"),
+                "scan_min_port",
+            ),
+            (
+                GOOD.replace("interface = \"eth0\"", "interface = 7"),
+                "interface",
+            ),
             (GOOD.replace("interface = \"eth0\"", ""), "interface"),
             (
                 format!("{GOOD}[delivery]\nheartbeat_seconds = 0\n"),

@@ -52,9 +52,13 @@ pub enum Transport {
     /// ICMP or ICMPv6, normalized.
     Icmp(Icmp),
     /// A fragment whose transport header is not (wholly) in this packet.
-    Fragment { protocol: u8 },
+    Fragment {
+        protocol: u8,
+    },
     /// Any other IP protocol.
-    Other { protocol: u8 },
+    Other {
+        protocol: u8,
+    },
 }
 
 /// ICMP and ICMPv6 messages that matter for scan detection.
@@ -130,7 +134,11 @@ pub fn ipv4(data: &[u8]) -> Result<Packet, DecodeError> {
     } else {
         transport(protocol, l4, false)?
     };
-    Ok(Packet { src, dst, transport })
+    Ok(Packet {
+        src,
+        dst,
+        transport,
+    })
 }
 
 /// Source, destination, protocol, "is a fragment without a whole transport
@@ -152,8 +160,12 @@ fn ipv4_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeE
     let fragment_offset = flags_fragment & 0x1FFF;
     let more_fragments = flags_fragment & 0x2000 != 0;
     let protocol = header[9];
-    let src = IpAddr::V4(Ipv4Addr::new(header[12], header[13], header[14], header[15]));
-    let dst = IpAddr::V4(Ipv4Addr::new(header[16], header[17], header[18], header[19]));
+    let src = IpAddr::V4(Ipv4Addr::new(
+        header[12], header[13], header[14], header[15],
+    ));
+    let dst = IpAddr::V4(Ipv4Addr::new(
+        header[16], header[17], header[18], header[19],
+    ));
     let l4 = &data[header_len..];
     // A first fragment may still hold the whole transport header; a later
     // fragment never does. nmap -f splits the TCP header itself, so a first
@@ -171,7 +183,11 @@ pub fn ipv6(data: &[u8]) -> Result<Packet, DecodeError> {
     } else {
         transport(protocol, l4, true)?
     };
-    Ok(Packet { src, dst, transport })
+    Ok(Packet {
+        src,
+        dst,
+        transport,
+    })
 }
 
 fn ipv6_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeError> {
@@ -190,13 +206,16 @@ fn ipv6_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeE
             // Hop-by-hop, routing, destination options: length in 8-byte
             // units, not counting the first 8 bytes.
             0 | 43 | 60 => {
-                let len = usize::from(*rest.get(1).ok_or(DecodeError::Truncated("ipv6 ext"))?) * 8 + 8;
+                let len =
+                    usize::from(*rest.get(1).ok_or(DecodeError::Truncated("ipv6 ext"))?) * 8 + 8;
                 next = rest[0];
                 rest = rest.get(len..).ok_or(DecodeError::Truncated("ipv6 ext"))?;
             }
             // Fragment header: fixed 8 bytes.
             44 => {
-                let ext = rest.get(..8).ok_or(DecodeError::Truncated("ipv6 fragment"))?;
+                let ext = rest
+                    .get(..8)
+                    .ok_or(DecodeError::Truncated("ipv6 fragment"))?;
                 next = ext[0];
                 let offset = be16(ext, 2).unwrap_or(0) >> 3;
                 let more = ext[3] & 1 != 0;

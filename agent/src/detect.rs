@@ -274,7 +274,8 @@ impl Detector {
             return;
         }
         let key = (scanner, target);
-        if !self.sources.contains_key(&key) && self.sources.len() >= self.config.max_tracked_sources {
+        if !self.sources.contains_key(&key) && self.sources.len() >= self.config.max_tracked_sources
+        {
             self.untracked_probes += 1;
             return;
         }

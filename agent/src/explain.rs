@@ -32,7 +32,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -88,9 +88,17 @@ pub fn scan(report: &EpisodeReport) -> String {
         text.push_str(&format!(
             " {} of them {} open: {}{}.",
             report.open_ports.len(),
-            if report.open_ports.len() == 1 { "was" } else { "were" },
+            if report.open_ports.len() == 1 {
+                "was"
+            } else {
+                "were"
+            },
             listed.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() },
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
         ));
         text.push_str(" Make sure these services are patched, or close them.");
     }

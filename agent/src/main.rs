@@ -107,8 +107,11 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colour only for people at a terminal; journald and files get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -212,7 +215,7 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
     }
     // Give delivery a moment to send the closing reports.
     if runtime
-        .block_on(tokio::time::timeout(Duration::from_secs(5), uplink))
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), uplink).await })
         .is_err()
     {
         tracing::warn!("stopping with undelivered events");
@@ -260,7 +263,9 @@ impl CaptureLoop {
             let now = unix_ms();
             if now.saturating_sub(last_tick) >= TICK_MS {
                 last_tick = now;
-                self.counters.packets_seen.fetch_add(packets, Ordering::Relaxed);
+                self.counters
+                    .packets_seen
+                    .fetch_add(packets, Ordering::Relaxed);
                 self.counters
                     .kernel_drops
                     .fetch_add(self.capture.take_kernel_drops(), Ordering::Relaxed);
@@ -308,10 +313,9 @@ impl CaptureLoop {
     }
 
     fn forward(&mut self, now: u64) {
-        self.counters.untracked_probes.store(
-            self.detector.untracked_probes(),
-            Ordering::Relaxed,
-        );
+        self.counters
+            .untracked_probes
+            .store(self.detector.untracked_probes(), Ordering::Relaxed);
         let reports: Vec<EpisodeReport> = self.detector.drain_reports().collect();
         for report in reports {
             if report.state == EpisodeState::Detected {

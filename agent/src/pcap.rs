@@ -17,7 +17,9 @@ pub struct Record<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PcapError {
-    #[error("not a pcap file (magic {0:#010x}); pcapng is not supported, convert with `editcap -F pcap`")]
+    #[error(
+        "not a pcap file (magic {0:#010x}); pcapng is not supported, convert with `editcap -F pcap`"
+    )]
     BadMagic(u32),
     #[error("pcap file truncated in the {0}")]
     Truncated(&'static str),
@@ -86,7 +88,11 @@ impl<'a> Iterator for Reader<'a> {
             return Some(Err(PcapError::Truncated("record data")));
         };
         self.rest = &self.rest[16 + len..];
-        let frac_ms = if self.nanos { frac / 1_000_000 } else { frac / 1_000 };
+        let frac_ms = if self.nanos {
+            frac / 1_000_000
+        } else {
+            frac / 1_000
+        };
         Some(Ok(Record {
             unix_ms: secs * 1000 + frac_ms,
             data,
@@ -121,8 +127,10 @@ mod tests {
 
     #[test]
     fn pcapng_is_refused_with_advice() {
-        let err = Reader::new(&[0x0A, 0x0D, 0x0D, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
-            .expect_err("pcapng");
+        let err = Reader::new(&[
+            0x0A, 0x0D, 0x0D, 0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ])
+        .expect_err("pcapng");
         assert!(err.to_string().contains("editcap"));
     }
 }

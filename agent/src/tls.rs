@@ -107,11 +107,19 @@ impl ClientTls {
             async move {
                 let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
                     .await
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "tcp connect timed out"))??;
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "tcp connect timed out")
+                    })??;
                 tcp.set_nodelay(true)?;
-                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
-                    .await
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out"))??;
+                let tls =
+                    tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "tls handshake timed out",
+                            )
+                        })??;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         });

@@ -115,7 +115,10 @@ pub enum ConfigError {
         source: Box<toml::de::Error>,
     },
     #[error("field `{field}`: {problem}")]
-    Invalid { field: &'static str, problem: String },
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 impl CollectorConfig {
@@ -193,10 +196,11 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
-        let config: CollectorConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: "test.toml".into(),
-            source: Box::new(source),
-        })?;
+        let config: CollectorConfig =
+            toml::from_str(text).map_err(|source| ConfigError::Parse {
+                path: "test.toml".into(),
+                source: Box::new(source),
+            })?;
         config.validate()
     }
 

@@ -34,7 +34,9 @@ pub enum IdentityError {
     NoAgentUri,
     #[error("client certificate names several agents")]
     SeveralAgentUris,
-    #[error("agent id in client certificate is empty, too long or has characters outside [A-Za-z0-9._-]")]
+    #[error(
+        "agent id in client certificate is empty, too long or has characters outside [A-Za-z0-9._-]"
+    )]
     BadAgentId,
 }
 
@@ -128,7 +130,11 @@ mod tests {
     fn odd_agent_ids_are_refused() {
         for bad in ["", "a b", "a/b", "x'--"] {
             let der = cert_with(vec![uri(&format!("urn:doorwatch:agent:{bad}"))]);
-            assert_eq!(from_certificate(&der), Err(IdentityError::BadAgentId), "{bad:?}");
+            assert_eq!(
+                from_certificate(&der),
+                Err(IdentityError::BadAgentId),
+                "{bad:?}"
+            );
         }
     }
 

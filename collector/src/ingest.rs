@@ -109,7 +109,11 @@ struct Session {
 }
 
 impl Session {
-    async fn run(mut self, mut inbound: Streaming<AgentMessage>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<AgentMessage>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let agent_id = self.info.identity.agent_id.clone();
         let outcome = tokio::select! {
             outcome = self.serve(&mut inbound) => outcome,
@@ -209,7 +213,10 @@ impl Session {
 
     async fn send(&self, body: collector_message::Body) {
         // A closed channel means the agent went away; the read side notices.
-        let _ = self.tx.send(Ok(CollectorMessage { body: Some(body) })).await;
+        let _ = self
+            .tx
+            .send(Ok(CollectorMessage { body: Some(body) }))
+            .await;
     }
 }
 
@@ -333,7 +340,10 @@ fn ip_from_bytes(bytes: &[u8], field: &str) -> Result<IpAddr, String> {
     if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
         return Ok(IpAddr::from(v6));
     }
-    Err(format!("{field} must be 4 or 16 bytes, got {}", bytes.len()))
+    Err(format!(
+        "{field} must be 4 or 16 bytes, got {}",
+        bytes.len()
+    ))
 }
 
 fn ports(values: &[u32], field: &str) -> Result<Vec<u16>, String> {
@@ -449,15 +459,27 @@ mod tests {
                 },
                 "no detail",
             ),
-            (with_scan(|s| s.scanner_ip = vec![1; 5]), "scanner_ip must be 4 or 16"),
+            (
+                with_scan(|s| s.scanner_ip = vec![1; 5]),
+                "scanner_ip must be 4 or 16",
+            ),
             (with_scan(|s| s.port_sample = vec![70_000]), "not a port"),
             (with_scan(|s| s.port_sample = vec![1; 65]), "at most 64"),
             (with_scan(|s| s.scan_types = vec![99]), "unknown scan type"),
             (with_scan(|s| s.scan_types = vec![]), "scan_types is empty"),
             (with_scan(|s| s.state = 42), "unknown episode state"),
-            (with_scan(|s| s.first_seen_unix_ms = -5), "not a plausible time"),
-            (with_scan(|s| s.last_seen_unix_ms = 1_000_000_000_000), "before first_seen"),
-            (with_scan(|s| s.explanation = "x".repeat(5000)), "explanation exceeds"),
+            (
+                with_scan(|s| s.first_seen_unix_ms = -5),
+                "not a plausible time",
+            ),
+            (
+                with_scan(|s| s.last_seen_unix_ms = 1_000_000_000_000),
+                "before first_seen",
+            ),
+            (
+                with_scan(|s| s.explanation = "x".repeat(5000)),
+                "explanation exceeds",
+            ),
         ];
         for (event, expected) in cases {
             let err = rows_from_batch(&identity(), 5, &batch(vec![good_event(), event]))

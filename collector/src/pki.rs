@@ -27,7 +27,9 @@ use crate::identity::{AGENT_URI_PREFIX, is_valid_agent_id};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PkiError {
-    #[error("{path} already exists; pass --force to replace the CA (every agent must then get a new certificate)")]
+    #[error(
+        "{path} already exists; pass --force to replace the CA (every agent must then get a new certificate)"
+    )]
     Exists { path: PathBuf },
     #[error("cannot write {path}: {source}")]
     Write {

@@ -82,7 +82,14 @@ pub fn render(rows: &[ScanEventRow], format: Format) -> String {
         Format::Table => {
             out.push_str(&format!(
                 "{:<20}  {:<9}  {:<39}  {:<39}  {:<12}  {:>6}  {:>7}  {}\n",
-                "LAST SEEN (UTC)", "STATE", "SCANNER", "TARGET", "TYPES", "PORTS", "PROBES", "AGENT"
+                "LAST SEEN (UTC)",
+                "STATE",
+                "SCANNER",
+                "TARGET",
+                "TYPES",
+                "PORTS",
+                "PROBES",
+                "AGENT"
             ));
             for row in rows {
                 out.push_str(&format!(

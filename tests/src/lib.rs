@@ -1,0 +1,22 @@
+//! The simulated campus for end-to-end tests and the demo.
+//!
+//! It builds throwaway network namespaces (PCs, a scanner, an uplink to
+//! the collector), starts a real ClickHouse server with its data in a
+//! temporary folder, and runs the real `doorwatch-collector` and
+//! `doorwatch-agent` binaries. Every piece is a guard that tears itself
+//! down on drop, so a failing test still removes its namespaces and stops
+//! its processes.
+//!
+//! Network rule: namespaces use 198.18.0.0/15 and fd00:d00::/64 only, and
+//! get no default route, so nothing a scanner sends can leave them.
+//!
+//! This crate never skips: a missing tool or privilege fails with a message
+//! that says what to install (see [`require`]).
+
+#![forbid(unsafe_code)]
+
+pub mod clickhouse;
+pub mod netns;
+pub mod process;
+pub mod require;
+pub mod stack;

@@ -21,7 +21,13 @@ use std::os::fd::RawFd;
 pub fn open_packet_socket(recv_buffer: usize) -> io::Result<RawFd> {
     let protocol = i32::from((libc::ETH_P_ALL as u16).to_be());
     // SAFETY: socket(2) takes integers only.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

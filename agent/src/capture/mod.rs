@@ -151,7 +151,14 @@ impl Capture {
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, CaptureError> {
         match self.rx.next() {
             Ok(frame) => Ok(Some(frame)),
-            Err(e) if matches!(e.kind(), io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut
+                        | io::ErrorKind::WouldBlock
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(None)
             }
             Err(source) => Err(CaptureError::Read {

@@ -71,9 +71,11 @@ fn ipv6_syn_is_decoded() {
 #[test]
 fn udp_probe_and_port_unreachable_quote_are_decoded() {
     let packets = decoded();
-    assert!(packets
-        .iter()
-        .any(|p| matches!(p.transport, Transport::Udp { dst_port: 161, .. })));
+    assert!(
+        packets
+            .iter()
+            .any(|p| matches!(p.transport, Transport::Udp { dst_port: 161, .. }))
+    );
     let quote = packets
         .iter()
         .find_map(|p| match p.transport {
@@ -88,23 +90,37 @@ fn udp_probe_and_port_unreachable_quote_are_decoded() {
 
 #[test]
 fn nmap_fragments_are_reported_as_fragments() {
-    assert!(decoded()
-        .iter()
-        .any(|p| matches!(p.transport, Transport::Fragment { protocol: 6 })));
+    assert!(
+        decoded()
+            .iter()
+            .any(|p| matches!(p.transport, Transport::Fragment { protocol: 6 }))
+    );
 }
 
 #[test]
 fn stealth_flags_and_pings_are_decoded() {
     let packets = decoded();
     let xmas = tcp_flags::FIN | tcp_flags::PSH | tcp_flags::URG;
-    assert!(packets.iter().any(|p| matches!(p.transport, Transport::Tcp { flags, .. } if flags == xmas)));
-    assert!(packets.iter().any(|p| matches!(p.transport, Transport::Tcp { flags, .. } if flags == tcp_flags::FIN)));
+    assert!(
+        packets
+            .iter()
+            .any(|p| matches!(p.transport, Transport::Tcp { flags, .. } if flags == xmas))
+    );
+    assert!(
+        packets.iter().any(
+            |p| matches!(p.transport, Transport::Tcp { flags, .. } if flags == tcp_flags::FIN)
+        )
+    );
     assert!(packets
         .iter()
         .any(|p| p.src == ip("198.18.0.2") && p.transport == Transport::Icmp(Icmp::EchoRequest)));
     // nmap pings IPv6 neighbours with neighbour discovery (type 135).
     assert!(packets.iter().any(|p| p.src == ip("fd00:d00::2")
-        && p.transport == Transport::Icmp(Icmp::Other { icmp_type: 135, code: 0 })));
+        && p.transport
+            == Transport::Icmp(Icmp::Other {
+                icmp_type: 135,
+                code: 0
+            })));
 }
 
 #[test]

@@ -32,11 +32,21 @@ fn detector() -> Detector {
 }
 
 /// A scanner probing `ports` on the PC, each refused unless in `open`.
-fn scan(d: &mut Detector, scanner: &str, ports: impl IntoIterator<Item = u16>, open: &[u16], t0: u64) -> u64 {
+fn scan(
+    d: &mut Detector,
+    scanner: &str,
+    ports: impl IntoIterator<Item = u16>,
+    open: &[u16],
+    t0: u64,
+) -> u64 {
     let mut t = t0;
     for port in ports {
         d.observe(&tcp(scanner, PC, 40000, port, SYN), t);
-        let answer = if open.contains(&port) { SYN_ACK } else { RST_ACK };
+        let answer = if open.contains(&port) {
+            SYN_ACK
+        } else {
+            RST_ACK
+        };
         d.observe(&tcp(PC, scanner, port, 40000, answer), t);
         t += 1;
     }
@@ -64,14 +74,22 @@ fn real_nmap_syn_scan_from_pcap_is_detected_with_its_open_port() {
     assert_eq!(closed.ports_probed, 11);
     assert_eq!(closed.port_sample, (75..=85).collect::<Vec<u16>>());
     assert_eq!(closed.open_ports, vec![80]);
-    assert!(closed.explanation.contains("80 (web)"), "{}", closed.explanation);
+    assert!(
+        closed.explanation.contains("80 (web)"),
+        "{}",
+        closed.explanation
+    );
 }
 
 #[test]
 fn five_refused_ports_make_a_scan() {
     let mut d = detector();
     scan(&mut d, "198.18.1.1", 1..=4, &[], 0);
-    assert_eq!(d.drain_reports().count(), 0, "four refusals are not yet a scan");
+    assert_eq!(
+        d.drain_reports().count(),
+        0,
+        "four refusals are not yet a scan"
+    );
     scan(&mut d, "198.18.1.1", 5..=5, &[], 10);
     let reports: Vec<_> = d.drain_reports().collect();
     assert_eq!(reports.len(), 1);
@@ -85,7 +103,11 @@ fn episode_is_updated_while_active_then_closed_when_idle() {
     let t = scan(&mut d, "198.18.1.1", 1..=10, &[22], 0);
     d.tick(t + 100);
     let first: Vec<_> = d.drain_reports().collect();
-    assert_eq!(first.len(), 1, "only the detection, no update before the interval");
+    assert_eq!(
+        first.len(),
+        1,
+        "only the detection, no update before the interval"
+    );
     let t = scan(&mut d, "198.18.1.1", 11..=1000, &[22], 2_500);
     d.tick(t);
     let update: Vec<_> = d.drain_reports().collect();
@@ -136,8 +158,14 @@ fn browser_making_many_outbound_connections_is_not_a_scan() {
 fn app_retrying_a_closed_port_is_not_a_scan() {
     let mut d = detector();
     for attempt in 0..3 {
-        d.observe(&tcp("198.18.1.1", PC, 40000 + attempt, 5432, SYN), u64::from(attempt) * 1000);
-        d.observe(&tcp(PC, "198.18.1.1", 5432, 40000 + attempt, RST_ACK), u64::from(attempt) * 1000);
+        d.observe(
+            &tcp("198.18.1.1", PC, 40000 + attempt, 5432, SYN),
+            u64::from(attempt) * 1000,
+        );
+        d.observe(
+            &tcp(PC, "198.18.1.1", 5432, 40000 + attempt, RST_ACK),
+            u64::from(attempt) * 1000,
+        );
     }
     d.tick(1_000_000);
     assert_eq!(d.drain_reports().count(), 0);

@@ -48,9 +48,6 @@ mod tests {
     #[test]
     fn literal_is_hex_only() {
         let ip: IpAddr = "198.18.0.7".parse().expect("literal");
-        assert_eq!(
-            sql_literal(ip),
-            "unhex('00000000000000000000FFFFC6120007')"
-        );
+        assert_eq!(sql_literal(ip), "unhex('00000000000000000000FFFFC6120007')");
     }
 }

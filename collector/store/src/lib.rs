@@ -42,7 +42,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("server", &self.server).finish()
+        f.debug_struct("Store")
+            .field("server", &self.server)
+            .finish()
     }
 }
 

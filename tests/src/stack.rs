@@ -1,0 +1,194 @@
+//! The doorwatch pieces on top of a campus: PKI, collector and agents as
+//! real processes with generated configuration files.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::clickhouse::ClickHouse;
+use crate::netns::{Host, Uplink};
+use crate::process::{Process, run};
+use crate::require;
+
+/// TLS name every test collector certificate carries.
+pub const COLLECTOR_NAME: &str = "collector.doorwatch.test";
+
+/// Creates a dev PKI in `DIR/pki` whose collector certificate is valid for
+/// [`COLLECTOR_NAME`] and `ips`.
+pub fn pki_init(dir: &Path, ips: &[IpAddr]) -> PathBuf {
+    let pki = dir.join("pki");
+    let mut c = Command::new(require::binary("doorwatch-collector"));
+    c.args(["pki", "init", "--dir"])
+        .arg(&pki)
+        .args(["--name", COLLECTOR_NAME]);
+    for ip in ips {
+        c.args(["--ip", &ip.to_string()]);
+    }
+    run(&mut c);
+    pki
+}
+
+/// Issues a client certificate for agent `name`.
+pub fn issue_agent(pki: &Path, name: &str) {
+    run(Command::new(require::binary("doorwatch-collector"))
+        .args(["pki", "issue-agent", "--dir"])
+        .arg(pki)
+        .args(["--name", name]));
+}
+
+/// Writes a collector.toml into `dir` and returns its path.
+pub fn collector_config(
+    dir: &Path,
+    listen: SocketAddr,
+    pki: &Path,
+    clickhouse: &ClickHouse,
+    database: &str,
+) -> PathBuf {
+    let path = dir.join("collector.toml");
+    let text = format!(
+        r#"[listen]
+address = "{listen}"
+[tls]
+client_ca = "{pki}/ca.pem"
+server_cert = "{pki}/collector.pem"
+server_key = "{pki}/collector.key"
+[clickhouse]
+url = "{url}"
+database = "{database}"
+"#,
+        pki = pki.display(),
+        url = clickhouse.url(),
+    );
+    std::fs::write(&path, text).expect("write collector.toml");
+    path
+}
+
+/// Starts the collector and waits until it accepts agents.
+pub fn start_collector(dir: &Path, config: &Path) -> Process {
+    let mut command = Command::new(require::binary("doorwatch-collector"));
+    command
+        .args([
+            "--log-level",
+            "info,doorwatch_collector=debug",
+            "serve",
+            "--config",
+        ])
+        .arg(config);
+    let mut process = Process::spawn("collector", command, dir).expect("start collector");
+    process.wait_for_log("accepting agents", Duration::from_secs(60));
+    process
+}
+
+/// Writes an agent.toml for `host`, reporting through `uplink`.
+pub fn agent_config(
+    dir: &Path,
+    host: &Host,
+    collector: SocketAddr,
+    pki: &Path,
+    name: &str,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let local: Vec<String> = host.ips.iter().map(|ip| format!("\"{ip}\"")).collect();
+    let text = format!(
+        r#"interface = "{interface}"
+local_ips = [{local}]
+[collector]
+address = "{collector}"
+server_name = "{COLLECTOR_NAME}"
+ca = "{pki}/ca.pem"
+cert = "{pki}/agents/{name}.pem"
+key = "{pki}/agents/{name}.key"
+{extra}
+"#,
+        interface = host.interface,
+        local = local.join(", "),
+        pki = pki.display(),
+    );
+    std::fs::write(&path, text).expect("write agent.toml");
+    path
+}
+
+/// Starts an agent inside `host`'s namespace.
+pub fn start_agent(dir: &Path, host: &Host, config: &Path, name: &str) -> Process {
+    let mut command = host.command(require::binary("doorwatch-agent"));
+    command
+        .args([
+            "--log-level",
+            "info,doorwatch_agent=debug",
+            "run",
+            "--config",
+        ])
+        .arg(config);
+    Process::spawn(name, command, dir).expect("start agent")
+}
+
+/// A ready stack: ClickHouse, PKI, collector on `uplink`'s root side.
+#[derive(Debug)]
+pub struct Stack {
+    // Fields drop in order: processes first, the folder holding their data
+    // and logs last.
+    pub collector: Option<Process>,
+    pub clickhouse: ClickHouse,
+    pub pki: PathBuf,
+    pub collector_config: PathBuf,
+    pub collector_address: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts ClickHouse and a collector listening on `uplink.root_ip`.
+    pub fn start(uplink: Uplink) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("doorwatch-e2e-")
+            .tempdir()
+            .expect("temp dir");
+        let clickhouse = ClickHouse::start(&dir.path().join("clickhouse"), dir.path());
+        let root_ip = IpAddr::V4(uplink.root_ip);
+        let pki = pki_init(dir.path(), &[root_ip]);
+        let collector_address = SocketAddr::new(root_ip, crate::process::free_port());
+        let collector_config = collector_config(
+            dir.path(),
+            collector_address,
+            &pki,
+            &clickhouse,
+            "doorwatch",
+        );
+        let collector = Some(start_collector(dir.path(), &collector_config));
+        Self {
+            dir,
+            clickhouse,
+            pki,
+            collector_config,
+            collector_address,
+            collector,
+        }
+    }
+
+    /// Issues a certificate and starts an agent for `host`.
+    pub fn agent(&self, host: &Host, name: &str, extra: &str) -> Process {
+        issue_agent(&self.pki, name);
+        let config = agent_config(
+            self.dir.path(),
+            host,
+            self.collector_address,
+            &self.pki,
+            name,
+            extra,
+        );
+        start_agent(self.dir.path(), host, &config, name)
+    }
+
+    /// `doorwatch-collector events --format json --since …`, parsed.
+    pub fn events_json(&self, since: &str) -> Vec<serde_json::Value> {
+        let out = run(Command::new(require::binary("doorwatch-collector"))
+            .args(["events", "--format", "json", "--since", since, "--config"])
+            .arg(&self.collector_config));
+        out.lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON line {line:?}: {e}"))
+            })
+            .collect()
+    }
+}
