@@ -1,1 +1,105 @@
-fn main() {}
+//! `doorwatch-demo`: a local demo stack on this machine.
+//!
+//! It starts ClickHouse (data in `demo-data/`), the collector, and an agent
+//! inside a demo "PC" network namespace; runs a real nmap SYN scan from a
+//! "scanner" namespace at that PC; and prints the event the scan produced,
+//! as stored in ClickHouse. The stack stays up until you press Enter, then
+//! everything is torn down (the ClickHouse data stays in `demo-data/`).
+//!
+//! Traffic stays inside namespaces on 198.18.0.0/15 with no default route.
+//! Run it through `deploy/demo`, which installs what is missing first.
+
+use std::io::BufRead;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use doorwatch_e2e::clickhouse::ClickHouse;
+use doorwatch_e2e::netns::Campus;
+use doorwatch_e2e::process::{Process, free_port, run};
+use doorwatch_e2e::{require, stack};
+
+fn main() -> anyhow::Result<()> {
+    require::root();
+    require::tool("nmap", "nmap");
+    let no_wait = std::env::args().any(|a| a == "--no-wait");
+    let data: PathBuf = std::env::current_dir()?.join("demo-data");
+    std::fs::create_dir_all(&data).context("create demo-data")?;
+
+    println!("== starting ClickHouse (data in {})", data.join("clickhouse").display());
+    let clickhouse = ClickHouse::start(&data.join("clickhouse"), &data);
+
+    println!("== building the demo campus: a PC and a scanner in network namespaces");
+    let mut campus = Campus::new();
+    let pc = campus.add_host("demo-pc", &["198.18.0.10", "fd00:d00::10"]);
+    let scanner = campus.add_host("demo-scanner", &["198.18.0.2", "fd00:d00::2"]);
+    let uplink = campus.uplink(&pc);
+
+    let pki = data.join("pki");
+    if !pki.join("ca.pem").exists() {
+        println!("== creating a development PKI in {}", pki.display());
+        stack::pki_init(&data, &[IpAddr::V4(uplink.root_ip)]);
+    }
+    stack::issue_agent(&pki, "demo-pc");
+
+    let address = SocketAddr::new(IpAddr::V4(uplink.root_ip), free_port());
+    let collector_config = stack::collector_config(&data, address, &pki, &clickhouse, "doorwatch");
+    println!("== starting the collector on {address} (mutual TLS)");
+    let collector = stack::start_collector(&data, &collector_config);
+
+    // A web server on the PC, so the scan finds an open door to report.
+    let _web = Process::spawn(
+        "demo-pc-web",
+        {
+            let mut c = pc.command("python3");
+            c.args(["-m", "http.server", "80", "--bind", "198.18.0.10"]);
+            c
+        },
+        &data,
+    )
+    .context("start a web server in the PC namespace (needs python3)")?;
+
+    println!("== starting the agent inside the PC namespace");
+    let agent_config = stack::agent_config(&data, &pc, address, &pki, "demo-pc", "");
+    let mut agent = stack::start_agent(&data, &pc, &agent_config, "demo-pc");
+    agent.wait_for_log("connected to collector", Duration::from_secs(30));
+
+    println!("== scanning the PC: nmap -sS -p1-1000 198.18.0.10 (from the scanner namespace)");
+    let started = Instant::now();
+    let out = run(scanner
+        .command("timeout")
+        .args(["120", "nmap", "-n", "-Pn", "-sS", "-p1-1000", "198.18.0.10"]));
+    println!("{}", out.lines().last().unwrap_or_default());
+
+    println!("== waiting for the event to reach ClickHouse");
+    let query = "SELECT max(ports_probed) FROM doorwatch.scan_events FINAL \
+                 WHERE target = unhex('00000000000000000000FFFFC612000A') \
+                 AND received_at >= now() - 300";
+    let result = clickhouse.poll(query, Duration::from_secs(20), |r| {
+        r.trim().parse::<u32>().is_ok_and(|n| n >= 900)
+    });
+    if !result.trim().parse::<u32>().is_ok_and(|n| n >= 900) {
+        bail!("the scan did not reach ClickHouse; see the logs in {}", data.display());
+    }
+    println!("   stored {:.1?} after the scan started\n", started.elapsed());
+
+    let events = run(Command::new(require::binary("doorwatch-collector"))
+        .args(["events", "--since", "5m", "--config"])
+        .arg(&collector_config));
+    println!("$ doorwatch-collector events --since 5m --config {}", collector_config.display());
+    println!("{events}");
+
+    println!("ClickHouse HTTP:  {}  (database `doorwatch`)", clickhouse.url());
+    println!("Logs and configs: {}", data.display());
+    if no_wait {
+        return Ok(());
+    }
+    println!("Press Enter to stop the demo and remove its namespaces.");
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    drop(agent);
+    drop(collector);
+    Ok(())
+}
