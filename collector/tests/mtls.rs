@@ -124,7 +124,10 @@ async fn client_without_certificate_is_refused_in_the_handshake() {
     init_pki(dir.path());
     let mut server = server(dir.path()).await;
     let config = client_config(&dir.path().join("ca.pem"), None);
-    assert!(!connect(&server, config).await, "no certificate must be refused");
+    assert!(
+        !connect(&server, config).await,
+        "no certificate must be refused"
+    );
     assert!(accepted(&mut server).await.is_none());
 }
 
@@ -136,8 +139,14 @@ async fn certificate_from_another_ca_is_refused() {
     init_pki(other.path());
     let stranger = pki::issue_agent(other.path(), "pc-17", 30).expect("issue");
     let mut server = server(campus.path()).await;
-    let config = client_config(&campus.path().join("ca.pem"), Some((&stranger.cert, &stranger.key)));
-    assert!(!connect(&server, config).await, "foreign CA must be refused");
+    let config = client_config(
+        &campus.path().join("ca.pem"),
+        Some((&stranger.cert, &stranger.key)),
+    );
+    assert!(
+        !connect(&server, config).await,
+        "foreign CA must be refused"
+    );
     assert!(accepted(&mut server).await.is_none());
 }
 
@@ -158,7 +167,10 @@ async fn self_signed_certificate_naming_an_agent_is_refused() {
     std::fs::write(&key_path, key.serialize_pem()).expect("write");
     let mut server = server(dir.path()).await;
     let config = client_config(&dir.path().join("ca.pem"), Some((&cert_path, &key_path)));
-    assert!(!connect(&server, config).await, "forged certificate must be refused");
+    assert!(
+        !connect(&server, config).await,
+        "forged certificate must be refused"
+    );
     assert!(accepted(&mut server).await.is_none());
 }
 
@@ -171,6 +183,9 @@ async fn expired_certificate_is_refused() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut server = server(dir.path()).await;
     let config = client_config(&dir.path().join("ca.pem"), Some((&agent.cert, &agent.key)));
-    assert!(!connect(&server, config).await, "expired certificate must be refused");
+    assert!(
+        !connect(&server, config).await,
+        "expired certificate must be refused"
+    );
     assert!(accepted(&mut server).await.is_none());
 }

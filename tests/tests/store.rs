@@ -30,7 +30,8 @@ fn row(scanner: &str, ports: u32) -> ScanEventRow {
 #[tokio::test(flavor = "multi_thread")]
 async fn store_round_trips_and_counts_retried_batches_once() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let clickhouse = tokio::task::block_in_place(|| ClickHouse::start(&dir.path().join("data"), dir.path()));
+    let clickhouse =
+        tokio::task::block_in_place(|| ClickHouse::start(&dir.path().join("data"), dir.path()));
     let config = StoreConfig {
         url: clickhouse.url(),
         database: "store_test".into(),
@@ -40,22 +41,38 @@ async fn store_round_trips_and_counts_retried_batches_once() {
     let store = Store::open(&config).await.expect("open");
     // A second collector starting against the same database changes nothing.
     let again = Store::open(&config).await.expect("open again");
-    assert_eq!(again.applied_migrations().await.expect("migrations"), vec![1]);
     assert_eq!(
-        clickhouse.query_ok("SELECT count() FROM store_test.schema_migrations").trim(),
+        again.applied_migrations().await.expect("migrations"),
+        vec![1]
+    );
+    assert_eq!(
+        clickhouse
+            .query_ok("SELECT count() FROM store_test.schema_migrations")
+            .trim(),
         "1"
     );
-    eprintln!("server {} on the {:?} path", store.server().version, store.server().path());
+    eprintln!(
+        "server {} on the {:?} path",
+        store.server().version,
+        store.server().path()
+    );
 
     let batch = vec![row("198.18.0.2", 1000), row("fd00:d00::2", 65_536)];
     store.insert_scan_events(&batch).await.expect("insert");
     // The agent resends the same batch after a lost ack.
-    store.insert_scan_events(&batch).await.expect("insert again");
+    store
+        .insert_scan_events(&batch)
+        .await
+        .expect("insert again");
 
     let counted = clickhouse.query_ok(
         "SELECT count(), uniqExact(event_id) FROM store_test.scan_events FINAL FORMAT TSV",
     );
-    assert_eq!(counted.trim(), "2\t2", "FINAL counts each event once before merges");
+    assert_eq!(
+        counted.trim(),
+        "2\t2",
+        "FINAL counts each event once before merges"
+    );
 
     let rows = store.recent_scan_events(0, 10).await.expect("select");
     assert_eq!(rows.len(), 2);
@@ -67,8 +84,13 @@ async fn store_round_trips_and_counts_retried_batches_once() {
         assert_eq!(stored, original);
     }
     assert_eq!(
-        ip::from_fixed16(rows.iter().find(|r| r.ports_probed == 65_536).expect("v6 row").scanner)
-            .to_string(),
+        ip::from_fixed16(
+            rows.iter()
+                .find(|r| r.ports_probed == 65_536)
+                .expect("v6 row")
+                .scanner
+        )
+        .to_string(),
         "fd00:d00::2"
     );
 }

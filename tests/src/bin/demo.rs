@@ -28,7 +28,10 @@ fn main() -> anyhow::Result<()> {
     let data: PathBuf = std::env::current_dir()?.join("demo-data");
     std::fs::create_dir_all(&data).context("create demo-data")?;
 
-    println!("== starting ClickHouse (data in {})", data.join("clickhouse").display());
+    println!(
+        "== starting ClickHouse (data in {})",
+        data.join("clickhouse").display()
+    );
     let clickhouse = ClickHouse::start(&data.join("clickhouse"), &data);
 
     println!("== building the demo campus: a PC and a scanner in network namespaces");
@@ -68,9 +71,15 @@ fn main() -> anyhow::Result<()> {
 
     println!("== scanning the PC: nmap -sS -p1-1000 198.18.0.10 (from the scanner namespace)");
     let started = Instant::now();
-    let out = run(scanner
-        .command("timeout")
-        .args(["120", "nmap", "-n", "-Pn", "-sS", "-p1-1000", "198.18.0.10"]));
+    let out = run(scanner.command("timeout").args([
+        "120",
+        "nmap",
+        "-n",
+        "-Pn",
+        "-sS",
+        "-p1-1000",
+        "198.18.0.10",
+    ]));
     println!("{}", out.lines().last().unwrap_or_default());
 
     println!("== waiting for the event to reach ClickHouse");
@@ -81,17 +90,29 @@ fn main() -> anyhow::Result<()> {
         r.trim().parse::<u32>().is_ok_and(|n| n >= 900)
     });
     if !result.trim().parse::<u32>().is_ok_and(|n| n >= 900) {
-        bail!("the scan did not reach ClickHouse; see the logs in {}", data.display());
+        bail!(
+            "the scan did not reach ClickHouse; see the logs in {}",
+            data.display()
+        );
     }
-    println!("   stored {:.1?} after the scan started\n", started.elapsed());
+    println!(
+        "   stored {:.1?} after the scan started\n",
+        started.elapsed()
+    );
 
     let events = run(Command::new(require::binary("doorwatch-collector"))
         .args(["events", "--since", "5m", "--config"])
         .arg(&collector_config));
-    println!("$ doorwatch-collector events --since 5m --config {}", collector_config.display());
+    println!(
+        "$ doorwatch-collector events --since 5m --config {}",
+        collector_config.display()
+    );
     println!("{events}");
 
-    println!("ClickHouse HTTP:  {}  (database `doorwatch`)", clickhouse.url());
+    println!(
+        "ClickHouse HTTP:  {}  (database `doorwatch`)",
+        clickhouse.url()
+    );
     println!("Logs and configs: {}", data.display());
     if no_wait {
         return Ok(());
