@@ -18,6 +18,8 @@ pub enum IngestError {
     DuplicateHello,
     #[error("message has no body")]
     EmptyMessage,
+    #[error("unreadable message: {}", .0.message())]
+    BadMessage(Status),
     #[error("batch carries {got} events; at most {max} are allowed")]
     BatchTooLarge { got: usize, max: usize },
     #[error("batch seq {got} does not follow {previous} on this stream")]
@@ -67,6 +69,13 @@ impl IngestError {
                 (Code::InvalidArgument, 400, Agent, false)
             }
             Self::HelloTimeout(_) => (Code::DeadlineExceeded, 408, Agent, true),
+            // tonic reports a message over the size limit as OUT_OF_RANGE.
+            Self::BadMessage(status)
+                if matches!(status.code(), Code::ResourceExhausted | Code::OutOfRange) =>
+            {
+                (Code::ResourceExhausted, 413, Agent, false)
+            }
+            Self::BadMessage(_) => (Code::InvalidArgument, 400, Agent, false),
             Self::BatchTooLarge { .. } => (Code::ResourceExhausted, 413, Agent, false),
             Self::SeqNotIncreasing { .. } | Self::BadEvent { .. } => {
                 (Code::InvalidArgument, 400, Agent, false)

@@ -180,15 +180,22 @@ impl Session {
         }
     }
 
-    /// A transport error or oversized message from the agent ends the stream.
+    /// A read error ends the stream. An agent that went away (cancelled,
+    /// reset) gets nothing back; a message we could not decode or that
+    /// exceeded the size limit is answered with a status that says so.
     fn stream_broke(&self, status: Status) -> Result<(), IngestError> {
-        tracing::warn!(
-            agent_id = %self.info.identity,
-            code = ?status.code(),
-            message = %status.message(),
-            "agent stream broke"
-        );
-        Ok(())
+        match status.code() {
+            tonic::Code::Cancelled | tonic::Code::Unknown | tonic::Code::Unavailable => {
+                tracing::info!(
+                    agent_id = %self.info.identity,
+                    code = ?status.code(),
+                    message = %status.message(),
+                    "agent stream broke"
+                );
+                Ok(())
+            }
+            _ => Err(IngestError::BadMessage(status)),
+        }
     }
 
     async fn store_batch(&mut self, batch: EventBatch) -> Result<(), IngestError> {

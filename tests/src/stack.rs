@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::clickhouse::ClickHouse;
-use crate::netns::{Host, Uplink};
+use crate::netns::Host;
 use crate::process::{Process, run};
 use crate::require;
 
@@ -138,16 +138,16 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts ClickHouse and a collector listening on `uplink.root_ip`.
-    pub fn start(uplink: Uplink) -> Self {
+    /// Starts ClickHouse and a collector listening on `listen_ip` (the
+    /// root side of an uplink, or loopback).
+    pub fn start(listen_ip: IpAddr) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("doorwatch-e2e-")
             .tempdir()
             .expect("temp dir");
         let clickhouse = ClickHouse::start(&dir.path().join("clickhouse"), dir.path());
-        let root_ip = IpAddr::V4(uplink.root_ip);
-        let pki = pki_init(dir.path(), &[root_ip]);
-        let collector_address = SocketAddr::new(root_ip, crate::process::free_port());
+        let pki = pki_init(dir.path(), &[listen_ip]);
+        let collector_address = SocketAddr::new(listen_ip, crate::process::free_port());
         let collector_config = collector_config(
             dir.path(),
             collector_address,

@@ -78,7 +78,7 @@ fn max_ports(result: &str) -> u64 {
 fn nmap_syn_scan_reaches_clickhouse_over_mutual_tls() {
     let (mut campus, pc, scanner) = campus();
     let uplink = campus.uplink(&pc);
-    let stack = Stack::start(uplink);
+    let mut stack = Stack::start(IpAddr::V4(uplink.root_ip));
     let mut agent = stack.agent(&pc, "pc-1", "");
     agent.wait_for_log("connected to collector", Duration::from_secs(30));
     agent.wait_for_log("applied policy", Duration::from_secs(10));
@@ -121,13 +121,39 @@ fn nmap_syn_scan_reaches_clickhouse_over_mutual_tls() {
         .clickhouse
         .query_ok("SELECT count() FROM doorwatch.schema_migrations WHERE version = 1");
     assert_eq!(migrations.trim(), "1");
+
+    // SIGTERM: the agent closes its open episode and delivers the closing
+    // report before it exits; the collector then drains and exits cleanly.
+    assert!(
+        agent.stop(Duration::from_secs(10)),
+        "agent exits by itself on SIGTERM"
+    );
+    let closed_sql = format!(
+        "SELECT count() FROM doorwatch.scan_events FINAL \
+         WHERE state = 'closed' AND scanner = {} AND ports_probed >= 900",
+        fixed16(SCANNER)
+    );
+    let closed = stack
+        .clickhouse
+        .poll(&closed_sql, Duration::from_secs(5), |r| r.trim() == "1");
+    assert_eq!(closed.trim(), "1", "closing report delivered at shutdown");
+    let collector = stack.collector.as_mut().expect("collector running");
+    assert!(
+        collector.stop(Duration::from_secs(10)),
+        "collector exits by itself on SIGTERM"
+    );
+    assert!(
+        collector.log().contains("collector stopped"),
+        "{}",
+        collector.log()
+    );
 }
 
 #[test]
 fn clickhouse_outage_is_not_acked_and_the_agent_resends() {
     let (mut campus, pc, scanner) = campus();
     let uplink = campus.uplink(&pc);
-    let mut stack = Stack::start(uplink);
+    let mut stack = Stack::start(IpAddr::V4(uplink.root_ip));
     let mut agent = stack.agent(&pc, "pc-1", "");
     agent.wait_for_log("connected to collector", Duration::from_secs(30));
 
@@ -171,7 +197,7 @@ fn clickhouse_outage_is_not_acked_and_the_agent_resends() {
 fn agent_keeps_running_while_the_collector_is_unreachable() {
     let (mut campus, pc, scanner) = campus();
     let uplink = campus.uplink(&pc);
-    let mut stack = Stack::start(uplink);
+    let mut stack = Stack::start(IpAddr::V4(uplink.root_ip));
     if let Some(mut collector) = stack.collector.take() {
         collector.stop(Duration::from_secs(10));
     }
