@@ -1,14 +1,13 @@
-//! The agent's one TLS setup: rustls with the ring provider, TLS 1.3 only,
-//! the campus CA as the only trust anchor, and this agent's client
-//! certificate. Also the connector that gives tonic a TLS stream.
+//! The agent's side of mutual TLS: the policy from `doorwatch-tls` (the
+//! campus CA as the only trust anchor, this agent's client certificate),
+//! and the connector that gives tonic a verified TLS stream.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::{Channel, Endpoint};
@@ -16,39 +15,14 @@ use tonic::transport::{Channel, Endpoint};
 /// How long TCP connect plus TLS handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A TLS setup problem, naming the file.
+/// Why the agent's TLS files cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TlsError {
-    #[error("cannot read PEM from {path}: {detail}")]
-    Pem { path: PathBuf, detail: String },
-    #[error("{path} holds no certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("rejected CA certificate in {path}: {source}")]
-    BadCa {
-        path: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
-    #[error("certificate and key do not work together: {0}")]
-    Rustls(#[from] rustls::Error),
+pub enum ClientTlsError {
+    #[error(transparent)]
+    Files(#[from] doorwatch_tls::TlsError),
     #[error("{0:?} is not a valid TLS server name")]
     ServerName(String),
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Pem {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
 }
 
 /// What the agent needs to open a mutually authenticated connection.
@@ -68,28 +42,17 @@ impl std::fmt::Debug for ClientTls {
 
 impl ClientTls {
     /// Loads the CA, certificate and key; checks they fit together.
-    pub fn load(ca: &Path, cert: &Path, key: &Path, server_name: &str) -> Result<Self, TlsError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in load_certs(ca)? {
-            roots.add(c).map_err(|source| TlsError::BadCa {
-                path: ca.to_owned(),
-                source,
-            })?;
-        }
-        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
-            path: key.to_owned(),
-            detail: e.to_string(),
-        })?;
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(load_certs(cert)?, key)?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
+    pub fn load(
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        server_name: &str,
+    ) -> Result<Self, ClientTlsError> {
+        let config = doorwatch_tls::client_config(ca, cert, key)?;
         let server_name = ServerName::try_from(server_name.to_owned())
-            .map_err(|_| TlsError::ServerName(server_name.to_owned()))?;
+            .map_err(|_| ClientTlsError::ServerName(server_name.to_owned()))?;
         Ok(Self {
-            config: Arc::new(config),
+            config,
             server_name,
         })
     }

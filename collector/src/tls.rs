@@ -1,5 +1,5 @@
-//! The collector's one TLS setup: rustls with the ring provider, TLS 1.3
-//! only, and a client certificate required from every agent.
+//! The collector's TLS front door. The policy (rustls, ring, TLS 1.3, a
+//! client certificate required from every agent) is `doorwatch-tls`.
 //!
 //! Connections are accepted here rather than inside tonic so that the
 //! verified certificate can be turned into an [`AgentIdentity`] once, at
@@ -8,15 +8,12 @@
 //! the handshake.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -32,78 +29,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more wait in the kernel's backlog.
 const MAX_CONCURRENT_HANDSHAKES: usize = 512;
 
-/// A TLS setup problem, naming the file involved.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    #[error("cannot read PEM from {path}: {detail}")]
-    Pem { path: PathBuf, detail: String },
-    #[error("{path} holds no certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("rejected CA certificate in {path}: {source}")]
-    BadCa {
-        path: PathBuf,
-        #[source]
-        source: rustls::Error,
-    },
-    #[error("cannot build client verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
-    #[error("rustls refused the configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-}
-
-/// The crypto provider used for every TLS connection doorwatch makes.
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Reads every certificate in a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Pem {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
-
-/// Reads a private key from a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })
-}
+pub use doorwatch_tls::{TlsError, load_certs};
 
 /// Server config: TLS 1.3, ALPN h2, client certificate required and
-/// verified against `client_ca`.
+/// verified against `client_ca` (see `doorwatch-tls`).
 pub fn server_config(
     client_ca: &Path,
     server_cert: &Path,
     server_key: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in load_certs(client_ca)? {
-        roots.add(cert).map_err(|source| TlsError::BadCa {
-            path: client_ca.to_owned(),
-            source,
-        })?;
-    }
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(server_cert)?, load_key(server_key)?)?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Arc::new(config))
+    doorwatch_tls::server_config(client_ca, server_cert, server_key)
 }
 
 /// What every request on a connection knows about its peer.

@@ -44,7 +44,7 @@ fn client_config(ca: &Path, identity: Option<(&Path, &Path)>) -> Arc<rustls::Cli
     for cert in CertificateDer::pem_file_iter(ca).expect("ca") {
         roots.add(cert.expect("ca cert")).expect("add ca");
     }
-    let builder = rustls::ClientConfig::builder_with_provider(tls::crypto_provider())
+    let builder = rustls::ClientConfig::builder_with_provider(doorwatch_tls::provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots);

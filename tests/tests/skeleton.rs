@@ -16,16 +16,9 @@ use doorwatch_e2e::stack::{self, Stack};
 const PC: &str = "198.18.0.10";
 const SCANNER: &str = "198.18.0.2";
 
-/// `FixedString(16)` literal of an IPv4 address, as the store writes it.
+/// `FixedString(16)` literal of an address, as the store writes it.
 fn fixed16(ip: &str) -> String {
-    let v4: std::net::Ipv4Addr = ip.parse().expect("literal");
-    let hex: String = v4
-        .to_ipv6_mapped()
-        .octets()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect();
-    format!("unhex('{hex}')")
+    doorwatch_store::ip::sql_literal(ip.parse().expect("literal"))
 }
 
 fn campus() -> (Campus, Host, Host) {

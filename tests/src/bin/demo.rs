@@ -83,10 +83,12 @@ fn main() -> anyhow::Result<()> {
     println!("{}", out.lines().last().unwrap_or_default());
 
     println!("== waiting for the event to reach ClickHouse");
-    let query = "SELECT max(ports_probed) FROM doorwatch.scan_events FINAL \
-                 WHERE target = unhex('00000000000000000000FFFFC612000A') \
-                 AND received_at >= now() - 300";
-    let result = clickhouse.poll(query, Duration::from_secs(20), |r| {
+    let query = format!(
+        "SELECT max(ports_probed) FROM doorwatch.scan_events FINAL \
+         WHERE target = {} AND received_at >= now() - 300",
+        doorwatch_store::ip::sql_literal(pc.ipv4())
+    );
+    let result = clickhouse.poll(&query, Duration::from_secs(20), |r| {
         r.trim().parse::<u32>().is_ok_and(|n| n >= 900)
     });
     if !result.trim().parse::<u32>().is_ok_and(|n| n >= 900) {

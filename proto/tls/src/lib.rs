@@ -1,0 +1,115 @@
+//! doorwatch's one TLS policy, shared by agent and collector: rustls with
+//! the ring provider, TLS 1.3 only, ALPN `h2`, and mutual authentication
+//! against the campus CA. It is part of the wire contract, which is why it
+//! lives beside `proto/`.
+//!
+//! This crate builds rustls configurations from PEM files and nothing
+//! else: sockets, identities and certificate issuing live with their users.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// The ALPN protocol both sides require (gRPC runs over HTTP/2).
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// A TLS setup problem, naming the file involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    #[error("cannot read PEM from {path}: {detail}")]
+    Pem { path: PathBuf, detail: String },
+    #[error("{path} holds no certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("rejected CA certificate in {path}: {source}")]
+    BadCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("cannot build the client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("certificate and key do not work together: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The crypto provider for every TLS connection doorwatch makes.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate in a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Pem {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The private key in a PEM file. Errors never include key material.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    })
+}
+
+/// A trust store holding the CA certificates in `path` (a bundle may hold
+/// old and new CAs during a rollover).
+pub fn load_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in load_certs(path)? {
+        roots.add(cert).map_err(|source| TlsError::BadCa {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+/// The collector's config: a client certificate chaining to `client_ca`
+/// is required (never optional).
+pub fn server_config(
+    client_ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(load_roots(client_ca)?),
+        provider.clone(),
+    )
+    .build()?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The agent's config: trusts only `ca`, presents `cert`.
+pub fn client_config(
+    ca: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(load_roots(ca)?)
+        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
