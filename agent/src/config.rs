@@ -49,16 +49,26 @@ pub struct CollectorConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectionConfig {
-    /// Distinct ports this PC refused before a source counts as a scanner.
+    /// Net refused first contacts (refused minus accepted ports) that make
+    /// a scanner: the sequential test's decision threshold.
     pub scan_min_ports: u32,
     /// Distinct unanswered ports that also make a scanner (firewalled PC).
     pub blind_min_ports: u32,
+    /// Distinct ports hit by stealth probes (FIN, NULL, Xmas, ACK, Maimon)
+    /// that make a scanner.
+    pub stealth_min_ports: u32,
+    /// Distinct unusual IP protocols that make an IP-protocol scan.
+    pub ip_proto_min: u32,
     /// Seconds without probes after which a scan episode is closed.
     pub episode_idle_seconds: u32,
     /// Least seconds between two updates of one ongoing scan.
     pub update_interval_seconds: u32,
-    /// Most (source, address) pairs tracked at once; bounds memory.
-    pub max_tracked_sources: usize,
+    /// Memory for detection state, in MiB. A spoofed flood cannot push out
+    /// real scanners; when full, the sources with least evidence go first.
+    pub memory_budget_mib: u32,
+    /// New source addresses per second towards one address of this PC that
+    /// are reported as a flood.
+    pub flood_new_sources_per_sec: u32,
     /// Sources never reported, e.g. the campus vulnerability scanner.
     pub allowlisted_sources: Vec<IpAddr>,
 }
@@ -69,9 +79,12 @@ impl Default for DetectionConfig {
         Self {
             scan_min_ports: d.scan_min_ports,
             blind_min_ports: d.blind_min_ports,
+            stealth_min_ports: d.stealth_min_ports,
+            ip_proto_min: d.ip_proto_min,
             episode_idle_seconds: (d.episode_idle_ms / 1000) as u32,
             update_interval_seconds: (d.update_interval_ms / 1000) as u32,
-            max_tracked_sources: d.max_tracked_sources,
+            memory_budget_mib: (d.memory_budget >> 20) as u32,
+            flood_new_sources_per_sec: d.flood_new_sources_per_sec,
             allowlisted_sources: Vec::new(),
         }
     }
@@ -203,10 +216,19 @@ impl AgentConfig {
                 "must be at least 1",
             ));
         }
-        if d.max_tracked_sources == 0 {
+        if d.stealth_min_ports == 0 {
+            return Err(invalid("detection.stealth_min_ports", "must be at least 1"));
+        }
+        if d.ip_proto_min == 0 {
+            return Err(invalid("detection.ip_proto_min", "must be at least 1"));
+        }
+        if !(1..=4096).contains(&d.memory_budget_mib) {
+            return Err(invalid("detection.memory_budget_mib", "must be 1 to 4096"));
+        }
+        if d.flood_new_sources_per_sec < 10 {
             return Err(invalid(
-                "detection.max_tracked_sources",
-                "must be at least 1",
+                "detection.flood_new_sources_per_sec",
+                "must be at least 10",
             ));
         }
         if self.delivery.heartbeat_seconds == 0 {
@@ -226,10 +248,14 @@ impl AgentConfig {
             detector: DetectorConfig {
                 scan_min_ports: d.scan_min_ports,
                 blind_min_ports: d.blind_min_ports,
+                stealth_min_ports: d.stealth_min_ports,
+                ip_proto_min: d.ip_proto_min,
                 episode_idle_ms: u64::from(d.episode_idle_seconds) * 1000,
                 update_interval_ms: u64::from(d.update_interval_seconds) * 1000,
-                max_tracked_sources: d.max_tracked_sources,
+                memory_budget: (d.memory_budget_mib as usize) << 20,
+                flood_new_sources_per_sec: d.flood_new_sources_per_sec,
                 allowlist: d.allowlisted_sources.into_iter().collect::<HashSet<_>>(),
+                ..DetectorConfig::default()
             },
             heartbeat: Duration::from_secs(u64::from(self.delivery.heartbeat_seconds)),
             max_pending_events: self.delivery.max_pending_events,

@@ -44,6 +44,11 @@ pub enum Transport {
         src_port: u16,
         dst_port: u16,
         flags: u8,
+        /// Advertised window.
+        window: u16,
+        /// Bytes of TCP options. Raw-packet scanners send none or MSS only
+        /// (≤ 4); operating-system stacks send about 20.
+        options_len: u8,
     },
     Udp {
         src_port: u16,
@@ -52,8 +57,12 @@ pub enum Transport {
     /// ICMP or ICMPv6, normalized.
     Icmp(Icmp),
     /// A fragment whose transport header is not (wholly) in this packet.
+    /// A first fragment with at least 4 transport bytes still names the
+    /// TCP or UDP ports (nmap -f splits the TCP header after them).
     Fragment {
         protocol: u8,
+        src_port: Option<u16>,
+        dst_port: Option<u16>,
     },
     /// Any other IP protocol.
     Other {
@@ -66,10 +75,10 @@ pub enum Transport {
 pub enum Icmp {
     EchoRequest,
     EchoReply,
-    /// Destination unreachable (port, protocol, admin-prohibited...), with
-    /// the quoted original packet's header when it was present.
+    /// Destination unreachable, or (ICMPv6) parameter problem "unknown
+    /// next header", with the quoted original packet's header when present.
     Unreachable {
-        code: u8,
+        reason: Unreachable,
         quoted: Option<Quoted>,
     },
     /// ICMPv4 timestamp or address-mask request.
@@ -80,6 +89,17 @@ pub enum Icmp {
         icmp_type: u8,
         code: u8,
     },
+}
+
+/// Why a destination was unreachable, the same for ICMP and ICMPv6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// Nothing listens on that port (the answer to a UDP probe).
+    Port,
+    /// The host does not speak that IP protocol (the answer to nmap -sO).
+    Protocol,
+    /// Anything else (admin-prohibited, no route...), with the ICMP code.
+    Other(u8),
 }
 
 /// The header of the packet an ICMP error refers to.
@@ -128,9 +148,9 @@ pub fn ethernet(frame: &[u8]) -> Result<Option<Packet>, DecodeError> {
 
 /// Decodes an IPv4 packet (starting at the IP header).
 pub fn ipv4(data: &[u8]) -> Result<Packet, DecodeError> {
-    let (src, dst, protocol, fragment, l4) = ipv4_header(data)?;
+    let (src, dst, protocol, fragment, first, l4) = ipv4_header(data)?;
     let transport = if fragment {
-        Transport::Fragment { protocol }
+        fragment_transport(protocol, l4, first)
     } else {
         transport(protocol, l4, false)?
     };
@@ -141,9 +161,12 @@ pub fn ipv4(data: &[u8]) -> Result<Packet, DecodeError> {
     })
 }
 
+/// The parts of an IP header detection needs.
+type IpParts<'a> = (IpAddr, IpAddr, u8, bool, bool, &'a [u8]);
+
 /// Source, destination, protocol, "is a fragment without a whole transport
-/// header", and the bytes after the IPv4 header.
-fn ipv4_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeError> {
+/// header", "is the first fragment", and the bytes after the IP header.
+fn ipv4_header(data: &[u8]) -> Result<IpParts<'_>, DecodeError> {
     let first = *data.first().ok_or(DecodeError::Truncated("ipv4"))?;
     if first >> 4 != 4 {
         return Err(DecodeError::WrongIpVersion(first >> 4));
@@ -171,15 +194,28 @@ fn ipv4_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeE
     // fragment never does. nmap -f splits the TCP header itself, so a first
     // fragment too short for it is reported as a fragment, not an error.
     let fragment = fragment_offset != 0 || (more_fragments && l4.len() < min_header(protocol));
-    Ok((src, dst, protocol, fragment, l4))
+    Ok((src, dst, protocol, fragment, fragment_offset == 0, l4))
+}
+
+/// What a fragment shows: the ports, if it is the first fragment and holds
+/// them.
+fn fragment_transport(protocol: u8, l4: &[u8], first: bool) -> Transport {
+    let ports = (first && matches!(protocol, PROTO_TCP | PROTO_UDP))
+        .then(|| Some((be16(l4, 0)?, be16(l4, 2)?)))
+        .flatten();
+    Transport::Fragment {
+        protocol,
+        src_port: ports.map(|p| p.0),
+        dst_port: ports.map(|p| p.1),
+    }
 }
 
 /// Decodes an IPv6 packet (starting at the IP header), walking extension
 /// headers to the transport header.
 pub fn ipv6(data: &[u8]) -> Result<Packet, DecodeError> {
-    let (src, dst, protocol, fragment, l4) = ipv6_header(data)?;
+    let (src, dst, protocol, fragment, first, l4) = ipv6_header(data)?;
     let transport = if fragment {
-        Transport::Fragment { protocol }
+        fragment_transport(protocol, l4, first)
     } else {
         transport(protocol, l4, true)?
     };
@@ -190,7 +226,7 @@ pub fn ipv6(data: &[u8]) -> Result<Packet, DecodeError> {
     })
 }
 
-fn ipv6_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeError> {
+fn ipv6_header(data: &[u8]) -> Result<IpParts<'_>, DecodeError> {
     let header = data.get(..40).ok_or(DecodeError::Truncated("ipv6"))?;
     if header[0] >> 4 != 6 {
         return Err(DecodeError::WrongIpVersion(header[0] >> 4));
@@ -200,6 +236,7 @@ fn ipv6_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeE
     let mut next = header[6];
     let mut rest = &data[40..];
     let mut fragment = false;
+    let mut first = true;
     // Bounded walk: a chain longer than this is abuse, reported as-is.
     for _ in 0..8 {
         match next {
@@ -220,6 +257,7 @@ fn ipv6_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeE
                 let offset = be16(ext, 2).unwrap_or(0) >> 3;
                 let more = ext[3] & 1 != 0;
                 rest = &rest[8..];
+                first = offset == 0;
                 fragment = offset != 0 || (more && rest.len() < min_header(next));
                 if fragment {
                     break;
@@ -228,7 +266,7 @@ fn ipv6_header(data: &[u8]) -> Result<(IpAddr, IpAddr, u8, bool, &[u8]), DecodeE
             _ => break,
         }
     }
-    Ok((src, dst, next, fragment, rest))
+    Ok((src, dst, next, fragment, first, rest))
 }
 
 fn min_header(protocol: u8) -> usize {
@@ -251,6 +289,8 @@ fn transport(protocol: u8, data: &[u8], v6: bool) -> Result<Transport, DecodeErr
                 src_port: u16::from_be_bytes([header[0], header[1]]),
                 dst_port: u16::from_be_bytes([header[2], header[3]]),
                 flags: header[13],
+                window: u16::from_be_bytes([header[14], header[15]]),
+                options_len: (offset - 5) * 4,
             }
         }
         PROTO_UDP => {
@@ -273,7 +313,11 @@ fn icmpv4(data: &[u8]) -> Result<Icmp, DecodeError> {
         8 => Icmp::EchoRequest,
         0 => Icmp::EchoReply,
         3 => Icmp::Unreachable {
-            code,
+            reason: match code {
+                2 => Unreachable::Protocol,
+                3 => Unreachable::Port,
+                other => Unreachable::Other(other),
+            },
             quoted: quoted(&data[8..], false),
         },
         13 | 17 => Icmp::InfoRequest { icmp_type },
@@ -288,7 +332,17 @@ fn icmpv6(data: &[u8]) -> Result<Icmp, DecodeError> {
         128 => Icmp::EchoRequest,
         129 => Icmp::EchoReply,
         1 => Icmp::Unreachable {
-            code,
+            reason: if code == 4 {
+                Unreachable::Port
+            } else {
+                Unreachable::Other(code)
+            },
+            quoted: quoted(&data[8..], true),
+        },
+        // Parameter problem, unrecognized next header: IPv6's "protocol
+        // unreachable".
+        4 if code == 1 => Icmp::Unreachable {
+            reason: Unreachable::Protocol,
             quoted: quoted(&data[8..], true),
         },
         _ => Icmp::Other { icmp_type, code },
@@ -298,7 +352,7 @@ fn icmpv6(data: &[u8]) -> Result<Icmp, DecodeError> {
 /// The quoted header inside an ICMP error. Best effort: a short or odd
 /// quote gives `None` rather than an error, since the outer packet is fine.
 fn quoted(data: &[u8], v6: bool) -> Option<Quoted> {
-    let (src, dst, protocol, fragment, l4) = if v6 {
+    let (src, dst, protocol, fragment, _, l4) = if v6 {
         ipv6_header(data).ok()?
     } else {
         ipv4_header(data).ok()?

@@ -6,7 +6,10 @@ use std::net::IpAddr;
 
 use doorwatch_proto::v1;
 
-use crate::detect::{EpisodeReport, EpisodeState, ScanKind};
+use crate::detect::{EpisodeReport, EpisodeState, FloodReport, Report, ScanKind};
+
+/// Most companions sent with one episode.
+const MAX_COMPANIONS: usize = 64;
 
 /// Keeps the episode → UUID mapping for open episodes.
 #[derive(Debug, Default)]
@@ -16,48 +19,101 @@ pub struct EventBuilder {
 
 impl EventBuilder {
     /// The wire event for `report`, created at `now_ms`.
-    pub fn scan_event(&mut self, report: &EpisodeReport, now_ms: u64) -> v1::Event {
-        let episode_id = *self
-            .episodes
-            .entry(report.episode)
-            .or_insert_with(uuid::Uuid::now_v7);
-        if report.state == EpisodeState::Closed {
-            self.episodes.remove(&report.episode);
-        }
+    pub fn event(&mut self, report: &Report, now_ms: u64) -> v1::Event {
+        let detail = match report {
+            Report::Scan(scan) => {
+                let episode_id = self.episode_id(scan.episode, scan.state);
+                v1::event::Detail::Scan(scan_detail(scan, episode_id))
+            }
+            Report::Flood(flood) => {
+                let episode_id = self.episode_id(flood.episode, flood.state);
+                v1::event::Detail::Flood(flood_detail(flood, episode_id))
+            }
+        };
         v1::Event {
             id: uuid::Uuid::now_v7().as_bytes().to_vec(),
             created_unix_ms: to_i64(now_ms),
-            detail: Some(v1::event::Detail::Scan(v1::ScanDetected {
-                episode_id: episode_id.as_bytes().to_vec(),
-                state: match report.state {
-                    EpisodeState::Detected => v1::EpisodeState::Detected,
-                    EpisodeState::Active => v1::EpisodeState::Active,
-                    EpisodeState::Closed => v1::EpisodeState::Closed,
-                } as i32,
-                scanner_ip: ip_bytes(report.scanner),
-                target_ip: ip_bytes(report.target),
-                scan_types: report
-                    .kinds
-                    .iter()
-                    .map(|kind| match kind {
-                        ScanKind::Syn => v1::ScanType::Syn as i32,
-                    })
-                    .collect(),
-                ports_probed: report.ports_probed,
-                port_sample: report.port_sample.iter().map(|&p| u32::from(p)).collect(),
-                open_ports: report
-                    .open_ports
-                    .iter()
-                    .take(1024)
-                    .map(|&p| u32::from(p))
-                    .collect(),
-                probes: report.probes,
-                first_seen_unix_ms: to_i64(report.first_seen_ms),
-                last_seen_unix_ms: to_i64(report.last_seen_ms),
-                confidence: u32::from(report.confidence),
-                explanation: report.explanation.clone(),
-            })),
+            detail: Some(detail),
         }
+    }
+
+    fn episode_id(&mut self, episode: u64, state: EpisodeState) -> uuid::Uuid {
+        let id = *self
+            .episodes
+            .entry(episode)
+            .or_insert_with(uuid::Uuid::now_v7);
+        if state == EpisodeState::Closed {
+            self.episodes.remove(&episode);
+        }
+        id
+    }
+}
+
+fn state(state: EpisodeState) -> i32 {
+    let state = match state {
+        EpisodeState::Detected => v1::EpisodeState::Detected,
+        EpisodeState::Active => v1::EpisodeState::Active,
+        EpisodeState::Closed => v1::EpisodeState::Closed,
+    };
+    state as i32
+}
+
+/// The wire value of a scan type.
+pub fn scan_type(kind: ScanKind) -> v1::ScanType {
+    match kind {
+        ScanKind::Syn => v1::ScanType::Syn,
+        ScanKind::Connect => v1::ScanType::Connect,
+        ScanKind::Fin => v1::ScanType::Fin,
+        ScanKind::Null => v1::ScanType::Null,
+        ScanKind::Xmas => v1::ScanType::Xmas,
+        ScanKind::Maimon => v1::ScanType::Maimon,
+        ScanKind::Ack => v1::ScanType::Ack,
+        ScanKind::Udp => v1::ScanType::Udp,
+        ScanKind::IpProto => v1::ScanType::IpProto,
+        ScanKind::Icmp => v1::ScanType::Icmp,
+    }
+}
+
+fn scan_detail(report: &EpisodeReport, episode_id: uuid::Uuid) -> v1::ScanDetected {
+    v1::ScanDetected {
+        episode_id: episode_id.as_bytes().to_vec(),
+        state: state(report.state),
+        scanner_ip: ip_bytes(report.scanner),
+        target_ip: ip_bytes(report.target),
+        scan_types: report.kinds.iter().map(|&k| scan_type(k) as i32).collect(),
+        ports_probed: report.ports_probed,
+        port_sample: report.port_sample.iter().map(|&p| u32::from(p)).collect(),
+        open_ports: report
+            .open_ports
+            .iter()
+            .take(1024)
+            .map(|&p| u32::from(p))
+            .collect(),
+        probes: report.probes,
+        first_seen_unix_ms: to_i64(report.first_seen_ms),
+        last_seen_unix_ms: to_i64(report.last_seen_ms),
+        confidence: u32::from(report.confidence),
+        explanation: report.explanation.clone(),
+        companions: report
+            .companions
+            .iter()
+            .take(MAX_COMPANIONS)
+            .map(|&ip| ip_bytes(ip))
+            .collect(),
+        fragmented: report.fragmented,
+    }
+}
+
+fn flood_detail(report: &FloodReport, episode_id: uuid::Uuid) -> v1::FloodDetected {
+    v1::FloodDetected {
+        episode_id: episode_id.as_bytes().to_vec(),
+        state: state(report.state),
+        target_ip: ip_bytes(report.target),
+        ports: report.ports.iter().map(|&p| u32::from(p)).collect(),
+        sources: report.sources,
+        first_seen_unix_ms: to_i64(report.first_seen_ms),
+        last_seen_unix_ms: to_i64(report.last_seen_ms),
+        explanation: report.explanation.clone(),
     }
 }
 

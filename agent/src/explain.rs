@@ -1,7 +1,7 @@
 //! Plain-language explanations of what the detector found, for help-desk
 //! staff and PC users. Pure text formatting.
 
-use crate::detect::{EpisodeReport, ScanKind};
+use crate::detect::{EpisodeReport, FloodReport, ScanKind};
 
 /// Well-known service names for ports that scanners look for.
 pub fn service_name(port: u16) -> Option<&'static str> {
@@ -51,26 +51,72 @@ fn duration(ms: u64) -> String {
     }
 }
 
-fn technique(kinds: &[ScanKind]) -> &'static str {
-    match kinds.first() {
-        Some(ScanKind::Syn) | None => {
-            "a half-open SYN scan, the default of the nmap tool, which knocks on each door and walks away before it opens"
+fn technique(kinds: &[ScanKind]) -> String {
+    let phrase = |kind: &ScanKind| match kind {
+        ScanKind::Syn => {
+            "a half-open SYN scan (the default of the nmap tool: it knocks on each door and walks away before it opens)"
         }
+        ScanKind::Connect => "a connect scan (full connections, closed at once)",
+        ScanKind::Fin => "FIN probes (a stealth technique that slips past some firewalls)",
+        ScanKind::Null => "NULL probes with no flags set (a stealth technique)",
+        ScanKind::Xmas => "Xmas probes with FIN, PSH and URG set (a stealth technique)",
+        ScanKind::Maimon => "Maimon probes (FIN+ACK, a stealth technique)",
+        ScanKind::Ack => "ACK probes (used to map which ports a firewall lets through)",
+        ScanKind::Udp => "UDP probes",
+        ScanKind::IpProto => "probes for which network protocols this PC speaks",
+        ScanKind::Icmp => "ICMP discovery probes (checking whether this PC is there)",
+    };
+    let phrases: Vec<&str> = kinds.iter().map(phrase).collect();
+    match phrases.as_slice() {
+        [] => "probes".to_owned(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }
 
 /// The explanation attached to a scan episode.
 pub fn scan(report: &EpisodeReport) -> String {
     let ports = u64::from(report.ports_probed);
-    let mut text = format!(
-        "{} tried {} {} on this PC ({}) in {} using {}.",
-        report.scanner,
-        thousands(ports),
-        if ports == 1 { "port" } else { "ports" },
-        report.target,
-        duration(report.last_seen_ms.saturating_sub(report.first_seen_ms)),
-        technique(&report.kinds),
-    );
+    let only_protocols = report.kinds == [ScanKind::IpProto];
+    let only_icmp = report.kinds == [ScanKind::Icmp];
+    let mut text = if only_icmp {
+        format!(
+            "{} checked whether this PC ({}) is there using {}. This is usually the first step of a scan.",
+            report.scanner,
+            report.target,
+            technique(&report.kinds),
+        )
+    } else {
+        format!(
+            "{} tried {} {} on this PC ({}) in {} using {}.",
+            report.scanner,
+            thousands(ports),
+            match (only_protocols, ports == 1) {
+                (true, true) => "network protocol",
+                (true, false) => "network protocols",
+                (false, true) => "port",
+                (false, false) => "ports",
+            },
+            report.target,
+            duration(report.last_seen_ms.saturating_sub(report.first_seen_ms)),
+            technique(&report.kinds),
+        )
+    };
+    if report.fragmented {
+        text.push_str(" The probes were split into fragments to get past filters.");
+    }
+    if !report.companions.is_empty() {
+        let listed: Vec<String> = report.companions.iter().take(5).map(ToString::to_string).collect();
+        text.push_str(&format!(
+            " {} other {} sent the same probes at the same time ({}); these are most likely decoys meant to hide the real scanner.",
+            report.companions.len(),
+            if report.companions.len() == 1 { "address" } else { "addresses" },
+            listed.join(", "),
+        ));
+    }
+    if only_icmp || only_protocols {
+        return text;
+    }
     if report.open_ports.is_empty() {
         text.push_str(" None of them were open, so the scanner found no way in.");
         text.push_str(" No action is needed on this PC unless the scans continue.");
@@ -88,21 +134,35 @@ pub fn scan(report: &EpisodeReport) -> String {
         text.push_str(&format!(
             " {} of them {} open: {}{}.",
             report.open_ports.len(),
-            if report.open_ports.len() == 1 {
-                "was"
-            } else {
-                "were"
-            },
+            if report.open_ports.len() == 1 { "was" } else { "were" },
             listed.join(", "),
-            if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            },
+            if more > 0 { format!(" and {more} more") } else { String::new() },
         ));
         text.push_str(" Make sure these services are patched, or close them.");
     }
     text
+}
+
+/// The explanation attached to a flood.
+pub fn flood(report: &FloodReport) -> String {
+    let ports = match report.ports.as_slice() {
+        [] => String::new(),
+        [one] => format!(" on port {one}"),
+        many => format!(
+            " on ports {}",
+            many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    format!(
+        "A flood of connection attempts hit this PC ({}){} from about {} different source \
+         addresses in {}. The addresses are almost certainly forged, so blocking them does not \
+         help: this is an attempt to overload the PC, not a scan. If it goes on, tell the \
+         network team so they can filter it upstream.",
+        report.target,
+        ports,
+        thousands(report.sources),
+        duration(report.last_seen_ms.saturating_sub(report.first_seen_ms)),
+    )
 }
 
 #[cfg(test)]
@@ -124,6 +184,8 @@ mod tests {
             first_seen_ms: 10_000,
             last_seen_ms: 12_100,
             confidence: 90,
+            companions: vec![],
+            fragmented: false,
             explanation: String::new(),
         }
     }
@@ -134,8 +196,8 @@ mod tests {
         assert_eq!(
             text,
             "198.51.100.7 tried 1,000 ports on this PC (198.18.0.10) in 2 seconds using a half-open \
-             SYN scan, the default of the nmap tool, which knocks on each door and walks away before \
-             it opens. 3 of them were open: 22 (SSH), 80 (web), 445 (Windows file sharing). Make \
+             SYN scan (the default of the nmap tool: it knocks on each door and walks away before \
+             it opens). 3 of them were open: 22 (SSH), 80 (web), 445 (Windows file sharing). Make \
              sure these services are patched, or close them."
         );
     }

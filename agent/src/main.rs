@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use doorwatch_agent::capture::Capture;
 use doorwatch_agent::config::{AgentConfig, ValidConfig};
-use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeReport, EpisodeState};
+use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeState, Report};
 use doorwatch_agent::events::{self, EventBuilder};
 use doorwatch_agent::tls::ClientTls;
 use doorwatch_agent::uplink::{Counters, Uplink};
@@ -313,15 +313,22 @@ impl CaptureLoop {
     }
 
     fn forward(&mut self, now: u64) {
+        let stats = self.detector.stats();
         self.counters
             .untracked_probes
-            .store(self.detector.untracked_probes(), Ordering::Relaxed);
-        let reports: Vec<EpisodeReport> = self.detector.drain_reports().collect();
+            .store(stats.probation_evictions, Ordering::Relaxed);
+        let reports: Vec<Report> = self.detector.drain_reports().collect();
         for report in reports {
-            if report.state == EpisodeState::Detected {
-                tracing::info!(scanner = %report.scanner, target = %report.target, ports = report.ports_probed, "scan detected");
+            match &report {
+                Report::Scan(scan) if scan.state == EpisodeState::Detected => {
+                    tracing::info!(scanner = %scan.scanner, target = %scan.target, kinds = ?scan.kinds, ports = scan.ports_probed, "scan detected");
+                }
+                Report::Flood(flood) if flood.state == EpisodeState::Detected => {
+                    tracing::warn!(target = %flood.target, sources = flood.sources, "flood detected");
+                }
+                _ => {}
             }
-            let event = self.builder.scan_event(&report, now);
+            let event = self.builder.event(&report, now);
             if self.events.try_send(event).is_err() {
                 self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("event queue full; dropped an event");
@@ -336,6 +343,13 @@ fn replay(path: &std::path::Path, local_ips: Vec<IpAddr>, format: Format) -> any
     let mut detector = Detector::new(DetectorConfig::default(), local_ips);
     let mut last_tick = 0;
     let mut bad_frames = 0u64;
+    let mut finals = Vec::new();
+    let mut keep_finals = |detector: &mut Detector| {
+        finals.extend(detector.drain_reports().filter(|r| match r {
+            Report::Scan(s) => s.state == EpisodeState::Closed,
+            Report::Flood(f) => f.state == EpisodeState::Closed,
+        }));
+    };
     for record in reader {
         let record = record.with_context(|| format!("{}", path.display()))?;
         match decode::ethernet(record.data) {
@@ -346,80 +360,75 @@ fn replay(path: &std::path::Path, local_ips: Vec<IpAddr>, format: Format) -> any
         if record.unix_ms.saturating_sub(last_tick) >= TICK_MS {
             last_tick = record.unix_ms;
             detector.tick(record.unix_ms);
+            keep_finals(&mut detector);
         }
     }
     detector.finish();
+    keep_finals(&mut detector);
     if bad_frames > 0 {
         tracing::warn!(bad_frames, "some frames could not be decoded");
     }
-    // One line per episode at its final state.
-    let finals: Vec<EpisodeReport> = detector
-        .drain_reports()
-        .filter(|r| r.state == EpisodeState::Closed)
-        .collect();
     for report in &finals {
         match format {
             Format::Json => println!("{}", replay_json(report)),
-            Format::Table => println!(
-                "{} -> {}  {:?}  ports={} open={:?} probes={}\n    {}",
-                report.scanner,
-                report.target,
-                report.kinds,
-                report.ports_probed,
-                report.open_ports,
-                report.probes,
-                report.explanation
-            ),
+            Format::Table => match report {
+                Report::Scan(s) => println!(
+                    "scan  {} -> {}  [{}]  ports={} open={:?} probes={}\n      {}",
+                    s.scanner,
+                    s.target,
+                    s.kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join(","),
+                    s.ports_probed,
+                    s.open_ports,
+                    s.probes,
+                    s.explanation
+                ),
+                Report::Flood(f) => println!(
+                    "flood -> {}  ports={:?} sources={}\n      {}",
+                    f.target, f.ports, f.sources, f.explanation
+                ),
+            },
         }
     }
     Ok(())
 }
 
-fn replay_json(report: &EpisodeReport) -> String {
-    let rfc3339 = |ms: u64| {
-        let secs = ms / 1000;
-        let (days, rem) = (secs / 86_400, secs % 86_400);
-        let (y, m, d) = civil_from_days(days as i64);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            ms % 1000
-        )
-    };
-    let kinds: Vec<String> = report
-        .kinds
-        .iter()
-        .map(|k| format!("\"{}\"", format!("{k:?}").to_lowercase()))
-        .collect();
-    format!(
-        "{{\"kind\":\"scan\",\"scanner\":\"{}\",\"target\":\"{}\",\"scan_types\":[{}],\"ports_probed\":{},\"open_ports\":{:?},\"probes\":{},\"first_seen\":\"{}\",\"last_seen\":\"{}\",\"companions\":[],\"confidence\":{},\"explanation\":{:?}}}",
-        report.scanner,
-        report.target,
-        kinds.join(","),
-        report.ports_probed,
-        report.open_ports,
-        report.probes,
-        rfc3339(report.first_seen_ms),
-        rfc3339(report.last_seen_ms),
-        report.confidence,
-        report.explanation,
-    )
+fn rfc3339(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// One line of `replay --format json`.
+fn replay_json(report: &Report) -> serde_json::Value {
+    match report {
+        Report::Scan(s) => serde_json::json!({
+            "kind": "scan",
+            "scanner": s.scanner.to_string(),
+            "target": s.target.to_string(),
+            "scan_types": s.kinds.iter().map(|k| k.label()).collect::<Vec<_>>(),
+            "ports_probed": s.ports_probed,
+            "port_sample": s.port_sample,
+            "open_ports": s.open_ports,
+            "probes": s.probes,
+            "first_seen": rfc3339(s.first_seen_ms),
+            "last_seen": rfc3339(s.last_seen_ms),
+            "companions": s.companions.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "fragmented": s.fragmented,
+            "confidence": s.confidence,
+            "explanation": s.explanation,
+        }),
+        Report::Flood(f) => serde_json::json!({
+            "kind": "flood",
+            "target": f.target.to_string(),
+            "ports": f.ports,
+            "sources": f.sources,
+            "first_seen": rfc3339(f.first_seen_ms),
+            "last_seen": rfc3339(f.last_seen_ms),
+            "explanation": f.explanation,
+        }),
+    }
 }
 
 async fn wait_for_signal() {

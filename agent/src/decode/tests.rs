@@ -79,7 +79,10 @@ fn udp_probe_and_port_unreachable_quote_are_decoded() {
     let quote = packets
         .iter()
         .find_map(|p| match p.transport {
-            Transport::Icmp(Icmp::Unreachable { code: 3, quoted }) => quoted,
+            Transport::Icmp(Icmp::Unreachable {
+                reason: Unreachable::Port,
+                quoted,
+            }) => quoted,
             _ => None,
         })
         .expect("port unreachable with quote");
@@ -90,11 +93,23 @@ fn udp_probe_and_port_unreachable_quote_are_decoded() {
 
 #[test]
 fn nmap_fragments_are_reported_as_fragments() {
-    assert!(
-        decoded()
-            .iter()
-            .any(|p| matches!(p.transport, Transport::Fragment { protocol: 6 }))
-    );
+    let packets = decoded();
+    assert!(packets.iter().any(|p| matches!(
+        p.transport,
+        Transport::Fragment {
+            protocol: 6,
+            dst_port: Some(81),
+            ..
+        }
+    )));
+    assert!(packets.iter().any(|p| matches!(
+        p.transport,
+        Transport::Fragment {
+            protocol: 6,
+            dst_port: None,
+            ..
+        }
+    )));
 }
 
 #[test]
@@ -121,6 +136,25 @@ fn stealth_flags_and_pings_are_decoded() {
                 icmp_type: 135,
                 code: 0
             })));
+}
+
+#[test]
+fn protocol_unreachable_is_decoded() {
+    assert!(decoded().iter().any(|p| matches!(
+        p.transport,
+        Transport::Icmp(Icmp::Unreachable {
+            reason: Unreachable::Protocol,
+            quoted: Some(Quoted { protocol: 47, .. })
+        })
+    )));
+}
+
+#[test]
+fn raw_scanner_syn_has_few_options() {
+    assert!(decoded().iter().any(|p| matches!(
+        p.transport,
+        Transport::Tcp { flags: tcp_flags::SYN, window: 1024, options_len: 4, .. }
+    )));
 }
 
 #[test]

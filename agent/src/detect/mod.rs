@@ -1,0 +1,676 @@
+//! Scan detection: a pure state machine. Decoded packets and their
+//! timestamps go in, reports come out; no I/O and no clock reads. Live
+//! capture, offline replay and benchmarks drive the same code.
+//!
+//! For every remote source probing one of this PC's addresses it keeps a
+//! [`Pair`] of evidence and classifies it (see `pair.rs` for the rules):
+//!
+//! - **first-contact outcomes** (TCP SYN answered RST or SYN-ACK, UDP
+//!   answered port-unreachable or a reply) feed a sequential hypothesis
+//!   test in the style of TRW (Jung et al. 2004): each refused port is a
+//!   step towards "scanner", each accepted one a step back, so a scan is
+//!   decided after about four refused ports whatever its speed;
+//! - **stealth probes** (FIN, NULL, Xmas, and ACK or FIN+ACK that this PC
+//!   answered RST because no connection existed) are counted per port;
+//! - **IP-protocol probes** and **ICMP discovery** probes are counted;
+//! - **the PC's own knowledge**: replies to connections this PC opened are
+//!   never probes, and ports it answered as open are the open doors found.
+//!
+//! State lives in a fixed memory budget. New sources enter a small
+//! *probation* table (first in, first out); a source is promoted to the
+//! tracked table once it touches a second port or sends anything unusual.
+//! A spoofed-source flood (one probe per fake source) therefore churns
+//! only probation and can never push out a real scanner, and it is
+//! reported once, as a flood.
+
+mod flood;
+mod pair;
+mod ports;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+
+use crate::decode::{Icmp, Packet, Transport, Unreachable, tcp_flags};
+use crate::explain;
+pub use flood::FloodReport;
+use pair::{Contact, Pair};
+pub use ports::PortSet;
+
+/// Detection thresholds. Defaults are documented in `docs/configuration.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectorConfig {
+    /// Net refused first contacts (refused minus accepted) that decide a
+    /// scan: the TRW decision threshold.
+    pub scan_min_ports: u32,
+    /// Distinct first-contact ports with no answer at all that also decide
+    /// a scan (a PC whose firewall drops probes silently).
+    pub blind_min_ports: u32,
+    /// Distinct ports hit by stealth probes that decide a scan.
+    pub stealth_min_ports: u32,
+    /// Distinct unusual IP protocols that decide an IP-protocol scan.
+    pub ip_proto_min: u32,
+    /// Milliseconds of silence after which an episode is closed. Slow
+    /// scans stretch this to four times their own probe interval.
+    pub episode_idle_ms: u64,
+    /// Milliseconds after which a source that was never decided is forgotten.
+    pub undecided_idle_ms: u64,
+    /// Least milliseconds between two reports of one active episode.
+    pub update_interval_ms: u64,
+    /// Memory for detection state, in bytes.
+    pub memory_budget: usize,
+    /// New sources per second towards one address that make a flood.
+    pub flood_new_sources_per_sec: u32,
+    /// Sources never reported (campus scanners, monitoring).
+    pub allowlist: HashSet<IpAddr>,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            scan_min_ports: 4,
+            blind_min_ports: 25,
+            stealth_min_ports: 4,
+            ip_proto_min: 4,
+            episode_idle_ms: 60_000,
+            undecided_idle_ms: 15 * 60_000,
+            update_interval_ms: 2_000,
+            memory_budget: 16 << 20,
+            flood_new_sources_per_sec: 1_000,
+            allowlist: HashSet::new(),
+        }
+    }
+}
+
+/// How a scanner probed, named as nmap names its scan types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScanKind {
+    Syn,
+    Connect,
+    Fin,
+    Null,
+    Xmas,
+    Maimon,
+    Ack,
+    Udp,
+    IpProto,
+    Icmp,
+}
+
+impl ScanKind {
+    pub const ALL: [ScanKind; 10] = [
+        Self::Syn,
+        Self::Connect,
+        Self::Fin,
+        Self::Null,
+        Self::Xmas,
+        Self::Maimon,
+        Self::Ack,
+        Self::Udp,
+        Self::IpProto,
+        Self::Icmp,
+    ];
+
+    /// The stored and printed name.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Syn => "syn",
+            Self::Connect => "connect",
+            Self::Fin => "fin",
+            Self::Null => "null",
+            Self::Xmas => "xmas",
+            Self::Maimon => "maimon",
+            Self::Ack => "ack",
+            Self::Udp => "udp",
+            Self::IpProto => "ip_proto",
+            Self::Icmp => "icmp",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << (self as u16)
+    }
+}
+
+/// Where an episode is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpisodeState {
+    Detected,
+    Active,
+    Closed,
+}
+
+/// One report of a scan episode: one scanner × one address of this PC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeReport {
+    /// Detector-local episode number, unique for the detector's life.
+    pub episode: u64,
+    pub state: EpisodeState,
+    pub scanner: IpAddr,
+    pub target: IpAddr,
+    pub kinds: Vec<ScanKind>,
+    /// Distinct TCP and UDP ports (and IP protocols, for -sO) probed.
+    pub ports_probed: u32,
+    /// Up to 64 probed ports, ascending.
+    pub port_sample: Vec<u16>,
+    /// Probed ports that answered as open, ascending.
+    pub open_ports: Vec<u16>,
+    pub probes: u64,
+    pub first_seen_ms: u64,
+    pub last_seen_ms: u64,
+    /// 0 to 100.
+    pub confidence: u8,
+    /// Other sources sending the same pattern at the same time (decoys).
+    pub companions: Vec<IpAddr>,
+    /// Probes arrived as IP fragments (nmap -f).
+    pub fragmented: bool,
+    pub explanation: String,
+}
+
+/// What the detector reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Report {
+    Scan(EpisodeReport),
+    Flood(FloodReport),
+}
+
+/// Counters for heartbeats and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DetectorStats {
+    /// Sources in probation now.
+    pub probation: usize,
+    /// Sources tracked now.
+    pub tracked: usize,
+    /// Estimated bytes of state.
+    pub bytes: usize,
+    /// Probation entries pushed out to make room.
+    pub probation_evictions: u64,
+    /// Tracked sources pushed out to stay within the budget.
+    pub tracked_evictions: u64,
+}
+
+/// A source in probation: one first contact so far.
+#[derive(Debug, Clone, Copy)]
+struct Probation {
+    first_seen_ms: u64,
+    last_seen_ms: u64,
+    probes: u32,
+    contact: Contact,
+    /// This PC's answer to the contact, if one was seen.
+    answer: Option<pair::Answer>,
+    seq: u64,
+}
+
+/// Bytes one probation entry costs, with map and queue overhead.
+const PROBATION_BYTES: usize = 160;
+/// Fixed bytes of one tracked pair beyond its port sets.
+const PAIR_BYTES: usize = 512;
+/// Flows this PC opened that are remembered, to recognise their replies.
+const OUTBOUND_FLOWS: usize = 65_536;
+/// How long a flow this PC opened is remembered.
+const OUTBOUND_FLOW_MS: u64 = 10 * 60_000;
+
+type Key = (IpAddr, IpAddr);
+
+/// A flow this PC opened: (protocol, remote, remote port, local port).
+type FlowKey = (u8, IpAddr, u16, u16);
+
+/// The detector. Feed it with [`Detector::observe`] and
+/// [`Detector::tick`]; take reports with [`Detector::drain_reports`].
+#[derive(Debug)]
+pub struct Detector {
+    config: DetectorConfig,
+    local: HashSet<IpAddr>,
+    probation: HashMap<Key, Probation>,
+    probation_order: VecDeque<(Key, u64)>,
+    probation_seq: u64,
+    pairs: HashMap<Key, Pair>,
+    outbound: HashMap<FlowKey, u64>,
+    floods: flood::Floods,
+    next_episode: u64,
+    reports: Vec<Report>,
+    stats: DetectorStats,
+}
+
+impl Detector {
+    /// A detector for a PC whose own addresses are `local`.
+    pub fn new(config: DetectorConfig, local: impl IntoIterator<Item = IpAddr>) -> Self {
+        Self {
+            config,
+            local: local.into_iter().collect(),
+            probation: HashMap::new(),
+            probation_order: VecDeque::new(),
+            probation_seq: 0,
+            pairs: HashMap::new(),
+            outbound: HashMap::new(),
+            floods: flood::Floods::default(),
+            next_episode: 1,
+            reports: Vec::new(),
+            stats: DetectorStats::default(),
+        }
+    }
+
+    /// Replaces the thresholds (a pushed policy); tracked state is kept.
+    pub fn set_config(&mut self, config: DetectorConfig) {
+        self.config = config;
+    }
+
+    pub fn config(&self) -> &DetectorConfig {
+        &self.config
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> DetectorStats {
+        DetectorStats {
+            probation: self.probation.len(),
+            tracked: self.pairs.len(),
+            bytes: self.bytes(),
+            ..self.stats
+        }
+    }
+
+    /// Takes the reports made so far.
+    pub fn drain_reports(&mut self) -> std::vec::Drain<'_, Report> {
+        self.reports.drain(..)
+    }
+
+    fn bytes(&self) -> usize {
+        self.probation.len() * PROBATION_BYTES
+            + self.pairs.values().map(Pair::heap_bytes).sum::<usize>()
+            + self.pairs.len() * PAIR_BYTES
+            + self.outbound.len() * 64
+    }
+
+    fn probation_capacity(&self) -> usize {
+        (self.config.memory_budget / 4 / PROBATION_BYTES).max(16)
+    }
+
+    /// Feeds one packet seen at `now_ms` (Unix milliseconds).
+    pub fn observe(&mut self, packet: &Packet, now_ms: u64) {
+        let src_local = self.local.contains(&packet.src);
+        let dst_local = self.local.contains(&packet.dst);
+        if dst_local && !src_local {
+            self.inbound(packet, now_ms);
+        } else if src_local && !dst_local {
+            self.outbound(packet, now_ms);
+        }
+    }
+
+    fn inbound(&mut self, packet: &Packet, now: u64) {
+        let (scanner, target) = (packet.src, packet.dst);
+        if self.config.allowlist.contains(&scanner) {
+            return;
+        }
+        let contact = match packet.transport {
+            Transport::Tcp {
+                src_port,
+                dst_port,
+                flags,
+                options_len,
+                ..
+            } => {
+                if self.is_reply(6, scanner, src_port, dst_port) {
+                    return;
+                }
+                let syn_only = flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN)
+                    == tcp_flags::SYN;
+                if syn_only {
+                    Contact::TcpSyn {
+                        port: dst_port,
+                        raw: options_len <= 4,
+                    }
+                } else {
+                    Contact::TcpOther {
+                        port: dst_port,
+                        flags,
+                    }
+                }
+            }
+            Transport::Udp { src_port, dst_port } => {
+                if self.is_reply(17, scanner, src_port, dst_port) {
+                    return;
+                }
+                Contact::Udp { port: dst_port }
+            }
+            Transport::Fragment {
+                protocol,
+                dst_port,
+                src_port,
+            } => match (dst_port, src_port) {
+                (Some(port), Some(sport)) if protocol == 6 || protocol == 17 => {
+                    if self.is_reply(protocol, scanner, sport, port) {
+                        return;
+                    }
+                    Contact::Fragment { protocol, port }
+                }
+                // Later fragments carry nothing new; the first one counted.
+                _ => return,
+            },
+            Transport::Icmp(Icmp::EchoRequest) => Contact::IcmpEcho,
+            Transport::Icmp(Icmp::InfoRequest { .. }) => Contact::IcmpInfo,
+            Transport::Icmp(_) => return,
+            Transport::Other { protocol } => Contact::Protocol { protocol },
+        };
+        self.contact((scanner, target), contact, now);
+    }
+
+    /// Whether an inbound packet belongs to a flow this PC opened.
+    fn is_reply(&self, protocol: u8, remote: IpAddr, remote_port: u16, local_port: u16) -> bool {
+        self.outbound
+            .contains_key(&(protocol, remote, remote_port, local_port))
+    }
+
+    fn contact(&mut self, key: Key, contact: Contact, now: u64) {
+        if let Some(pair) = self.pairs.get_mut(&key) {
+            pair.record(contact, now);
+            self.decide(key, now);
+            return;
+        }
+        if let Some(entry) = self.probation.get_mut(&key) {
+            entry.last_seen_ms = now;
+            entry.probes += 1;
+            // Same single contact again (a retry): stay in probation.
+            if entry.contact.same_target(&contact) && !contact.is_unusual() {
+                return;
+            }
+            let entry = *entry;
+            self.probation.remove(&key);
+            self.promote(key, entry, Some(contact), now);
+            return;
+        }
+        // A new source.
+        self.floods.new_source(key.1, contact.port(), now);
+        if contact.is_unusual() {
+            let entry = Probation {
+                first_seen_ms: now,
+                last_seen_ms: now,
+                probes: 1,
+                contact,
+                answer: None,
+                seq: 0,
+            };
+            self.promote(key, entry, None, now);
+            return;
+        }
+        self.admit(key, contact, now);
+    }
+
+    fn admit(&mut self, key: Key, contact: Contact, now: u64) {
+        while self.probation.len() >= self.probation_capacity() {
+            let Some((old, seq)) = self.probation_order.pop_front() else {
+                break;
+            };
+            if self.probation.get(&old).is_some_and(|e| e.seq == seq) {
+                self.probation.remove(&old);
+                self.stats.probation_evictions += 1;
+            }
+        }
+        self.probation_seq += 1;
+        let seq = self.probation_seq;
+        self.probation.insert(
+            key,
+            Probation {
+                first_seen_ms: now,
+                last_seen_ms: now,
+                probes: 1,
+                contact,
+                answer: None,
+                seq,
+            },
+        );
+        self.probation_order.push_back((key, seq));
+        // The queue holds stale entries for removed keys; compact it when
+        // it grows well past the table.
+        if self.probation_order.len() > 2 * self.probation_capacity() {
+            let live = &self.probation;
+            self.probation_order
+                .retain(|(k, s)| live.get(k).is_some_and(|e| e.seq == *s));
+        }
+    }
+
+    fn promote(&mut self, key: Key, entry: Probation, next: Option<Contact>, now: u64) {
+        let mut pair = Pair::new(entry.first_seen_ms);
+        pair.record(entry.contact, entry.last_seen_ms);
+        pair.add_probes(u64::from(entry.probes.saturating_sub(1)));
+        pair.replay_answer(&entry.contact, entry.answer);
+        if let Some(contact) = next {
+            pair.record(contact, now);
+        }
+        self.pairs.insert(key, pair);
+        self.enforce_budget();
+        self.decide(key, now);
+    }
+
+    fn outbound(&mut self, packet: &Packet, now: u64) {
+        let (target, remote) = (packet.src, packet.dst);
+        let key = (remote, target);
+        match packet.transport {
+            Transport::Tcp {
+                src_port,
+                dst_port,
+                flags,
+                ..
+            } => {
+                let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
+                if flags & syn_ack == tcp_flags::SYN {
+                    // This PC opens a connection: its replies are not probes.
+                    self.remember_flow((6, remote, dst_port, src_port), now);
+                    return;
+                }
+                let answer = if flags & syn_ack == syn_ack {
+                    pair::Answer::Open
+                } else if flags & tcp_flags::RST != 0 {
+                    pair::Answer::Refused
+                } else {
+                    return;
+                };
+                self.answer(key, pair::Answered::Tcp(src_port), answer, now);
+            }
+            Transport::Udp { src_port, dst_port } => {
+                // Either this PC's own request or its answer to a probe.
+                let answered = self.answer(key, pair::Answered::Udp(src_port), pair::Answer::Open, now);
+                if !answered {
+                    self.remember_flow((17, remote, dst_port, src_port), now);
+                }
+            }
+            Transport::Icmp(Icmp::Unreachable {
+                reason,
+                quoted: Some(quoted),
+            }) if quoted.src == remote => {
+                let answered = match (reason, quoted.protocol, quoted.dst_port) {
+                    (Unreachable::Port, 17, Some(port)) => pair::Answered::Udp(port),
+                    (Unreachable::Protocol, protocol, _) => pair::Answered::Protocol(protocol),
+                    _ => return,
+                };
+                self.answer(key, answered, pair::Answer::Refused, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies this PC's answer to a probe; false if nothing was waiting
+    /// for it.
+    fn answer(&mut self, key: Key, what: pair::Answered, answer: pair::Answer, now: u64) -> bool {
+        if let Some(pair) = self.pairs.get_mut(&key) {
+            let used = pair.answer(what, answer);
+            if used {
+                self.decide(key, now);
+            }
+            return used;
+        }
+        if let Some(entry) = self.probation.get_mut(&key)
+            && entry.answer.is_none()
+            && entry.contact.answered_by(what)
+        {
+            entry.answer = Some(answer);
+            return true;
+        }
+        false
+    }
+
+    fn remember_flow(&mut self, flow: FlowKey, now: u64) {
+        if self.outbound.len() >= OUTBOUND_FLOWS && !self.outbound.contains_key(&flow) {
+            self.outbound
+                .retain(|_, seen| now.saturating_sub(*seen) < OUTBOUND_FLOW_MS / 4);
+            if self.outbound.len() >= OUTBOUND_FLOWS {
+                return;
+            }
+        }
+        self.outbound.insert(flow, now);
+    }
+
+    /// Opens an episode once the evidence is enough, or folds the pair into
+    /// a concurrent episode as a decoy companion.
+    fn decide(&mut self, key: Key, now: u64) {
+        let config = &self.config;
+        let Some(pair) = self.pairs.get(&key) else {
+            return;
+        };
+        if pair.episode.is_some() || pair.companion_of.is_some() {
+            return;
+        }
+        if pair.kinds(config) == 0 {
+            return;
+        }
+        // Decoys: another source already reported against the same address,
+        // starting at about the same time, probing the same ports.
+        let lead = self
+            .pairs
+            .iter()
+            .filter(|(k, p)| k.1 == key.1 && **k != key && p.episode.is_some())
+            .find(|(_, p)| p.looks_like(pair))
+            .map(|(k, _)| *k);
+        if let Some(lead) = lead {
+            if let Some(p) = self.pairs.get_mut(&key) {
+                p.companion_of = Some(lead.0);
+            }
+            if let Some(p) = self.pairs.get_mut(&lead)
+                && let Some(episode) = p.episode.as_mut()
+                && !episode.companions.contains(&key.0)
+            {
+                episode.companions.push(key.0);
+                episode.dirty = true;
+            }
+            return;
+        }
+        let id = self.next_episode;
+        self.next_episode += 1;
+        if let Some(pair) = self.pairs.get_mut(&key) {
+            pair.open_episode(id, now);
+            let report = report(key, pair, EpisodeState::Detected, &self.config);
+            self.reports.push(Report::Scan(report));
+        }
+    }
+
+    /// Advances time: sends due updates, closes idle episodes and floods,
+    /// forgets idle sources.
+    pub fn tick(&mut self, now: u64) {
+        let config = &self.config;
+        let reports = &mut self.reports;
+        self.pairs.retain(|&key, pair| {
+            if pair.episode.is_none() {
+                return now.saturating_sub(pair.last_seen_ms) < config.undecided_idle_ms;
+            }
+            if now.saturating_sub(pair.last_seen_ms) >= pair.idle_timeout(config) {
+                reports.push(Report::Scan(report(key, pair, EpisodeState::Closed, config)));
+                return false;
+            }
+            if pair.update_due(now, config) {
+                pair.mark_reported(now);
+                reports.push(Report::Scan(report(key, pair, EpisodeState::Active, config)));
+            }
+            true
+        });
+        let undecided = config.undecided_idle_ms;
+        self.probation
+            .retain(|_, e| now.saturating_sub(e.last_seen_ms) < undecided);
+        self.outbound
+            .retain(|_, seen| now.saturating_sub(*seen) < OUTBOUND_FLOW_MS);
+        self.floods.tick(now, config, &mut self.next_episode, &mut self.reports);
+        self.enforce_budget();
+    }
+
+    /// Closes every open episode and flood now (shutdown, end of a replay).
+    pub fn finish(&mut self) {
+        let config = &self.config;
+        for (&key, pair) in &self.pairs {
+            if pair.episode.is_some() {
+                self.reports
+                    .push(Report::Scan(report(key, pair, EpisodeState::Closed, config)));
+            }
+        }
+        self.pairs.clear();
+        self.probation.clear();
+        self.probation_order.clear();
+        self.floods.finish(&mut self.reports);
+    }
+
+    /// Keeps tracked state within the budget: first forgets undecided
+    /// sources with the least evidence, then closes the oldest episodes
+    /// (reporting them, never silently).
+    fn enforce_budget(&mut self) {
+        let budget = self.config.memory_budget;
+        if self.bytes() <= budget {
+            return;
+        }
+        let mut victims: Vec<(Key, bool, u32, u64)> = self
+            .pairs
+            .iter()
+            .map(|(k, p)| (*k, p.episode.is_some(), p.evidence(), p.last_seen_ms))
+            .collect();
+        victims.sort_by_key(|&(_, has_episode, evidence, last)| (has_episode, evidence, last));
+        for (key, _, _, _) in victims {
+            if self.bytes() <= budget * 9 / 10 {
+                break;
+            }
+            if let Some(pair) = self.pairs.remove(&key) {
+                self.stats.tracked_evictions += 1;
+                if pair.episode.is_some() {
+                    self.reports.push(Report::Scan(report(
+                        key,
+                        &pair,
+                        EpisodeState::Closed,
+                        &self.config,
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn report(
+    (scanner, target): Key,
+    pair: &Pair,
+    state: EpisodeState,
+    config: &DetectorConfig,
+) -> EpisodeReport {
+    let kinds = pair.kinds(config);
+    let mut report = EpisodeReport {
+        episode: pair.episode.as_ref().map_or(0, |e| e.id),
+        state,
+        scanner,
+        target,
+        kinds: ScanKind::ALL
+            .into_iter()
+            .filter(|k| kinds & k.bit() != 0)
+            .collect(),
+        ports_probed: pair.ports_probed(),
+        port_sample: pair.port_sample(64),
+        open_ports: pair.open_ports(),
+        probes: pair.probes,
+        first_seen_ms: pair.first_seen_ms,
+        last_seen_ms: pair.last_seen_ms,
+        confidence: pair.confidence(config),
+        companions: pair
+            .episode
+            .as_ref()
+            .map(|e| e.companions.clone())
+            .unwrap_or_default(),
+        fragmented: pair.fragmented,
+        explanation: String::new(),
+    };
+    report.explanation = explain::scan(&report);
+    report
+}
+
+#[cfg(test)]
+mod tests;
