@@ -106,7 +106,12 @@ pub fn scan(report: &EpisodeReport) -> String {
         text.push_str(" The probes were split into fragments to get past filters.");
     }
     if !report.companions.is_empty() {
-        let listed: Vec<String> = report.companions.iter().take(5).map(ToString::to_string).collect();
+        let listed: Vec<String> = report
+            .companions
+            .iter()
+            .take(5)
+            .map(ToString::to_string)
+            .collect();
         text.push_str(&format!(
             " {} other {} sent the same probes at the same time ({}); these are most likely decoys meant to hide the real scanner.",
             report.companions.len(),
@@ -134,9 +139,17 @@ pub fn scan(report: &EpisodeReport) -> String {
         text.push_str(&format!(
             " {} of them {} open: {}{}.",
             report.open_ports.len(),
-            if report.open_ports.len() == 1 { "was" } else { "were" },
+            if report.open_ports.len() == 1 {
+                "was"
+            } else {
+                "were"
+            },
             listed.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() },
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
         ));
         text.push_str(" Make sure these services are patched, or close them.");
     }
@@ -150,7 +163,10 @@ pub fn flood(report: &FloodReport) -> String {
         [one] => format!(" on port {one}"),
         many => format!(
             " on ports {}",
-            many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     };
     format!(

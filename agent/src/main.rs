@@ -376,7 +376,11 @@ fn replay(path: &std::path::Path, local_ips: Vec<IpAddr>, format: Format) -> any
                     "scan  {} -> {}  [{}]  ports={} open={:?} probes={}\n      {}",
                     s.scanner,
                     s.target,
-                    s.kinds.iter().map(|k| k.label()).collect::<Vec<_>>().join(","),
+                    s.kinds
+                        .iter()
+                        .map(|k| k.label())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     s.ports_probed,
                     s.open_ports,
                     s.probes,
@@ -396,7 +400,10 @@ fn rfc3339(ms: u64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
 

@@ -14,7 +14,7 @@ use doorwatch_proto::v1::{
     self, AgentMessage, CollectorMessage, EventBatch, agent_message, collector_message,
 };
 use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_PORT_SAMPLE};
-use doorwatch_store::{ScanEventRow, Store, episode_state, ip};
+use doorwatch_store::{FloodEventRow, ScanEventRow, Store, episode_state, ip};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,6 +32,8 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_EXPLANATION_BYTES: usize = 4096;
 /// Most open ports listed for one episode.
 const MAX_OPEN_PORTS: usize = 1024;
+/// Most decoy companions listed for one episode.
+const MAX_COMPANIONS: usize = 64;
 
 /// The gRPC service agents stream to.
 #[derive(Debug, Clone)]
@@ -208,11 +210,23 @@ impl Session {
             });
         }
         let rows = rows_from_batch(&self.info.identity, unix_now(), &batch)?;
-        tokio::time::timeout(STORE_TIMEOUT, self.store.insert_scan_events(&rows))
+        let store = async {
+            self.store.insert_scan_events(&rows.scans).await?;
+            // If this insert fails after the first succeeded, the agent
+            // resends the whole batch and event ids collapse the repeat.
+            self.store.insert_flood_events(&rows.floods).await
+        };
+        tokio::time::timeout(STORE_TIMEOUT, store)
             .await
             .map_err(|_| IngestError::StorageTimeout(STORE_TIMEOUT.as_secs()))??;
         self.last_seq = Some(batch.seq);
-        tracing::debug!(agent_id = %self.info.identity, seq = batch.seq, events = rows.len(), "stored batch");
+        tracing::debug!(
+            agent_id = %self.info.identity,
+            seq = batch.seq,
+            scans = rows.scans.len(),
+            floods = rows.floods.len(),
+            "stored batch"
+        );
         self.send(collector_message::Body::Ack(v1::Ack { seq: batch.seq }))
             .await;
         Ok(())
@@ -234,49 +248,105 @@ fn unix_now() -> u32 {
         .unwrap_or(0)
 }
 
+/// The rows one batch turns into.
+#[derive(Debug, Default, PartialEq)]
+pub struct BatchRows {
+    pub scans: Vec<ScanEventRow>,
+    pub floods: Vec<FloodEventRow>,
+}
+
 /// Validates a batch and turns it into rows attributed to `identity`.
 /// Pure: the whole batch is accepted or the first bad event is named.
 pub fn rows_from_batch(
     identity: &AgentIdentity,
     received_at: u32,
     batch: &EventBatch,
-) -> Result<Vec<ScanEventRow>, IngestError> {
+) -> Result<BatchRows, IngestError> {
     if batch.events.len() > MAX_EVENTS_PER_BATCH {
         return Err(IngestError::BatchTooLarge {
             got: batch.events.len(),
             max: MAX_EVENTS_PER_BATCH,
         });
     }
-    batch
-        .events
-        .iter()
-        .enumerate()
-        .map(|(index, event)| {
-            scan_row(identity, received_at, event).map_err(|problem| IngestError::BadEvent {
-                seq: batch.seq,
-                index,
-                problem,
-            })
-        })
-        .collect()
+    let mut rows = BatchRows::default();
+    for (index, event) in batch.events.iter().enumerate() {
+        let bad = |problem| IngestError::BadEvent {
+            seq: batch.seq,
+            index,
+            problem,
+        };
+        let event_id = uuid_v7(&event.id, "id").map_err(bad)?;
+        let created_at = unix_seconds(event.created_unix_ms, "created_unix_ms").map_err(bad)?;
+        let common = Common {
+            identity,
+            event_id,
+            received_at,
+            created_at,
+        };
+        match &event.detail {
+            Some(v1::event::Detail::Scan(scan)) => {
+                rows.scans.push(scan_row(&common, scan).map_err(bad)?);
+            }
+            Some(v1::event::Detail::Flood(flood)) => {
+                rows.floods.push(flood_row(&common, flood).map_err(bad)?);
+            }
+            None => return Err(bad("event has no detail".into())),
+        }
+    }
+    Ok(rows)
 }
 
-fn scan_row(
-    identity: &AgentIdentity,
+/// What every row of an event shares.
+struct Common<'a> {
+    identity: &'a AgentIdentity,
+    event_id: uuid::Uuid,
     received_at: u32,
-    event: &v1::Event,
-) -> Result<ScanEventRow, String> {
-    let event_id = uuid_v7(&event.id, "id")?;
-    let Some(v1::event::Detail::Scan(scan)) = &event.detail else {
-        return Err("event has no detail".into());
-    };
+    created_at: u32,
+}
+
+fn episode_state(value: i32) -> Result<i8, String> {
+    match v1::EpisodeState::try_from(value) {
+        Ok(v1::EpisodeState::Detected) => Ok(episode_state::DETECTED),
+        Ok(v1::EpisodeState::Active) => Ok(episode_state::ACTIVE),
+        Ok(v1::EpisodeState::Closed) => Ok(episode_state::CLOSED),
+        _ => Err(format!("unknown episode state {value}")),
+    }
+}
+
+fn flood_row(common: &Common<'_>, flood: &v1::FloodDetected) -> Result<FloodEventRow, String> {
+    if flood.ports.len() > 64 {
+        return Err(format!(
+            "ports has {} entries; at most 64",
+            flood.ports.len()
+        ));
+    }
+    if flood.explanation.len() > MAX_EXPLANATION_BYTES {
+        return Err(format!("explanation exceeds {MAX_EXPLANATION_BYTES} bytes"));
+    }
+    let first_seen = unix_seconds(flood.first_seen_unix_ms, "first_seen_unix_ms")?;
+    let last_seen = unix_seconds(flood.last_seen_unix_ms, "last_seen_unix_ms")?;
+    if last_seen < first_seen {
+        return Err("last_seen is before first_seen".into());
+    }
+    Ok(FloodEventRow {
+        event_id: common.event_id,
+        episode_id: uuid_v7(&flood.episode_id, "episode_id")?,
+        agent_id: common.identity.agent_id.clone(),
+        received_at: common.received_at,
+        created_at: common.created_at,
+        state: episode_state(flood.state)?,
+        target: ip::to_fixed16(ip_from_bytes(&flood.target_ip, "target_ip")?),
+        ports: ports(&flood.ports, "ports")?,
+        sources: flood.sources,
+        first_seen,
+        last_seen,
+        explanation: flood.explanation.clone(),
+    })
+}
+
+fn scan_row(common: &Common<'_>, scan: &v1::ScanDetected) -> Result<ScanEventRow, String> {
     let episode_id = uuid_v7(&scan.episode_id, "episode_id")?;
-    let state = match v1::EpisodeState::try_from(scan.state) {
-        Ok(v1::EpisodeState::Detected) => episode_state::DETECTED,
-        Ok(v1::EpisodeState::Active) => episode_state::ACTIVE,
-        Ok(v1::EpisodeState::Closed) => episode_state::CLOSED,
-        _ => return Err(format!("unknown episode state {}", scan.state)),
-    };
+    let state = episode_state(scan.state)?;
     let scanner = ip_from_bytes(&scan.scanner_ip, "scanner_ip")?;
     let target = ip_from_bytes(&scan.target_ip, "target_ip")?;
     if scan.scan_types.is_empty() {
@@ -310,12 +380,23 @@ fn scan_row(
     if last_seen < first_seen {
         return Err("last_seen is before first_seen".into());
     }
+    if scan.companions.len() > MAX_COMPANIONS {
+        return Err(format!(
+            "companions has {} entries; at most {MAX_COMPANIONS}",
+            scan.companions.len()
+        ));
+    }
+    let companions = scan
+        .companions
+        .iter()
+        .map(|c| ip_from_bytes(c, "companions").map(ip::to_fixed16))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ScanEventRow {
-        event_id,
+        event_id: common.event_id,
         episode_id,
-        agent_id: identity.agent_id.clone(),
-        received_at,
-        created_at: unix_seconds(event.created_unix_ms, "created_unix_ms")?,
+        agent_id: common.identity.agent_id.clone(),
+        received_at: common.received_at,
+        created_at: common.created_at,
         state,
         scanner: ip::to_fixed16(scanner),
         target: ip::to_fixed16(target),
@@ -328,6 +409,8 @@ fn scan_row(
         last_seen,
         confidence: u8::try_from(scan.confidence.min(100)).unwrap_or(100),
         explanation: scan.explanation.clone(),
+        companions,
+        fragmented: u8::from(scan.fragmented),
     })
 }
 
@@ -416,6 +499,8 @@ mod tests {
                 last_seen_unix_ms: 1_764_000_002_000,
                 confidence: 99,
                 explanation: "a scan".into(),
+                companions: vec![vec![198, 18, 0, 3]],
+                fragmented: false,
             })),
         }
     }
@@ -434,12 +519,41 @@ mod tests {
 
     #[test]
     fn good_batch_becomes_rows_attributed_to_the_certificate() {
-        let rows = rows_from_batch(&identity(), 5, &batch(vec![good_event()])).expect("valid");
+        let rows = rows_from_batch(&identity(), 5, &batch(vec![good_event()]))
+            .expect("valid")
+            .scans;
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].agent_id, "pc-1");
         assert_eq!(rows[0].scan_types, vec!["syn"]);
         assert_eq!(ip::from_fixed16(rows[0].scanner).to_string(), "198.18.0.2");
         assert_eq!(rows[0].first_seen, 1_764_000_000);
+        assert_eq!(
+            ip::from_fixed16(rows[0].companions[0]).to_string(),
+            "198.18.0.3"
+        );
+    }
+
+    #[test]
+    fn flood_events_become_flood_rows() {
+        let flood = v1::Event {
+            detail: Some(v1::event::Detail::Flood(v1::FloodDetected {
+                episode_id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+                state: v1::EpisodeState::Closed as i32,
+                target_ip: vec![198, 18, 0, 10],
+                ports: vec![80],
+                sources: 50_000,
+                first_seen_unix_ms: 1_764_000_000_000,
+                last_seen_unix_ms: 1_764_000_010_000,
+                explanation: "a flood".into(),
+            })),
+            ..good_event()
+        };
+        let rows =
+            rows_from_batch(&identity(), 5, &batch(vec![good_event(), flood])).expect("valid");
+        assert_eq!(rows.scans.len(), 1);
+        assert_eq!(rows.floods.len(), 1);
+        assert_eq!(rows.floods[0].sources, 50_000);
+        assert_eq!(rows.floods[0].agent_id, "pc-1");
     }
 
     #[test]

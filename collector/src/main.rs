@@ -195,8 +195,12 @@ async fn print_events(
     let rows = store
         .recent_scan_events(since_unix, limit)
         .await
-        .context("cannot read events")?;
-    print!("{}", report::render(&rows, format));
+        .context("cannot read scan events")?;
+    let floods = store
+        .recent_flood_events(since_unix, limit)
+        .await
+        .context("cannot read flood events")?;
+    print!("{}", report::render(&rows, &floods, format));
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Formats stored events for people (`table`) and for scripts (`json`, one
 //! object per line).
 
-use doorwatch_store::{ScanEventRow, episode_state, ip};
+use doorwatch_store::{FloodEventRow, ScanEventRow, episode_state, ip};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
@@ -31,7 +31,45 @@ pub struct EventJson<'a> {
     pub last_seen: String,
     pub received_at: String,
     pub confidence: u8,
+    pub companions: Vec<String>,
+    pub fragmented: bool,
     pub explanation: &'a str,
+}
+
+/// One flood as printed in JSON.
+#[derive(Debug, Serialize)]
+pub struct FloodJson<'a> {
+    pub kind: &'static str,
+    pub event_id: String,
+    pub episode_id: String,
+    pub agent_id: &'a str,
+    pub state: &'static str,
+    pub target: String,
+    pub ports: &'a [u16],
+    pub sources: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub received_at: String,
+    pub explanation: &'a str,
+}
+
+impl<'a> From<&'a FloodEventRow> for FloodJson<'a> {
+    fn from(row: &'a FloodEventRow) -> Self {
+        Self {
+            kind: "flood",
+            event_id: row.event_id.to_string(),
+            episode_id: row.episode_id.to_string(),
+            agent_id: &row.agent_id,
+            state: episode_state::label(row.state),
+            target: ip::from_fixed16(row.target).to_string(),
+            ports: &row.ports,
+            sources: row.sources,
+            first_seen: rfc3339(row.first_seen),
+            last_seen: rfc3339(row.last_seen),
+            received_at: rfc3339(row.received_at),
+            explanation: &row.explanation,
+        }
+    }
 }
 
 impl<'a> From<&'a ScanEventRow> for EventJson<'a> {
@@ -53,6 +91,12 @@ impl<'a> From<&'a ScanEventRow> for EventJson<'a> {
             last_seen: rfc3339(row.last_seen),
             received_at: rfc3339(row.received_at),
             confidence: row.confidence,
+            companions: row
+                .companions
+                .iter()
+                .map(|c| ip::from_fixed16(*c).to_string())
+                .collect(),
+            fragmented: row.fragmented != 0,
             explanation: &row.explanation,
         }
     }
@@ -66,17 +110,23 @@ pub fn rfc3339(unix: u32) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-/// Renders rows in the chosen format.
-pub fn render(rows: &[ScanEventRow], format: Format) -> String {
+/// Renders rows in the chosen format: scans, then floods.
+pub fn render(rows: &[ScanEventRow], floods: &[FloodEventRow], format: Format) -> String {
     let mut out = String::new();
     match format {
         Format::Json => {
-            for row in rows {
-                // Serializing plain strings and numbers cannot fail.
-                if let Ok(line) = serde_json::to_string(&EventJson::from(row)) {
-                    out.push_str(&line);
-                    out.push('\n');
-                }
+            // Serializing plain strings and numbers cannot fail.
+            let lines = rows
+                .iter()
+                .filter_map(|r| serde_json::to_string(&EventJson::from(r)).ok())
+                .chain(
+                    floods
+                        .iter()
+                        .filter_map(|f| serde_json::to_string(&FloodJson::from(f)).ok()),
+                );
+            for line in lines {
+                out.push_str(&line);
+                out.push('\n');
             }
         }
         Format::Table => {
@@ -104,6 +154,23 @@ pub fn render(rows: &[ScanEventRow], format: Format) -> String {
                     row.agent_id,
                 ));
                 out.push_str(&format!("    {}\n", row.explanation));
+            }
+            if !floods.is_empty() {
+                out.push_str(&format!(
+                    "\n{:<20}  {:<9}  {:<39}  {:>9}  {}\n",
+                    "FLOOD LAST SEEN", "STATE", "TARGET", "SOURCES", "AGENT"
+                ));
+            }
+            for flood in floods {
+                out.push_str(&format!(
+                    "{:<20}  {:<9}  {:<39}  {:>9}  {}\n    {}\n",
+                    rfc3339(flood.last_seen),
+                    episode_state::label(flood.state),
+                    ip::from_fixed16(flood.target),
+                    flood.sources,
+                    flood.agent_id,
+                    flood.explanation,
+                ));
             }
         }
     }

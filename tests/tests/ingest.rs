@@ -41,6 +41,8 @@ fn scan_event(explanation: String) -> v1::Event {
             last_seen_unix_ms: 1_764_000_001_000,
             confidence: 80,
             explanation,
+            companions: vec![],
+            fragmented: false,
         })),
     }
 }

@@ -3,7 +3,7 @@
 //! and are idempotent, rows round-trip, and a retried batch is counted once.
 
 use doorwatch_e2e::clickhouse::ClickHouse;
-use doorwatch_store::{ScanEventRow, Store, StoreConfig, episode_state, ip};
+use doorwatch_store::{FloodEventRow, ScanEventRow, Store, StoreConfig, episode_state, ip};
 
 fn row(scanner: &str, ports: u32) -> ScanEventRow {
     ScanEventRow {
@@ -24,6 +24,8 @@ fn row(scanner: &str, ports: u32) -> ScanEventRow {
         last_seen: 1_764_000_002,
         confidence: 90,
         explanation: "a test scan with 'quotes' and ünïcode".into(),
+        companions: vec![ip::to_fixed16("198.18.0.3".parse().expect("literal"))],
+        fragmented: 1,
     }
 }
 
@@ -43,13 +45,13 @@ async fn store_round_trips_and_counts_retried_batches_once() {
     let again = Store::open(&config).await.expect("open again");
     assert_eq!(
         again.applied_migrations().await.expect("migrations"),
-        vec![1]
+        vec![1, 2]
     );
     assert_eq!(
         clickhouse
             .query_ok("SELECT count() FROM store_test.schema_migrations")
             .trim(),
-        "1"
+        "2"
     );
     eprintln!(
         "server {} on the {:?} path",
@@ -93,4 +95,30 @@ async fn store_round_trips_and_counts_retried_batches_once() {
         .to_string(),
         "fd00:d00::2"
     );
+
+    let flood = FloodEventRow {
+        event_id: uuid::Uuid::now_v7(),
+        episode_id: uuid::Uuid::now_v7(),
+        agent_id: "pc-1".into(),
+        received_at: 1_764_000_100,
+        created_at: 1_764_000_050,
+        state: episode_state::CLOSED,
+        target: ip::to_fixed16("198.18.0.10".parse().expect("literal")),
+        ports: vec![80],
+        sources: 48_000,
+        first_seen: 1_764_000_000,
+        last_seen: 1_764_000_012,
+        explanation: "a flood".into(),
+    };
+    let once = std::slice::from_ref(&flood);
+    store.insert_flood_events(once).await.expect("insert flood");
+    store
+        .insert_flood_events(once)
+        .await
+        .expect("insert flood again");
+    let floods = store
+        .recent_flood_events(0, 10)
+        .await
+        .expect("select floods");
+    assert_eq!(floods, vec![flood], "a resent flood is counted once");
 }

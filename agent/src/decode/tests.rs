@@ -153,7 +153,12 @@ fn protocol_unreachable_is_decoded() {
 fn raw_scanner_syn_has_few_options() {
     assert!(decoded().iter().any(|p| matches!(
         p.transport,
-        Transport::Tcp { flags: tcp_flags::SYN, window: 1024, options_len: 4, .. }
+        Transport::Tcp {
+            flags: tcp_flags::SYN,
+            window: 1024,
+            options_len: 4,
+            ..
+        }
     )));
 }
 

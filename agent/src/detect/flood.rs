@@ -74,7 +74,13 @@ impl Floods {
         }
     }
 
-    pub fn tick(&mut self, now: u64, config: &DetectorConfig, next_id: &mut u64, reports: &mut Vec<Report>) {
+    pub fn tick(
+        &mut self,
+        now: u64,
+        config: &DetectorConfig,
+        next_id: &mut u64,
+        reports: &mut Vec<Report>,
+    ) {
         for (&target, t) in self.targets.iter_mut() {
             let flooding = t.new_sources >= config.flood_new_sources_per_sec
                 && now.saturating_sub(t.window_start) <= 2_000;
@@ -91,7 +97,11 @@ impl Floods {
                         reported_sources: u64::from(t.new_sources),
                     };
                     *next_id += 1;
-                    reports.push(Report::Flood(report(target, &active, EpisodeState::Detected)));
+                    reports.push(Report::Flood(report(
+                        target,
+                        &active,
+                        EpisodeState::Detected,
+                    )));
                     t.active = Some(active);
                 }
                 None => {}

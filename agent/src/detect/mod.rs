@@ -311,7 +311,8 @@ impl Detector {
                 if self.is_reply(6, scanner, src_port, dst_port) {
                     return;
                 }
-                let syn_only = flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN)
+                let syn_only = flags
+                    & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN)
                     == tcp_flags::SYN;
                 if syn_only {
                     Contact::TcpSyn {
@@ -467,7 +468,8 @@ impl Detector {
             }
             Transport::Udp { src_port, dst_port } => {
                 // Either this PC's own request or its answer to a probe.
-                let answered = self.answer(key, pair::Answered::Udp(src_port), pair::Answer::Open, now);
+                let answered =
+                    self.answer(key, pair::Answered::Udp(src_port), pair::Answer::Open, now);
                 if !answered {
                     self.remember_flow((17, remote, dst_port, src_port), now);
                 }
@@ -571,12 +573,22 @@ impl Detector {
                 return now.saturating_sub(pair.last_seen_ms) < config.undecided_idle_ms;
             }
             if now.saturating_sub(pair.last_seen_ms) >= pair.idle_timeout(config) {
-                reports.push(Report::Scan(report(key, pair, EpisodeState::Closed, config)));
+                reports.push(Report::Scan(report(
+                    key,
+                    pair,
+                    EpisodeState::Closed,
+                    config,
+                )));
                 return false;
             }
             if pair.update_due(now, config) {
                 pair.mark_reported(now);
-                reports.push(Report::Scan(report(key, pair, EpisodeState::Active, config)));
+                reports.push(Report::Scan(report(
+                    key,
+                    pair,
+                    EpisodeState::Active,
+                    config,
+                )));
             }
             true
         });
@@ -585,7 +597,8 @@ impl Detector {
             .retain(|_, e| now.saturating_sub(e.last_seen_ms) < undecided);
         self.outbound
             .retain(|_, seen| now.saturating_sub(*seen) < OUTBOUND_FLOW_MS);
-        self.floods.tick(now, config, &mut self.next_episode, &mut self.reports);
+        self.floods
+            .tick(now, config, &mut self.next_episode, &mut self.reports);
         self.enforce_budget();
     }
 
@@ -594,8 +607,12 @@ impl Detector {
         let config = &self.config;
         for (&key, pair) in &self.pairs {
             if pair.episode.is_some() {
-                self.reports
-                    .push(Report::Scan(report(key, pair, EpisodeState::Closed, config)));
+                self.reports.push(Report::Scan(report(
+                    key,
+                    pair,
+                    EpisodeState::Closed,
+                    config,
+                )));
             }
         }
         self.pairs.clear();

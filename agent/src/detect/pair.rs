@@ -20,17 +20,30 @@ const DECOY_WINDOW_MS: u64 = 3_000;
 pub enum Contact {
     /// A bare SYN; `raw` if it carries at most an MSS option, as
     /// raw-packet scanners send (operating systems send about 20 bytes).
-    TcpSyn { port: u16, raw: bool },
+    TcpSyn {
+        port: u16,
+        raw: bool,
+    },
     /// Any other TCP packet not belonging to a connection this PC opened.
-    TcpOther { port: u16, flags: u8 },
-    Udp { port: u16 },
+    TcpOther {
+        port: u16,
+        flags: u8,
+    },
+    Udp {
+        port: u16,
+    },
     /// The first fragment of a fragmented TCP or UDP probe.
-    Fragment { protocol: u8, port: u16 },
+    Fragment {
+        protocol: u8,
+        port: u16,
+    },
     IcmpEcho,
     /// ICMP timestamp or address-mask request.
     IcmpInfo,
     /// A packet of an IP protocol other than TCP, UDP and ICMP.
-    Protocol { protocol: u8 },
+    Protocol {
+        protocol: u8,
+    },
 }
 
 impl Contact {
@@ -59,7 +72,9 @@ impl Contact {
     /// once instead of waiting in probation.
     pub fn is_unusual(&self) -> bool {
         match *self {
-            Self::TcpOther { flags, .. } => stealth_kind(flags).is_some_and(|(_, definite)| definite),
+            Self::TcpOther { flags, .. } => {
+                stealth_kind(flags).is_some_and(|(_, definite)| definite)
+            }
             Self::Fragment { .. } | Self::IcmpInfo | Self::Protocol { .. } => true,
             _ => false,
         }
@@ -217,12 +232,12 @@ impl Pair {
                 self.stealth.insert(port);
                 self.stealth_kinds |= kind.bit();
             }
-            Some((kind, false)) => {
-                if self.pending.len() < MAX_PENDING && !self.pending.contains(&(port, kind)) {
-                    self.pending.push((port, kind));
-                }
+            Some((kind, false))
+                if self.pending.len() < MAX_PENDING && !self.pending.contains(&(port, kind)) =>
+            {
+                self.pending.push((port, kind));
             }
-            None => {}
+            _ => {}
         }
     }
 
@@ -312,8 +327,10 @@ impl Pair {
         let blind = self.score >= 0 && self.unanswered() >= config.blind_min_ports;
         if refused_enough || blind {
             if self.tcp_refused > 0 || self.tcp.len() > self.tcp_answered.len() {
-                let connect = (self.completed && !self.half_open)
-                    || (!self.half_open && self.syn_os > self.syn_raw);
+                // A scanner that walked away half-open used raw SYNs; one
+                // that completed handshakes, or whose SYNs carry an
+                // operating system's options, used connect().
+                let connect = !self.half_open && (self.completed || self.syn_os > self.syn_raw);
                 kinds |= if connect {
                     ScanKind::Connect.bit()
                 } else {
@@ -340,7 +357,10 @@ impl Pair {
 
     /// A single number for "how much evidence": eviction keeps the most.
     pub fn evidence(&self) -> u32 {
-        self.score.max(0) as u32 + self.stealth.len() + self.unusual_protocols() + self.unanswered() / 4
+        self.score.max(0) as u32
+            + self.stealth.len()
+            + self.unusual_protocols()
+            + self.unanswered() / 4
     }
 
     pub fn confidence(&self, config: &DetectorConfig) -> u8 {
@@ -349,7 +369,10 @@ impl Pair {
             ratio(self.score.max(0) as u32, config.scan_min_ports),
             ratio(self.unanswered(), config.blind_min_ports) * 0.8,
             ratio(self.stealth.len(), config.stealth_min_ports),
-            ratio(self.unusual_protocols().max(self.protocols_refused), config.ip_proto_min),
+            ratio(
+                self.unusual_protocols().max(self.protocols_refused),
+                config.ip_proto_min,
+            ),
             if self.icmp_info { 1.0 } else { 0.0 },
         ]
         .into_iter()
@@ -427,7 +450,10 @@ impl Pair {
         } else {
             0
         };
-        config.episode_idle_ms.max(gap.saturating_mul(4)).min(3_600_000)
+        config
+            .episode_idle_ms
+            .max(gap.saturating_mul(4))
+            .min(3_600_000)
     }
 
     pub fn update_due(&self, now: u64, config: &DetectorConfig) -> bool {

@@ -42,7 +42,14 @@ impl Pc {
     }
 
     fn see(&mut self, src: IpAddr, dst: IpAddr, transport: Transport) {
-        self.d.observe(&Packet { src, dst, transport }, self.now);
+        self.d.observe(
+            &Packet {
+                src,
+                dst,
+                transport,
+            },
+            self.now,
+        );
     }
 
     fn tcp_in(&mut self, from: &str, sport: u16, dport: u16, flags: u8, options_len: u8) {
@@ -77,7 +84,14 @@ impl Pc {
     }
 
     fn udp_probe(&mut self, from: &str, port: u16) {
-        self.see(ip(from), self.addr, Transport::Udp { src_port: 50000, dst_port: port });
+        self.see(
+            ip(from),
+            self.addr,
+            Transport::Udp {
+                src_port: 50000,
+                dst_port: port,
+            },
+        );
         let quoted = Quoted {
             src: ip(from),
             dst: self.addr,
@@ -153,12 +167,20 @@ fn real_nmap_capture_is_classified_with_open_port_and_fragments() {
     assert_eq!(scan.scanner, ip("198.18.0.2"));
     assert_eq!(scan.target, ip(PC));
     for kind in [ScanKind::Syn, ScanKind::Udp, ScanKind::Icmp] {
-        assert!(scan.kinds.contains(&kind), "{kind:?} missing from {:?}", scan.kinds);
+        assert!(
+            scan.kinds.contains(&kind),
+            "{kind:?} missing from {:?}",
+            scan.kinds
+        );
     }
     assert_eq!(scan.open_ports, vec![80]);
     assert!(scan.fragmented, "nmap -f probe seen");
     assert!(scan.port_sample.starts_with(&[53, 75, 76]));
-    assert!(scan.explanation.contains("80 (web)"), "{}", scan.explanation);
+    assert!(
+        scan.explanation.contains("80 (web)"),
+        "{}",
+        scan.explanation
+    );
     // The IPv6 scanner probed 3 ports and found one open: not enough to
     // call it a scan.
 }
@@ -187,7 +209,11 @@ fn every_tcp_scan_type_is_named_over_ipv4_and_ipv6() {
         ("ack", ACK, 0, true, ScanKind::Ack),
     ];
     for addr in [PC, PC6] {
-        let scanner = if addr == PC { "198.51.100.7" } else { "2001:db8::7" };
+        let scanner = if addr == PC {
+            "198.51.100.7"
+        } else {
+            "2001:db8::7"
+        };
         for (name, flags, options, needs_rst, kind) in &cases {
             let mut pc = Pc::with(DetectorConfig::default(), addr);
             for port in 1..=10 {
@@ -211,7 +237,12 @@ fn connect_scan_is_told_from_syn_scan() {
         let open = port == 22;
         // An OS connect(): about 20 bytes of options.
         pc.tcp_in("198.51.100.7", 40000 + port, port, SYN, 20);
-        pc.tcp_out("198.51.100.7", port, 40000 + port, if open { SYN_ACK } else { RST_ACK });
+        pc.tcp_out(
+            "198.51.100.7",
+            port,
+            40000 + port,
+            if open { SYN_ACK } else { RST_ACK },
+        );
         if open {
             pc.tcp_in("198.51.100.7", 40000 + port, port, ACK, 0);
             pc.tcp_in("198.51.100.7", 40000 + port, port, RST_ACK, 0);
@@ -238,7 +269,11 @@ fn ack_and_maimon_without_rst_answers_are_not_scans() {
 #[test]
 fn udp_scan_is_decided_from_port_unreachable_answers() {
     for addr in [PC, PC6] {
-        let scanner = if addr == PC { "198.51.100.7" } else { "2001:db8::7" };
+        let scanner = if addr == PC {
+            "198.51.100.7"
+        } else {
+            "2001:db8::7"
+        };
         let mut pc = Pc::with(DetectorConfig::default(), addr);
         for port in [53, 67, 69, 123, 137, 161] {
             pc.udp_probe(scanner, port);
@@ -259,14 +294,26 @@ fn ip_protocol_scan_is_decided() {
     let scans = pc.final_scans();
     assert_eq!(scans.len(), 1);
     assert_eq!(scans[0].kinds, vec![ScanKind::IpProto]);
-    assert!(scans[0].explanation.contains("network protocols"), "{}", scans[0].explanation);
+    assert!(
+        scans[0].explanation.contains("network protocols"),
+        "{}",
+        scans[0].explanation
+    );
 }
 
 #[test]
 fn icmp_timestamp_and_mask_requests_are_discovery() {
     let mut pc = Pc::new();
-    pc.see(ip("198.51.100.7"), pc.addr, Transport::Icmp(Icmp::EchoRequest));
-    pc.see(ip("198.51.100.7"), pc.addr, Transport::Icmp(Icmp::InfoRequest { icmp_type: 13 }));
+    pc.see(
+        ip("198.51.100.7"),
+        pc.addr,
+        Transport::Icmp(Icmp::EchoRequest),
+    );
+    pc.see(
+        ip("198.51.100.7"),
+        pc.addr,
+        Transport::Icmp(Icmp::InfoRequest { icmp_type: 13 }),
+    );
     let scans = pc.final_scans();
     assert_eq!(scans.len(), 1);
     assert_eq!(scans[0].kinds, vec![ScanKind::Icmp]);
@@ -276,7 +323,11 @@ fn icmp_timestamp_and_mask_requests_are_discovery() {
 fn a_plain_ping_is_not_a_scan() {
     let mut pc = Pc::new();
     for _ in 0..10 {
-        pc.see(ip("198.18.0.1"), pc.addr, Transport::Icmp(Icmp::EchoRequest));
+        pc.see(
+            ip("198.18.0.1"),
+            pc.addr,
+            Transport::Icmp(Icmp::EchoRequest),
+        );
         pc.advance(1000);
     }
     assert!(pc.final_scans().is_empty());
@@ -299,11 +350,32 @@ fn dns_replies_to_this_pc_are_not_probes() {
     let mut pc = Pc::new();
     for i in 0..200u16 {
         let local = 30000 + i;
-        pc.see(pc.addr, ip("198.18.0.53"), Transport::Udp { src_port: local, dst_port: 53 });
-        pc.see(ip("198.18.0.53"), pc.addr, Transport::Udp { src_port: 53, dst_port: local });
+        pc.see(
+            pc.addr,
+            ip("198.18.0.53"),
+            Transport::Udp {
+                src_port: local,
+                dst_port: 53,
+            },
+        );
+        pc.see(
+            ip("198.18.0.53"),
+            pc.addr,
+            Transport::Udp {
+                src_port: 53,
+                dst_port: local,
+            },
+        );
         // A late duplicate reply after the socket closed draws an unreachable.
         if i % 10 == 0 {
-            pc.see(ip("198.18.0.53"), pc.addr, Transport::Udp { src_port: 53, dst_port: local });
+            pc.see(
+                ip("198.18.0.53"),
+                pc.addr,
+                Transport::Udp {
+                    src_port: 53,
+                    dst_port: local,
+                },
+            );
         }
         pc.advance(10);
     }
@@ -340,8 +412,22 @@ fn busy_server_browser_retries_and_peers_are_not_scans() {
     // Peer-to-peer: many peers on this PC's one open UDP and TCP port.
     for peer in 0..300u16 {
         let src = format!("198.19.{}.{}", peer / 250, 1 + peer % 250);
-        pc.see(ip(&src), pc.addr, Transport::Udp { src_port: 6881, dst_port: 51413 });
-        pc.see(pc.addr, ip(&src), Transport::Udp { src_port: 51413, dst_port: 6881 });
+        pc.see(
+            ip(&src),
+            pc.addr,
+            Transport::Udp {
+                src_port: 6881,
+                dst_port: 51413,
+            },
+        );
+        pc.see(
+            pc.addr,
+            ip(&src),
+            Transport::Udp {
+                src_port: 51413,
+                dst_port: 6881,
+            },
+        );
         pc.tcp_in(&src, 6881, 51413, SYN, 20);
         pc.tcp_out(&src, 51413, 6881, SYN_ACK);
     }
@@ -380,10 +466,32 @@ fn spoofed_flood_is_one_flood_within_budget_and_a_real_scan_still_shows() {
     let mut pc = Pc::with(config, PC);
     let mut peak = 0;
     for i in 0..300_000u32 {
-        let [_, b, c, d] = 0x0A00_0000u32.wrapping_add(i.wrapping_mul(2_654_435_761)).to_be_bytes();
+        let [_, b, c, d] = 0x0A00_0000u32
+            .wrapping_add(i.wrapping_mul(2_654_435_761))
+            .to_be_bytes();
         let spoofed = IpAddr::from([100, b, c, d]);
-        pc.see(spoofed, pc.addr, Transport::Tcp { src_port: 1024, dst_port: 80, flags: SYN, window: 512, options_len: 0 });
-        pc.see(pc.addr, spoofed, Transport::Tcp { src_port: 80, dst_port: 1024, flags: RST_ACK, window: 0, options_len: 0 });
+        pc.see(
+            spoofed,
+            pc.addr,
+            Transport::Tcp {
+                src_port: 1024,
+                dst_port: 80,
+                flags: SYN,
+                window: 512,
+                options_len: 0,
+            },
+        );
+        pc.see(
+            pc.addr,
+            spoofed,
+            Transport::Tcp {
+                src_port: 80,
+                dst_port: 1024,
+                flags: RST_ACK,
+                window: 0,
+                options_len: 0,
+            },
+        );
         if i % 300 == 0 {
             // The real scanner, slower than the flood, in the middle of it.
             pc.syn_probe("198.51.100.7", (i / 300) as u16 + 1, false);
@@ -393,7 +501,10 @@ fn spoofed_flood_is_one_flood_within_budget_and_a_real_scan_still_shows() {
             peak = peak.max(pc.d.stats().bytes);
         }
     }
-    assert!(peak <= budget, "state {peak} bytes over the {budget} budget");
+    assert!(
+        peak <= budget,
+        "state {peak} bytes over the {budget} budget"
+    );
     let reports = pc.finish();
     let floods: Vec<_> = reports
         .iter()
@@ -407,7 +518,12 @@ fn spoofed_flood_is_one_flood_within_budget_and_a_real_scan_still_shows() {
         })
         .collect();
     assert_eq!(floods.len(), 1, "one flood record");
-    assert_eq!(scans.len(), 1, "only the real scanner: {:?}", scans.iter().map(|s| s.scanner).collect::<Vec<_>>());
+    assert_eq!(
+        scans.len(),
+        1,
+        "only the real scanner: {:?}",
+        scans.iter().map(|s| s.scanner).collect::<Vec<_>>()
+    );
     assert_eq!(scans[0].scanner, ip("198.51.100.7"));
     assert_eq!(scans[0].ports_probed, 1000);
 }
@@ -425,9 +541,16 @@ fn slow_scans_are_one_episode_and_decided_within_a_few_probes() {
                 decided_after = Some(port);
             }
         }
-        assert!(decided_after.is_some_and(|n| n <= 6), "gap {gap_ms}: decided after {decided_after:?}");
+        assert!(
+            decided_after.is_some_and(|n| n <= 6),
+            "gap {gap_ms}: decided after {decided_after:?}"
+        );
         let scans = pc.final_scans();
-        assert_eq!(scans.len(), 1, "gap {gap_ms}: one episode, not one per probe");
+        assert_eq!(
+            scans.len(),
+            1,
+            "gap {gap_ms}: one episode, not one per probe"
+        );
         assert_eq!(scans[0].ports_probed, 20);
     }
 }
@@ -453,7 +576,11 @@ fn episode_is_updated_while_active_then_closed_when_idle() {
         pc.syn_probe("198.51.100.7", port, port == 22);
     }
     pc.advance(100);
-    assert_eq!(pc.scans().len(), 1, "only the detection before the interval");
+    assert_eq!(
+        pc.scans().len(),
+        1,
+        "only the detection before the interval"
+    );
     for port in 11..=1000 {
         pc.syn_probe("198.51.100.7", port, false);
     }

@@ -12,13 +12,15 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod flood_events;
 pub mod ip;
 mod migrations;
 mod scan_events;
 mod server;
 
 pub use error::StoreError;
-pub use migrations::{MIGRATIONS, Migration};
+pub use flood_events::FloodEventRow;
+pub use migrations::{MIGRATIONS, Migration, Step};
 pub use scan_events::{ScanEventRow, state as episode_state};
 pub use server::{ServerInfo, SqlPath};
 
@@ -102,6 +104,20 @@ impl Store {
         scan_events::insert(&self.client, rows).await
     }
 
+    /// Writes flood events in one INSERT, like [`Store::insert_scan_events`].
+    pub async fn insert_flood_events(&self, rows: &[FloodEventRow]) -> Result<(), StoreError> {
+        flood_events::insert(&self.client, rows).await
+    }
+
+    /// Flood events received at or after `since_unix`, each id once.
+    pub async fn recent_flood_events(
+        &self,
+        since_unix: u32,
+        limit: u64,
+    ) -> Result<Vec<FloodEventRow>, StoreError> {
+        flood_events::recent(&self.client, since_unix, limit).await
+    }
+
     /// Scan events received at or after `since_unix` (seconds), each event
     /// id once, newest first, at most `limit` rows.
     pub async fn recent_scan_events(
@@ -116,6 +132,30 @@ impl Store {
     pub async fn applied_migrations(&self) -> Result<Vec<u32>, StoreError> {
         migrations::applied(&self.client).await
     }
+}
+
+/// Writes `rows` to `table` in one INSERT; returns once ClickHouse accepted
+/// all of them.
+async fn insert_all<R>(
+    client: &clickhouse::Client,
+    table: &'static str,
+    rows: &[R],
+) -> Result<(), StoreError>
+where
+    R: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let step = "insert";
+    let mut insert = client
+        .insert::<R>(table)
+        .await
+        .map_err(StoreError::query(step))?;
+    for row in rows {
+        insert.write(row).await.map_err(StoreError::query(step))?;
+    }
+    insert.end().await.map_err(StoreError::query(step))
 }
 
 /// Quotes an identifier with backticks, escaping embedded backticks and

@@ -13,24 +13,39 @@ use crate::StoreError;
 pub struct Migration {
     pub version: u32,
     pub name: &'static str,
-    pub statements: &'static [&'static str],
+    pub steps: &'static [Step],
+}
+
+/// One statement of a migration, in an idempotent form.
+#[derive(Debug)]
+pub enum Step {
+    /// DDL that is idempotent by itself (`CREATE … IF NOT EXISTS`).
+    Sql(&'static str),
+    /// `ALTER TABLE … ADD COLUMN`, skipped when the column exists (18.16
+    /// has no `ADD COLUMN IF NOT EXISTS`).
+    AddColumn {
+        table: &'static str,
+        column: &'static str,
+        definition: &'static str,
+    },
 }
 
 /// All migrations, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "scan_events",
-    statements: &[
-        // One row per report of a scan episode. Reports of one episode share
-        // `episode_id`; the newest report carries the largest counts.
-        //
-        // ReplacingMergeTree over a key that ends in `event_id` collapses
-        // retried inserts of the same event. Queries use FINAL (or count
-        // distinct ids), so they are correct before background merges too.
-        // Every key column comes from the agent's event, never from the
-        // collector's clock, so a resent event lands in the same partition
-        // with the same key.
-        "CREATE TABLE IF NOT EXISTS scan_events (
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "scan_events",
+        steps: &[Step::Sql(
+            // One row per report of a scan episode. Reports of one episode share
+            // `episode_id`; the newest report carries the largest counts.
+            //
+            // ReplacingMergeTree over a key that ends in `event_id` collapses
+            // retried inserts of the same event. Queries use FINAL (or count
+            // distinct ids), so they are correct before background merges too.
+            // Every key column comes from the agent's event, never from the
+            // collector's clock, so a resent event lands in the same partition
+            // with the same key.
+            "CREATE TABLE IF NOT EXISTS scan_events (
             event_id UUID,
             episode_id UUID,
             agent_id String,
@@ -51,8 +66,45 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
         ) ENGINE = ReplacingMergeTree()
         PARTITION BY toYYYYMMDD(first_seen)
         ORDER BY (scanner, target, first_seen, event_id)",
-    ],
-}];
+        )],
+    },
+    Migration {
+        version: 2,
+        name: "decoys_fragments_floods",
+        steps: &[
+            Step::AddColumn {
+                table: "scan_events",
+                column: "companions",
+                definition: "Array(FixedString(16))",
+            },
+            Step::AddColumn {
+                table: "scan_events",
+                column: "fragmented",
+                definition: "UInt8",
+            },
+            // One row per report of a flood against one address of a PC.
+            // Same dedup design as scan_events.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS flood_events (
+                    event_id UUID,
+                    episode_id UUID,
+                    agent_id String,
+                    received_at DateTime,
+                    created_at DateTime,
+                    state Enum8('detected' = 1, 'active' = 2, 'closed' = 3),
+                    target FixedString(16),
+                    ports Array(UInt16),
+                    sources UInt64,
+                    first_seen DateTime,
+                    last_seen DateTime,
+                    explanation String
+                ) ENGINE = ReplacingMergeTree()
+                PARTITION BY toYYYYMMDD(first_seen)
+                ORDER BY (target, first_seen, event_id)",
+            ),
+        ],
+    },
+];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version UInt32,
@@ -86,12 +138,8 @@ pub(crate) async fn apply(client: &clickhouse::Client) -> Result<(), StoreError>
         if done.contains(&migration.version) {
             continue;
         }
-        for statement in migration.statements {
-            client
-                .query(statement)
-                .execute()
-                .await
-                .map_err(StoreError::query(migration.name))?;
+        for step in migration.steps {
+            run_step(client, step, migration.name).await?;
         }
         let mut insert = client
             .insert::<MigrationRecord<'_>>("schema_migrations")
@@ -116,6 +164,41 @@ pub(crate) async fn apply(client: &clickhouse::Client) -> Result<(), StoreError>
         );
     }
     Ok(())
+}
+
+async fn run_step(
+    client: &clickhouse::Client,
+    step: &Step,
+    name: &'static str,
+) -> Result<(), StoreError> {
+    let sql = match step {
+        Step::Sql(sql) => (*sql).to_owned(),
+        Step::AddColumn {
+            table,
+            column,
+            definition,
+        } => {
+            let exists: u64 = client
+                .query(
+                    "SELECT count() FROM system.columns \
+                     WHERE database = currentDatabase() AND table = ? AND name = ?",
+                )
+                .bind(*table)
+                .bind(*column)
+                .fetch_one()
+                .await
+                .map_err(StoreError::query(name))?;
+            if exists > 0 {
+                return Ok(());
+            }
+            format!("ALTER TABLE {table} ADD COLUMN {column} {definition}")
+        }
+    };
+    client
+        .query(&sql)
+        .execute()
+        .await
+        .map_err(StoreError::query(name))
 }
 
 fn unix_now() -> u32 {

@@ -30,6 +30,10 @@ pub struct ScanEventRow {
     pub last_seen: u32,
     pub confidence: u8,
     pub explanation: String,
+    /// Decoy sources probing alongside the scanner (see [`crate::ip`]).
+    pub companions: Vec<[u8; 16]>,
+    /// 1 if the probes arrived as IP fragments.
+    pub fragmented: u8,
 }
 
 /// Episode states as stored in the `state` Enum8 column.
@@ -53,23 +57,7 @@ pub(crate) async fn insert(
     client: &clickhouse::Client,
     rows: &[ScanEventRow],
 ) -> Result<(), StoreError> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = client
-        .insert::<ScanEventRow>("scan_events")
-        .await
-        .map_err(StoreError::query("insert scan_events"))?;
-    for row in rows {
-        insert
-            .write(row)
-            .await
-            .map_err(StoreError::query("insert scan_events"))?;
-    }
-    insert
-        .end()
-        .await
-        .map_err(StoreError::query("insert scan_events"))
+    crate::insert_all(client, "scan_events", rows).await
 }
 
 pub(crate) async fn recent(
