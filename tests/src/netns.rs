@@ -61,6 +61,7 @@ pub struct Uplink {
 /// A simulated campus. Dropping it removes every namespace it made.
 #[derive(Debug)]
 pub struct Campus {
+    id: u32,
     tag: String,
     lan: String,
     namespaces: Vec<String>,
@@ -90,6 +91,7 @@ impl Campus {
         let n = NEXT_CAMPUS.fetch_add(1, Ordering::Relaxed);
         let tag = format!("{PREFIX}-{}-{n}", std::process::id());
         let mut campus = Self {
+            id: n,
             lan: format!("{tag}-lan"),
             tag,
             namespaces: Vec::new(),
@@ -125,9 +127,11 @@ impl Campus {
     /// A unique, short (≤ 15 bytes) interface name for the root namespace.
     fn link_name(&mut self, kind: char) -> String {
         self.links += 1;
+        // "dw" + 4 hex digits of the pid + campus + kind + link: ≤ 15 bytes.
         format!(
-            "dw{:x}{kind}{}",
-            (std::process::id() & 0xffff) << 4 | (NEXT_CAMPUS.load(Ordering::Relaxed) & 0xf),
+            "dw{:x}c{}{kind}{}",
+            std::process::id() & 0xffff,
+            self.id % 100,
             self.links
         )
     }

@@ -192,3 +192,18 @@ impl Stack {
             .collect()
     }
 }
+
+impl Drop for Stack {
+    /// A failed test keeps its folder (logs, configs, ClickHouse data) for
+    /// inspection and says where it is.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(placeholder) = tempfile::tempdir() else {
+            return;
+        };
+        let dir = std::mem::replace(&mut self.dir, placeholder);
+        eprintln!("test files kept in {}", dir.keep().display());
+    }
+}

@@ -12,8 +12,11 @@ use crate::decode::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG};
 const SCORE_FLOOR: i32 = -3;
 /// Stealth probes awaiting this PC's RST, per source.
 const MAX_PENDING: usize = 256;
-/// Decoys start within this many milliseconds of the real scanner.
-const DECOY_WINDOW_MS: u64 = 3_000;
+/// Decoys start, and are still probing, within this many milliseconds of
+/// the real scanner: nmap -D sends every probe from every decoy at once.
+const DECOY_WINDOW_MS: u64 = 1_000;
+/// Scheduling jitter allowed when deciding that two sources probe at once.
+const DECOY_SLACK_MS: u64 = 50;
 
 /// One probe, reduced to what detection needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -349,7 +352,9 @@ impl Pair {
         {
             kinds |= ScanKind::IpProto.bit();
         }
-        if self.icmp_info || (self.icmp_echo && kinds != 0) {
+        // A ping alone is not a scan; timestamp and address-mask requests
+        // are what discovery tools send and nothing else does.
+        if self.icmp_info {
             kinds |= ScanKind::Icmp.bit();
         }
         kinds
@@ -380,13 +385,12 @@ impl Pair {
         (50.0 + 20.0 * strength).min(99.0) as u8
     }
 
+    /// Distinct ports probed, or distinct IP protocols for a protocol scan
+    /// (whichever is larger: nmap -sO also sends a TCP and a UDP probe).
     pub fn ports_probed(&self) -> u32 {
         let ports = self.tcp.len() + self.udp.len() + self.stealth_only();
-        if ports == 0 {
-            self.protocols.iter().map(|w| w.count_ones()).sum()
-        } else {
-            ports
-        }
+        let protocols = self.protocols.iter().map(|w| w.count_ones()).sum();
+        ports.max(protocols)
     }
 
     /// Stealth ports not already counted as first contacts.
@@ -417,7 +421,11 @@ impl Pair {
 
     /// Whether `other` probes like this pair at the same time (decoys).
     pub fn looks_like(&self, other: &Pair) -> bool {
-        if self.first_seen_ms.abs_diff(other.first_seen_ms) > DECOY_WINDOW_MS {
+        // Concurrent (their probing intervals intersect), not one scan after
+        // another from a second address.
+        let concurrent = other.first_seen_ms <= self.last_seen_ms + DECOY_SLACK_MS
+            && self.first_seen_ms <= other.last_seen_ms + DECOY_SLACK_MS;
+        if !concurrent || self.first_seen_ms.abs_diff(other.first_seen_ms) > DECOY_WINDOW_MS {
             return false;
         }
         let mine = self.tcp.len() + self.udp.len() + self.stealth.len();

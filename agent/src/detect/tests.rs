@@ -166,7 +166,7 @@ fn real_nmap_capture_is_classified_with_open_port_and_fragments() {
     let scan = &scans[0];
     assert_eq!(scan.scanner, ip("198.18.0.2"));
     assert_eq!(scan.target, ip(PC));
-    for kind in [ScanKind::Syn, ScanKind::Udp, ScanKind::Icmp] {
+    for kind in [ScanKind::Syn, ScanKind::Udp] {
         assert!(
             scan.kinds.contains(&kind),
             "{kind:?} missing from {:?}",
@@ -454,6 +454,21 @@ fn decoys_become_companions_of_one_episode() {
     companions.sort();
     assert_eq!(companions, vec![ip(decoys[0]), ip(decoys[1])]);
     assert!(scans[0].explanation.contains("decoys"));
+}
+
+#[test]
+fn one_scan_after_another_from_two_addresses_is_two_episodes() {
+    let mut pc = Pc::new();
+    for port in 1..=100 {
+        pc.syn_probe("198.51.100.7", port, false);
+    }
+    pc.advance(1_500);
+    for port in 1..=100 {
+        pc.syn_probe("198.51.100.8", port, false);
+    }
+    let scans = pc.final_scans();
+    assert_eq!(scans.len(), 2, "{scans:#?}");
+    assert!(scans.iter().all(|s| s.companions.is_empty()));
 }
 
 #[test]

@@ -1,0 +1,316 @@
+//! End-to-end detection: real nmap, masscan and hping3 in scanner
+//! namespaces against a PC namespace running the real agent, asserting the
+//! classification and counts that reach ClickHouse.
+//!
+//! Each scan comes from its own scanner address, so every scan is its own
+//! episode. Scans are bounded in ports, retries and time.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use doorwatch_e2e::netns::{Campus, Host};
+use doorwatch_e2e::process::{Process, run};
+use doorwatch_e2e::require;
+use doorwatch_e2e::stack::Stack;
+
+const PC4: &str = "198.18.0.10";
+const PC6: &str = "fd00:d00::10";
+
+fn literal(ip: &str) -> String {
+    doorwatch_store::ip::sql_literal(ip.parse().expect("literal"))
+}
+
+/// The PC with a web server on port 80 (an open door to find).
+struct Lab {
+    // Dropped in order: processes, then the stack, then the namespaces.
+    _agent: Process,
+    _web: Process,
+    stack: Stack,
+    campus: Campus,
+    pc: Host,
+    scanners: u32,
+}
+
+impl Lab {
+    fn new() -> Self {
+        require::tool("nmap", "nmap");
+        require::tool("python3", "python3");
+        let mut campus = Campus::new();
+        let pc = campus.add_host("pc", &[PC4, PC6]);
+        let uplink = campus.uplink(&pc);
+        let stack = Stack::start(IpAddr::V4(uplink.root_ip));
+        let mut web = pc.command("python3");
+        web.args(["-m", "http.server", "80", "--bind", "::"]);
+        let web = Process::spawn("web", web, stack.dir.path()).expect("web server");
+        let mut agent = stack.agent(&pc, "pc-1", "");
+        agent.wait_for_log("connected to collector", Duration::from_secs(30));
+        // The web server answers before any scan starts.
+        for _ in 0..50 {
+            let probe = pc
+                .command("timeout")
+                .args(["2", "curl", "-s", "-o", "/dev/null", "http://198.18.0.10/"])
+                .status();
+            if probe.is_ok_and(|s| s.success()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            campus,
+            pc,
+            stack,
+            _agent: agent,
+            _web: web,
+            scanners: 0,
+        }
+    }
+
+    /// A new scanner host with its own IPv4 and IPv6 address.
+    fn scanner(&mut self) -> (Host, String, String) {
+        self.scanners += 1;
+        let n = 100 + self.scanners;
+        let v4 = format!("198.18.0.{n}");
+        let v6 = format!("fd00:d00::{n:x}");
+        let host = self.campus.add_host(&format!("s{n}"), &[&v4, &v6]);
+        (host, v4, v6)
+    }
+
+    /// Runs nmap from a new scanner; returns the scanner address used.
+    fn nmap(&mut self, v6: bool, args: &[&str]) -> String {
+        let (host, ip4, ip6) = self.scanner();
+        let target = if v6 { PC6 } else { PC4 };
+        let mut command = host.command("timeout");
+        command.args(["120", "nmap", "-n", "-Pn", "-T4", "--max-retries", "1"]);
+        if v6 {
+            command.arg("-6");
+        }
+        command.args(args).arg(target);
+        let out = run(&mut command);
+        assert!(
+            out.contains("Nmap done"),
+            "nmap {args:?} did not finish:\n{out}"
+        );
+        if v6 { ip6 } else { ip4 }
+    }
+
+    /// Episode summary for scanner → target once ClickHouse has it:
+    /// (scan types, max ports probed, open ports, companions, fragmented).
+    fn episode(
+        &self,
+        scanner: &str,
+        target: &str,
+        expect_type: &str,
+    ) -> (String, u64, String, String, String) {
+        let sql = format!(
+            "SELECT arrayStringConcat(arraySort(groupUniqArrayArray(scan_types)), ','), \
+             max(ports_probed), \
+             arrayStringConcat(arrayMap(p -> toString(p), arraySort(groupUniqArrayArray(open_ports))), ','), \
+             arrayStringConcat(arraySort(arrayMap(c -> IPv6NumToString(c), groupUniqArrayArray(companions))), ','), \
+             toString(max(fragmented)) \
+             FROM doorwatch.scan_events FINAL WHERE scanner = {} AND target = {} FORMAT TSV",
+            literal(scanner),
+            literal(target)
+        );
+        let result = self
+            .stack
+            .clickhouse
+            .poll(&sql, Duration::from_secs(15), |r| {
+                r.split('\t')
+                    .next()
+                    .is_some_and(|types| types.split(',').any(|t| t == expect_type))
+            });
+        let f: Vec<String> = result
+            .trim_end_matches('\n')
+            .split('\t')
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            f.len(),
+            5,
+            "no episode for {scanner} -> {target}: {result:?}"
+        );
+        (
+            f[0].clone(),
+            f[1].parse().unwrap_or(0),
+            f[2].clone(),
+            f[3].clone(),
+            f[4].clone(),
+        )
+    }
+}
+
+#[test]
+fn every_nmap_scan_type_is_detected_and_named_over_ipv4_and_ipv6() {
+    let mut lab = Lab::new();
+    let ports = "-p1-100";
+    let tcp_types = [
+        ("-sS", "syn"),
+        ("-sT", "connect"),
+        ("-sF", "fin"),
+        ("-sN", "null"),
+        ("-sX", "xmas"),
+        ("-sM", "maimon"),
+        ("-sA", "ack"),
+        ("-sW", "ack"),
+    ];
+    let mut expectations = Vec::new();
+    for v6 in [false, true] {
+        for (flag, name) in tcp_types {
+            let scanner = lab.nmap(v6, &[flag, ports]);
+            expectations.push((scanner, v6, name, flag));
+        }
+        let scanner = lab.nmap(v6, &["-sU", "-p1-30"]);
+        expectations.push((scanner, v6, "udp", "-sU"));
+        let scanner = lab.nmap(v6, &["-sO", "-p1-60"]);
+        expectations.push((scanner, v6, "ip_proto", "-sO"));
+    }
+    let mut failures = Vec::new();
+    for (scanner, v6, name, flag) in &expectations {
+        let target = if *v6 { PC6 } else { PC4 };
+        let (types, ports_probed, open, _, _) = lab.episode(scanner, target, name);
+        eprintln!(
+            "nmap {flag} {}: types={types} ports={ports_probed} open=[{open}]",
+            if *v6 { "-6" } else { "" }
+        );
+        if !types.split(',').any(|t| t == *name) {
+            failures.push(format!(
+                "nmap {flag} (v6={v6}) gave types {types:?}, expected {name}"
+            ));
+        }
+        if matches!(*name, "syn" | "connect") && (ports_probed < 90 || open != "80") {
+            failures.push(format!(
+                "nmap {flag} (v6={v6}): ports={ports_probed} open=[{open}], expected ≥ 90 and [80]"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn evasions_fragments_decoys_source_port_icmp_and_masscan_are_detected() {
+    let mut lab = Lab::new();
+    let fragmented = lab.nmap(false, &["-sS", "-f", "-p1-100"]);
+    let from_53 = lab.nmap(false, &["-sS", "-g", "53", "-p1-100"]);
+    let from_20 = lab.nmap(false, &["-sS", "-g", "20", "-p1-100"]);
+    let random_order = lab.nmap(false, &["-sS", "-p1-300"]);
+    let decoyed = lab.nmap(
+        false,
+        &["-sS", "-D", "198.18.0.201,198.18.0.202,ME", "-p1-100"],
+    );
+    let icmp = {
+        let (host, ip4, _) = lab.scanner();
+        run(host.command("timeout").args([
+            "60",
+            "nmap",
+            "-n",
+            "-sn",
+            "--disable-arp-ping",
+            "-PE",
+            "-PP",
+            "-PM",
+            PC4,
+        ]));
+        ip4
+    };
+    let masscan = {
+        require::tool("masscan", "masscan");
+        let (host, ip4, _) = lab.scanner();
+        let mac = run(lab.pc.command("cat").arg("/sys/class/net/eth0/address"));
+        run(host.command("timeout").args([
+            "60",
+            "masscan",
+            PC4,
+            "-p1-200",
+            "--rate",
+            "2000",
+            "--wait",
+            "1",
+            "--interface",
+            "eth0",
+            "--adapter-ip",
+            &ip4,
+            "--router-mac",
+            mac.trim(),
+        ]));
+        ip4
+    };
+
+    let (types, _, _, _, frag) = lab.episode(&fragmented, PC4, "syn");
+    assert!(
+        types.contains("syn") && frag == "1",
+        "nmap -f: types={types} fragmented={frag}"
+    );
+    for (scanner, name) in [
+        (&from_53, "-g 53"),
+        (&from_20, "-g 20"),
+        (&random_order, "random order"),
+    ] {
+        let (types, ports, _, _, _) = lab.episode(scanner, PC4, "syn");
+        assert!(
+            types.contains("syn") && ports >= 90,
+            "{name}: types={types} ports={ports}"
+        );
+    }
+    let (types, _, _, companions, _) = lab.episode(&decoyed, PC4, "syn");
+    assert!(types.contains("syn"), "decoy scan: {types}");
+    assert_eq!(
+        companions, "::ffff:198.18.0.201,::ffff:198.18.0.202",
+        "decoys are companions"
+    );
+    let decoy_episodes = lab.stack.clickhouse.query_ok(&format!(
+        "SELECT count() FROM doorwatch.scan_events FINAL WHERE scanner IN ({}, {})",
+        literal("198.18.0.201"),
+        literal("198.18.0.202")
+    ));
+    assert_eq!(
+        decoy_episodes.trim(),
+        "0",
+        "decoys are not episodes of their own"
+    );
+    let (types, _, _, _, _) = lab.episode(&icmp, PC4, "icmp");
+    assert_eq!(types, "icmp");
+    let (types, ports, _, _, _) = lab.episode(&masscan, PC4, "syn");
+    assert!(
+        types.contains("syn") && ports >= 150,
+        "masscan: types={types} ports={ports}"
+    );
+}
+
+#[test]
+fn benign_traffic_raises_nothing() {
+    let mut lab = Lab::new();
+    require::tool("curl", "curl");
+    // Many clients fetching from the PC's web server.
+    let (client, client_ip, _) = lab.scanner();
+    run(client.command("bash").args([
+        "-c",
+        "for i in $(seq 1 200); do curl -s -o /dev/null --max-time 2 http://198.18.0.10/ || exit 1; done",
+    ]));
+    // The PC browsing a server: hundreds of connections it opens itself.
+    let (server, server_ip, _) = lab.scanner();
+    let mut web = server.command("python3");
+    web.args(["-m", "http.server", "8080", "--bind", &server_ip]);
+    let _web = Process::spawn("server-web", web, lab.stack.dir.path()).expect("server web");
+    std::thread::sleep(Duration::from_millis(800));
+    run(lab.pc.command("bash").args([
+        "-c",
+        &format!("for i in $(seq 1 200); do curl -s -o /dev/null --max-time 2 http://{server_ip}:8080/ || true; done"),
+    ]));
+    // An application retrying a closed port three times.
+    run(client.command("bash").args([
+        "-c",
+        "for i in 1 2 3; do curl -s --max-time 1 http://198.18.0.10:5432/ ; sleep 0.3; done; true",
+    ]));
+    std::thread::sleep(Duration::from_secs(4));
+    let events = lab
+        .stack
+        .clickhouse
+        .query_ok("SELECT count() FROM doorwatch.scan_events FINAL");
+    assert_eq!(
+        events.trim(),
+        "0",
+        "benign traffic from {client_ip} and to {server_ip} raised events"
+    );
+    let _ = Command::new("true");
+}
