@@ -314,3 +314,125 @@ fn benign_traffic_raises_nothing() {
     );
     let _ = Command::new("true");
 }
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn spoofed_syn_flood_is_one_flood_and_a_concurrent_scan_is_still_found() {
+    require::tool("hping3", "hping3");
+    let mut lab = Lab::new();
+    let agent_pid = lab._agent.pid();
+    let rss_before = rss_kib(agent_pid);
+    let (flooder, _, _) = lab.scanner();
+    // Bounded: 60,000 SYNs from forged sources, at most 60 s. The PC has no
+    // default route, so its answers to the forged sources go nowhere.
+    let mut flood = flooder.command("timeout");
+    flood.args([
+        "60",
+        "hping3",
+        "-q",
+        "-S",
+        "-p",
+        "80",
+        "--rand-source",
+        "-i",
+        "u20",
+        "-c",
+        "60000",
+        PC4,
+    ]);
+    let mut flood = Process::spawn("hping3", flood, lab.stack.dir.path()).expect("hping3");
+    std::thread::sleep(Duration::from_millis(500));
+    let scanner = lab.nmap(false, &["-sS", "-p1-200"]);
+    let mut peak = rss_before;
+    while flood.is_running() {
+        peak = peak.max(rss_kib(agent_pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("agent RSS: {rss_before} KiB before, {peak} KiB peak during the flood");
+
+    let (types, ports, _, _, _) = lab.episode(&scanner, PC4, "syn");
+    assert!(
+        types.contains("syn") && ports >= 190,
+        "scan during flood: types={types} ports={ports}"
+    );
+    let floods = lab.stack.clickhouse.poll(
+        &format!(
+            "SELECT uniqExact(episode_id), max(sources) FROM doorwatch.flood_events FINAL \
+             WHERE target = {} FORMAT TSV",
+            literal(PC4)
+        ),
+        Duration::from_secs(15),
+        |r| r.starts_with("1\t"),
+    );
+    let fields: Vec<&str> = floods.trim().split('\t').collect();
+    assert_eq!(fields[0], "1", "one flood record: {floods:?}");
+    assert!(
+        fields[1].parse::<u64>().unwrap_or(0) >= 10_000,
+        "flood sources: {floods:?}"
+    );
+    let episodes = lab
+        .stack
+        .clickhouse
+        .query_ok("SELECT uniqExact(scanner) FROM doorwatch.scan_events FINAL");
+    assert_eq!(episodes.trim(), "1", "only the real scanner has an episode");
+    // The detector's default budget is 16 MiB; the whole process stays
+    // within that plus 10 MiB.
+    assert!(peak <= 26 * 1024, "agent RSS peaked at {peak} KiB");
+}
+
+#[test]
+fn slow_scans_are_detected_as_one_episode() {
+    let mut lab = Lab::new();
+    // nmap -T2 waits 0.4 s between probes, -T1 15 s. Run both at once.
+    let (t2_host, t2, _) = lab.scanner();
+    let (t1_host, t1, _) = lab.scanner();
+    let spawn = |host: &Host, timing: &str, ports: &str, name: &str| {
+        let mut c = host.command("timeout");
+        c.args([
+            "300",
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            timing,
+            "--max-retries",
+            "0",
+            ports,
+            PC4,
+        ]);
+        Process::spawn(name, c, lab.stack.dir.path()).expect("nmap")
+    };
+    let mut slow = spawn(&t2_host, "-T2", "-p1-30", "nmap-t2");
+    let mut slower = spawn(&t1_host, "-T1", "-p1-6", "nmap-t1");
+    while slow.is_running() || slower.is_running() {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for (scanner, ports) in [(&t2, 30), (&t1, 6)] {
+        let (types, probed, _, _, _) = lab.episode(scanner, PC4, "syn");
+        assert!(
+            types.contains("syn") && probed >= ports,
+            "{scanner}: types={types} ports={probed}"
+        );
+        let episodes = lab.stack.clickhouse.query_ok(&format!(
+            "SELECT uniqExact(episode_id) FROM doorwatch.scan_events FINAL WHERE scanner = {}",
+            literal(scanner)
+        ));
+        assert_eq!(
+            episodes.trim(),
+            "1",
+            "{scanner}: one episode for the whole slow scan"
+        );
+    }
+}
