@@ -19,7 +19,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::config::PolicyConfig;
 use crate::error::IngestError;
 use crate::identity::AgentIdentity;
 use crate::tls::AgentConnInfo;
@@ -39,28 +38,21 @@ const MAX_COMPANIONS: usize = 64;
 #[derive(Debug, Clone)]
 pub struct IngestService {
     store: Store,
-    policy: Arc<v1::Policy>,
+    policy: watch::Receiver<Arc<v1::Policy>>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl IngestService {
-    pub fn new(store: Store, policy: &PolicyConfig, shutdown: watch::Receiver<bool>) -> Self {
-        let policy = v1::Policy {
-            version: policy.version,
-            scan_min_ports: policy.scan_min_ports,
-            episode_idle_seconds: policy.episode_idle_seconds,
-            allowlisted_sources: policy
-                .allowlisted_sources
-                .iter()
-                .map(|ip| match ip {
-                    IpAddr::V4(v4) => v4.octets().to_vec(),
-                    IpAddr::V6(v6) => v6.octets().to_vec(),
-                })
-                .collect(),
-        };
+    /// `policy` follows the current policy (see [`crate::policy::follow`]);
+    /// every change is pushed to connected agents.
+    pub fn new(
+        store: Store,
+        policy: watch::Receiver<Arc<v1::Policy>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
-            policy: Arc::new(policy),
+            policy,
             shutdown,
         }
     }
@@ -105,7 +97,7 @@ impl v1::agent_stream_server::AgentStream for IngestService {
 struct Session {
     info: AgentConnInfo,
     store: Store,
-    policy: Arc<v1::Policy>,
+    policy: watch::Receiver<Arc<v1::Policy>>,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
     last_seq: Option<u64>,
 }
@@ -157,10 +149,23 @@ impl Session {
             protocol_version = hello.protocol_version,
             "agent connected"
         );
-        self.send(collector_message::Body::Policy((*self.policy).clone()))
-            .await;
+        let current = (**self.policy.borrow_and_update()).clone();
+        self.send(collector_message::Body::Policy(current)).await;
+        let mut policy_live = true;
         loop {
-            let message = match inbound.message().await {
+            let message = tokio::select! {
+                message = inbound.message() => message,
+                changed = self.policy.changed(), if policy_live => {
+                    if changed.is_ok() {
+                        let current = (**self.policy.borrow_and_update()).clone();
+                        self.send(collector_message::Body::Policy(current)).await;
+                    } else {
+                        policy_live = false;
+                    }
+                    continue;
+                }
+            };
+            let message = match message {
                 Ok(Some(message)) => message,
                 Ok(None) => return Ok(()),
                 Err(status) => return self.stream_broke(status),

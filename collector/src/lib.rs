@@ -15,5 +15,6 @@ pub mod error;
 pub mod identity;
 pub mod ingest;
 pub mod pki;
+pub mod policy;
 pub mod report;
 pub mod tls;

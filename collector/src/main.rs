@@ -5,12 +5,14 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use doorwatch_collector::config::{CollectorConfig, ValidConfig};
 use doorwatch_collector::ingest::IngestService;
+use doorwatch_collector::policy::{self, PolicyChange};
 use doorwatch_collector::report::{self, Format};
 use doorwatch_collector::{pki, tls};
 use doorwatch_store::Store;
@@ -64,6 +66,9 @@ enum Command {
     /// Development PKI for demos and tests (see `pki --help`).
     #[command(subcommand)]
     Pki(PkiCommand),
+    /// Show or change the detection policy pushed to agents.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Check a configuration file and exit.
     CheckConfig(ConfigArg),
 }
@@ -73,6 +78,44 @@ struct ConfigArg {
     /// Path to collector.toml.
     #[arg(long, default_value = "/etc/doorwatch/collector.toml")]
     config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Print the policy in force.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Agent group.
+        #[arg(long, default_value = policy::DEFAULT_GROUP)]
+        group: String,
+        /// text for people, json for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Store a new policy version; connected agents apply it within seconds.
+    Set {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Agent group.
+        #[arg(long, default_value = policy::DEFAULT_GROUP)]
+        group: String,
+        /// Net refused ports that make a scanner (0: each agent's own value).
+        #[arg(long)]
+        scan_min_ports: Option<u32>,
+        /// Silence that closes an episode, in seconds (0: agent's value).
+        #[arg(long)]
+        episode_idle_seconds: Option<u32>,
+        /// Add a source agents must never report (repeatable).
+        #[arg(long = "allow")]
+        allow: Vec<IpAddr>,
+        /// Remove a source from the allowlist (repeatable).
+        #[arg(long = "disallow")]
+        disallow: Vec<IpAddr>,
+        /// Empty the allowlist before adding.
+        #[arg(long)]
+        clear_allowlist: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +154,7 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Pki(command) => run_pki(command),
+        Command::Policy(command) => runtime()?.block_on(run_policy(command)),
         Command::CheckConfig(arg) => {
             load_config(&arg)?;
             println!("{}: ok", arg.config.display());
@@ -179,6 +223,120 @@ fn run_pki(command: PkiCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
+    let (config, group) = match &command {
+        PolicyCommand::Show { config, group, .. } | PolicyCommand::Set { config, group, .. } => {
+            (load_config(config)?, group.clone())
+        }
+    };
+    if group != policy::DEFAULT_GROUP {
+        anyhow::bail!(
+            "agent groups other than {:?} arrive with enrollment; use --group {0}",
+            policy::DEFAULT_GROUP
+        );
+    }
+    let store = Store::open(&config.clickhouse.store_config()?)
+        .await
+        .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))?;
+    let current = store
+        .latest_policy(&group)
+        .await
+        .context("cannot read the stored policy")?
+        .unwrap_or_else(|| policy::from_config(&config.policy));
+    let shown = match command {
+        PolicyCommand::Show { format, .. } => {
+            print_policy(&current, format);
+            return Ok(());
+        }
+        PolicyCommand::Set {
+            scan_min_ports,
+            episode_idle_seconds,
+            allow,
+            disallow,
+            clear_allowlist,
+            ..
+        } => {
+            let change = PolicyChange {
+                scan_min_ports,
+                episode_idle_seconds,
+                allow,
+                disallow,
+                clear_allowlist,
+            };
+            let who = std::env::var("SUDO_USER")
+                .or_else(|_| std::env::var("USER"))
+                .unwrap_or_else(|_| "unknown".to_owned());
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+                .unwrap_or(0);
+            let next = policy::apply_change(&current, &change, now, &who);
+            store
+                .insert_policy(&next)
+                .await
+                .context("cannot store the new policy")?;
+            next
+        }
+    };
+    println!(
+        "stored policy version {}; connected agents apply it within seconds",
+        shown.version
+    );
+    print_policy(&shown, Format::Table);
+    Ok(())
+}
+
+fn print_policy(row: &doorwatch_store::PolicyRow, format: Format) {
+    let allow: Vec<String> = row
+        .allowlisted_sources
+        .iter()
+        .map(|b| doorwatch_store::ip::from_fixed16(*b).to_string())
+        .collect();
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({
+                "group": row.policy_group,
+                "version": row.version,
+                "scan_min_ports": row.scan_min_ports,
+                "episode_idle_seconds": row.episode_idle_seconds,
+                "allowlisted_sources": allow,
+                "updated_at": report::rfc3339(row.updated_at),
+                "updated_by": row.updated_by,
+            })
+        ),
+        Format::Table => {
+            let or_agent = |n: u32| {
+                if n == 0 {
+                    "agent's own".to_owned()
+                } else {
+                    n.to_string()
+                }
+            };
+            println!("group:                {}", row.policy_group);
+            println!("version:              {}", row.version);
+            println!("scan_min_ports:       {}", or_agent(row.scan_min_ports));
+            println!(
+                "episode_idle_seconds: {}",
+                or_agent(row.episode_idle_seconds)
+            );
+            println!(
+                "allowlisted_sources:  {}",
+                if allow.is_empty() {
+                    "none".to_owned()
+                } else {
+                    allow.join(", ")
+                }
+            );
+            println!(
+                "updated:              {} by {}",
+                report::rfc3339(row.updated_at),
+                row.updated_by
+            );
+        }
+    }
+}
+
 async fn print_events(
     config: ValidConfig,
     since: Duration,
@@ -224,7 +382,19 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, "accepting agents");
     let incoming = tls::accept_agents(listener, tls_config, stop_rx.clone());
-    let service = IngestService::new(store, &config.policy, stop_rx.clone());
+    let initial = match store.latest_policy(policy::DEFAULT_GROUP).await {
+        Ok(Some(row)) => row,
+        Ok(None) => policy::from_config(&config.policy),
+        Err(e) => return Err(e).context("cannot read the stored policy"),
+    };
+    tracing::info!(
+        group = policy::DEFAULT_GROUP,
+        version = initial.version,
+        "policy in force"
+    );
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy::to_wire(&initial)));
+    tokio::spawn(policy::follow(store.clone(), policy_tx, stop_rx.clone()));
+    let service = IngestService::new(store, policy_rx, stop_rx.clone());
     let mut stop = stop_rx;
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

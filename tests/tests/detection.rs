@@ -24,7 +24,7 @@ fn literal(ip: &str) -> String {
 /// The PC with a web server on port 80 (an open door to find).
 struct Lab {
     // Dropped in order: processes, then the stack, then the namespaces.
-    _agent: Process,
+    agent: Process,
     _web: Process,
     stack: Stack,
     campus: Campus,
@@ -43,7 +43,8 @@ impl Lab {
         let mut web = pc.command("python3");
         web.args(["-m", "http.server", "80", "--bind", "::"]);
         let web = Process::spawn("web", web, stack.dir.path()).expect("web server");
-        let mut agent = stack.agent(&pc, "pc-1", "");
+        // Frequent heartbeats so tests can see what the agent reports.
+        let mut agent = stack.agent(&pc, "pc-1", "[delivery]\nheartbeat_seconds = 1");
         agent.wait_for_log("connected to collector", Duration::from_secs(30));
         // The web server answers before any scan starts.
         for _ in 0..50 {
@@ -60,7 +61,7 @@ impl Lab {
             campus,
             pc,
             stack,
-            _agent: agent,
+            agent,
             _web: web,
             scanners: 0,
         }
@@ -332,7 +333,7 @@ fn rss_kib(pid: u32) -> u64 {
 fn spoofed_syn_flood_is_one_flood_and_a_concurrent_scan_is_still_found() {
     require::tool("hping3", "hping3");
     let mut lab = Lab::new();
-    let agent_pid = lab._agent.pid();
+    let agent_pid = lab.agent.pid();
     let rss_before = rss_kib(agent_pid);
     let (flooder, _, _) = lab.scanner();
     // Bounded: 60,000 SYNs from forged sources, at most 60 s. The PC has no
@@ -435,4 +436,39 @@ fn slow_scans_are_detected_as_one_episode() {
             "{scanner}: one episode for the whole slow scan"
         );
     }
+}
+
+#[test]
+fn a_pushed_policy_takes_effect_on_a_live_agent() {
+    let mut lab = Lab::new();
+    let (campus_scanner, campus_ip, _) = lab.scanner();
+    let collector = require::binary("doorwatch-collector");
+    let out = run(Command::new(&collector)
+        .args(["policy", "set", "--allow", &campus_ip, "--config"])
+        .arg(&lab.stack.collector_config));
+    assert!(out.contains("stored policy version 1"), "{out}");
+    lab.agent
+        .wait_for_log("applied policy version=1", Duration::from_secs(15));
+    // The agent reports the version it runs in its heartbeats.
+    let collector_log = lab.stack.collector.as_mut().expect("collector");
+    collector_log.wait_for_log("policy_version=1", Duration::from_secs(10));
+
+    // The campus's own scanner is now ignored; others are still seen.
+    run(campus_scanner
+        .command("timeout")
+        .args(["60", "nmap", "-n", "-Pn", "-sS", "-p1-100", PC4]));
+    let other = lab.nmap(false, &["-sS", "-p1-100"]);
+    lab.episode(&other, PC4, "syn");
+    let ignored = lab.stack.clickhouse.query_ok(&format!(
+        "SELECT count() FROM doorwatch.scan_events FINAL WHERE scanner = {}",
+        literal(&campus_ip)
+    ));
+    assert_eq!(ignored.trim(), "0", "allowlisted scanner was reported");
+
+    let shown = run(Command::new(&collector)
+        .args(["policy", "show", "--format", "json", "--config"])
+        .arg(&lab.stack.collector_config));
+    let policy: serde_json::Value = serde_json::from_str(shown.trim()).expect("policy JSON");
+    assert_eq!(policy["version"], 1);
+    assert_eq!(policy["allowlisted_sources"][0], campus_ip);
 }

@@ -15,12 +15,14 @@ mod error;
 mod flood_events;
 pub mod ip;
 mod migrations;
+mod policies;
 mod scan_events;
 mod server;
 
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
 pub use migrations::{MIGRATIONS, Migration, Step};
+pub use policies::PolicyRow;
 pub use scan_events::{ScanEventRow, state as episode_state};
 pub use server::{ServerInfo, SqlPath};
 
@@ -116,6 +118,16 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<FloodEventRow>, StoreError> {
         flood_events::recent(&self.client, since_unix, limit).await
+    }
+
+    /// The newest policy of agent group `group`, if one was ever set.
+    pub async fn latest_policy(&self, group: &str) -> Result<Option<PolicyRow>, StoreError> {
+        policies::latest(&self.client, group).await
+    }
+
+    /// Stores a new policy version.
+    pub async fn insert_policy(&self, row: &PolicyRow) -> Result<(), StoreError> {
+        policies::insert(&self.client, row).await
     }
 
     /// Scan events received at or after `since_unix` (seconds), each event

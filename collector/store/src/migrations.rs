@@ -104,6 +104,27 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 3,
+        name: "policies",
+        steps: &[
+            // Small and rarely written: no partitions. Versions only grow,
+            // and readers take the highest, so concurrent writers of the
+            // same version agree on content or the next change wins.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS policies (
+                    policy_group String,
+                    version UInt64,
+                    scan_min_ports UInt32,
+                    episode_idle_seconds UInt32,
+                    allowlisted_sources Array(FixedString(16)),
+                    updated_at DateTime,
+                    updated_by String
+                ) ENGINE = ReplacingMergeTree(version)
+                ORDER BY (policy_group, version)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
