@@ -27,7 +27,8 @@ mod flood;
 mod pair;
 mod ports;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 
 use crate::decode::{Icmp, Packet, Transport, Unreachable, tcp_flags};
@@ -214,12 +215,35 @@ type Key = (IpAddr, IpAddr);
 /// A flow this PC opened: (protocol, remote, remote port, local port).
 type FlowKey = (u8, IpAddr, u16, u16);
 
+/// Hash maps keyed by addresses that attackers choose: a fast hasher with a
+/// random per-process seed, so crafted addresses cannot force collisions.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Slots of the cache of ACK and FIN+ACK packets awaiting a possible RST.
+const AMBIGUOUS_SLOTS: usize = 8192;
+
+/// An ACK or FIN+ACK that reached a port with no connection shows itself
+/// only by this PC's bare RST. Ordinary traffic sends these flags all the
+/// time, so they wait in a fixed-size, direct-mapped cache (no allocation,
+/// no per-source state) until a RST confirms one as a probe.
+#[derive(Debug, Clone, Copy)]
+struct Ambiguous {
+    remote: IpAddr,
+    remote_port: u16,
+    local: IpAddr,
+    local_port: u16,
+    flags: u8,
+}
+
 /// The detector. Feed it with [`Detector::observe`] and
 /// [`Detector::tick`]; take reports with [`Detector::drain_reports`].
 #[derive(Debug)]
 pub struct Detector {
     config: DetectorConfig,
-    local: HashSet<IpAddr>,
+    /// This PC's addresses: a handful, so a list beats a hash set.
+    local: Vec<IpAddr>,
+    ambiguous: Box<[Option<Ambiguous>]>,
+    ambiguous_hasher: foldhash::fast::RandomState,
     probation: HashMap<Key, Probation>,
     probation_order: VecDeque<(Key, u64)>,
     probation_seq: u64,
@@ -234,14 +258,19 @@ pub struct Detector {
 impl Detector {
     /// A detector for a PC whose own addresses are `local`.
     pub fn new(config: DetectorConfig, local: impl IntoIterator<Item = IpAddr>) -> Self {
+        let mut local: Vec<IpAddr> = local.into_iter().collect();
+        local.sort_unstable();
+        local.dedup();
         Self {
             config,
-            local: local.into_iter().collect(),
-            probation: HashMap::new(),
+            local,
+            ambiguous: vec![None; AMBIGUOUS_SLOTS].into_boxed_slice(),
+            ambiguous_hasher: foldhash::fast::RandomState::default(),
+            probation: HashMap::default(),
             probation_order: VecDeque::new(),
             probation_seq: 0,
-            pairs: HashMap::new(),
-            outbound: HashMap::new(),
+            pairs: HashMap::default(),
+            outbound: HashMap::default(),
             floods: flood::Floods::default(),
             next_episode: 1,
             reports: Vec::new(),
@@ -288,9 +317,12 @@ impl Detector {
     pub fn observe(&mut self, packet: &Packet, now_ms: u64) {
         let src_local = self.local.contains(&packet.src);
         let dst_local = self.local.contains(&packet.dst);
-        if dst_local && !src_local {
+        if src_local == dst_local {
+            return;
+        }
+        if dst_local {
             self.inbound(packet, now_ms);
-        } else if src_local && !dst_local {
+        } else {
             self.outbound(packet, now_ms);
         }
     }
@@ -308,21 +340,44 @@ impl Detector {
                 options_len,
                 ..
             } => {
-                if self.is_reply(6, scanner, src_port, dst_port) {
-                    return;
-                }
                 let syn_only = flags
                     & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN)
                     == tcp_flags::SYN;
-                if syn_only {
-                    Contact::TcpSyn {
+                let kind = pair::stealth_kind(flags);
+                if flags & tcp_flags::RST != 0 {
+                    // How a scanner leaves a port this PC answered open
+                    // tells a SYN scan from a connect scan.
+                    if let Some(pair) = self.pairs.get_mut(&(scanner, target)) {
+                        pair.handshake_end(dst_port, flags);
+                    }
+                    return;
+                }
+                // Most traffic is established connections: leave them
+                // before any lookup.
+                if !syn_only && kind.is_none() {
+                    return;
+                }
+                if self.is_reply(6, scanner, src_port, dst_port) {
+                    return;
+                }
+                match kind {
+                    _ if syn_only => Contact::TcpSyn {
                         port: dst_port,
                         raw: options_len <= 4,
-                    }
-                } else {
-                    Contact::TcpOther {
+                    },
+                    Some((_, true)) => Contact::TcpOther {
                         port: dst_port,
                         flags,
+                    },
+                    _ => {
+                        self.remember_ambiguous(Ambiguous {
+                            remote: scanner,
+                            remote_port: src_port,
+                            local: target,
+                            local_port: dst_port,
+                            flags,
+                        });
+                        return;
                     }
                 }
             }
@@ -352,6 +407,42 @@ impl Detector {
             Transport::Other { protocol } => Contact::Protocol { protocol },
         };
         self.contact((scanner, target), contact, now);
+    }
+
+    fn ambiguous_slot(
+        &self,
+        remote: IpAddr,
+        remote_port: u16,
+        local: IpAddr,
+        local_port: u16,
+    ) -> usize {
+        let mut h = self.ambiguous_hasher.build_hasher();
+        (remote, remote_port, local, local_port).hash(&mut h);
+        (std::hash::Hasher::finish(&h) as usize) % AMBIGUOUS_SLOTS
+    }
+
+    fn remember_ambiguous(&mut self, a: Ambiguous) {
+        let slot = self.ambiguous_slot(a.remote, a.remote_port, a.local, a.local_port);
+        self.ambiguous[slot] = Some(a);
+    }
+
+    /// The ACK or FIN+ACK that this PC's bare RST answers, if cached.
+    fn take_ambiguous(
+        &mut self,
+        remote: IpAddr,
+        remote_port: u16,
+        local: IpAddr,
+        local_port: u16,
+    ) -> Option<u8> {
+        let slot = self.ambiguous_slot(remote, remote_port, local, local_port);
+        let a = self.ambiguous[slot]?;
+        if (a.remote, a.remote_port, a.local, a.local_port)
+            != (remote, remote_port, local, local_port)
+        {
+            return None;
+        }
+        self.ambiguous[slot] = None;
+        Some(a.flags)
     }
 
     /// Whether an inbound packet belongs to a flow this PC opened.
@@ -455,6 +546,21 @@ impl Detector {
                 if flags & syn_ack == tcp_flags::SYN {
                     // This PC opens a connection: its replies are not probes.
                     self.remember_flow((6, remote, dst_port, src_port), now);
+                    return;
+                }
+                if flags & (tcp_flags::RST | tcp_flags::ACK) == tcp_flags::RST
+                    && let Some(probe) = self.take_ambiguous(remote, dst_port, target, src_port)
+                {
+                    // A bare RST: this PC refused an ACK or FIN+ACK that
+                    // belonged to no connection. That was a probe.
+                    self.contact(
+                        key,
+                        Contact::TcpOther {
+                            port: src_port,
+                            flags: probe,
+                        },
+                        now,
+                    );
                     return;
                 }
                 let answer = if flags & syn_ack == syn_ack {

@@ -10,8 +10,6 @@ use crate::decode::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG};
 /// of accepted connections still turns into a scanner after a few more
 /// refusals than a stranger would need.
 const SCORE_FLOOR: i32 = -3;
-/// Stealth probes awaiting this PC's RST, per source.
-const MAX_PENDING: usize = 256;
 /// Decoys start, and are still probing, within this many milliseconds of
 /// the real scanner: nmap -D sends every probe from every decoy at once.
 const DECOY_WINDOW_MS: u64 = 1_000;
@@ -116,7 +114,7 @@ pub enum Answer {
 /// The stealth scan a TCP flag combination belongs to, and whether the
 /// flags alone prove it (`false`: only if this PC answers RST, because
 /// ordinary connections send these flags too).
-fn stealth_kind(flags: u8) -> Option<(ScanKind, bool)> {
+pub fn stealth_kind(flags: u8) -> Option<(ScanKind, bool)> {
     match flags & (FIN | SYN | RST | PSH | ACK | URG) {
         0 => Some((ScanKind::Null, true)),
         FIN => Some((ScanKind::Fin, true)),
@@ -157,7 +155,6 @@ pub struct Pair {
     score: i32,
     stealth: PortSet,
     stealth_kinds: u16,
-    pending: Vec<(u16, ScanKind)>,
     protocols: [u64; 4],
     protocols_refused: u32,
     icmp_echo: bool,
@@ -220,27 +217,23 @@ impl Pair {
     }
 
     fn tcp_other(&mut self, port: u16, flags: u8) {
-        if self.open_tcp.contains(port) {
-            // The scanner's side of a handshake on an open port: a bare RST
-            // walks away half-open (SYN scan), an ACK completes it (connect).
-            if flags & RST != 0 && flags & ACK == 0 {
-                self.half_open = true;
-            } else if flags & ACK != 0 {
-                self.completed = true;
-            }
+        if let Some((kind, _)) = stealth_kind(flags) {
+            self.stealth.insert(port);
+            self.stealth_kinds |= kind.bit();
+        }
+    }
+
+    /// The scanner resets a port this PC answered open: a bare RST walks
+    /// away half-open (SYN scan); RST+ACK closes a completed connection
+    /// (connect scan).
+    pub fn handshake_end(&mut self, port: u16, flags: u8) {
+        if !self.open_tcp.contains(port) {
             return;
         }
-        match stealth_kind(flags) {
-            Some((kind, true)) => {
-                self.stealth.insert(port);
-                self.stealth_kinds |= kind.bit();
-            }
-            Some((kind, false))
-                if self.pending.len() < MAX_PENDING && !self.pending.contains(&(port, kind)) =>
-            {
-                self.pending.push((port, kind));
-            }
-            _ => {}
+        if flags & ACK == 0 {
+            self.half_open = true;
+        } else {
+            self.completed = true;
         }
     }
 
@@ -248,14 +241,6 @@ impl Pair {
     pub fn answer(&mut self, what: Answered, answer: Answer) -> bool {
         match what {
             Answered::Tcp(port) => {
-                if answer == Answer::Refused
-                    && let Some(at) = self.pending.iter().position(|(p, _)| *p == port)
-                {
-                    let (_, kind) = self.pending.swap_remove(at);
-                    self.stealth.insert(port);
-                    self.stealth_kinds |= kind.bit();
-                    return true;
-                }
                 if !self.tcp.contains(port) || !self.tcp_answered.insert(port) {
                     return false;
                 }
@@ -493,6 +478,5 @@ impl Pair {
         .iter()
         .map(|s| s.heap_bytes())
         .sum::<usize>()
-            + self.pending.capacity() * 4
     }
 }
