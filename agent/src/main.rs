@@ -251,15 +251,15 @@ impl CaptureLoop {
         let mut packets = 0u64;
         let mut decode_errors = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
-            if let Some(frame) = self.capture.next_frame()? {
-                let now = unix_ms();
+            let detector = &mut self.detector;
+            self.capture.next_frames(&mut |frame, captured_ms| {
                 packets += 1;
                 match decode::ethernet(frame) {
-                    Ok(Some(packet)) => self.detector.observe(&packet, now),
+                    Ok(Some(packet)) => detector.observe(&packet, captured_ms),
                     Ok(None) => {}
                     Err(_) => decode_errors += 1,
                 }
-            }
+            })?;
             let now = unix_ms();
             if now.saturating_sub(last_tick) >= TICK_MS {
                 last_tick = now;
@@ -278,8 +278,26 @@ impl CaptureLoop {
                 self.forward(now);
             }
         }
+        self.counters
+            .packets_seen
+            .fetch_add(packets, Ordering::Relaxed);
+        self.counters
+            .decode_errors
+            .fetch_add(decode_errors, Ordering::Relaxed);
+        self.counters
+            .kernel_drops
+            .fetch_add(self.capture.take_kernel_drops(), Ordering::Relaxed);
         self.detector.finish();
         self.forward(unix_ms());
+        let stats = self.detector.stats();
+        tracing::info!(
+            packets_seen = self.counters.packets_seen.load(Ordering::Relaxed),
+            kernel_drops = self.counters.kernel_drops.load(Ordering::Relaxed),
+            decode_errors = self.counters.decode_errors.load(Ordering::Relaxed),
+            probation_evictions = stats.probation_evictions,
+            tracked_evictions = stats.tracked_evictions,
+            "capture stopped"
+        );
         Ok(())
     }
 
