@@ -68,3 +68,73 @@ fn every_subcommand_has_help() {
         }
     }
 }
+
+#[test]
+fn replay_prints_one_json_object_per_episode() {
+    let pcap = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../agent/tests/fixtures/nmap-mixed.pcap"
+    );
+    let output = Command::new(require::binary("doorwatch-agent"))
+        .args([
+            "replay",
+            "--pcap",
+            pcap,
+            "--local-ip",
+            "198.18.0.10",
+            "--local-ip",
+            "fd00:d00::10",
+        ])
+        .args(["--format", "json"])
+        .output()
+        .expect("run replay");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let episode = &lines[0];
+    for field in [
+        "kind",
+        "scanner",
+        "target",
+        "scan_types",
+        "ports_probed",
+        "open_ports",
+        "probes",
+        "first_seen",
+        "last_seen",
+        "companions",
+        "explanation",
+    ] {
+        assert!(episode.get(field).is_some(), "missing {field}: {episode}");
+    }
+    assert_eq!(episode["kind"], "scan");
+    assert_eq!(episode["scanner"], "198.18.0.2");
+    assert_eq!(episode["open_ports"], serde_json::json!([80]));
+    assert!(
+        episode["first_seen"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-11-25T"))
+    );
+}
+
+#[test]
+fn replay_refuses_a_file_that_is_not_pcap() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("not.pcap");
+    std::fs::write(&path, b"this is a text file, not a packet capture").expect("write");
+    let output = Command::new(require::binary("doorwatch-agent"))
+        .args(["replay", "--local-ip", "198.18.0.10", "--pcap"])
+        .arg(&path)
+        .output()
+        .expect("run replay");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a pcap file"), "{stderr}");
+}

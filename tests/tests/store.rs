@@ -3,7 +3,9 @@
 //! and are idempotent, rows round-trip, and a retried batch is counted once.
 
 use doorwatch_e2e::clickhouse::ClickHouse;
-use doorwatch_store::{FloodEventRow, ScanEventRow, Store, StoreConfig, episode_state, ip};
+use doorwatch_store::{
+    FloodEventRow, MIGRATIONS, PolicyRow, ScanEventRow, Store, StoreConfig, episode_state, ip,
+};
 
 fn row(scanner: &str, ports: u32) -> ScanEventRow {
     ScanEventRow {
@@ -43,15 +45,14 @@ async fn store_round_trips_and_counts_retried_batches_once() {
     let store = Store::open(&config).await.expect("open");
     // A second collector starting against the same database changes nothing.
     let again = Store::open(&config).await.expect("open again");
-    assert_eq!(
-        again.applied_migrations().await.expect("migrations"),
-        vec![1, 2]
-    );
+    let all: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(again.applied_migrations().await.expect("migrations"), all);
     assert_eq!(
         clickhouse
             .query_ok("SELECT count() FROM store_test.schema_migrations")
             .trim(),
-        "2"
+        all.len().to_string(),
+        "each migration recorded once"
     );
     eprintln!(
         "server {} on the {:?} path",
@@ -121,4 +122,27 @@ async fn store_round_trips_and_counts_retried_batches_once() {
         .await
         .expect("select floods");
     assert_eq!(floods, vec![flood], "a resent flood is counted once");
+
+    assert_eq!(store.latest_policy("default").await.expect("policy"), None);
+    let mut policy = PolicyRow {
+        policy_group: "default".into(),
+        version: 1,
+        scan_min_ports: 6,
+        episode_idle_seconds: 0,
+        allowlisted_sources: vec![ip::to_fixed16("198.18.0.5".parse().expect("literal"))],
+        updated_at: 1_764_000_000,
+        updated_by: "alice".into(),
+    };
+    store.insert_policy(&policy).await.expect("insert policy");
+    policy.version = 2;
+    policy.allowlisted_sources.clear();
+    store
+        .insert_policy(&policy)
+        .await
+        .expect("insert policy v2");
+    assert_eq!(
+        store.latest_policy("default").await.expect("policy"),
+        Some(policy),
+        "the newest version wins"
+    );
 }
