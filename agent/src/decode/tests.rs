@@ -2,11 +2,17 @@ use super::*;
 use crate::pcap;
 
 const FIXTURE: &[u8] = include_bytes!("../../tests/fixtures/nmap-mixed.pcap");
+const TOOLS: &[u8] = include_bytes!("../../tests/fixtures/tools-mixed.pcap");
 
+/// Every frame of both real captures.
 fn frames() -> Vec<&'static [u8]> {
-    pcap::Reader::new(FIXTURE)
-        .expect("fixture header")
-        .map(|r| r.expect("fixture record").data)
+    [FIXTURE, TOOLS]
+        .into_iter()
+        .flat_map(|capture| {
+            pcap::Reader::new(capture)
+                .expect("fixture header")
+                .map(|r| r.expect("fixture record").data)
+        })
         .collect()
 }
 

@@ -634,3 +634,91 @@ fn firewalled_pc_still_sees_a_blind_scan() {
     assert_eq!(scans.len(), 1);
     assert_eq!(scans[0].ports_probed, 25);
 }
+
+const TOOLS: &[u8] = include_bytes!("../../tests/fixtures/tools-mixed.pcap");
+
+/// Final reports from replaying a capture as `doorwatch-agent replay` does.
+fn replay(capture: &[u8], local: &[&str]) -> Vec<Report> {
+    let mut d = Detector::new(DetectorConfig::default(), local.iter().map(|a| ip(a)));
+    let mut last_tick = 0;
+    let mut finals = Vec::new();
+    for record in pcap::Reader::new(capture).expect("header") {
+        let record = record.expect("record");
+        if let Ok(Some(packet)) = decode::ethernet(record.data) {
+            d.observe(&packet, record.unix_ms);
+        }
+        if record.unix_ms.saturating_sub(last_tick) >= 200 {
+            last_tick = record.unix_ms;
+            d.tick(record.unix_ms);
+            finals.extend(d.drain_reports());
+        }
+    }
+    d.finish();
+    finals.extend(d.drain_reports());
+    finals
+        .into_iter()
+        .filter(|r| match r {
+            Report::Scan(s) => s.state == EpisodeState::Closed,
+            Report::Flood(f) => f.state == EpisodeState::Closed,
+        })
+        .collect()
+}
+
+#[test]
+fn real_tools_capture_names_every_scanner_and_one_flood() {
+    // See tests/fixtures/make-tools-mixed.sh for what each address ran.
+    let expected: &[(&str, &[ScanKind], u32)] = &[
+        ("198.18.0.21", &[ScanKind::Connect], 40),
+        ("198.18.0.22", &[ScanKind::Null], 40),
+        ("198.18.0.23", &[ScanKind::Ack], 40),
+        ("198.18.0.24", &[ScanKind::Maimon], 40),
+        ("198.18.0.25", &[ScanKind::Ack], 40),
+        ("198.18.0.26", &[ScanKind::Udp], 20),
+        ("198.18.0.27", &[ScanKind::IpProto], 25),
+        ("198.18.0.28", &[ScanKind::Syn], 60),
+        ("198.18.0.29", &[ScanKind::Syn], 40),
+        ("198.18.0.30", &[ScanKind::Xmas], 40),
+    ];
+    let reports = replay(TOOLS, &[PC]);
+    let scans: Vec<&EpisodeReport> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Scan(s) => Some(s),
+            Report::Flood(_) => None,
+        })
+        .collect();
+    assert_eq!(
+        scans.len(),
+        expected.len(),
+        "one episode per scanner, none for forged sources"
+    );
+    for (scanner, kinds, min_ports) in expected {
+        let scan = scans
+            .iter()
+            .find(|s| s.scanner == ip(scanner))
+            .unwrap_or_else(|| panic!("no episode for {scanner}"));
+        assert_eq!(&scan.kinds, kinds, "{scanner}");
+        assert!(
+            scan.ports_probed >= *min_ports,
+            "{scanner}: {} ports",
+            scan.ports_probed
+        );
+    }
+    let decoyed = scans
+        .iter()
+        .find(|s| s.scanner == ip("198.18.0.29"))
+        .expect("decoy scan");
+    let mut companions = decoyed.companions.clone();
+    companions.sort();
+    assert_eq!(companions, vec![ip("198.18.0.201"), ip("198.18.0.202")]);
+    let floods: Vec<&FloodReport> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Flood(f) => Some(f),
+            Report::Scan(_) => None,
+        })
+        .collect();
+    assert_eq!(floods.len(), 1, "hping3's forged sources are one flood");
+    assert_eq!(floods[0].ports, vec![80]);
+    assert!(floods[0].sources >= 2_000, "{} sources", floods[0].sources);
+}
