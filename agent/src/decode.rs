@@ -73,7 +73,12 @@ pub enum Transport {
 /// ICMP and ICMPv6 messages that matter for scan detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Icmp {
-    EchoRequest,
+    /// An echo request; `data_len` is its payload length taken from the IP
+    /// header (the payload itself is never read). Ping tools send 32 to 56
+    /// bytes; scanners such as nmap send none.
+    EchoRequest {
+        data_len: u16,
+    },
     EchoReply,
     /// Destination unreachable, or (ICMPv6) parameter problem "unknown
     /// next header", with the quoted original packet's header when present.
@@ -148,11 +153,19 @@ pub fn ethernet(frame: &[u8]) -> Result<Option<Packet>, DecodeError> {
 
 /// Decodes an IPv4 packet (starting at the IP header).
 pub fn ipv4(data: &[u8]) -> Result<Packet, DecodeError> {
-    let (src, dst, protocol, fragment, first, l4) = ipv4_header(data)?;
+    let IpParts {
+        src,
+        dst,
+        protocol,
+        fragment,
+        first,
+        l4,
+        l4_len,
+    } = ipv4_header(data)?;
     let transport = if fragment {
         fragment_transport(protocol, l4, first)
     } else {
-        transport(protocol, l4, false)?
+        transport(protocol, l4, l4_len, false)?
     };
     Ok(Packet {
         src,
@@ -162,7 +175,20 @@ pub fn ipv4(data: &[u8]) -> Result<Packet, DecodeError> {
 }
 
 /// The parts of an IP header detection needs.
-type IpParts<'a> = (IpAddr, IpAddr, u8, bool, bool, &'a [u8]);
+struct IpParts<'a> {
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    /// A fragment without a whole transport header.
+    fragment: bool,
+    /// The first (or only) fragment.
+    first: bool,
+    /// The captured bytes after the IP header(s).
+    l4: &'a [u8],
+    /// The transport length the IP header declares (captures are cut
+    /// short, so `l4` may be shorter).
+    l4_len: usize,
+}
 
 /// Source, destination, protocol, "is a fragment without a whole transport
 /// header", "is the first fragment", and the bytes after the IP header.
@@ -194,7 +220,16 @@ fn ipv4_header(data: &[u8]) -> Result<IpParts<'_>, DecodeError> {
     // fragment never does. nmap -f splits the TCP header itself, so a first
     // fragment too short for it is reported as a fragment, not an error.
     let fragment = fragment_offset != 0 || (more_fragments && l4.len() < min_header(protocol));
-    Ok((src, dst, protocol, fragment, fragment_offset == 0, l4))
+    let total = usize::from(be16(header, 2).unwrap_or(0));
+    Ok(IpParts {
+        src,
+        dst,
+        protocol,
+        fragment,
+        first: fragment_offset == 0,
+        l4,
+        l4_len: total.saturating_sub(header_len),
+    })
 }
 
 /// What a fragment shows: the ports, if it is the first fragment and holds
@@ -213,11 +248,19 @@ fn fragment_transport(protocol: u8, l4: &[u8], first: bool) -> Transport {
 /// Decodes an IPv6 packet (starting at the IP header), walking extension
 /// headers to the transport header.
 pub fn ipv6(data: &[u8]) -> Result<Packet, DecodeError> {
-    let (src, dst, protocol, fragment, first, l4) = ipv6_header(data)?;
+    let IpParts {
+        src,
+        dst,
+        protocol,
+        fragment,
+        first,
+        l4,
+        l4_len,
+    } = ipv6_header(data)?;
     let transport = if fragment {
         fragment_transport(protocol, l4, first)
     } else {
-        transport(protocol, l4, true)?
+        transport(protocol, l4, l4_len, true)?
     };
     Ok(Packet {
         src,
@@ -266,7 +309,17 @@ fn ipv6_header(data: &[u8]) -> Result<IpParts<'_>, DecodeError> {
             _ => break,
         }
     }
-    Ok((src, dst, next, fragment, first, rest))
+    let payload = usize::from(be16(header, 4).unwrap_or(0));
+    let ext_len = data.len() - 40 - rest.len();
+    Ok(IpParts {
+        src,
+        dst,
+        protocol: next,
+        fragment,
+        first,
+        l4: rest,
+        l4_len: payload.saturating_sub(ext_len),
+    })
 }
 
 fn min_header(protocol: u8) -> usize {
@@ -277,7 +330,7 @@ fn min_header(protocol: u8) -> usize {
     }
 }
 
-fn transport(protocol: u8, data: &[u8], v6: bool) -> Result<Transport, DecodeError> {
+fn transport(protocol: u8, data: &[u8], l4_len: usize, v6: bool) -> Result<Transport, DecodeError> {
     Ok(match protocol {
         PROTO_TCP => {
             let header = data.get(..20).ok_or(DecodeError::Truncated("tcp"))?;
@@ -300,17 +353,24 @@ fn transport(protocol: u8, data: &[u8], v6: bool) -> Result<Transport, DecodeErr
                 dst_port: u16::from_be_bytes([header[2], header[3]]),
             }
         }
-        PROTO_ICMP if !v6 => Transport::Icmp(icmpv4(data)?),
-        PROTO_ICMPV6 if v6 => Transport::Icmp(icmpv6(data)?),
+        PROTO_ICMP if !v6 => Transport::Icmp(icmpv4(data, l4_len)?),
+        PROTO_ICMPV6 if v6 => Transport::Icmp(icmpv6(data, l4_len)?),
         other => Transport::Other { protocol: other },
     })
 }
 
-fn icmpv4(data: &[u8]) -> Result<Icmp, DecodeError> {
+/// Echo payload length from the declared ICMP length.
+fn echo_data(l4_len: usize) -> u16 {
+    u16::try_from(l4_len.saturating_sub(8)).unwrap_or(u16::MAX)
+}
+
+fn icmpv4(data: &[u8], l4_len: usize) -> Result<Icmp, DecodeError> {
     let header = data.get(..8).ok_or(DecodeError::Truncated("icmp"))?;
     let (icmp_type, code) = (header[0], header[1]);
     Ok(match icmp_type {
-        8 => Icmp::EchoRequest,
+        8 => Icmp::EchoRequest {
+            data_len: echo_data(l4_len),
+        },
         0 => Icmp::EchoReply,
         3 => Icmp::Unreachable {
             reason: match code {
@@ -325,11 +385,13 @@ fn icmpv4(data: &[u8]) -> Result<Icmp, DecodeError> {
     })
 }
 
-fn icmpv6(data: &[u8]) -> Result<Icmp, DecodeError> {
+fn icmpv6(data: &[u8], l4_len: usize) -> Result<Icmp, DecodeError> {
     let header = data.get(..8).ok_or(DecodeError::Truncated("icmpv6"))?;
     let (icmp_type, code) = (header[0], header[1]);
     Ok(match icmp_type {
-        128 => Icmp::EchoRequest,
+        128 => Icmp::EchoRequest {
+            data_len: echo_data(l4_len),
+        },
         129 => Icmp::EchoReply,
         1 => Icmp::Unreachable {
             reason: if code == 4 {
@@ -352,7 +414,14 @@ fn icmpv6(data: &[u8]) -> Result<Icmp, DecodeError> {
 /// The quoted header inside an ICMP error. Best effort: a short or odd
 /// quote gives `None` rather than an error, since the outer packet is fine.
 fn quoted(data: &[u8], v6: bool) -> Option<Quoted> {
-    let (src, dst, protocol, fragment, _, l4) = if v6 {
+    let IpParts {
+        src,
+        dst,
+        protocol,
+        fragment,
+        l4,
+        ..
+    } = if v6 {
         ipv6_header(data).ok()?
     } else {
         ipv4_header(data).ok()?

@@ -214,6 +214,20 @@ fn evasions_fragments_decoys_source_port_icmp_and_masscan_are_detected() {
         ]));
         ip4
     };
+    let icmp6 = {
+        let (host, _, ip6) = lab.scanner();
+        run(host.command("timeout").args([
+            "60",
+            "nmap",
+            "-n",
+            "-6",
+            "-sn",
+            "--disable-arp-ping",
+            "-PE",
+            PC6,
+        ]));
+        ip6
+    };
     let masscan = {
         require::tool("masscan", "masscan");
         let (host, ip4, _) = lab.scanner();
@@ -271,6 +285,8 @@ fn evasions_fragments_decoys_source_port_icmp_and_masscan_are_detected() {
     );
     let (types, _, _, _, _) = lab.episode(&icmp, PC4, "icmp");
     assert_eq!(types, "icmp");
+    let (types, _, _, _, _) = lab.episode(&icmp6, PC6, "icmp");
+    assert_eq!(types, "icmp", "ICMPv6 echo discovery");
     let (types, ports, _, _, _) = lab.episode(&masscan, PC4, "syn");
     assert!(
         types.contains("syn") && ports >= 150,
@@ -298,6 +314,14 @@ fn benign_traffic_raises_nothing() {
         "-c",
         &format!("for i in $(seq 1 200); do curl -s -o /dev/null --max-time 2 http://{server_ip}:8080/ || true; done"),
     ]));
+    // Ordinary pings, over IPv4 and IPv6.
+    require::tool("ping", "iputils-ping");
+    run(client
+        .command("ping")
+        .args(["-c", "3", "-i", "0.2", "198.18.0.10"]));
+    run(client
+        .command("ping")
+        .args(["-6", "-c", "3", "-i", "0.2", PC6]));
     // An application retrying a closed port three times.
     run(client.command("bash").args([
         "-c",

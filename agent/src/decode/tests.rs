@@ -132,9 +132,8 @@ fn stealth_flags_and_pings_are_decoded() {
             |p| matches!(p.transport, Transport::Tcp { flags, .. } if flags == tcp_flags::FIN)
         )
     );
-    assert!(packets
-        .iter()
-        .any(|p| p.src == ip("198.18.0.2") && p.transport == Transport::Icmp(Icmp::EchoRequest)));
+    assert!(packets.iter().any(|p| p.src == ip("198.18.0.2")
+        && p.transport == Transport::Icmp(Icmp::EchoRequest { data_len: 0 })));
     // nmap pings IPv6 neighbours with neighbour discovery (type 135).
     assert!(packets.iter().any(|p| p.src == ip("fd00:d00::2")
         && p.transport

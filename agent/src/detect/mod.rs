@@ -401,7 +401,10 @@ impl Detector {
                 // Later fragments carry nothing new; the first one counted.
                 _ => return,
             },
-            Transport::Icmp(Icmp::EchoRequest) => Contact::IcmpEcho,
+            // An empty echo request is what discovery scanners send; ping
+            // tools carry 32 to 56 bytes of data.
+            Transport::Icmp(Icmp::EchoRequest { data_len: 0 }) => Contact::IcmpEmptyEcho,
+            Transport::Icmp(Icmp::EchoRequest { .. }) => Contact::IcmpEcho,
             Transport::Icmp(Icmp::InfoRequest { .. }) => Contact::IcmpInfo,
             Transport::Icmp(_) => return,
             Transport::Other { protocol } => Contact::Protocol { protocol },

@@ -39,6 +39,8 @@ pub enum Contact {
         port: u16,
     },
     IcmpEcho,
+    /// An echo request without data, as discovery scanners send.
+    IcmpEmptyEcho,
     /// ICMP timestamp or address-mask request.
     IcmpInfo,
     /// A packet of an IP protocol other than TCP, UDP and ICMP.
@@ -72,13 +74,15 @@ impl Contact {
     /// Probes that ordinary traffic never sends: the source is tracked at
     /// once instead of waiting in probation.
     pub fn is_unusual(&self) -> bool {
-        match *self {
-            Self::TcpOther { flags, .. } => {
-                stealth_kind(flags).is_some_and(|(_, definite)| definite)
-            }
-            Self::Fragment { .. } | Self::IcmpInfo | Self::Protocol { .. } => true,
-            _ => false,
-        }
+        // A TcpOther contact is only ever made for proven stealth probes.
+        matches!(
+            self,
+            Self::TcpOther { .. }
+                | Self::Fragment { .. }
+                | Self::IcmpEmptyEcho
+                | Self::IcmpInfo
+                | Self::Protocol { .. }
+        )
     }
 
     /// Whether `what` answers this contact.
@@ -158,6 +162,7 @@ pub struct Pair {
     protocols: [u64; 4],
     protocols_refused: u32,
     icmp_echo: bool,
+    icmp_empty_echo: bool,
     icmp_info: bool,
     syn_raw: u32,
     syn_os: u32,
@@ -209,6 +214,7 @@ impl Pair {
                 }
             }
             Contact::IcmpEcho => self.icmp_echo = true,
+            Contact::IcmpEmptyEcho => self.icmp_empty_echo = true,
             Contact::IcmpInfo => self.icmp_info = true,
             Contact::Protocol { protocol } => {
                 self.protocols[usize::from(protocol / 64)] |= 1 << (protocol % 64);
@@ -337,9 +343,11 @@ impl Pair {
         {
             kinds |= ScanKind::IpProto.bit();
         }
-        // A ping alone is not a scan; timestamp and address-mask requests
-        // are what discovery tools send and nothing else does.
-        if self.icmp_info {
+        // A ping alone is not a scan. Timestamp and address-mask requests,
+        // and echo requests without data, are what discovery tools send
+        // (nmap -sO's ICMP probe is an empty echo too: that is part of the
+        // protocol scan).
+        if self.icmp_info || (self.icmp_empty_echo && kinds & ScanKind::IpProto.bit() == 0) {
             kinds |= ScanKind::Icmp.bit();
         }
         kinds
@@ -363,7 +371,11 @@ impl Pair {
                 self.unusual_protocols().max(self.protocols_refused),
                 config.ip_proto_min,
             ),
-            if self.icmp_info { 1.0 } else { 0.0 },
+            if self.icmp_info || self.icmp_empty_echo {
+                1.0
+            } else {
+                0.0
+            },
         ]
         .into_iter()
         .fold(0.0, f64::max);

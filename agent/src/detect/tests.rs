@@ -307,7 +307,7 @@ fn icmp_timestamp_and_mask_requests_are_discovery() {
     pc.see(
         ip("198.51.100.7"),
         pc.addr,
-        Transport::Icmp(Icmp::EchoRequest),
+        Transport::Icmp(Icmp::EchoRequest { data_len: 56 }),
     );
     pc.see(
         ip("198.51.100.7"),
@@ -320,13 +320,28 @@ fn icmp_timestamp_and_mask_requests_are_discovery() {
 }
 
 #[test]
+fn an_empty_echo_request_is_discovery_over_ipv4_and_ipv6() {
+    for (addr, scanner) in [(PC, "198.51.100.7"), (PC6, "2001:db8::7")] {
+        let mut pc = Pc::with(DetectorConfig::default(), addr);
+        pc.see(
+            ip(scanner),
+            pc.addr,
+            Transport::Icmp(Icmp::EchoRequest { data_len: 0 }),
+        );
+        let scans = pc.final_scans();
+        assert_eq!(scans.len(), 1, "{addr}");
+        assert_eq!(scans[0].kinds, vec![ScanKind::Icmp]);
+    }
+}
+
+#[test]
 fn a_plain_ping_is_not_a_scan() {
     let mut pc = Pc::new();
     for _ in 0..10 {
         pc.see(
             ip("198.18.0.1"),
             pc.addr,
-            Transport::Icmp(Icmp::EchoRequest),
+            Transport::Icmp(Icmp::EchoRequest { data_len: 56 }),
         );
         pc.advance(1000);
     }
