@@ -153,23 +153,19 @@ pub fn ethernet(frame: &[u8]) -> Result<Option<Packet>, DecodeError> {
 
 /// Decodes an IPv4 packet (starting at the IP header).
 pub fn ipv4(data: &[u8]) -> Result<Packet, DecodeError> {
-    let IpParts {
-        src,
-        dst,
-        protocol,
-        fragment,
-        first,
-        l4,
-        l4_len,
-    } = ipv4_header(data)?;
-    let transport = if fragment {
-        fragment_transport(protocol, l4, first)
+    packet(ipv4_header(data)?, false)
+}
+
+/// The packet an IP header and what follows it describe.
+fn packet(parts: IpParts<'_>, v6: bool) -> Result<Packet, DecodeError> {
+    let transport = if parts.fragment {
+        fragment_transport(parts.protocol, parts.l4, parts.first)
     } else {
-        transport(protocol, l4, l4_len, false)?
+        transport(parts.protocol, parts.l4, parts.l4_len, v6)?
     };
     Ok(Packet {
-        src,
-        dst,
+        src: parts.src,
+        dst: parts.dst,
         transport,
     })
 }
@@ -248,25 +244,7 @@ fn fragment_transport(protocol: u8, l4: &[u8], first: bool) -> Transport {
 /// Decodes an IPv6 packet (starting at the IP header), walking extension
 /// headers to the transport header.
 pub fn ipv6(data: &[u8]) -> Result<Packet, DecodeError> {
-    let IpParts {
-        src,
-        dst,
-        protocol,
-        fragment,
-        first,
-        l4,
-        l4_len,
-    } = ipv6_header(data)?;
-    let transport = if fragment {
-        fragment_transport(protocol, l4, first)
-    } else {
-        transport(protocol, l4, l4_len, true)?
-    };
-    Ok(Packet {
-        src,
-        dst,
-        transport,
-    })
+    packet(ipv6_header(data)?, true)
 }
 
 fn ipv6_header(data: &[u8]) -> Result<IpParts<'_>, DecodeError> {

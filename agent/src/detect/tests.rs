@@ -147,19 +147,11 @@ impl Pc {
 
 #[test]
 fn real_nmap_capture_is_classified_with_open_port_and_fragments() {
-    let mut d = Detector::new(DetectorConfig::default(), [ip(PC), ip(PC6)]);
-    for record in pcap::Reader::new(FIXTURE).expect("header") {
-        let record = record.expect("record");
-        if let Ok(Some(packet)) = decode::ethernet(record.data) {
-            d.observe(&packet, record.unix_ms);
-        }
-    }
-    d.finish();
-    let scans: Vec<EpisodeReport> = d
-        .drain_reports()
+    let scans: Vec<EpisodeReport> = replay(FIXTURE, &[PC, PC6])
+        .into_iter()
         .filter_map(|r| match r {
-            Report::Scan(s) if s.state == EpisodeState::Closed => Some(s),
-            _ => None,
+            Report::Scan(s) => Some(s),
+            Report::Flood(_) => None,
         })
         .collect();
     assert_eq!(scans.len(), 1, "one scanner, one episode: {scans:#?}");

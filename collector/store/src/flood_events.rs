@@ -37,15 +37,5 @@ pub(crate) async fn recent(
     since_unix: u32,
     limit: u64,
 ) -> Result<Vec<FloodEventRow>, StoreError> {
-    client
-        .query(
-            "SELECT ?fields FROM flood_events FINAL \
-             WHERE received_at >= toDateTime(?) \
-             ORDER BY received_at DESC, last_seen DESC LIMIT ?",
-        )
-        .bind(since_unix)
-        .bind(limit)
-        .fetch_all::<FloodEventRow>()
-        .await
-        .map_err(StoreError::query("select flood_events"))
+    crate::recent_rows(client, "flood_events", since_unix, limit).await
 }

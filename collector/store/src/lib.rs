@@ -170,6 +170,30 @@ where
     insert.end().await.map_err(StoreError::query(step))
 }
 
+/// Rows of `table` received at or after `since_unix`, each event id once
+/// (FINAL), newest first, at most `limit`.
+async fn recent_rows<R>(
+    client: &clickhouse::Client,
+    table: &'static str,
+    since_unix: u32,
+    limit: u64,
+) -> Result<Vec<R>, StoreError>
+where
+    R: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    client
+        .query(&format!(
+            "SELECT ?fields FROM {table} FINAL \
+             WHERE received_at >= toDateTime(?) \
+             ORDER BY received_at DESC, last_seen DESC LIMIT ?"
+        ))
+        .bind(since_unix)
+        .bind(limit)
+        .fetch_all::<R>()
+        .await
+        .map_err(StoreError::query("select recent events"))
+}
+
 /// Quotes an identifier with backticks, escaping embedded backticks and
 /// backslashes. Identifiers come from validated config, but quoting keeps
 /// a typo from turning into SQL.

@@ -65,15 +65,5 @@ pub(crate) async fn recent(
     since_unix: u32,
     limit: u64,
 ) -> Result<Vec<ScanEventRow>, StoreError> {
-    client
-        .query(
-            "SELECT ?fields FROM scan_events FINAL \
-             WHERE received_at >= toDateTime(?) \
-             ORDER BY received_at DESC, last_seen DESC LIMIT ?",
-        )
-        .bind(since_unix)
-        .bind(limit)
-        .fetch_all::<ScanEventRow>()
-        .await
-        .map_err(StoreError::query("select scan_events"))
+    crate::recent_rows(client, "scan_events", since_unix, limit).await
 }
