@@ -95,16 +95,20 @@ impl Default for DetectionConfig {
 pub struct DeliveryConfig {
     /// Seconds between heartbeats.
     pub heartbeat_seconds: u32,
-    /// Most unacknowledged events held for resending; beyond it the oldest
-    /// are dropped and counted in heartbeats.
-    pub max_pending_events: usize,
+    /// Folder where events wait, on disk, until the collector has stored
+    /// them (created with mode 0700).
+    pub spool_dir: PathBuf,
+    /// Size cap of the spool in MiB; beyond it the oldest events are
+    /// dropped and counted in heartbeats.
+    pub spool_max_mib: u32,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             heartbeat_seconds: 30,
-            max_pending_events: 100_000,
+            spool_dir: PathBuf::from("/var/lib/doorwatch/spool"),
+            spool_max_mib: 256,
         }
     }
 }
@@ -121,7 +125,8 @@ pub struct ValidConfig {
     pub key: PathBuf,
     pub detector: DetectorConfig,
     pub heartbeat: Duration,
-    pub max_pending_events: usize,
+    pub spool_dir: PathBuf,
+    pub spool_max_bytes: u64,
 }
 
 /// A configuration problem, naming the field.
@@ -234,8 +239,11 @@ impl AgentConfig {
         if self.delivery.heartbeat_seconds == 0 {
             return Err(invalid("delivery.heartbeat_seconds", "must be at least 1"));
         }
-        if self.delivery.max_pending_events == 0 {
-            return Err(invalid("delivery.max_pending_events", "must be at least 1"));
+        if self.delivery.spool_max_mib < 4 {
+            return Err(invalid("delivery.spool_max_mib", "must be at least 4"));
+        }
+        if self.delivery.spool_dir.as_os_str().is_empty() {
+            return Err(invalid("delivery.spool_dir", "must name a folder"));
         }
         Ok(ValidConfig {
             interface: self.interface,
@@ -258,7 +266,8 @@ impl AgentConfig {
                 ..DetectorConfig::default()
             },
             heartbeat: Duration::from_secs(u64::from(self.delivery.heartbeat_seconds)),
-            max_pending_events: self.delivery.max_pending_events,
+            spool_dir: self.delivery.spool_dir,
+            spool_max_bytes: u64::from(self.delivery.spool_max_mib) << 20,
         })
     }
 }

@@ -20,5 +20,6 @@ pub mod detect;
 pub mod events;
 pub mod explain;
 pub mod pcap;
+pub mod spool;
 pub mod tls;
 pub mod uplink;

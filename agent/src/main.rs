@@ -16,6 +16,7 @@ use doorwatch_agent::capture::Capture;
 use doorwatch_agent::config::{AgentConfig, ValidConfig};
 use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeState, Report};
 use doorwatch_agent::events::{self, EventBuilder};
+use doorwatch_agent::spool::Spool;
 use doorwatch_agent::tls::ClientTls;
 use doorwatch_agent::uplink::{Counters, Uplink};
 use doorwatch_agent::{decode, pcap};
@@ -136,6 +137,18 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
     let tls = ClientTls::load(&config.ca, &config.cert, &config.key, &config.server_name)
         .context("cannot load the agent's TLS files")?;
     let capture = Capture::open(&config.interface)?;
+    let (spool, recovery) = Spool::open(&config.spool_dir, config.spool_max_bytes)
+        .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))?;
+    tracing::info!(
+        dir = %config.spool_dir.display(),
+        unacknowledged_batches = recovery.batches,
+        torn_bytes_cut = recovery.truncated_bytes,
+        quarantined = recovery.quarantined.len(),
+        "spool opened"
+    );
+    for path in &recovery.quarantined {
+        tracing::error!(path = %path.display(), "corrupt spool segment quarantined; its events are lost");
+    }
     let local_ips = if config.local_ips.is_empty() {
         capture.interface_ips()
     } else {
@@ -175,7 +188,7 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
         hello,
         config.heartbeat,
         event_rx,
-        config.max_pending_events,
+        spool,
         policy_tx,
         counters.clone(),
     );

@@ -2,23 +2,24 @@
 //! event batches, apply Policy, send heartbeats, and forget a batch only
 //! when the collector's cumulative Ack covers it.
 //!
-//! Unacknowledged batches stay in memory (bounded by
-//! `max_pending_events`; the on-disk spool replaces this) and are resent, in
-//! order and with their original sequence numbers, after every reconnect.
+//! Every batch goes to the on-disk [`Spool`] before it is sent, and stays
+//! there until acknowledged; after every reconnect the unacknowledged
+//! batches are resent from disk, in order, with their original sequence
+//! numbers.
 //! Reconnects wait a capped exponential backoff with full jitter, so a
 //! campus of agents does not stampede a restarted collector.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use doorwatch_proto::v1::{self, AgentMessage, EventBatch, agent_message, collector_message};
+use doorwatch_proto::v1::{self, AgentMessage, agent_message, collector_message};
 use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_MESSAGE_BYTES};
 use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::spool::Spool;
 use crate::tls::ClientTls;
 
 /// With batches in flight and no Ack for this long, reconnect.
@@ -73,74 +74,6 @@ impl Default for Backoff {
     }
 }
 
-/// Unacknowledged batches, oldest first.
-#[derive(Debug)]
-pub struct Pending {
-    batches: VecDeque<EventBatch>,
-    events: usize,
-    max_events: usize,
-    next_seq: u64,
-}
-
-impl Pending {
-    pub fn new(max_events: usize) -> Self {
-        Self {
-            batches: VecDeque::new(),
-            events: 0,
-            max_events,
-            next_seq: 1,
-        }
-    }
-
-    /// Appends a batch of `events`; returns how many old events were
-    /// dropped to stay within the bound.
-    pub fn push(&mut self, events: Vec<v1::Event>) -> usize {
-        if events.is_empty() {
-            return 0;
-        }
-        self.events += events.len();
-        self.batches.push_back(EventBatch {
-            seq: self.next_seq,
-            events,
-        });
-        self.next_seq += 1;
-        let mut dropped = 0;
-        while self.events > self.max_events && self.batches.len() > 1 {
-            dropped += self.pop_front();
-        }
-        dropped
-    }
-
-    /// Forgets every batch with `seq <= acked`; returns how many batches.
-    pub fn ack(&mut self, acked: u64) -> usize {
-        let mut removed = 0;
-        while self.batches.front().is_some_and(|b| b.seq <= acked) {
-            self.pop_front();
-            removed += 1;
-        }
-        removed
-    }
-
-    /// Removes the oldest batch; returns its event count.
-    pub fn pop_front(&mut self) -> usize {
-        let n = self.batches.pop_front().map_or(0, |b| b.events.len());
-        self.events -= n;
-        n
-    }
-
-    pub fn get(&self, index: usize) -> Option<&EventBatch> {
-        self.batches.get(index)
-    }
-
-    pub fn batches(&self) -> usize {
-        self.batches.len()
-    }
-
-    pub fn events(&self) -> usize {
-        self.events
-    }
-}
-
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
@@ -154,6 +87,8 @@ enum SessionError {
     Closed,
     #[error("no acknowledgement for {0:?}")]
     AckTimeout(Duration),
+    #[error("spool read failed")]
+    Spool,
 }
 
 /// The delivery task.
@@ -164,7 +99,7 @@ pub struct Uplink {
     pub hello: v1::Hello,
     pub heartbeat: Duration,
     pub events: mpsc::Receiver<v1::Event>,
-    pub pending: Pending,
+    pub pending: Spool,
     pub policy: watch::Sender<Option<v1::Policy>>,
     pub counters: Arc<Counters>,
     pub started: Instant,
@@ -179,7 +114,7 @@ impl Uplink {
         hello: v1::Hello,
         heartbeat: Duration,
         events: mpsc::Receiver<v1::Event>,
-        max_pending_events: usize,
+        spool: Spool,
         policy: watch::Sender<Option<v1::Policy>>,
         counters: Arc<Counters>,
     ) -> Self {
@@ -189,7 +124,7 @@ impl Uplink {
             hello,
             heartbeat,
             events,
-            pending: Pending::new(max_pending_events),
+            pending: spool,
             policy,
             counters,
             started: Instant::now(),
@@ -238,12 +173,24 @@ impl Uplink {
                 Err(_) => break,
             }
         }
-        let dropped = self.pending.push(batch);
-        if dropped > 0 {
-            self.counters
-                .events_dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed);
-            tracing::warn!(dropped, "pending events over the limit; dropped the oldest");
+        let count = batch.len();
+        match self.pending.append(batch) {
+            Ok((_, 0)) => {}
+            Ok((_, dropped)) => {
+                self.counters
+                    .events_dropped
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                tracing::warn!(
+                    dropped,
+                    "spool over its size cap; dropped the oldest events"
+                );
+            }
+            Err(e) => {
+                self.counters
+                    .events_dropped
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                tracing::error!(error = %e, events = count, "cannot write events to the spool; dropped them");
+            }
         }
     }
 
@@ -315,13 +262,23 @@ impl Uplink {
                 event = self.events.recv(), if self.events_open => self.take_events(event),
                 permit = tx.reserve(), if sent < self.pending.batches() => {
                     let Ok(permit) = permit else { return Err(SessionError::Closed) };
-                    if let Some(batch) = self.pending.get(sent) {
-                        if sent == 0 {
-                            ack_deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+                    let batch = match self.pending.get(sent) {
+                        Ok(Some(batch)) => batch,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            // An unreadable batch would block delivery for
+                            // good: drop it, count it, and carry on.
+                            let lost = if sent == 0 { self.pending.pop_front() } else { 0 };
+                            self.counters.events_dropped.fetch_add(lost as u64, Ordering::Relaxed);
+                            tracing::error!(error = %e, "cannot read a batch back from the spool");
+                            return Err(SessionError::Spool);
                         }
-                        permit.send(AgentMessage { body: Some(agent_message::Body::Batch(batch.clone())) });
-                        sent += 1;
+                    };
+                    if sent == 0 {
+                        ack_deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
                     }
+                    permit.send(AgentMessage { body: Some(agent_message::Body::Batch(batch)) });
+                    sent += 1;
                 }
                 _ = heartbeat.tick() => {
                     let _ = tx.try_send(self.heartbeat_message());
@@ -352,32 +309,6 @@ impl Uplink {
 mod tests {
     use super::*;
     use rand::SeedableRng;
-
-    fn events(n: usize) -> Vec<v1::Event> {
-        vec![v1::Event::default(); n]
-    }
-
-    #[test]
-    fn ack_is_cumulative() {
-        let mut p = Pending::new(100);
-        for _ in 0..3 {
-            p.push(events(2));
-        }
-        assert_eq!(p.ack(2), 2);
-        assert_eq!(p.batches(), 1);
-        assert_eq!(p.get(0).map(|b| b.seq), Some(3));
-        assert_eq!(p.ack(2), 0, "an old ack again changes nothing");
-        assert_eq!(p.events(), 2);
-    }
-
-    #[test]
-    fn bound_drops_oldest_and_counts() {
-        let mut p = Pending::new(5);
-        assert_eq!(p.push(events(3)), 0);
-        assert_eq!(p.push(events(3)), 3);
-        assert_eq!(p.events(), 3);
-        assert_eq!(p.get(0).map(|b| b.seq), Some(2));
-    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {

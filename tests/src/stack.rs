@@ -80,13 +80,16 @@ pub fn start_collector(dir: &Path, config: &Path) -> Process {
     process
 }
 
-/// Writes an agent.toml for `host`, reporting through `uplink`.
+/// Writes an agent.toml for `host`, reporting to `collector`, with its
+/// spool in `DIR/NAME-spool`. `delivery` holds extra lines for the
+/// `[delivery]` table; `extra` whole further tables.
 pub fn agent_config(
     dir: &Path,
     host: &Host,
     collector: SocketAddr,
     pki: &Path,
     name: &str,
+    delivery: &str,
     extra: &str,
 ) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
@@ -100,8 +103,12 @@ server_name = "{COLLECTOR_NAME}"
 ca = "{pki}/ca.pem"
 cert = "{pki}/agents/{name}.pem"
 key = "{pki}/agents/{name}.key"
+[delivery]
+spool_dir = "{spool}"
+{delivery}
 {extra}
 "#,
+        spool = dir.join(format!("{name}-spool")).display(),
         interface = host.interface,
         local = local.join(", "),
         pki = pki.display(),
@@ -166,8 +173,9 @@ impl Stack {
         }
     }
 
-    /// Issues a certificate and starts an agent for `host`.
-    pub fn agent(&self, host: &Host, name: &str, extra: &str) -> Process {
+    /// Issues a certificate and starts an agent for `host`; `delivery` holds
+    /// extra lines for its `[delivery]` table.
+    pub fn agent(&self, host: &Host, name: &str, delivery: &str) -> Process {
         issue_agent(&self.pki, name);
         let config = agent_config(
             self.dir.path(),
@@ -175,7 +183,8 @@ impl Stack {
             self.collector_address,
             &self.pki,
             name,
-            extra,
+            delivery,
+            "",
         );
         start_agent(self.dir.path(), host, &config, name)
     }

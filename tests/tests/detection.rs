@@ -44,7 +44,7 @@ impl Lab {
         web.args(["-m", "http.server", "80", "--bind", "::"]);
         let web = Process::spawn("web", web, stack.dir.path()).expect("web server");
         // Frequent heartbeats so tests can see what the agent reports.
-        let mut agent = stack.agent(&pc, "pc-1", "[delivery]\nheartbeat_seconds = 1");
+        let mut agent = stack.agent(&pc, "pc-1", "heartbeat_seconds = 1");
         agent.wait_for_log("connected to collector", Duration::from_secs(30));
         // The web server answers before any scan starts.
         for _ in 0..50 {

@@ -245,6 +245,7 @@ fn agent_without_cap_net_raw_names_the_capability() {
         &pki,
         "pc-1",
         "",
+        "",
     );
     // Let the unprivileged user read the test's files.
     run(Command::new("chmod").args(["-R", "a+rX"]).arg(dir.path()));
@@ -267,4 +268,45 @@ fn agent_without_cap_net_raw_names_the_capability() {
         stderr.contains("CAP_NET_RAW") && stderr.contains("setcap"),
         "error should say which capability to grant:\n{stderr}"
     );
+}
+
+#[test]
+fn events_spooled_before_a_kill_9_are_delivered_after_restart() {
+    let (mut campus, pc, scanner) = campus();
+    let uplink = campus.uplink(&pc);
+    let mut stack = Stack::start(IpAddr::V4(uplink.root_ip));
+    if let Some(mut collector) = stack.collector.take() {
+        collector.stop(Duration::from_secs(10));
+    }
+    // With no collector, detections can only wait in the spool.
+    let mut agent = stack.agent(&pc, "pc-1", "");
+    agent.wait_for_log("collector stream down", Duration::from_secs(30));
+    syn_scan(&scanner, PC);
+    agent.wait_for_log("scan detected", Duration::from_secs(10));
+    // Past the 2 s update interval, so the 1,000-port report is spooled.
+    std::thread::sleep(Duration::from_secs(3));
+    agent.kill();
+
+    stack.collector = Some(stack::start_collector(
+        stack.dir.path(),
+        &stack.collector_config,
+    ));
+    let mut agent = stack.agent(&pc, "pc-1", "");
+    agent.wait_for_log("spool opened", Duration::from_secs(30));
+    let log = agent.log();
+    assert!(
+        !log.contains("unacknowledged_batches=0"),
+        "the spool kept the batches across kill -9:\n{log}"
+    );
+    let result = stack
+        .clickhouse
+        .poll(&episode_sql(), Duration::from_secs(30), |r| {
+            max_ports(r) >= 900
+        });
+    let fields: Vec<&str> = result.trim().split('\t').collect();
+    assert!(
+        max_ports(&result) >= 900,
+        "spooled events never arrived: {result:?}"
+    );
+    assert_eq!(fields[1], fields[2], "each event stored once: {result:?}");
 }

@@ -154,6 +154,7 @@ fn main() -> anyhow::Result<()> {
         &pki,
         "bench-pc",
         "",
+        "",
     );
     let mut agent = stack::start_agent(dir.path(), &pc, &config, "bench-pc");
     agent.wait_for_log("agent starting", Duration::from_secs(10));

@@ -65,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     .context("start a web server in the PC namespace (needs python3)")?;
 
     println!("== starting the agent inside the PC namespace");
-    let agent_config = stack::agent_config(&data, &pc, address, &pki, "demo-pc", "");
+    let agent_config = stack::agent_config(&data, &pc, address, &pki, "demo-pc", "", "");
     let mut agent = stack::start_agent(&data, &pc, &agent_config, "demo-pc");
     agent.wait_for_log("connected to collector", Duration::from_secs(30));
 

@@ -1,0 +1,413 @@
+//! The on-disk spool: every event batch is written here, checksummed and
+//! fsynced, before it is sent, and deleted only when the collector's
+//! cumulative Ack covers it. A crash, a reboot or a long collector outage
+//! loses nothing that reached the spool.
+//!
+//! Layout: a file `acked` with the highest acknowledged sequence number
+//! (so a restart resends only what is still open), and segment files
+//! `<first seq>.seg` of records
+//! `[len u32][crc32 u32][seq u64][EventBatch protobuf]` (little endian; the
+//! CRC covers seq and payload). At open, a torn record at the end of the
+//! newest segment (a crash mid-write) is cut off; a damaged older segment
+//! is renamed `*.corrupt` and skipped, so start-up never blocks. When the
+//! spool is over its size cap the oldest segments are dropped, and every
+//! dropped event is counted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use doorwatch_proto::v1::{self, EventBatch};
+use prost::Message;
+
+/// A segment is closed and a new one started past this size.
+const SEGMENT_BYTES: u64 = 4 << 20;
+/// No record is larger than the largest message the collector accepts.
+const MAX_RECORD: usize = doorwatch_proto::MAX_MESSAGE_BYTES;
+const HEADER: usize = 16;
+
+/// A spool problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpoolError {
+    #[error("spool {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("batch {0} is larger than a spool record may be")]
+    TooLarge(u64),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
+    move |source| SpoolError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What opening found on disk.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Unacknowledged batches found (they will be resent).
+    pub batches: usize,
+    /// Bytes cut off a torn last record.
+    pub truncated_bytes: u64,
+    /// Segments renamed `*.corrupt`.
+    pub quarantined: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    seq: u64,
+    segment: u64,
+    offset: u64,
+    len: u32,
+    events: u32,
+}
+
+#[derive(Debug)]
+struct Segment {
+    path: PathBuf,
+    bytes: u64,
+}
+
+/// The spool of one agent.
+#[derive(Debug)]
+pub struct Spool {
+    dir: PathBuf,
+    cap_bytes: u64,
+    segment_bytes: u64,
+    segments: BTreeMap<u64, Segment>,
+    /// The segment being appended to.
+    current: Option<(u64, File)>,
+    index: VecDeque<Entry>,
+    events: usize,
+    next_seq: u64,
+}
+
+fn record(seq: u64, payload: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&seq.to_le_bytes());
+    crc.update(payload);
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Parses the records of one segment; returns them and the offset where
+/// the valid prefix ends.
+fn parse(bytes: &[u8], segment: u64) -> (Vec<Entry>, usize) {
+    let mut entries = Vec::new();
+    let mut offset = 0;
+    while let Some(header) = bytes.get(offset..offset + HEADER) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let mut seq_bytes = [0u8; 8];
+        seq_bytes.copy_from_slice(&header[8..16]);
+        let seq = u64::from_le_bytes(seq_bytes);
+        if len > MAX_RECORD {
+            break;
+        }
+        let Some(payload) = bytes.get(offset + HEADER..offset + HEADER + len) else {
+            break;
+        };
+        let mut check = crc32fast::Hasher::new();
+        check.update(&seq_bytes);
+        check.update(payload);
+        if check.finalize() != crc {
+            break;
+        }
+        let Ok(batch) = EventBatch::decode(payload) else {
+            break;
+        };
+        if batch.seq != seq {
+            break;
+        }
+        entries.push(Entry {
+            seq,
+            segment,
+            offset: offset as u64,
+            len: len as u32,
+            events: batch.events.len() as u32,
+        });
+        offset += HEADER + len;
+    }
+    (entries, offset)
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool in `dir`, recovering what a
+    /// previous run left.
+    pub fn open(dir: &Path, cap_bytes: u64) -> Result<(Self, Recovery), SpoolError> {
+        Self::open_with_segments(dir, cap_bytes, SEGMENT_BYTES)
+    }
+
+    /// [`Spool::open`] with a chosen segment size (tests use small ones).
+    pub fn open_with_segments(
+        dir: &Path,
+        cap_bytes: u64,
+        segment_bytes: u64,
+    ) -> Result<(Self, Recovery), SpoolError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err(dir))?;
+        }
+        let mut ids: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut spool = Self {
+            dir: dir.to_owned(),
+            cap_bytes,
+            segment_bytes,
+            segments: BTreeMap::new(),
+            current: None,
+            index: VecDeque::new(),
+            events: 0,
+            next_seq: 1,
+        };
+        let acked: u64 = std::fs::read_to_string(dir.join("acked"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        spool.next_seq = acked + 1;
+        let mut recovery = Recovery::default();
+        let last = ids.last().copied();
+        for id in ids {
+            let path = spool.segment_path(id);
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            let (entries, valid) = parse(&bytes, id);
+            if valid < bytes.len() {
+                if Some(id) == last {
+                    // A crash while appending: cut the torn record.
+                    let file = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?;
+                    file.set_len(valid as u64).map_err(io_err(&path))?;
+                    file.sync_all().map_err(io_err(&path))?;
+                    recovery.truncated_bytes = (bytes.len() - valid) as u64;
+                } else {
+                    let quarantine = path.with_extension("corrupt");
+                    std::fs::rename(&path, &quarantine).map_err(io_err(&path))?;
+                    recovery.quarantined.push(quarantine);
+                    continue;
+                }
+            }
+            let entries: Vec<Entry> = entries.into_iter().filter(|e| e.seq > acked).collect();
+            if entries.is_empty() && Some(id) != last {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            for entry in &entries {
+                spool.next_seq = spool.next_seq.max(entry.seq + 1);
+                spool.events += entry.events as usize;
+            }
+            spool.index.extend(entries);
+            spool.segments.insert(
+                id,
+                Segment {
+                    path,
+                    bytes: valid as u64,
+                },
+            );
+        }
+        recovery.batches = spool.index.len();
+        Ok((spool, recovery))
+    }
+
+    fn segment_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.seg"))
+    }
+
+    /// The sequence number the next batch gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Writes a batch of `events` durably and returns its sequence number
+    /// and how many old events were dropped to stay under the cap.
+    pub fn append(&mut self, events: Vec<v1::Event>) -> Result<(u64, usize), SpoolError> {
+        let seq = self.next_seq;
+        let batch = EventBatch { seq, events };
+        let payload = batch.encode_to_vec();
+        if payload.len() > MAX_RECORD {
+            return Err(SpoolError::TooLarge(seq));
+        }
+        let bytes = record(seq, &payload);
+        let full = self
+            .current
+            .as_ref()
+            .and_then(|(id, _)| self.segments.get(id))
+            .is_none_or(|s| s.bytes >= self.segment_bytes);
+        if full {
+            let path = self.segment_path(seq);
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            self.segments.insert(seq, Segment { path, bytes: 0 });
+            self.current = Some((seq, file));
+        }
+        let missing = || SpoolError::Io {
+            path: self.dir.clone(),
+            source: std::io::Error::other("no open spool segment"),
+        };
+        let (id, file) = self.current.as_mut().ok_or_else(missing)?;
+        let segment = self.segments.get_mut(id).ok_or_else(missing)?;
+        let offset = segment.bytes;
+        let written = file.write_all(&bytes).and_then(|()| file.sync_data());
+        if let Err(source) = written {
+            // Leave no half record behind for the next write to follow.
+            let _ = file.set_len(offset);
+            return Err(SpoolError::Io {
+                path: segment.path.clone(),
+                source,
+            });
+        }
+        segment.bytes += bytes.len() as u64;
+        let events = batch.events.len();
+        self.index.push_back(Entry {
+            seq,
+            segment: *id,
+            offset,
+            len: payload.len() as u32,
+            events: events as u32,
+        });
+        self.events += events;
+        self.next_seq += 1;
+        Ok((seq, self.enforce_cap()))
+    }
+
+    /// Drops the oldest segments while over the cap; returns events dropped.
+    fn enforce_cap(&mut self) -> usize {
+        let mut dropped = 0;
+        while self.bytes() > self.cap_bytes && self.segments.len() > 1 {
+            let Some((&oldest, _)) = self.segments.iter().next() else {
+                break;
+            };
+            dropped += self.remove_segment(oldest);
+        }
+        dropped
+    }
+
+    fn remove_segment(&mut self, id: u64) -> usize {
+        let mut dropped = 0;
+        while self.index.front().is_some_and(|e| e.segment == id) {
+            if let Some(e) = self.index.pop_front() {
+                dropped += e.events as usize;
+            }
+        }
+        self.events -= dropped;
+        if let Some(segment) = self.segments.remove(&id) {
+            let _ = std::fs::remove_file(&segment.path);
+        }
+        if self.current.as_ref().is_some_and(|(c, _)| *c == id) {
+            self.current = None;
+        }
+        dropped
+    }
+
+    /// Forgets every batch with `seq <= acked` and deletes segments that
+    /// hold nothing else. Returns how many batches were forgotten.
+    pub fn ack(&mut self, acked: u64) -> usize {
+        let mut removed = 0;
+        while let Some(e) = self.index.front().copied() {
+            if e.seq > acked {
+                break;
+            }
+            self.index.pop_front();
+            self.events -= e.events as usize;
+            removed += 1;
+        }
+        if removed > 0 {
+            self.record_ack(acked);
+        }
+        let keep_from = self.index.front().map_or(u64::MAX, |e| e.segment);
+        let done: Vec<u64> = self
+            .segments
+            .range(..keep_from)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            self.remove_segment(id);
+        }
+        removed
+    }
+
+    /// Remembers the acknowledged position across restarts. Losing it is
+    /// harmless (batches are resent and deduplicated by event id), so a
+    /// failure is only logged.
+    fn record_ack(&self, acked: u64) {
+        let tmp = self.dir.join("acked.tmp");
+        let result = std::fs::write(&tmp, acked.to_string())
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("acked")));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record the acknowledged position");
+        }
+    }
+
+    /// Drops the oldest batch (the collector refused it as invalid);
+    /// returns its event count.
+    pub fn pop_front(&mut self) -> usize {
+        match self.index.front().copied() {
+            Some(e) => {
+                self.ack(e.seq);
+                e.events as usize
+            }
+            None => 0,
+        }
+    }
+
+    /// The `n`-th unacknowledged batch, read back from disk.
+    pub fn get(&self, n: usize) -> Result<Option<EventBatch>, SpoolError> {
+        let Some(entry) = self.index.get(n) else {
+            return Ok(None);
+        };
+        let path = self.segment_path(entry.segment);
+        let mut file = File::open(&path).map_err(io_err(&path))?;
+        file.seek(SeekFrom::Start(entry.offset + HEADER as u64))
+            .map_err(io_err(&path))?;
+        let mut payload = vec![0u8; entry.len as usize];
+        file.read_exact(&mut payload).map_err(io_err(&path))?;
+        EventBatch::decode(payload.as_slice())
+            .map(Some)
+            .map_err(|e| SpoolError::Io {
+                path,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })
+    }
+
+    /// Unacknowledged batches.
+    pub fn batches(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Unacknowledged events.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.bytes).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests;

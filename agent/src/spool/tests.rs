@@ -1,0 +1,152 @@
+use super::*;
+
+fn event(n: u8) -> v1::Event {
+    v1::Event {
+        id: vec![n; 16],
+        created_unix_ms: 1_764_000_000_000 + i64::from(n),
+        detail: None,
+    }
+}
+
+fn open(dir: &Path) -> (Spool, Recovery) {
+    Spool::open_with_segments(dir, 1 << 30, 200).expect("open spool")
+}
+
+#[test]
+fn batches_survive_a_restart_until_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, recovery) = open(dir.path());
+    assert_eq!(recovery, Recovery::default());
+    for n in 0..5 {
+        let (seq, dropped) = spool
+            .append(vec![event(n), event(n + 100)])
+            .expect("append");
+        assert_eq!((seq, dropped), (u64::from(n) + 1, 0));
+    }
+    assert_eq!(spool.ack(2), 2);
+    assert_eq!(spool.events(), 6);
+    drop(spool);
+
+    let (spool, recovery) = open(dir.path());
+    assert_eq!(recovery.batches, 3);
+    assert_eq!(spool.next_seq(), 6, "sequence numbers continue");
+    let first = spool.get(0).expect("read").expect("batch");
+    assert_eq!(first.seq, 3);
+    assert_eq!(first.events, vec![event(2), event(102)]);
+}
+
+#[test]
+fn acknowledged_segments_are_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, _) = open(dir.path());
+    for n in 0..20 {
+        spool.append(vec![event(n)]).expect("append");
+    }
+    let before = std::fs::read_dir(dir.path()).expect("list").count();
+    assert!(before > 3, "small segments rotate: {before}");
+    spool.ack(20);
+    assert_eq!(spool.batches(), 0);
+    assert_eq!(spool.bytes(), 0);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert_eq!(
+        left,
+        vec!["acked".to_owned()],
+        "only the ack marker remains"
+    );
+}
+
+#[test]
+fn torn_tail_is_cut_and_the_rest_recovered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, _) = open(dir.path());
+    for n in 0..3 {
+        spool.append(vec![event(n)]).expect("append");
+    }
+    drop(spool);
+    let newest = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .max()
+        .expect("a segment");
+    let mut file = OpenOptions::new().append(true).open(&newest).expect("open");
+    file.write_all(&[40, 0, 0, 0, 1, 2, 3]).expect("torn write");
+    drop(file);
+    let (mut spool, recovery) = open(dir.path());
+    assert_eq!(recovery.batches, 3);
+    assert_eq!(recovery.truncated_bytes, 7);
+    assert_eq!(spool.append(vec![event(9)]).expect("append").0, 4);
+}
+
+#[test]
+fn every_length_of_a_cut_segment_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, _) = Spool::open_with_segments(dir.path(), 1 << 30, 1 << 20).expect("open");
+    for n in 0..4 {
+        spool.append(vec![event(n), event(n)]).expect("append");
+    }
+    drop(spool);
+    let path = std::fs::read_dir(dir.path())
+        .expect("list")
+        .find_map(|e| e.ok().map(|e| e.path()))
+        .expect("segment");
+    let full = std::fs::read(&path).expect("read");
+    let mut recovered = Vec::new();
+    for len in (0..=full.len()).rev() {
+        std::fs::write(&path, &full[..len]).expect("cut");
+        let (spool, _) = Spool::open_with_segments(dir.path(), 1 << 30, 1 << 20).expect("open");
+        recovered.push(spool.batches());
+        if len == 0 {
+            break;
+        }
+    }
+    assert_eq!(recovered.first(), Some(&4));
+    assert_eq!(recovered.last(), Some(&0));
+    assert!(recovered.windows(2).all(|w| w[0] >= w[1]));
+}
+
+#[test]
+fn corrupt_older_segment_is_quarantined() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, _) = open(dir.path());
+    for n in 0..10 {
+        spool.append(vec![event(n)]).expect("append");
+    }
+    drop(spool);
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    segments.sort();
+    let oldest = &segments[0];
+    let mut bytes = std::fs::read(oldest).expect("read");
+    bytes[20] ^= 0xFF;
+    std::fs::write(oldest, &bytes).expect("corrupt");
+    let (spool, recovery) = open(dir.path());
+    assert_eq!(recovery.quarantined.len(), 1);
+    assert!(
+        recovery.quarantined[0]
+            .to_string_lossy()
+            .ends_with(".corrupt")
+    );
+    assert!(spool.batches() > 0 && spool.batches() < 10);
+}
+
+#[test]
+fn over_the_cap_the_oldest_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, _) = Spool::open_with_segments(dir.path(), 600, 200).expect("open");
+    let mut dropped = 0;
+    for n in 0..30 {
+        dropped += spool.append(vec![event(n)]).expect("append").1;
+    }
+    assert!(spool.bytes() <= 600 + 200, "{} bytes", spool.bytes());
+    assert_eq!(
+        dropped + spool.events(),
+        30,
+        "every event is kept or counted"
+    );
+    assert!(dropped > 0);
+}
