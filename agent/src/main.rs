@@ -361,7 +361,7 @@ impl CaptureLoop {
             }
             let event = self.builder.event(&report, now);
             if self.events.try_send(event).is_err() {
-                self.counters.events_dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped(&self.counters.dropped_queue_full, 1);
                 tracing::warn!("event queue full; dropped an event");
             }
         }

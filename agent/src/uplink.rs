@@ -37,9 +37,22 @@ pub struct Counters {
     pub packets_seen: AtomicU64,
     pub decode_errors: AtomicU64,
     pub kernel_drops: AtomicU64,
+    /// All dropped events; the four causes below add up to it.
     pub events_dropped: AtomicU64,
+    pub dropped_spool_cap: AtomicU64,
+    pub dropped_spool_error: AtomicU64,
+    pub dropped_invalid: AtomicU64,
+    pub dropped_queue_full: AtomicU64,
     pub untracked_probes: AtomicU64,
     pub policy_version: AtomicU64,
+}
+
+impl Counters {
+    /// Counts `n` events dropped for the reason `cause` names.
+    pub fn dropped(&self, cause: &AtomicU64, n: u64) {
+        cause.fetch_add(n, Ordering::Relaxed);
+        self.events_dropped.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// Capped exponential backoff with full jitter: the n-th delay is uniform
@@ -178,8 +191,7 @@ impl Uplink {
             Ok((_, 0)) => {}
             Ok((_, dropped)) => {
                 self.counters
-                    .events_dropped
-                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                    .dropped(&self.counters.dropped_spool_cap, dropped as u64);
                 tracing::warn!(
                     dropped,
                     "spool over its size cap; dropped the oldest events"
@@ -187,8 +199,7 @@ impl Uplink {
             }
             Err(e) => {
                 self.counters
-                    .events_dropped
-                    .fetch_add(count as u64, Ordering::Relaxed);
+                    .dropped(&self.counters.dropped_spool_error, count as u64);
                 tracing::error!(error = %e, events = count, "cannot write events to the spool; dropped them");
             }
         }
@@ -205,6 +216,11 @@ impl Uplink {
                 policy_version: c.policy_version.load(Ordering::Relaxed),
                 uptime_seconds: self.started.elapsed().as_secs(),
                 agent_version: self.hello.agent_version.clone(),
+                spool_bytes: self.pending.bytes(),
+                dropped_spool_cap: c.dropped_spool_cap.load(Ordering::Relaxed),
+                dropped_spool_error: c.dropped_spool_error.load(Ordering::Relaxed),
+                dropped_invalid: c.dropped_invalid.load(Ordering::Relaxed),
+                dropped_queue_full: c.dropped_queue_full.load(Ordering::Relaxed),
             })),
         }
     }
@@ -269,7 +285,7 @@ impl Uplink {
                             // An unreadable batch would block delivery for
                             // good: drop it, count it, and carry on.
                             let lost = if sent == 0 { self.pending.pop_front() } else { 0 };
-                            self.counters.events_dropped.fetch_add(lost as u64, Ordering::Relaxed);
+                            self.counters.dropped(&self.counters.dropped_spool_error, lost as u64);
                             tracing::error!(error = %e, "cannot read a batch back from the spool");
                             return Err(SessionError::Spool);
                         }
@@ -297,8 +313,7 @@ impl Uplink {
         if status.code() == tonic::Code::InvalidArgument && self.pending.batches() > 0 {
             let dropped = self.pending.pop_front();
             self.counters
-                .events_dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed);
+                .dropped(&self.counters.dropped_invalid, dropped as u64);
             tracing::error!(dropped, reason = %status.message(), "collector rejected a batch as invalid; dropped it");
         }
         SessionError::Status(status)

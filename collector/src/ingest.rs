@@ -14,7 +14,7 @@ use doorwatch_proto::v1::{
     self, AgentMessage, CollectorMessage, EventBatch, agent_message, collector_message,
 };
 use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_PORT_SAMPLE};
-use doorwatch_store::{FloodEventRow, ScanEventRow, Store, episode_state, ip};
+use doorwatch_store::{FloodEventRow, HeartbeatRow, ScanEventRow, Store, episode_state, ip};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -39,20 +39,24 @@ const MAX_COMPANIONS: usize = 64;
 pub struct IngestService {
     store: Store,
     policy: watch::Receiver<Arc<v1::Policy>>,
+    heartbeats: mpsc::Sender<HeartbeatRow>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl IngestService {
     /// `policy` follows the current policy (see [`crate::policy::follow`]);
     /// every change is pushed to connected agents.
+    /// Heartbeats go to `heartbeats` (see [`write_heartbeats`]).
     pub fn new(
         store: Store,
         policy: watch::Receiver<Arc<v1::Policy>>,
+        heartbeats: mpsc::Sender<HeartbeatRow>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
             store,
             policy,
+            heartbeats,
             shutdown,
         }
     }
@@ -83,6 +87,8 @@ impl v1::agent_stream_server::AgentStream for IngestService {
             info,
             store: self.store.clone(),
             policy: self.policy.clone(),
+            heartbeats: self.heartbeats.clone(),
+            claimed_hostname: String::new(),
             tx,
             last_seq: None,
         };
@@ -98,6 +104,8 @@ struct Session {
     info: AgentConnInfo,
     store: Store,
     policy: watch::Receiver<Arc<v1::Policy>>,
+    heartbeats: mpsc::Sender<HeartbeatRow>,
+    claimed_hostname: String,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
     last_seq: Option<u64>,
 }
@@ -149,6 +157,7 @@ impl Session {
             protocol_version = hello.protocol_version,
             "agent connected"
         );
+        self.claimed_hostname = hello.hostname.chars().take(255).collect();
         let current = (**self.policy.borrow_and_update()).clone();
         self.send(collector_message::Body::Policy(current)).await;
         let mut policy_live = true;
@@ -172,19 +181,43 @@ impl Session {
             };
             match message.body {
                 Some(agent_message::Body::Batch(batch)) => self.store_batch(batch).await?,
-                Some(agent_message::Body::Heartbeat(hb)) => tracing::debug!(
-                    agent_id = %self.info.identity,
-                    packets_seen = hb.packets_seen,
-                    kernel_drops = hb.kernel_drops,
-                    pending_events = hb.pending_events,
-                    events_dropped = hb.events_dropped,
-                    policy_version = hb.policy_version,
-                    "heartbeat"
-                ),
+                Some(agent_message::Body::Heartbeat(hb)) => self.heartbeat(hb),
                 Some(agent_message::Body::Hello(_)) => return Err(IngestError::DuplicateHello),
                 None => return Err(IngestError::EmptyMessage),
             }
         }
+    }
+
+    fn heartbeat(&self, hb: v1::Heartbeat) {
+        tracing::debug!(
+            agent_id = %self.info.identity,
+            packets_seen = hb.packets_seen,
+            kernel_drops = hb.kernel_drops,
+            pending_events = hb.pending_events,
+            events_dropped = hb.events_dropped,
+            policy_version = hb.policy_version,
+            "heartbeat"
+        );
+        let row = HeartbeatRow {
+            agent_id: self.info.identity.agent_id.clone(),
+            received_at: unix_now(),
+            agent_version: hb.agent_version.chars().take(64).collect(),
+            claimed_hostname: self.claimed_hostname.clone(),
+            packets_seen: hb.packets_seen,
+            kernel_drops: hb.kernel_drops,
+            pending_events: hb.pending_events,
+            spool_bytes: hb.spool_bytes,
+            events_dropped: hb.events_dropped,
+            dropped_spool_cap: hb.dropped_spool_cap,
+            dropped_spool_error: hb.dropped_spool_error,
+            dropped_invalid: hb.dropped_invalid,
+            dropped_queue_full: hb.dropped_queue_full,
+            policy_version: hb.policy_version,
+            uptime_seconds: hb.uptime_seconds,
+        };
+        // Health is best effort: under pressure a heartbeat may be skipped,
+        // the next one arrives soon.
+        let _ = self.heartbeats.try_send(row);
     }
 
     /// A read error ends the stream. An agent that went away (cancelled,
@@ -243,6 +276,42 @@ impl Session {
             .tx
             .send(Ok(CollectorMessage { body: Some(body) }))
             .await;
+    }
+}
+
+/// Writes heartbeats in batches (up to 1,000 rows or every 2 s) until
+/// `shutdown`, so thousands of agents do not mean thousands of INSERTs.
+pub async fn write_heartbeats(
+    store: Store,
+    mut rows: mpsc::Receiver<HeartbeatRow>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut batch = Vec::with_capacity(1000);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let last = tokio::select! {
+            row = rows.recv() => match row {
+                Some(row) => {
+                    batch.push(row);
+                    if batch.len() < 1000 {
+                        continue;
+                    }
+                    false
+                }
+                None => true,
+            },
+            _ = tick.tick() => false,
+            _ = shutdown.wait_for(|s| *s) => true,
+        };
+        if !batch.is_empty() {
+            if let Err(e) = store.insert_heartbeats(&batch).await {
+                tracing::warn!(error = %e, rows = batch.len(), "cannot store heartbeats; dropped them");
+            }
+            batch.clear();
+        }
+        if last {
+            return;
+        }
     }
 }
 

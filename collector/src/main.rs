@@ -69,6 +69,9 @@ enum Command {
     /// Show or change the detection policy pushed to agents.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// What the agents report about themselves.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Check a configuration file and exit.
     CheckConfig(ConfigArg),
 }
@@ -78,6 +81,19 @@ struct ConfigArg {
     /// Path to collector.toml.
     #[arg(long, default_value = "/etc/doorwatch/collector.toml")]
     config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// Each agent's health from its newest heartbeat: online (heard from
+    /// within 90 s), stale (within 10 minutes) or offline.
+    Health {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// table for people, json for scripts (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +171,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Pki(command) => run_pki(command),
         Command::Policy(command) => runtime()?.block_on(run_policy(command)),
+        Command::Agents(AgentsCommand::Health { config, format }) => {
+            runtime()?.block_on(print_health(load_config(&config)?, format))
+        }
         Command::CheckConfig(arg) => {
             load_config(&arg)?;
             println!("{}: ok", arg.config.display());
@@ -337,6 +356,59 @@ fn print_policy(row: &doorwatch_store::PolicyRow, format: Format) {
     }
 }
 
+async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()> {
+    let store = Store::connect(&config.clickhouse.store_config()?)
+        .await
+        .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("system clock is before 1970")?
+        .as_secs();
+    let now = u32::try_from(now).unwrap_or(u32::MAX);
+    // Agents silent for a month are retired, not offline.
+    let rows = store
+        .agent_health(now.saturating_sub(30 * 86_400))
+        .await
+        .context("cannot read agent heartbeats")?;
+    if format == Format::Table {
+        println!(
+            "{:<24}  {:<8}  {:<20}  {:>8}  {:>8}  {:>8}  {:>6}  HOSTNAME (claimed)",
+            "AGENT", "HEALTH", "LAST HEARTBEAT", "PENDING", "DROPPED", "K-DROPS", "POLICY"
+        );
+    }
+    for row in rows {
+        let health = doorwatch_store::Health::from_age(now.saturating_sub(row.last_seen));
+        match format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "agent_id": row.agent_id,
+                    "health": health,
+                    "last_heartbeat": report::rfc3339(row.last_seen),
+                    "agent_version": row.agent_version,
+                    "claimed_hostname": row.claimed_hostname,
+                    "pending_events": row.pending_events,
+                    "events_dropped": row.events_dropped,
+                    "kernel_drops": row.kernel_drops,
+                    "policy_version": row.policy_version,
+                })
+            ),
+            Format::Table => println!(
+                "{:<24}  {:<8}  {:<20}  {:>8}  {:>8}  {:>8}  {:>6}  {}",
+                row.agent_id,
+                format!("{health:?}").to_lowercase(),
+                report::rfc3339(row.last_seen),
+                row.pending_events,
+                row.events_dropped,
+                row.kernel_drops,
+                row.policy_version,
+                row.claimed_hostname,
+            ),
+        }
+    }
+    Ok(())
+}
+
 async fn print_events(
     config: ValidConfig,
     since: Duration,
@@ -394,7 +466,13 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
     );
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy::to_wire(&initial)));
     tokio::spawn(policy::follow(store.clone(), policy_tx, stop_rx.clone()));
-    let service = IngestService::new(store, policy_rx, stop_rx.clone());
+    let (heartbeat_tx, heartbeat_rx) = tokio::sync::mpsc::channel(10_000);
+    tokio::spawn(doorwatch_collector::ingest::write_heartbeats(
+        store.clone(),
+        heartbeat_rx,
+        stop_rx.clone(),
+    ));
+    let service = IngestService::new(store, policy_rx, heartbeat_tx, stop_rx.clone());
     let mut stop = stop_rx;
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -495,4 +495,22 @@ fn a_pushed_policy_takes_effect_on_a_live_agent() {
     let policy: serde_json::Value = serde_json::from_str(shown.trim()).expect("policy JSON");
     assert_eq!(policy["version"], 1);
     assert_eq!(policy["allowlisted_sources"][0], campus_ip);
+
+    // Heartbeats are stored: the agent shows as online, running version 1.
+    let mut health = serde_json::Value::Null;
+    for _ in 0..50 {
+        let out = run(Command::new(&collector)
+            .args(["agents", "health", "--format", "json", "--config"])
+            .arg(&lab.stack.collector_config));
+        if let Some(line) = out.lines().next() {
+            health = serde_json::from_str(line).expect("health JSON");
+            if health["policy_version"] == 1 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(health["agent_id"], "pc-1", "{health}");
+    assert_eq!(health["health"], "online", "{health}");
+    assert_eq!(health["policy_version"], 1, "{health}");
 }

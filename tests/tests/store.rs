@@ -4,7 +4,8 @@
 
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_store::{
-    FloodEventRow, MIGRATIONS, PolicyRow, ScanEventRow, Store, StoreConfig, episode_state, ip,
+    FloodEventRow, HeartbeatRow, MIGRATIONS, PolicyRow, ScanEventRow, Store, StoreConfig,
+    episode_state, ip,
 };
 
 fn row(scanner: &str, ports: u32) -> ScanEventRow {
@@ -145,4 +146,31 @@ async fn store_round_trips_and_counts_retried_batches_once() {
         Some(policy),
         "the newest version wins"
     );
+
+    let heartbeat = |received_at: u32, pending_events: u64| HeartbeatRow {
+        agent_id: "pc-1".into(),
+        received_at,
+        agent_version: "0.1.0".into(),
+        claimed_hostname: "lab-17".into(),
+        packets_seen: 10,
+        kernel_drops: 0,
+        pending_events,
+        spool_bytes: 4096,
+        events_dropped: 3,
+        dropped_spool_cap: 1,
+        dropped_spool_error: 0,
+        dropped_invalid: 2,
+        dropped_queue_full: 0,
+        policy_version: 7,
+        uptime_seconds: 60,
+    };
+    store
+        .insert_heartbeats(&[heartbeat(1_764_000_000, 5), heartbeat(1_764_000_030, 2)])
+        .await
+        .expect("insert heartbeats");
+    let health = store.agent_health(1_763_000_000).await.expect("health");
+    assert_eq!(health.len(), 1);
+    assert_eq!(health[0].last_seen, 1_764_000_030);
+    assert_eq!(health[0].pending_events, 2, "the newest heartbeat counts");
+    assert_eq!(health[0].policy_version, 7);
 }

@@ -13,6 +13,7 @@
 
 mod error;
 mod flood_events;
+mod heartbeats;
 pub mod ip;
 mod migrations;
 mod policies;
@@ -21,6 +22,7 @@ mod server;
 
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
+pub use heartbeats::{AgentHealthRow, Health, HeartbeatRow};
 pub use migrations::{MIGRATIONS, Migration, Step};
 pub use policies::PolicyRow;
 pub use scan_events::{ScanEventRow, state as episode_state};
@@ -118,6 +120,16 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<FloodEventRow>, StoreError> {
         flood_events::recent(&self.client, since_unix, limit).await
+    }
+
+    /// Writes heartbeats in one INSERT.
+    pub async fn insert_heartbeats(&self, rows: &[HeartbeatRow]) -> Result<(), StoreError> {
+        heartbeats::insert(&self.client, rows).await
+    }
+
+    /// The newest heartbeat of every agent heard from since `since_unix`.
+    pub async fn agent_health(&self, since_unix: u32) -> Result<Vec<AgentHealthRow>, StoreError> {
+        heartbeats::latest(&self.client, since_unix).await
     }
 
     /// The newest policy of agent group `group`, if one was ever set.

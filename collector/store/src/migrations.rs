@@ -125,6 +125,35 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 4,
+        name: "agent_heartbeats",
+        steps: &[
+            // Health is the newest heartbeat per agent (argMax), so plain
+            // MergeTree: a duplicate heartbeat changes nothing.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS agent_heartbeats (
+                    agent_id String,
+                    received_at DateTime,
+                    agent_version String,
+                    claimed_hostname String,
+                    packets_seen UInt64,
+                    kernel_drops UInt64,
+                    pending_events UInt64,
+                    spool_bytes UInt64,
+                    events_dropped UInt64,
+                    dropped_spool_cap UInt64,
+                    dropped_spool_error UInt64,
+                    dropped_invalid UInt64,
+                    dropped_queue_full UInt64,
+                    policy_version UInt64,
+                    uptime_seconds UInt64
+                ) ENGINE = MergeTree()
+                PARTITION BY toYYYYMMDD(received_at)
+                ORDER BY (agent_id, received_at)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
