@@ -276,30 +276,14 @@ impl CaptureLoop {
             let now = unix_ms();
             if now.saturating_sub(last_tick) >= TICK_MS {
                 last_tick = now;
-                self.counters
-                    .packets_seen
-                    .fetch_add(packets, Ordering::Relaxed);
-                self.counters
-                    .kernel_drops
-                    .fetch_add(self.capture.take_kernel_drops(), Ordering::Relaxed);
-                self.counters
-                    .decode_errors
-                    .fetch_add(decode_errors, Ordering::Relaxed);
+                self.flush_counters(packets, decode_errors);
                 (packets, decode_errors) = (0, 0);
                 self.apply_policy();
                 self.detector.tick(now);
                 self.forward(now);
             }
         }
-        self.counters
-            .packets_seen
-            .fetch_add(packets, Ordering::Relaxed);
-        self.counters
-            .decode_errors
-            .fetch_add(decode_errors, Ordering::Relaxed);
-        self.counters
-            .kernel_drops
-            .fetch_add(self.capture.take_kernel_drops(), Ordering::Relaxed);
+        self.flush_counters(packets, decode_errors);
         self.detector.finish();
         self.forward(unix_ms());
         let stats = self.detector.stats();
@@ -343,11 +327,16 @@ impl CaptureLoop {
         tracing::info!(version = policy.version, "applied policy");
     }
 
+    /// Adds the capture thread's local counts to the shared counters.
+    fn flush_counters(&self, packets: u64, decode_errors: u64) {
+        let c = &self.counters;
+        c.packets_seen.fetch_add(packets, Ordering::Relaxed);
+        c.decode_errors.fetch_add(decode_errors, Ordering::Relaxed);
+        c.kernel_drops
+            .fetch_add(self.capture.take_kernel_drops(), Ordering::Relaxed);
+    }
+
     fn forward(&mut self, now: u64) {
-        let stats = self.detector.stats();
-        self.counters
-            .untracked_probes
-            .store(stats.probation_evictions, Ordering::Relaxed);
         let reports: Vec<Report> = self.detector.drain_reports().collect();
         for report in reports {
             match &report {

@@ -43,7 +43,6 @@ pub struct Counters {
     pub dropped_spool_error: AtomicU64,
     pub dropped_invalid: AtomicU64,
     pub dropped_queue_full: AtomicU64,
-    pub untracked_probes: AtomicU64,
     pub policy_version: AtomicU64,
 }
 

@@ -309,6 +309,11 @@ impl Detector {
             + self.outbound.len() * 64
     }
 
+    /// Most tracked pairs the budget could hold at their fixed cost alone.
+    fn pair_capacity(&self) -> usize {
+        (self.config.memory_budget * 3 / 4 / PAIR_BYTES).max(16)
+    }
+
     fn probation_capacity(&self) -> usize {
         (self.config.memory_budget / 4 / PROBATION_BYTES).max(16)
     }
@@ -531,7 +536,12 @@ impl Detector {
             pair.record(contact, now);
         }
         self.pairs.insert(key, pair);
-        self.enforce_budget();
+        // The full budget check walks every pair, so it runs on each tick;
+        // here only the cheap count guards against a burst of promotions
+        // between ticks.
+        if self.pairs.len() >= self.pair_capacity() {
+            self.enforce_budget();
+        }
         self.decide(key, now);
     }
 
@@ -735,7 +745,8 @@ impl Detector {
     /// (reporting them, never silently).
     fn enforce_budget(&mut self) {
         let budget = self.config.memory_budget;
-        if self.bytes() <= budget {
+        let mut bytes = self.bytes();
+        if bytes <= budget && self.pairs.len() < self.pair_capacity() {
             return;
         }
         let mut victims: Vec<(Key, bool, u32, u64)> = self
@@ -744,11 +755,13 @@ impl Detector {
             .map(|(k, p)| (*k, p.episode.is_some(), p.evidence(), p.last_seen_ms))
             .collect();
         victims.sort_by_key(|&(_, has_episode, evidence, last)| (has_episode, evidence, last));
+        let target_pairs = self.pair_capacity() * 9 / 10;
         for (key, _, _, _) in victims {
-            if self.bytes() <= budget * 9 / 10 {
+            if bytes <= budget * 9 / 10 && self.pairs.len() <= target_pairs {
                 break;
             }
             if let Some(pair) = self.pairs.remove(&key) {
+                bytes = bytes.saturating_sub(pair.heap_bytes() + PAIR_BYTES);
                 self.stats.tracked_evictions += 1;
                 if pair.episode.is_some() {
                     self.reports.push(Report::Scan(report(
