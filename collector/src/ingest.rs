@@ -315,7 +315,8 @@ pub async fn write_heartbeats(
     }
 }
 
-fn unix_now() -> u32 {
+/// The collector's clock in Unix seconds (0 if it is before 1970).
+pub fn unix_now() -> u32 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use doorwatch_collector::config::{CollectorConfig, ValidConfig};
-use doorwatch_collector::ingest::IngestService;
+use doorwatch_collector::ingest::{IngestService, unix_now};
 use doorwatch_collector::policy::{self, PolicyChange};
 use doorwatch_collector::report::{self, Format};
 use doorwatch_collector::{pki, tls};
@@ -285,11 +285,7 @@ async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
             let who = std::env::var("SUDO_USER")
                 .or_else(|_| std::env::var("USER"))
                 .unwrap_or_else(|_| "unknown".to_owned());
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-                .unwrap_or(0);
-            let next = policy::apply_change(&current, &change, now, &who);
+            let next = policy::apply_change(&current, &change, unix_now(), &who);
             store
                 .insert_policy(&next)
                 .await
@@ -356,15 +352,16 @@ fn print_policy(row: &doorwatch_store::PolicyRow, format: Format) {
     }
 }
 
-async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()> {
-    let store = Store::connect(&config.clickhouse.store_config()?)
+/// Connects to ClickHouse for a read-only command (no migrations).
+async fn connect_store(config: &ValidConfig) -> anyhow::Result<Store> {
+    Store::connect(&config.clickhouse.store_config()?)
         .await
-        .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("system clock is before 1970")?
-        .as_secs();
-    let now = u32::try_from(now).unwrap_or(u32::MAX);
+        .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))
+}
+
+async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()> {
+    let store = connect_store(&config).await?;
+    let now = unix_now();
     // Agents silent for a month are retired, not offline.
     let rows = store
         .agent_health(now.saturating_sub(30 * 86_400))
@@ -415,13 +412,9 @@ async fn print_events(
     format: Format,
     limit: u64,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&config.clickhouse.store_config()?)
-        .await
-        .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .context("system clock is before 1970")?;
-    let since_unix = u32::try_from(now.saturating_sub(since).as_secs()).unwrap_or(u32::MAX);
+    let store = connect_store(&config).await?;
+    let back = u32::try_from(since.as_secs()).unwrap_or(u32::MAX);
+    let since_unix = unix_now().saturating_sub(back);
     let rows = store
         .recent_scan_events(since_unix, limit)
         .await
