@@ -349,6 +349,7 @@ impl CaptureLoop {
                 _ => {}
             }
             let event = self.builder.event(&report, now);
+            self.counters.events_created.fetch_add(1, Ordering::Relaxed);
             if self.events.try_send(event).is_err() {
                 self.counters.dropped(&self.counters.dropped_queue_full, 1);
                 tracing::warn!("event queue full; dropped an event");

@@ -29,12 +29,16 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
 /// A session that lasted this long resets the backoff.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// Longest pause a collector's Throttle can impose at once.
+const MAX_THROTTLE: Duration = Duration::from_secs(60);
 
 /// Counters shared by capture, detection and delivery; reported in
 /// heartbeats.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub packets_seen: AtomicU64,
+    /// Events detection produced (delivered, pending or dropped).
+    pub events_created: AtomicU64,
     pub decode_errors: AtomicU64,
     pub kernel_drops: AtomicU64,
     /// All dropped events; the four causes below add up to it.
@@ -220,6 +224,7 @@ impl Uplink {
                 dropped_spool_error: c.dropped_spool_error.load(Ordering::Relaxed),
                 dropped_invalid: c.dropped_invalid.load(Ordering::Relaxed),
                 dropped_queue_full: c.dropped_queue_full.load(Ordering::Relaxed),
+                events_created: c.events_created.load(Ordering::Relaxed),
             })),
         }
     }
@@ -246,7 +251,10 @@ impl Uplink {
         let mut heartbeat = tokio::time::interval(self.heartbeat);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ack_deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        // A Throttle pauses new batches (never heartbeats or acks) until then.
+        let mut paused_until = tokio::time::Instant::now();
         loop {
+            let paused = tokio::time::Instant::now() < paused_until;
             if !self.events_open && self.pending.batches() == 0 {
                 return Ok(());
             }
@@ -269,13 +277,18 @@ impl Uplink {
                             let _ = self.policy.send(Some(policy));
                         }
                         Some(collector_message::Body::Throttle(t)) => {
-                            tracing::warn!(retry_after_ms = t.retry_after_ms, reason = %t.reason, "collector asks to slow down");
+                            let pause = Duration::from_millis(t.retry_after_ms.into()).min(MAX_THROTTLE);
+                            paused_until = tokio::time::Instant::now() + pause;
+                            // Waiting for acks while paused is the collector's doing.
+                            ack_deadline = ack_deadline.max(paused_until + ACK_TIMEOUT);
+                            tracing::warn!(pause_ms = pause.as_millis() as u64, reason = %t.reason, "collector asks to slow down");
                         }
                         None => {}
                     }
                 }
                 event = self.events.recv(), if self.events_open => self.take_events(event),
-                permit = tx.reserve(), if sent < self.pending.batches() => {
+                _ = tokio::time::sleep_until(paused_until), if paused => {}
+                permit = tx.reserve(), if sent < self.pending.batches() && !paused => {
                     let Ok(permit) = permit else { return Err(SessionError::Closed) };
                     let batch = match self.pending.get(sent) {
                         Ok(Some(batch)) => batch,

@@ -23,6 +23,51 @@ pub struct CollectorConfig {
     /// Detection settings pushed to every agent.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Batching and backpressure.
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// How batches are written and how much load one agent, and all agents
+/// together, may put on the collector.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Rows after which a batched INSERT is ended (per table).
+    pub insert_max_rows: u64,
+    /// Uncompressed MiB after which a batched INSERT is ended (per table).
+    pub insert_max_mib: u64,
+    /// Milliseconds after which a batched INSERT is ended anyway; this is
+    /// most of the acknowledgement latency at low load.
+    pub insert_period_ms: u64,
+    /// Seconds one INSERT may take before it counts as failed.
+    pub insert_timeout_seconds: u64,
+    /// MiB of batches received but not yet stored, across all agents.
+    /// When it is used up, agents are throttled.
+    pub in_flight_mib: u64,
+    /// Batches of one agent waiting for storage at once.
+    pub agent_in_flight_batches: usize,
+    /// Events per second one agent may send, sustained.
+    pub agent_events_per_second: u32,
+    /// Events one agent may send at once above that rate.
+    pub agent_burst_events: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        let insert = doorwatch_store::InsertLimits::default();
+        let agent = crate::ingest::AgentLimits::default();
+        Self {
+            insert_max_rows: insert.max_rows,
+            insert_max_mib: insert.max_bytes >> 20,
+            insert_period_ms: insert.period.as_millis() as u64,
+            insert_timeout_seconds: insert.timeout.as_secs(),
+            in_flight_mib: 256,
+            agent_in_flight_batches: agent.in_flight_batches,
+            agent_events_per_second: agent.events_per_second as u32,
+            agent_burst_events: agent.burst_events as u32,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +141,8 @@ pub struct ValidConfig {
     pub server_key: PathBuf,
     pub clickhouse: ClickHouseConfig,
     pub policy: PolicyConfig,
+    pub writer: crate::writer::WriterLimits,
+    pub agent_limits: crate::ingest::AgentLimits,
 }
 
 /// A configuration problem, naming the field.
@@ -158,6 +205,7 @@ impl CollectorConfig {
                 problem: format!("{db:?} must be letters, digits and underscores"),
             });
         }
+        let (writer, agent_limits) = self.ingest.validate()?;
         Ok(ValidConfig {
             listen,
             client_ca: self.tls.client_ca,
@@ -165,7 +213,75 @@ impl CollectorConfig {
             server_key: self.tls.server_key,
             clickhouse: self.clickhouse,
             policy: self.policy,
+            writer,
+            agent_limits,
         })
+    }
+}
+
+impl IngestConfig {
+    fn validate(
+        &self,
+    ) -> Result<(crate::writer::WriterLimits, crate::ingest::AgentLimits), ConfigError> {
+        let range = |field: &'static str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    field,
+                    problem: format!("{value} is outside {min}..={max}"),
+                })
+            }
+        };
+        range(
+            "ingest.insert_max_rows",
+            self.insert_max_rows,
+            1,
+            10_000_000,
+        )?;
+        range("ingest.insert_max_mib", self.insert_max_mib, 1, 1024)?;
+        range("ingest.insert_period_ms", self.insert_period_ms, 10, 60_000)?;
+        range(
+            "ingest.insert_timeout_seconds",
+            self.insert_timeout_seconds,
+            1,
+            600,
+        )?;
+        range("ingest.in_flight_mib", self.in_flight_mib, 8, 65_536)?;
+        range(
+            "ingest.agent_in_flight_batches",
+            self.agent_in_flight_batches as u64,
+            1,
+            1024,
+        )?;
+        range(
+            "ingest.agent_events_per_second",
+            self.agent_events_per_second.into(),
+            1,
+            10_000_000,
+        )?;
+        // A full batch must fit in the burst, or it could never be sent.
+        range(
+            "ingest.agent_burst_events",
+            self.agent_burst_events.into(),
+            doorwatch_proto::MAX_EVENTS_PER_BATCH as u64,
+            100_000_000,
+        )?;
+        let writer = crate::writer::WriterLimits {
+            insert: doorwatch_store::InsertLimits {
+                max_rows: self.insert_max_rows,
+                max_bytes: self.insert_max_mib << 20,
+                period: std::time::Duration::from_millis(self.insert_period_ms),
+                timeout: std::time::Duration::from_secs(self.insert_timeout_seconds),
+            },
+            in_flight_bytes: usize::try_from(self.in_flight_mib << 20).unwrap_or(usize::MAX),
+        };
+        let agent = crate::ingest::AgentLimits {
+            in_flight_batches: self.agent_in_flight_batches,
+            events_per_second: self.agent_events_per_second.into(),
+            burst_events: self.agent_burst_events.into(),
+        };
+        Ok((writer, agent))
     }
 }
 
@@ -240,6 +356,19 @@ mod tests {
         let text = format!("{GOOD}database = \"x; DROP TABLE y\"\n");
         let err = parse(&text).expect_err("invalid").to_string();
         assert!(err.contains("clickhouse.database"), "{err}");
+    }
+
+    #[test]
+    fn ingest_limits_default_and_are_checked() {
+        let config = parse(GOOD).expect("valid");
+        assert_eq!(config.agent_limits, crate::ingest::AgentLimits::default());
+        assert_eq!(
+            config.writer.insert,
+            doorwatch_store::InsertLimits::default()
+        );
+        let text = format!("{GOOD}[ingest]\nagent_burst_events = 10\n");
+        let err = parse(&text).expect_err("burst below a batch").to_string();
+        assert!(err.contains("ingest.agent_burst_events"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Ingest errors and the one table that maps each to a gRPC status, an HTTP
 //! status, whose fault it was, and whether the agent should retry.
 
+use std::sync::Arc;
+
 use doorwatch_store::StoreError;
 use tonic::{Code, Status};
 
@@ -31,7 +33,7 @@ pub enum IngestError {
         problem: String,
     },
     #[error("storage unavailable, retry later: {0}")]
-    Storage(#[from] StoreError),
+    Storage(Arc<StoreError>),
     #[error("storage did not answer within {0} seconds, retry later")]
     StorageTimeout(u64),
     #[error("collector is shutting down; reconnect")]

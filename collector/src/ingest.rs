@@ -1,32 +1,53 @@
 //! The agent stream service: one task per connected agent that validates
-//! batches, stores them, and acknowledges each batch only after ClickHouse
-//! has accepted it.
+//! batches, hands them to the batch [`Writer`], and acknowledges each batch
+//! only after ClickHouse has accepted it.
 //!
-//! If storage fails, the stream ends with `UNAVAILABLE` and nothing is
-//! acknowledged; the agent keeps the batch and resends it after reconnecting.
-//! Event ids make that resend harmless (see `doorwatch-store`).
+//! Backpressure, per agent: at most `in_flight_batches` batches of one
+//! agent wait for storage (the session stops reading its stream until one
+//! is stored), and a token bucket holds each agent to its event rate. An
+//! agent over its rate, or arriving while the shared in-flight budget is
+//! used up, is sent a `Throttle` that says why and is slowed down; other
+//! agents are not affected.
+//!
+//! If storage fails, the stream ends with `UNAVAILABLE` and nothing more is
+//! acknowledged; the agent keeps its batches and resends them after
+//! reconnecting. Event ids make that resend harmless (see `doorwatch-store`).
+//!
+//! On shutdown a session stops reading, waits for its in-flight batches to
+//! be stored, acknowledges them, and closes the stream.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use doorwatch_proto::v1::{
     self, AgentMessage, CollectorMessage, EventBatch, agent_message, collector_message,
 };
 use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_PORT_SAMPLE};
 use doorwatch_store::{FloodEventRow, HeartbeatRow, ScanEventRow, Store, episode_state, ip};
+use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::IngestError;
+use crate::error::{Fault, IngestError};
 use crate::identity::AgentIdentity;
 use crate::tls::AgentConnInfo;
+use crate::writer::{Receipt, Writer};
 
 /// How long a new stream may stay silent before its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one batch insert may take before the agent is told to retry.
-const STORE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a batch may wait for storage before the agent is told to retry.
+const STORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a session waits for room in the in-flight budget before it
+/// tells its agent to slow down.
+const ROOM_PATIENCE: Duration = Duration::from_millis(200);
+/// A throttled agent is asked to pause at least this long when the
+/// collector as a whole is busy.
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
+/// At most one throttle log line per agent per this long.
+const THROTTLE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// Longest explanation text stored.
 const MAX_EXPLANATION_BYTES: usize = 4096;
 /// Most open ports listed for one episode.
@@ -34,27 +55,86 @@ const MAX_OPEN_PORTS: usize = 1024;
 /// Most decoy companions listed for one episode.
 const MAX_COMPANIONS: usize = 64;
 
+/// Limits applied to each agent separately.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AgentLimits {
+    /// Batches of one agent waiting for storage at once.
+    pub in_flight_batches: usize,
+    /// Sustained events per second.
+    pub events_per_second: f64,
+    /// Events an agent may send at once above its rate (a backlog after an
+    /// outage drains at `events_per_second` once this is used).
+    pub burst_events: f64,
+}
+
+impl Default for AgentLimits {
+    fn default() -> Self {
+        Self {
+            in_flight_batches: 8,
+            events_per_second: 2_000.0,
+            burst_events: 100_000.0,
+        }
+    }
+}
+
+/// A token bucket of events for one agent.
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Takes `events` tokens and returns how long the caller must wait
+    /// before going on (zero if the agent is within its rate). Tokens may
+    /// go into debt, so a waiting agent is not starved by later arrivals.
+    pub fn take(&mut self, events: usize, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.tokens -= events as f64;
+        if self.tokens >= 0.0 || self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(-self.tokens / self.rate)
+    }
+}
+
 /// The gRPC service agents stream to.
 #[derive(Debug, Clone)]
 pub struct IngestService {
-    store: Store,
+    writer: Writer,
+    limits: AgentLimits,
     policy: watch::Receiver<Arc<v1::Policy>>,
     heartbeats: mpsc::Sender<HeartbeatRow>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl IngestService {
-    /// `policy` follows the current policy (see [`crate::policy::follow`]);
-    /// every change is pushed to connected agents.
-    /// Heartbeats go to `heartbeats` (see [`write_heartbeats`]).
+    /// Batches go to `writer`. `policy` follows the current policy (see
+    /// [`crate::policy::follow`]); every change is pushed to connected
+    /// agents. Heartbeats go to `heartbeats` (see [`write_heartbeats`]).
     pub fn new(
-        store: Store,
+        writer: Writer,
+        limits: AgentLimits,
         policy: watch::Receiver<Arc<v1::Policy>>,
         heartbeats: mpsc::Sender<HeartbeatRow>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            store,
+            writer,
+            limits,
             policy,
             heartbeats,
             shutdown,
@@ -83,18 +163,22 @@ impl v1::agent_stream_server::AgentStream for IngestService {
             .cloned()
             .ok_or(IngestError::NoIdentity)?;
         let (tx, rx) = mpsc::channel(16);
+        let now = Instant::now();
         let session = Session {
             info,
-            store: self.store.clone(),
+            writer: self.writer.clone(),
+            limits: self.limits,
+            rate: RateLimit::new(self.limits.events_per_second, self.limits.burst_events, now),
             policy: self.policy.clone(),
             heartbeats: self.heartbeats.clone(),
             claimed_hostname: String::new(),
             tx,
             last_seq: None,
+            in_flight: VecDeque::new(),
+            throttle_logged: None,
         };
         let inbound = request.into_inner();
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(session.run(inbound, shutdown));
+        tokio::spawn(session.run(inbound, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -102,24 +186,29 @@ impl v1::agent_stream_server::AgentStream for IngestService {
 /// One agent's stream.
 struct Session {
     info: AgentConnInfo,
-    store: Store,
+    writer: Writer,
+    limits: AgentLimits,
+    rate: RateLimit,
     policy: watch::Receiver<Arc<v1::Policy>>,
     heartbeats: mpsc::Sender<HeartbeatRow>,
     claimed_hostname: String,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
+    /// The last batch received (stored or not).
     last_seq: Option<u64>,
+    /// Batches handed to the writer, oldest first, not yet acknowledged.
+    in_flight: VecDeque<(u64, Receipt)>,
+    throttle_logged: Option<Instant>,
 }
 
 impl Session {
-    async fn run(
-        mut self,
-        mut inbound: Streaming<AgentMessage>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, mut inbound: Streaming<AgentMessage>, shutdown: watch::Receiver<bool>) {
         let agent_id = self.info.identity.agent_id.clone();
-        let outcome = tokio::select! {
-            outcome = self.serve(&mut inbound) => outcome,
-            _ = shutdown.wait_for(|stop| *stop) => Err(IngestError::ShuttingDown),
+        let outcome = match self.serve(&mut inbound, shutdown).await {
+            // The batches before a bad one are fine: store and acknowledge
+            // them first, so the agent's oldest unacknowledged batch is the
+            // bad one when it hears the error.
+            Err(error) if error.class().fault == Fault::Agent => self.drain_then(Err(error)).await,
+            outcome => outcome,
         };
         match outcome {
             Ok(()) => tracing::info!(agent_id = %agent_id, "agent closed its stream"),
@@ -137,10 +226,16 @@ impl Session {
         }
     }
 
-    async fn serve(&mut self, inbound: &mut Streaming<AgentMessage>) -> Result<(), IngestError> {
-        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| IngestError::HelloTimeout(HELLO_TIMEOUT.as_secs()))?;
+    async fn serve(
+        &mut self,
+        inbound: &mut Streaming<AgentMessage>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), IngestError> {
+        let first = tokio::select! {
+            first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => first
+                .map_err(|_| IngestError::HelloTimeout(HELLO_TIMEOUT.as_secs()))?,
+            _ = stop_requested(&mut shutdown) => return Err(IngestError::ShuttingDown),
+        };
         let hello = match first {
             Ok(Some(AgentMessage {
                 body: Some(agent_message::Body::Hello(hello)),
@@ -162,8 +257,14 @@ impl Session {
         self.send(collector_message::Body::Policy(current)).await;
         let mut policy_live = true;
         loop {
-            let message = tokio::select! {
-                message = inbound.message() => message,
+            let reading = self.in_flight.len() < self.limits.in_flight_batches;
+            tokio::select! {
+                biased;
+                _ = stop_requested(&mut shutdown) => return self.drain().await,
+                stored = next_stored(&mut self.in_flight) => {
+                    let seq = stored?;
+                    self.send(collector_message::Body::Ack(v1::Ack { seq })).await;
+                }
                 changed = self.policy.changed(), if policy_live => {
                     if changed.is_ok() {
                         let current = (**self.policy.borrow_and_update()).clone();
@@ -171,21 +272,110 @@ impl Session {
                     } else {
                         policy_live = false;
                     }
-                    continue;
                 }
-            };
-            let message = match message {
-                Ok(Some(message)) => message,
-                Ok(None) => return Ok(()),
-                Err(status) => return self.stream_broke(status),
-            };
-            match message.body {
-                Some(agent_message::Body::Batch(batch)) => self.store_batch(batch).await?,
-                Some(agent_message::Body::Heartbeat(hb)) => self.heartbeat(hb),
-                Some(agent_message::Body::Hello(_)) => return Err(IngestError::DuplicateHello),
-                None => return Err(IngestError::EmptyMessage),
+                message = inbound.message(), if reading => {
+                    let message = match message {
+                        Ok(Some(message)) => message,
+                        Ok(None) => return self.drain_then(Ok(())).await,
+                        Err(status) => return self.stream_broke(status),
+                    };
+                    match message.body {
+                        Some(agent_message::Body::Batch(batch)) => self.accept_batch(batch).await?,
+                        Some(agent_message::Body::Heartbeat(hb)) => self.heartbeat(hb),
+                        Some(agent_message::Body::Hello(_)) => return Err(IngestError::DuplicateHello),
+                        None => return Err(IngestError::EmptyMessage),
+                    }
+                }
             }
         }
+    }
+
+    /// Shutdown: acknowledges what is stored, then closes the stream so
+    /// the agent reconnects (to this collector once it is back, or another).
+    async fn drain(&mut self) -> Result<(), IngestError> {
+        self.drain_then(Err(IngestError::ShuttingDown)).await
+    }
+
+    /// Waits for every in-flight batch, acknowledging each, then ends with
+    /// `outcome`.
+    async fn drain_then(&mut self, outcome: Result<(), IngestError>) -> Result<(), IngestError> {
+        while !self.in_flight.is_empty() {
+            let seq = next_stored(&mut self.in_flight).await?;
+            self.send(collector_message::Body::Ack(v1::Ack { seq }))
+                .await;
+        }
+        outcome
+    }
+
+    /// Validates a batch, applies the agent's rate and the shared budget,
+    /// and hands the rows to the writer.
+    async fn accept_batch(&mut self, batch: EventBatch) -> Result<(), IngestError> {
+        if let Some(previous) = self.last_seq
+            && batch.seq <= previous
+        {
+            return Err(IngestError::SeqNotIncreasing {
+                got: batch.seq,
+                previous,
+            });
+        }
+        let rows = rows_from_batch(&self.info.identity, unix_now(), &batch)?;
+        let wait = self.rate.take(batch.events.len(), Instant::now());
+        if !wait.is_zero() {
+            let reason = format!(
+                "over this agent's limit of {} events/s",
+                self.limits.events_per_second
+            );
+            self.throttle(wait, reason).await;
+            tokio::time::sleep(wait).await;
+        }
+        let bytes = batch.encoded_len();
+        let room = match self.writer.try_room(bytes) {
+            Some(room) => room,
+            None => {
+                let waited = tokio::time::timeout(ROOM_PATIENCE, self.writer.room(bytes)).await;
+                match waited {
+                    Ok(room) => room,
+                    Err(_) => {
+                        let reason = "collector busy: storage is behind".to_owned();
+                        self.throttle(BUSY_PAUSE, reason).await;
+                        self.writer.room(bytes).await
+                    }
+                }
+                .ok_or(IngestError::ShuttingDown)?
+            }
+        };
+        let receipt = self
+            .writer
+            .submit(rows, room)
+            .await
+            .ok_or(IngestError::ShuttingDown)?;
+        self.in_flight.push_back((batch.seq, receipt));
+        self.last_seq = Some(batch.seq);
+        Ok(())
+    }
+
+    /// Tells the agent to pause and why; logs it (at most once a minute).
+    async fn throttle(&mut self, pause: Duration, reason: String) {
+        let now = Instant::now();
+        if self
+            .throttle_logged
+            .is_none_or(|at| now.duration_since(at) >= THROTTLE_LOG_EVERY)
+        {
+            self.throttle_logged = Some(now);
+            tracing::warn!(
+                agent_id = %self.info.identity,
+                pause_ms = pause.as_millis() as u64,
+                reason = %reason,
+                in_flight_bytes = self.writer.in_flight_bytes(),
+                "throttling agent"
+            );
+        }
+        let retry_after_ms = u32::try_from(pause.as_millis()).unwrap_or(u32::MAX);
+        self.send(collector_message::Body::Throttle(v1::Throttle {
+            retry_after_ms,
+            reason,
+        }))
+        .await;
     }
 
     fn heartbeat(&self, hb: v1::Heartbeat) {
@@ -214,6 +404,7 @@ impl Session {
             dropped_queue_full: hb.dropped_queue_full,
             policy_version: hb.policy_version,
             uptime_seconds: hb.uptime_seconds,
+            events_created: hb.events_created,
         };
         // Health is best effort: under pressure a heartbeat may be skipped,
         // the next one arrives soon.
@@ -238,44 +429,34 @@ impl Session {
         }
     }
 
-    async fn store_batch(&mut self, batch: EventBatch) -> Result<(), IngestError> {
-        if let Some(previous) = self.last_seq
-            && batch.seq <= previous
-        {
-            return Err(IngestError::SeqNotIncreasing {
-                got: batch.seq,
-                previous,
-            });
-        }
-        let rows = rows_from_batch(&self.info.identity, unix_now(), &batch)?;
-        let store = async {
-            self.store.insert_scan_events(&rows.scans).await?;
-            // If this insert fails after the first succeeded, the agent
-            // resends the whole batch and event ids collapse the repeat.
-            self.store.insert_flood_events(&rows.floods).await
-        };
-        tokio::time::timeout(STORE_TIMEOUT, store)
-            .await
-            .map_err(|_| IngestError::StorageTimeout(STORE_TIMEOUT.as_secs()))??;
-        self.last_seq = Some(batch.seq);
-        tracing::debug!(
-            agent_id = %self.info.identity,
-            seq = batch.seq,
-            scans = rows.scans.len(),
-            floods = rows.floods.len(),
-            "stored batch"
-        );
-        self.send(collector_message::Body::Ack(v1::Ack { seq: batch.seq }))
-            .await;
-        Ok(())
-    }
-
     async fn send(&self, body: collector_message::Body) {
         // A closed channel means the agent went away; the read side notices.
         let _ = self
             .tx
             .send(Ok(CollectorMessage { body: Some(body) }))
             .await;
+    }
+}
+
+/// Resolves once shutdown is requested (or its sender is gone).
+pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Waits for the oldest in-flight batch to be stored and returns its seq;
+/// never resolves when nothing is in flight.
+async fn next_stored(in_flight: &mut VecDeque<(u64, Receipt)>) -> Result<u64, IngestError> {
+    let Some((seq, receipt)) = in_flight.front_mut() else {
+        return std::future::pending().await;
+    };
+    let seq = *seq;
+    let outcome = tokio::time::timeout(STORE_TIMEOUT, receipt).await;
+    in_flight.pop_front();
+    match outcome {
+        Ok(Ok(Ok(()))) => Ok(seq),
+        Ok(Ok(Err(e))) => Err(IngestError::Storage(e)),
+        Ok(Err(_)) => Err(IngestError::ShuttingDown),
+        Err(_) => Err(IngestError::StorageTimeout(STORE_TIMEOUT.as_secs())),
     }
 }
 
@@ -684,6 +865,25 @@ mod tests {
             assert!(err.contains(expected), "{err} should mention {expected}");
             assert!(err.contains("event 1 of batch 7"), "{err}");
         }
+    }
+
+    #[test]
+    fn rate_limit_allows_the_burst_then_paces_to_the_rate() {
+        let start = Instant::now();
+        let mut limit = RateLimit::new(1000.0, 2000.0, start);
+        assert_eq!(limit.take(1000, start), Duration::ZERO);
+        assert_eq!(limit.take(1000, start), Duration::ZERO);
+        // Burst used: the next 500 events need half a second.
+        let wait = limit.take(500, start);
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        // Debt is remembered: a second later only 500 tokens are back.
+        let later = start + Duration::from_secs(1);
+        assert_eq!(limit.take(500, later), Duration::ZERO);
+        assert!(limit.take(1, later) > Duration::ZERO);
+        // Idle time refills up to the burst, not beyond.
+        let much_later = later + Duration::from_secs(3600);
+        assert_eq!(limit.take(2000, much_later), Duration::ZERO);
+        assert!(limit.take(1, much_later) > Duration::ZERO);
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod pki;
 pub mod policy;
 pub mod report;
 pub mod tls;
+pub mod writer;

@@ -14,6 +14,7 @@ use doorwatch_collector::config::{CollectorConfig, ValidConfig};
 use doorwatch_collector::ingest::{IngestService, unix_now};
 use doorwatch_collector::policy::{self, PolicyChange};
 use doorwatch_collector::report::{self, Format};
+use doorwatch_collector::writer::Writer;
 use doorwatch_collector::{pki, tls};
 use doorwatch_store::Store;
 use tokio::sync::watch;
@@ -369,8 +370,15 @@ async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()>
         .context("cannot read agent heartbeats")?;
     if format == Format::Table {
         println!(
-            "{:<24}  {:<8}  {:<20}  {:>8}  {:>8}  {:>8}  {:>6}  HOSTNAME (claimed)",
-            "AGENT", "HEALTH", "LAST HEARTBEAT", "PENDING", "DROPPED", "K-DROPS", "POLICY"
+            "{:<24}  {:<8}  {:<20}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  HOSTNAME (claimed)",
+            "AGENT",
+            "HEALTH",
+            "LAST HEARTBEAT",
+            "CREATED",
+            "PENDING",
+            "DROPPED",
+            "K-DROPS",
+            "POLICY"
         );
     }
     for row in rows {
@@ -384,6 +392,7 @@ async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()>
                     "last_heartbeat": report::rfc3339(row.last_seen),
                     "agent_version": row.agent_version,
                     "claimed_hostname": row.claimed_hostname,
+                    "events_created": row.events_created,
                     "pending_events": row.pending_events,
                     "events_dropped": row.events_dropped,
                     "kernel_drops": row.kernel_drops,
@@ -391,10 +400,11 @@ async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()>
                 })
             ),
             Format::Table => println!(
-                "{:<24}  {:<8}  {:<20}  {:>8}  {:>8}  {:>8}  {:>6}  {}",
+                "{:<24}  {:<8}  {:<20}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  {}",
                 row.agent_id,
                 format!("{health:?}").to_lowercase(),
                 report::rfc3339(row.last_seen),
+                row.events_created,
                 row.pending_events,
                 row.events_dropped,
                 row.kernel_drops,
@@ -465,7 +475,14 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         heartbeat_rx,
         stop_rx.clone(),
     ));
-    let service = IngestService::new(store, policy_rx, heartbeat_tx, stop_rx.clone());
+    let (writer, writer_task) = Writer::start(store, config.writer, stop_rx.clone());
+    let service = IngestService::new(
+        writer,
+        config.agent_limits,
+        policy_rx,
+        heartbeat_tx,
+        stop_rx.clone(),
+    );
     let mut stop = stop_rx;
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -476,6 +493,14 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         })
         .await
         .context("gRPC server failed")?;
+    // The server is gone, so every session and its Writer handle is; the
+    // writer stores what it holds and ends.
+    if tokio::time::timeout(Duration::from_secs(60), writer_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the batch writer did not finish within 60 s");
+    }
     tracing::info!("collector stopped");
     Ok(())
 }

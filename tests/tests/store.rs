@@ -163,6 +163,7 @@ async fn store_round_trips_and_counts_retried_batches_once() {
         dropped_queue_full: 0,
         policy_version: 7,
         uptime_seconds: 60,
+        events_created: 12,
     };
     store
         .insert_heartbeats(&[heartbeat(1_764_000_000, 5), heartbeat(1_764_000_030, 2)])

@@ -23,6 +23,8 @@ pub struct HeartbeatRow {
     pub dropped_queue_full: u64,
     pub policy_version: u64,
     pub uptime_seconds: u64,
+    /// Events the agent produced since it started (migration 5).
+    pub events_created: u64,
 }
 
 /// The newest heartbeat of one agent.
@@ -36,6 +38,7 @@ pub struct AgentHealthRow {
     pub events_dropped: u64,
     pub kernel_drops: u64,
     pub policy_version: u64,
+    pub events_created: u64,
 }
 
 /// Whether an agent is reporting, from the age of its last heartbeat.
@@ -77,7 +80,8 @@ pub(crate) async fn latest(
             "SELECT agent_id, max(received_at) AS last_seen, \
              argMax(agent_version, received_at), argMax(claimed_hostname, received_at), \
              argMax(pending_events, received_at), argMax(events_dropped, received_at), \
-             argMax(kernel_drops, received_at), argMax(policy_version, received_at) \
+             argMax(kernel_drops, received_at), argMax(policy_version, received_at), \
+             argMax(events_created, received_at) \
              FROM agent_heartbeats WHERE received_at >= toDateTime(?) \
              GROUP BY agent_id ORDER BY agent_id",
         )

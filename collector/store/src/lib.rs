@@ -14,6 +14,7 @@
 mod error;
 mod flood_events;
 mod heartbeats;
+mod inserter;
 pub mod ip;
 mod migrations;
 mod policies;
@@ -23,6 +24,7 @@ mod server;
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
 pub use heartbeats::{AgentHealthRow, Health, HeartbeatRow};
+pub use inserter::{EventInserter, InsertLimits};
 pub use migrations::{MIGRATIONS, Migration, Step};
 pub use policies::PolicyRow;
 pub use scan_events::{ScanEventRow, state as episode_state};
@@ -106,6 +108,12 @@ impl Store {
     /// accepted the whole insert, so the caller may acknowledge the batch.
     pub async fn insert_scan_events(&self, rows: &[ScanEventRow]) -> Result<(), StoreError> {
         scan_events::insert(&self.client, rows).await
+    }
+
+    /// Opens batched INSERTs for scan and flood events (see
+    /// [`EventInserter`]).
+    pub fn event_inserter(&self, limits: InsertLimits) -> EventInserter {
+        EventInserter::new(&self.client, limits)
     }
 
     /// Writes flood events in one INSERT, like [`Store::insert_scan_events`].

@@ -154,6 +154,15 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 5,
+        name: "heartbeat_events_created",
+        steps: &[Step::AddColumn {
+            table: "agent_heartbeats",
+            column: "events_created",
+            definition: "UInt64",
+        }],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,0 +1,204 @@
+//! The batch writer: one task owns the batched INSERTs (see
+//! [`doorwatch_store::EventInserter`]). Agent sessions hand it validated
+//! rows and get a [`Receipt`] that resolves once those rows are in
+//! ClickHouse; only then may a session acknowledge the batch.
+//!
+//! Memory is bounded. Before handing over a batch, a session takes [`Room`]
+//! for it from one byte budget shared by all agents (the in-flight limit).
+//! The room is given back when the batch's INSERT has ended, stored or
+//! failed. When the budget is used up, sessions wait, stop reading their
+//! streams, and HTTP/2 flow control slows the agents down.
+//!
+//! If an INSERT fails, every batch in it is reported failed; the sessions
+//! end their streams with "retry later", the agents resend, and event ids
+//! collapse the rows that had reached ClickHouse anyway.
+
+use std::sync::Arc;
+
+use doorwatch_store::{InsertLimits, Store, StoreError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::ingest::BatchRows;
+
+/// Batches queued for the writer task before sessions wait (the byte
+/// budget is the real bound; this only keeps the queue itself small).
+const QUEUE: usize = 1024;
+
+/// Whether a batch's INSERT stored it.
+pub type Outcome = Result<(), Arc<StoreError>>;
+
+/// Resolves when a batch's rows are stored (`Ok`) or their INSERT failed.
+pub type Receipt = oneshot::Receiver<Outcome>;
+
+/// A batch's share of the in-flight byte budget.
+#[derive(Debug)]
+pub struct Room {
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The writer's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterLimits {
+    pub insert: InsertLimits,
+    /// Encoded batch bytes received but not yet stored, across all agents.
+    pub in_flight_bytes: usize,
+}
+
+struct Job {
+    rows: BatchRows,
+    room: Room,
+    done: oneshot::Sender<Outcome>,
+}
+
+/// Hands batches to the writer task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+    budget: Arc<Semaphore>,
+    budget_bytes: usize,
+}
+
+impl Writer {
+    /// Starts the writer task. It ends the open INSERTs at once when
+    /// `shutdown` is set, and returns when every `Writer` clone is dropped
+    /// and the last rows are stored.
+    pub fn start(
+        store: Store,
+        limits: WriterLimits,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Self, JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let budget_bytes = limits.in_flight_bytes.max(1);
+        let writer = Self {
+            jobs,
+            budget: Arc::new(Semaphore::new(budget_bytes)),
+            budget_bytes,
+        };
+        let task = tokio::spawn(run(store, limits.insert, queue, shutdown));
+        (writer, task)
+    }
+
+    /// Room for a batch of `bytes` if the budget has it now.
+    pub fn try_room(&self, bytes: usize) -> Option<Room> {
+        let permits = self.permits(bytes);
+        self.budget
+            .clone()
+            .try_acquire_many_owned(permits)
+            .ok()
+            .map(|permit| Room { _permit: permit })
+    }
+
+    /// Waits for room for a batch of `bytes`.
+    pub async fn room(&self, bytes: usize) -> Option<Room> {
+        let permits = self.permits(bytes);
+        self.budget
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .ok()
+            .map(|permit| Room { _permit: permit })
+    }
+
+    /// A batch larger than the whole budget still gets through, alone.
+    fn permits(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.clamp(1, self.budget_bytes)).unwrap_or(u32::MAX)
+    }
+
+    /// Queues `rows` for storage. `None` if the writer has stopped.
+    pub async fn submit(&self, rows: BatchRows, room: Room) -> Option<Receipt> {
+        let (done, receipt) = oneshot::channel();
+        self.jobs.send(Job { rows, room, done }).await.ok()?;
+        Some(receipt)
+    }
+
+    /// Bytes of the in-flight budget in use.
+    pub fn in_flight_bytes(&self) -> usize {
+        self.budget_bytes - self.budget.available_permits()
+    }
+}
+
+/// Batches written into the open INSERTs, waiting for them to end.
+#[derive(Default)]
+struct Waiting {
+    batches: Vec<(oneshot::Sender<Outcome>, Room)>,
+}
+
+impl Waiting {
+    fn resolve(&mut self, outcome: Outcome) {
+        for (done, room) in self.batches.drain(..) {
+            // A session that went away no longer needs the answer.
+            let _ = done.send(outcome.clone());
+            drop(room);
+        }
+    }
+}
+
+async fn run(
+    store: Store,
+    limits: InsertLimits,
+    mut queue: mpsc::Receiver<Job>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut inserter = store.event_inserter(limits);
+    let mut waiting = Waiting::default();
+    let mut stopping = *shutdown.borrow();
+    loop {
+        let wake = inserter.time_left().unwrap_or(limits.period);
+        let mut closed = false;
+        tokio::select! {
+            job = queue.recv() => match job {
+                Some(job) => {
+                    let written = inserter.write(&job.rows.scans, &job.rows.floods).await;
+                    waiting.batches.push((job.done, job.room));
+                    if let Err(e) = written {
+                        fail(&mut waiting, e);
+                        inserter = store.event_inserter(limits);
+                        continue;
+                    }
+                }
+                None => closed = true,
+            },
+            _ = tokio::time::sleep(wake), if !waiting.batches.is_empty() => {}
+            _ = crate::ingest::stop_requested(&mut shutdown), if !stopping => stopping = true,
+        }
+        if waiting.batches.is_empty() {
+            if closed {
+                return;
+            }
+            continue;
+        }
+        let committed = if stopping || closed {
+            inserter.force_commit().await
+        } else {
+            inserter.commit().await
+        };
+        match committed {
+            Ok(0) => {}
+            Ok(rows) => {
+                tracing::debug!(
+                    rows,
+                    batches = waiting.batches.len(),
+                    "batched insert stored"
+                );
+                waiting.resolve(Ok(()));
+            }
+            Err(e) => {
+                fail(&mut waiting, e);
+                inserter = store.event_inserter(limits);
+            }
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+fn fail(waiting: &mut Waiting, error: StoreError) {
+    tracing::warn!(
+        error = %error,
+        batches = waiting.batches.len(),
+        "batched insert failed; agents will resend"
+    );
+    waiting.resolve(Err(Arc::new(error)));
+}
