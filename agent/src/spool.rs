@@ -9,9 +9,13 @@
 //! `[len u32][crc32 u32][seq u64][EventBatch protobuf]` (little endian; the
 //! CRC covers seq and payload). At open, a torn record at the end of the
 //! newest segment (a crash mid-write) is cut off; a damaged older segment
-//! is renamed `*.corrupt` and skipped, so start-up never blocks. When the
-//! spool is over its size cap the oldest segments are dropped, and every
-//! dropped event is counted.
+//! is renamed `*.corrupt` and skipped, so start-up never blocks.
+//!
+//! When the spool is over its size cap it drops the least important events
+//! first: older segments are rewritten without their progress reports
+//! (an episode's `Active` updates, superseded by its later reports; flow
+//! summaries will rank below them). Only if that is not enough are the
+//! oldest segments dropped whole. Every dropped event is counted.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -20,6 +24,26 @@ use std::path::{Path, PathBuf};
 
 use doorwatch_proto::v1::{self, EventBatch};
 use prost::Message;
+
+/// How much an event matters when the spool must drop some; the lowest
+/// goes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Importance {
+    /// A progress report of an episode that later reports supersede.
+    Progress,
+    /// A first or final report: what security staff act on.
+    Detection,
+}
+
+/// The importance of one event.
+pub fn importance(event: &v1::Event) -> Importance {
+    let active = v1::EpisodeState::Active as i32;
+    match &event.detail {
+        Some(v1::event::Detail::Scan(scan)) if scan.state == active => Importance::Progress,
+        Some(v1::event::Detail::Flood(flood)) if flood.state == active => Importance::Progress,
+        _ => Importance::Detection,
+    }
+}
 
 /// A segment is closed and a new one started past this size.
 const SEGMENT_BYTES: u64 = 4 << 20;
@@ -161,14 +185,18 @@ impl Spool {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(io_err(dir))?;
         }
-        let mut ids: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(io_err(dir))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                name.strip_suffix(".seg")?.parse().ok()
-            })
-            .collect();
+        let mut ids: Vec<u64> = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            if name.ends_with(".rewrite") {
+                // A crash while shedding; the original segment is intact.
+                let _ = std::fs::remove_file(entry.path());
+            } else if let Some(id) = name.strip_suffix(".seg").and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            }
+        }
         ids.sort_unstable();
         let mut spool = Self {
             dir: dir.to_owned(),
@@ -294,9 +322,13 @@ impl Spool {
         Ok((seq, self.enforce_cap()))
     }
 
-    /// Drops the oldest segments while over the cap; returns events dropped.
+    /// While over the cap, sheds progress reports from older segments,
+    /// then drops the oldest segments whole; returns events dropped.
     fn enforce_cap(&mut self) -> usize {
         let mut dropped = 0;
+        if self.bytes() > self.cap_bytes {
+            dropped += self.shed(Importance::Progress);
+        }
         while self.bytes() > self.cap_bytes && self.segments.len() > 1 {
             let Some((&oldest, _)) = self.segments.iter().next() else {
                 break;
@@ -304,6 +336,80 @@ impl Spool {
             dropped += self.remove_segment(oldest);
         }
         dropped
+    }
+
+    /// Rewrites closed segments, oldest first, without events of
+    /// importance `level` or lower, until the spool is under its cap.
+    /// Batches keep their sequence numbers (a batch may become empty).
+    /// A segment that cannot be rewritten is left as it was. A batch that
+    /// was sent but not yet acknowledged may be shed too; if the collector
+    /// stored the original, its shed events count as dropped although they
+    /// arrived (drops may be over-counted, never under-counted).
+    fn shed(&mut self, level: Importance) -> usize {
+        let current = self.current.as_ref().map(|(id, _)| *id);
+        let closed: Vec<u64> = self
+            .segments
+            .keys()
+            .copied()
+            .filter(|id| Some(*id) != current)
+            .collect();
+        let mut dropped = 0;
+        for id in closed {
+            if self.bytes() <= self.cap_bytes {
+                break;
+            }
+            match self.rewrite_without(id, level) {
+                Ok(n) => dropped += n,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot shed progress reports from a spool segment")
+                }
+            }
+        }
+        dropped
+    }
+
+    fn rewrite_without(&mut self, id: u64, level: Importance) -> Result<usize, SpoolError> {
+        let positions: Vec<usize> = (0..self.index.len())
+            .filter(|&i| self.index[i].segment == id)
+            .collect();
+        let mut out = Vec::new();
+        let mut updated = Vec::with_capacity(positions.len());
+        let mut dropped = 0;
+        for &i in &positions {
+            let Some(mut batch) = self.get(i)? else {
+                continue;
+            };
+            let before = batch.events.len();
+            batch.events.retain(|e| importance(e) > level);
+            dropped += before - batch.events.len();
+            let payload = batch.encode_to_vec();
+            let offset = out.len() as u64;
+            out.extend_from_slice(&record(batch.seq, &payload));
+            updated.push((i, offset, payload.len() as u32, batch.events.len() as u32));
+        }
+        if dropped == 0 {
+            return Ok(0);
+        }
+        let path = self.segment_path(id);
+        let tmp = path.with_extension("rewrite");
+        let written = File::create(&tmp)
+            .and_then(|mut f| f.write_all(&out).and_then(|()| f.sync_all()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(source) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(SpoolError::Io { path, source });
+        }
+        for (i, offset, len, events) in updated {
+            let entry = &mut self.index[i];
+            self.events -= (entry.events - events) as usize;
+            entry.offset = offset;
+            entry.len = len;
+            entry.events = events;
+        }
+        if let Some(segment) = self.segments.get_mut(&id) {
+            segment.bytes = out.len() as u64;
+        }
+        Ok(dropped)
     }
 
     fn remove_segment(&mut self, id: u64) -> usize {

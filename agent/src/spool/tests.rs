@@ -150,3 +150,62 @@ fn over_the_cap_the_oldest_are_dropped_and_counted() {
     );
     assert!(dropped > 0);
 }
+
+fn report(n: u8, state: v1::EpisodeState) -> v1::Event {
+    v1::Event {
+        detail: Some(v1::event::Detail::Scan(v1::ScanDetected {
+            state: state as i32,
+            explanation: "x".repeat(40),
+            ..Default::default()
+        })),
+        ..event(n)
+    }
+}
+
+#[test]
+fn over_the_cap_progress_reports_go_before_detections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, _) = Spool::open_with_segments(dir.path(), 2_000, 400).expect("open");
+    let mut dropped = 0;
+    let mut detections = 0;
+    for n in 0..40 {
+        let state = if n % 4 == 0 {
+            detections += 1;
+            v1::EpisodeState::Detected
+        } else {
+            v1::EpisodeState::Active
+        };
+        dropped += spool.append(vec![report(n, state)]).expect("append").1;
+    }
+    assert!(dropped > 0, "the cap was reached");
+    assert_eq!(
+        dropped + spool.events(),
+        40,
+        "every event is kept or counted"
+    );
+    let kept: Vec<v1::Event> = (0..spool.batches())
+        .filter_map(|i| spool.get(i).expect("readable"))
+        .flat_map(|b| b.events)
+        .collect();
+    let kept_detections = kept
+        .iter()
+        .filter(|e| importance(e) == Importance::Detection)
+        .count();
+    assert_eq!(
+        kept_detections, detections,
+        "no detection was dropped: {dropped} progress reports went first"
+    );
+
+    // The rewritten segments survive a restart, sequence numbers intact.
+    let seqs: Vec<u64> = (0..spool.batches())
+        .filter_map(|i| spool.get(i).expect("readable").map(|b| b.seq))
+        .collect();
+    drop(spool);
+    let (reopened, recovery) = Spool::open_with_segments(dir.path(), 2_000, 400).expect("reopen");
+    assert!(recovery.quarantined.is_empty(), "{recovery:?}");
+    let again: Vec<u64> = (0..reopened.batches())
+        .filter_map(|i| reopened.get(i).expect("readable").map(|b| b.seq))
+        .collect();
+    assert_eq!(seqs, again);
+    assert_eq!(reopened.events(), 40 - dropped);
+}
