@@ -33,7 +33,7 @@ pub struct CollectorConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// Rows after which a batched INSERT is ended (per table).
+    /// Rows (both event tables) after which a batched INSERT is ended.
     pub insert_max_rows: u64,
     /// Uncompressed MiB after which a batched INSERT is ended (per table).
     pub insert_max_mib: u64,

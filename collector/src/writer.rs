@@ -125,8 +125,8 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn resolve(&mut self, outcome: Outcome) {
-        for (done, room) in self.batches.drain(..) {
+    fn resolve(self, outcome: Outcome) {
+        for (done, room) in self.batches {
             // A session that went away no longer needs the answer.
             let _ = done.send(outcome.clone());
             drop(room);
@@ -134,12 +134,17 @@ impl Waiting {
     }
 }
 
+/// INSERTs being ended at once: one ends in the background while the
+/// next fills.
+const ENDING: u32 = 2;
+
 async fn run(
     store: Store,
     limits: InsertLimits,
     mut queue: mpsc::Receiver<Job>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let ending = Arc::new(Semaphore::new(ENDING as usize));
     let mut inserter = store.event_inserter(limits);
     let mut waiting = Waiting::default();
     let mut stopping = *shutdown.borrow();
@@ -152,7 +157,7 @@ async fn run(
                     let written = inserter.write(&job.rows.scans, &job.rows.floods).await;
                     waiting.batches.push((job.done, job.room));
                     if let Err(e) = written {
-                        fail(&mut waiting, e);
+                        fail(std::mem::take(&mut waiting), e);
                         inserter = store.event_inserter(limits);
                         continue;
                     }
@@ -162,39 +167,33 @@ async fn run(
             _ = tokio::time::sleep(wake), if !waiting.batches.is_empty() => {}
             _ = crate::ingest::stop_requested(&mut shutdown), if !stopping => stopping = true,
         }
-        if waiting.batches.is_empty() {
-            if closed {
+        if !waiting.batches.is_empty() && (stopping || closed || inserter.due()) {
+            let full = std::mem::replace(&mut inserter, store.event_inserter(limits));
+            let batches = std::mem::take(&mut waiting);
+            let Ok(permit) = ending.clone().acquire_owned().await else {
                 return;
-            }
-            continue;
-        }
-        let committed = if stopping || closed {
-            inserter.force_commit().await
-        } else {
-            inserter.commit().await
-        };
-        match committed {
-            Ok(0) => {}
-            Ok(rows) => {
-                tracing::debug!(
-                    rows,
-                    batches = waiting.batches.len(),
-                    "batched insert stored"
-                );
-                waiting.resolve(Ok(()));
-            }
-            Err(e) => {
-                fail(&mut waiting, e);
-                inserter = store.event_inserter(limits);
-            }
+            };
+            tokio::spawn(async move {
+                let count = batches.batches.len();
+                match full.end().await {
+                    Ok(rows) => {
+                        tracing::debug!(rows, batches = count, "batched insert stored");
+                        batches.resolve(Ok(()));
+                    }
+                    Err(e) => fail(batches, e),
+                }
+                drop(permit);
+            });
         }
         if closed {
+            // Wait for the INSERTs still ending.
+            let _ = ending.acquire_many(ENDING).await;
             return;
         }
     }
 }
 
-fn fail(waiting: &mut Waiting, error: StoreError) {
+fn fail(waiting: Waiting, error: StoreError) {
     tracing::warn!(
         error = %error,
         batches = waiting.batches.len(),

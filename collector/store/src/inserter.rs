@@ -2,11 +2,13 @@
 //! large INSERTs through the `clickhouse` crate's `Inserter`, which ends an
 //! INSERT when a row, byte or time limit is reached.
 //!
-//! The caller learns when rows are stored: [`EventInserter::commit`] says
-//! whether it ended the INSERTs, and only then may the batches written so
-//! far be acknowledged. If anything fails, every row written since the
-//! last commit is lost to this INSERT and the inserter must be dropped;
-//! the agents resend and event ids collapse the repeats.
+//! The caller learns when rows are stored: when [`EventInserter::end`]
+//! returns `Ok`, and only then, may the batches written into it be
+//! acknowledged. [`EventInserter::due`] says when a limit is reached, so
+//! the caller can end a full inserter in the background and go on filling
+//! a fresh one. If anything fails, every row written into the inserter is
+//! lost to this INSERT and the inserter must be dropped; the agents resend
+//! and event ids collapse the repeats.
 
 use std::time::Duration;
 
@@ -17,9 +19,9 @@ use crate::{FloodEventRow, ScanEventRow, StoreError};
 /// When an INSERT is ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InsertLimits {
-    /// Rows per INSERT (per table).
+    /// Rows (both tables together) after which the INSERTs are ended.
     pub max_rows: u64,
-    /// Uncompressed bytes per INSERT (per table).
+    /// Uncompressed bytes (both tables together) after which they are ended.
     pub max_bytes: u64,
     /// Longest time rows wait before their INSERT is ended.
     pub period: Duration,
@@ -42,6 +44,7 @@ impl Default for InsertLimits {
 pub struct EventInserter {
     scans: Inserter<ScanEventRow>,
     floods: Inserter<FloodEventRow>,
+    limits: InsertLimits,
 }
 
 impl std::fmt::Debug for EventInserter {
@@ -57,6 +60,7 @@ impl EventInserter {
         Self {
             scans: configure(client.inserter("scan_events"), limits),
             floods: configure(client.inserter("flood_events"), limits),
+            limits,
         }
     }
 
@@ -96,40 +100,20 @@ impl EventInserter {
         }
     }
 
-    /// Ends the INSERTs if a limit is reached. Returns the number of rows
-    /// stored: when it is not zero, every row written so far is in
-    /// ClickHouse (both tables are ended together).
-    pub async fn commit(&mut self) -> Result<u64, StoreError> {
-        let step = "batched insert commit";
-        let pending = self.pending_rows();
-        let scans = self.scans.commit().await.map_err(StoreError::query(step))?;
-        let floods = self
-            .floods
-            .commit()
-            .await
-            .map_err(StoreError::query(step))?;
-        if scans.rows == 0 && floods.rows == 0 {
-            return Ok(0);
-        }
-        // One table reached a limit: end the other too, so that "committed"
-        // covers every row written so far.
-        self.force_commit().await?;
-        Ok(pending)
+    /// Whether a row, byte or period limit is reached (either table).
+    pub fn due(&mut self) -> bool {
+        let (scans, floods) = (self.scans.pending(), self.floods.pending());
+        scans.rows + floods.rows >= self.limits.max_rows
+            || scans.bytes + floods.bytes >= self.limits.max_bytes
+            || self.time_left().is_some_and(|left| left.is_zero())
     }
 
-    /// Ends the INSERTs now. Returns the number of rows stored.
-    pub async fn force_commit(&mut self) -> Result<u64, StoreError> {
-        let step = "batched insert commit";
-        let scans = self
-            .scans
-            .force_commit()
-            .await
-            .map_err(StoreError::query(step))?;
-        let floods = self
-            .floods
-            .force_commit()
-            .await
-            .map_err(StoreError::query(step))?;
+    /// Ends both INSERTs. Returns the number of rows stored; on `Ok` every
+    /// row written is in ClickHouse.
+    pub async fn end(self) -> Result<u64, StoreError> {
+        let step = "batched insert end";
+        let scans = self.scans.end().await.map_err(StoreError::query(step))?;
+        let floods = self.floods.end().await.map_err(StoreError::query(step))?;
         Ok(scans.rows + floods.rows)
     }
 }
