@@ -110,16 +110,77 @@ pub fn init(
     Ok((ca_files, server_files))
 }
 
-/// Issues a client certificate for agent `name`, signed by the CA in `dir`.
-/// The agent id is carried in the SAN URI `urn:doorwatch:agent:NAME`.
-pub fn issue_agent(dir: &Path, agent: &str, days: u32) -> Result<CertFiles, PkiError> {
+/// An agent's client certificate and private key, in PEM, held in memory.
+#[derive(Clone)]
+pub struct AgentPem {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for AgentPem {
+    /// Shows the certificate, never the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentPem")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The CA in `dir`, loaded once to issue many agent certificates in memory
+/// (the load generator issues thousands without touching the disk).
+#[derive(Debug)]
+pub struct AgentIssuer {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl AgentIssuer {
+    /// Reads `DIR/ca.pem` and `DIR/ca.key`.
+    pub fn load(dir: &Path) -> Result<Self, PkiError> {
+        let ca_pem = read(&dir.join("ca.pem"))?;
+        let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?)?;
+        Ok(Self {
+            issuer: Issuer::from_ca_cert_pem(&ca_pem, ca_key)?,
+        })
+    }
+
+    /// A client certificate for agent `agent`, valid for `days`, with a new
+    /// key. The agent id is carried in the SAN URI `urn:doorwatch:agent:NAME`.
+    pub fn issue(&self, agent: &str, days: u32) -> Result<AgentPem, PkiError> {
+        if !is_valid_agent_id(agent) {
+            return Err(PkiError::BadName(agent.to_owned()));
+        }
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(agent);
+        params.subject_alt_names = vec![SanType::URI(
+            format!("{AGENT_URI_PREFIX}{agent}").as_str().try_into()?,
+        )];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut params, days);
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(AgentPem {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// Issues a client certificate for agent `agent`, signed by the CA in
+/// `dir`, and returns it in memory. To issue many, load an
+/// [`AgentIssuer`] once instead.
+pub fn issue_agent_pem(dir: &Path, agent: &str, days: u32) -> Result<AgentPem, PkiError> {
     if !is_valid_agent_id(agent) {
         return Err(PkiError::BadName(agent.to_owned()));
     }
-    let ca_pem = read(&dir.join("ca.pem"))?;
-    let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?)?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key)?;
+    AgentIssuer::load(dir)?.issue(agent, days)
+}
 
+/// Issues a client certificate for agent `agent`, signed by the CA in
+/// `dir`, and writes it to `DIR/agents/NAME.pem` and `.key` (0600).
+/// The agent id is carried in the SAN URI `urn:doorwatch:agent:NAME`.
+pub fn issue_agent(dir: &Path, agent: &str, days: u32) -> Result<CertFiles, PkiError> {
+    let pem = issue_agent_pem(dir, agent, days)?;
     let agents = dir.join("agents");
     std::fs::create_dir_all(&agents).map_err(|source| PkiError::Write {
         path: agents.clone(),
@@ -129,18 +190,8 @@ pub fn issue_agent(dir: &Path, agent: &str, days: u32) -> Result<CertFiles, PkiE
         cert: agents.join(format!("{agent}.pem")),
         key: agents.join(format!("{agent}.key")),
     };
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = name(agent);
-    params.subject_alt_names = vec![SanType::URI(
-        format!("{AGENT_URI_PREFIX}{agent}").as_str().try_into()?,
-    )];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    set_validity(&mut params, days);
-    let cert = params.signed_by(&key, &issuer)?;
-    write_public(&files.cert, &cert.pem())?;
-    write_private(&files.key, &key.serialize_pem())?;
+    write_public(&files.cert, &pem.cert_pem)?;
+    write_private(&files.key, &pem.key_pem)?;
     Ok(files)
 }
 
@@ -223,6 +274,46 @@ mod tests {
         assert!(matches!(
             init(dir.path(), &["c".into()], &[], false),
             Err(PkiError::Exists { .. })
+        ));
+    }
+
+    #[test]
+    fn certificates_issued_in_memory_name_their_agent_and_make_a_client_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        init(dir.path(), &["c".into()], &[], false).expect("init");
+        let issuer = AgentIssuer::load(dir.path()).expect("load CA");
+        let roots = std::sync::Arc::new(
+            doorwatch_tls::roots_from_pem(
+                &std::fs::read(dir.path().join("ca.pem")).expect("read ca.pem"),
+            )
+            .expect("roots"),
+        );
+        let mut keys = std::collections::HashSet::new();
+        for agent in ["lg-00000", "lg-00001"] {
+            let pem = issuer.issue(agent, 1).expect("issue");
+            assert!(
+                keys.insert(pem.key_pem.clone()),
+                "every agent gets its own key"
+            );
+            assert!(
+                !format!("{pem:?}").contains("PRIVATE KEY"),
+                "Debug hides the key"
+            );
+            let chain =
+                doorwatch_tls::certs_from_pem("cert", pem.cert_pem.as_bytes()).expect("cert pem");
+            let identity = crate::identity::from_certificate(&chain[0]).expect("identity");
+            assert_eq!(identity.agent_id, agent);
+            let key = doorwatch_tls::key_from_pem("key", pem.key_pem.as_bytes()).expect("key");
+            doorwatch_tls::client_config_with(roots.clone(), chain, key)
+                .expect("certificate and key fit the client policy");
+        }
+        assert!(
+            !dir.path().join("agents").exists(),
+            "nothing written to disk"
+        );
+        assert!(matches!(
+            issuer.issue("no spaces", 1),
+            Err(PkiError::BadName(_))
         ));
     }
 

@@ -10,12 +10,16 @@
 //! Network rule: namespaces use 198.18.0.0/15 and fd00:d00::/64 only, and
 //! get no default route, so nothing a scanner sends can leave them.
 //!
+//! [`mix`] makes realistic agent events for the load generator
+//! (`doorwatch-loadgen`) and benchmarks.
+//!
 //! This crate never skips: a missing tool or privilege fails with a message
 //! that says what to install (see [`require`]).
 
 #![forbid(unsafe_code)]
 
 pub mod clickhouse;
+pub mod mix;
 pub mod netns;
 pub mod process;
 pub mod require;

@@ -3,8 +3,10 @@
 //! against the campus CA. It is part of the wire contract, which is why it
 //! lives beside `proto/`.
 //!
-//! This crate builds rustls configurations from PEM files and nothing
-//! else: sockets, identities and certificate issuing live with their users.
+//! This crate builds rustls configurations from PEM files (or, for tools
+//! that issue certificates on the fly such as the load generator, from
+//! certificates already in memory) and nothing else: sockets, identities
+//! and certificate issuing live with their users.
 
 #![forbid(unsafe_code)]
 
@@ -25,12 +27,18 @@ pub enum TlsError {
     Pem { path: PathBuf, detail: String },
     #[error("{path} holds no certificate")]
     NoCertificate { path: PathBuf },
+    #[error("cannot read PEM from the {what} given in memory: {detail}")]
+    PemData { what: &'static str, detail: String },
+    #[error("the {what} given in memory holds no certificate")]
+    NoCertificateData { what: &'static str },
     #[error("rejected CA certificate in {path}: {source}")]
     BadCa {
         path: PathBuf,
         #[source]
         source: rustls::Error,
     },
+    #[error("rejected CA certificate given in memory: {0}")]
+    BadCaData(#[source] rustls::Error),
     #[error("cannot build the client certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
     #[error("certificate and key do not work together: {0}")]
@@ -100,16 +108,63 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Every certificate in PEM text held in memory (at least one); `what`
+/// names it in errors.
+pub fn certs_from_pem(
+    what: &'static str,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::PemData {
+            what,
+            detail: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificateData { what });
+    }
+    Ok(certs)
+}
+
+/// The private key in PEM text held in memory. Errors never include key
+/// material.
+pub fn key_from_pem(what: &'static str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem).map_err(|e| TlsError::PemData {
+        what,
+        detail: e.to_string(),
+    })
+}
+
+/// A trust store holding the CA certificates in PEM text held in memory.
+pub fn roots_from_pem(pem: &[u8]) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs_from_pem("CA bundle", pem)? {
+        roots.add(cert).map_err(TlsError::BadCaData)?;
+    }
+    Ok(roots)
+}
+
 /// The agent's config: trusts only `ca`, presents `cert`.
 pub fn client_config(
     ca: &Path,
     cert: &Path,
     key: &Path,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_with(Arc::new(load_roots(ca)?), load_certs(cert)?, load_key(key)?)
+}
+
+/// The agent's config from certificates already in memory: trusts only
+/// `roots` (shareable, so thousands of simulated agents hold one copy),
+/// presents `chain` with `key`. The same policy as [`client_config`].
+pub fn client_config_with(
+    roots: Arc<rustls::RootCertStore>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(load_roots(ca)?)
-        .with_client_auth_cert(load_certs(cert)?, load_key(key)?)?;
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }
