@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        .codec_path("crate::codec::LeanCodec")
         .compile_with_config(config, &["doorwatch/v1/agent_stream.proto"], &["."])?;
     println!("cargo:rerun-if-changed=doorwatch/v1");
     Ok(())

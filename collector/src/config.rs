@@ -103,6 +103,14 @@ pub struct ClickHouseConfig {
     /// File holding the ClickHouse password (first line). Kept out of this
     /// file so the config can be world-readable.
     pub password_file: Option<PathBuf>,
+    /// LZ4-compress inserts: on when ClickHouse is on another host, off
+    /// saves collector CPU when it is on the same host.
+    #[serde(default = "default_compress")]
+    pub compress: bool,
+}
+
+fn default_compress() -> bool {
+    true
 }
 
 /// Detection settings sent to agents in `Policy`. Zero keeps the agent's
@@ -303,6 +311,7 @@ impl ClickHouseConfig {
             database: self.database.clone(),
             user: self.user.clone(),
             password,
+            compress: self.compress,
         })
     }
 }

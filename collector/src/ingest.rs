@@ -318,8 +318,9 @@ impl Session {
                 previous,
             });
         }
-        let rows = rows_from_batch(&self.info.identity, unix_now(), &batch)?;
-        let wait = self.rate.take(batch.events.len(), Instant::now());
+        let (seq, events, bytes) = (batch.seq, batch.events.len(), batch.encoded_len());
+        let rows = rows_from_batch(&self.info.identity, unix_now(), batch)?;
+        let wait = self.rate.take(events, Instant::now());
         if !wait.is_zero() {
             let reason = format!(
                 "over this agent's limit of {} events/s",
@@ -328,7 +329,6 @@ impl Session {
             self.throttle(wait, reason).await;
             tokio::time::sleep(wait).await;
         }
-        let bytes = batch.encoded_len();
         let room = match self.writer.try_room(bytes) {
             Some(room) => room,
             None => {
@@ -349,8 +349,8 @@ impl Session {
             .submit(rows, room)
             .await
             .ok_or(IngestError::ShuttingDown)?;
-        self.in_flight.push_back((batch.seq, receipt));
-        self.last_seq = Some(batch.seq);
+        self.in_flight.push_back((seq, receipt));
+        self.last_seq = Some(seq);
         Ok(())
     }
 
@@ -512,11 +512,12 @@ pub struct BatchRows {
 }
 
 /// Validates a batch and turns it into rows attributed to `identity`.
-/// Pure: the whole batch is accepted or the first bad event is named.
+/// Pure: the whole batch is accepted or the first bad event is named. Takes
+/// the batch by value so texts move into the rows instead of being copied.
 pub fn rows_from_batch(
     identity: &AgentIdentity,
     received_at: u32,
-    batch: &EventBatch,
+    batch: EventBatch,
 ) -> Result<BatchRows, IngestError> {
     if batch.events.len() > MAX_EVENTS_PER_BATCH {
         return Err(IngestError::BatchTooLarge {
@@ -525,9 +526,10 @@ pub fn rows_from_batch(
         });
     }
     let mut rows = BatchRows::default();
-    for (index, event) in batch.events.iter().enumerate() {
+    let seq = batch.seq;
+    for (index, event) in batch.events.into_iter().enumerate() {
         let bad = |problem| IngestError::BadEvent {
-            seq: batch.seq,
+            seq,
             index,
             problem,
         };
@@ -539,7 +541,7 @@ pub fn rows_from_batch(
             received_at,
             created_at,
         };
-        match &event.detail {
+        match event.detail {
             Some(v1::event::Detail::Scan(scan)) => {
                 rows.scans.push(scan_row(&common, scan).map_err(bad)?);
             }
@@ -569,7 +571,7 @@ fn episode_state(value: i32) -> Result<i8, String> {
     }
 }
 
-fn flood_row(common: &Common<'_>, flood: &v1::FloodDetected) -> Result<FloodEventRow, String> {
+fn flood_row(common: &Common<'_>, flood: v1::FloodDetected) -> Result<FloodEventRow, String> {
     if flood.ports.len() > 64 {
         return Err(format!(
             "ports has {} entries; at most 64",
@@ -596,11 +598,11 @@ fn flood_row(common: &Common<'_>, flood: &v1::FloodDetected) -> Result<FloodEven
         sources: flood.sources,
         first_seen,
         last_seen,
-        explanation: flood.explanation.clone(),
+        explanation: flood.explanation,
     })
 }
 
-fn scan_row(common: &Common<'_>, scan: &v1::ScanDetected) -> Result<ScanEventRow, String> {
+fn scan_row(common: &Common<'_>, scan: v1::ScanDetected) -> Result<ScanEventRow, String> {
     let episode_id = uuid_v7(&scan.episode_id, "episode_id")?;
     let state = episode_state(scan.state)?;
     let scanner = ip_from_bytes(&scan.scanner_ip, "scanner_ip")?;
@@ -664,7 +666,7 @@ fn scan_row(common: &Common<'_>, scan: &v1::ScanDetected) -> Result<ScanEventRow
         first_seen,
         last_seen,
         confidence: u8::try_from(scan.confidence.min(100)).unwrap_or(100),
-        explanation: scan.explanation.clone(),
+        explanation: scan.explanation,
         companions,
         fragmented: u8::from(scan.fragmented),
     })
@@ -775,7 +777,7 @@ mod tests {
 
     #[test]
     fn good_batch_becomes_rows_attributed_to_the_certificate() {
-        let rows = rows_from_batch(&identity(), 5, &batch(vec![good_event()]))
+        let rows = rows_from_batch(&identity(), 5, batch(vec![good_event()]))
             .expect("valid")
             .scans;
         assert_eq!(rows.len(), 1);
@@ -805,7 +807,7 @@ mod tests {
             ..good_event()
         };
         let rows =
-            rows_from_batch(&identity(), 5, &batch(vec![good_event(), flood])).expect("valid");
+            rows_from_batch(&identity(), 5, batch(vec![good_event(), flood])).expect("valid");
         assert_eq!(rows.scans.len(), 1);
         assert_eq!(rows.floods.len(), 1);
         assert_eq!(rows.floods[0].sources, 50_000);
@@ -859,7 +861,7 @@ mod tests {
             ),
         ];
         for (event, expected) in cases {
-            let err = rows_from_batch(&identity(), 5, &batch(vec![good_event(), event]))
+            let err = rows_from_batch(&identity(), 5, batch(vec![good_event(), event]))
                 .expect_err(expected)
                 .to_string();
             assert!(err.contains(expected), "{err} should mention {expected}");
@@ -889,7 +891,7 @@ mod tests {
     #[test]
     fn oversized_batch_is_refused() {
         let events = vec![good_event(); MAX_EVENTS_PER_BATCH + 1];
-        let err = rows_from_batch(&identity(), 5, &batch(events)).expect_err("too large");
+        let err = rows_from_batch(&identity(), 5, batch(events)).expect_err("too large");
         assert!(matches!(err, IngestError::BatchTooLarge { .. }));
     }
 }

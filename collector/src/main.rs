@@ -19,6 +19,12 @@ use doorwatch_collector::{pki, tls};
 use doorwatch_store::Store;
 use tokio::sync::watch;
 
+/// mimalloc instead of the system allocator: ingest allocates and frees
+/// many small buffers on every thread, where glibc's malloc spent about a
+/// third of the collector's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Receives scan events from doorwatch agents over mutual TLS and stores
 /// them in ClickHouse.
 ///

@@ -1,11 +1,13 @@
 //! The doorwatch wire contract (`doorwatch.v1`), generated from
 //! `proto/doorwatch/v1/*.proto`.
 //!
-//! This crate owns only the generated types and a few constants about the
-//! contract. It must not grow transport, TLS or storage code: both the agent
+//! This crate owns only the generated types, their codec and a few
+//! constants about the contract. It must not grow transport, TLS or storage code: both the agent
 //! and the collector depend on it, and it depends on nothing of ours.
 
 #![forbid(unsafe_code)]
+
+pub mod codec;
 
 /// Generated messages and services of package `doorwatch.v1`.
 #[allow(clippy::all, missing_debug_implementations)]

@@ -465,7 +465,7 @@ mod tests {
                 seq: seq as u64 + 1,
                 events: chunk.to_vec(),
             };
-            if let Err(e) = rows_from_batch(&identity, 1_764_000_000, &batch) {
+            if let Err(e) = rows_from_batch(&identity, 1_764_000_000, batch) {
                 panic!("generated batch refused: {e}");
             }
         }

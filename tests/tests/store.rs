@@ -38,6 +38,7 @@ async fn store_round_trips_and_counts_retried_batches_once() {
     let clickhouse =
         tokio::task::block_in_place(|| ClickHouse::start(&dir.path().join("data"), dir.path()));
     let config = StoreConfig {
+        compress: true,
         url: clickhouse.url(),
         database: "store_test".into(),
         user: "default".into(),

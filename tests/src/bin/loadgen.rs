@@ -38,6 +38,11 @@ use rand::{Rng, SeedableRng};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+
+/// The same allocator as the collector, so the generator spends its CPU on
+/// generating rather than in glibc's malloc.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;

@@ -1,0 +1,411 @@
+//! `doorwatch-bench-ingest`: events per second through the real collector
+//! into ClickHouse from many simulated agents, measured in the same run as
+//! a raw batched insert of the same kind of rows straight into ClickHouse;
+//! acknowledgement latency at a normal load; and the collector's memory per
+//! connected idle agent.
+//!
+//! Everything runs on loopback: a private ClickHouse server, the release
+//! collector and `doorwatch-loadgen` (real certificates, real mutual TLS).
+//! Prints a Markdown table for BENCHMARKS.md.
+//!
+//! Run (as root): cargo build --release --workspace --bins &&
+//!   target/release/doorwatch-bench-ingest --agents 1000 --rate 300000 --seconds 30 --idle-agents 10000
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use doorwatch_collector::identity::AgentIdentity;
+use doorwatch_collector::ingest::rows_from_batch;
+use doorwatch_e2e::clickhouse::ClickHouse;
+use doorwatch_e2e::mix::{AgentMix, agent_ipv4};
+use doorwatch_e2e::process::{Process, free_port};
+use doorwatch_e2e::{require, stack};
+use doorwatch_proto::v1;
+use doorwatch_store::{FloodEventRow, InsertLimits, ScanEventRow, Store, StoreConfig};
+use rand::SeedableRng;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Measure doorwatch ingest throughput, ack latency and memory per agent"
+)]
+struct Args {
+    /// Simulated agents for the throughput and latency runs.
+    #[arg(long, default_value_t = 1000)]
+    agents: u32,
+    /// Offered load for the throughput run, events per second in total.
+    #[arg(long, default_value_t = 300_000)]
+    rate: u64,
+    /// Length of the throughput run.
+    #[arg(long, default_value_t = 30)]
+    seconds: u64,
+    /// Offered load for the latency run (a busy campus, not saturation).
+    #[arg(long, default_value_t = 20_000)]
+    latency_rate: u64,
+    /// Connected idle agents for the memory run.
+    #[arg(long, default_value_t = 10_000)]
+    idle_agents: u32,
+    /// How often each simulated agent sends what it has (ms); at a high
+    /// rate a real agent's batches grow the same way.
+    #[arg(long, default_value_t = 100)]
+    flush_ms: u64,
+    /// Which measurements to make.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "latency,throughput,idle"
+    )]
+    phases: Vec<Phase>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// Ack latency at --latency-rate.
+    Latency,
+    /// Saturation throughput, then the raw insert of as many rows.
+    Throughput,
+    /// Collector memory per connected idle agent.
+    Idle,
+}
+
+/// Waits until ClickHouse has finished the merges the last phase caused,
+/// so the next phase does not pay for them.
+fn settle(clickhouse: &ClickHouse) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let merges = clickhouse
+            .query("SELECT count() FROM system.merges")
+            .unwrap_or_default();
+        if merges.trim() == "0" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+}
+
+/// What one loadgen run reported (its `--format json` line).
+struct Run {
+    report: serde_json::Value,
+}
+
+impl Run {
+    fn number(&self, key: &str) -> f64 {
+        self.report
+            .get(key)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    }
+
+    fn latency_ms(&self, percentile: &str) -> f64 {
+        self.report
+            .get("ack_latency_ms")
+            .and_then(|l| l.get(percentile))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// Where the load goes.
+struct Target<'a> {
+    dir: &'a Path,
+    collector: SocketAddr,
+    pki: &'a Path,
+    agents: u32,
+    flush_ms: u64,
+}
+
+/// Runs `doorwatch-loadgen` at `rate` for `seconds` and reads its report.
+fn loadgen(target: &Target<'_>, rate: u64, seconds: u64, prefix: &str) -> anyhow::Result<Run> {
+    let (dir, flush_ms) = (target.dir, target.flush_ms);
+    let out = Command::new(require::binary("doorwatch-loadgen"))
+        .args(["--collector", &target.collector.to_string(), "--pki"])
+        .arg(target.pki)
+        .args([
+            "--agents",
+            &target.agents.to_string(),
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            &seconds.to_string(),
+            "--ramp",
+            "5",
+            "--prefix",
+            prefix,
+            "--flush-ms",
+            &flush_ms.to_string(),
+            "--format",
+            "json",
+        ])
+        .current_dir(dir)
+        .output()
+        .context("cannot run doorwatch-loadgen")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .with_context(|| {
+            format!(
+                "loadgen printed no report:\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?;
+    let report = serde_json::from_str(line).context("loadgen report is not JSON")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "loadgen failed: {line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(Run { report })
+}
+
+/// `VmRSS` or `VmHWM` of a process, in KiB.
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The same kind of rows the agents send, built in memory (not timed).
+fn rows(count: usize, agents: u32) -> anyhow::Result<(Vec<ScanEventRow>, Vec<FloodEventRow>)> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut mixes: Vec<AgentMix> = (0..agents).map(|i| AgentMix::new(agent_ipv4(i))).collect();
+    let now_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let received = u32::try_from(now_ms / 1000)?;
+    let mut scans = Vec::with_capacity(count);
+    let mut floods = Vec::new();
+    let mut made = 0usize;
+    let mut agent = 0u32;
+    while made < count {
+        let index = (agent % agents) as usize;
+        let identity = AgentIdentity {
+            agent_id: format!("raw-{index:05}"),
+        };
+        let events: Vec<v1::Event> = (0..100.min(count - made))
+            .map(|_| mixes[index].next_event(&mut rng, now_ms))
+            .collect();
+        made += events.len();
+        let batch = v1::EventBatch {
+            seq: u64::from(agent) + 1,
+            events,
+        };
+        let rows =
+            rows_from_batch(&identity, received, batch).context("mix made an invalid batch")?;
+        scans.extend(rows.scans);
+        floods.extend(rows.floods);
+        agent += 1;
+    }
+    Ok((scans, floods))
+}
+
+/// Inserts the rows with the collector's batched inserter and limits,
+/// ending a full INSERT in the background while the next fills (at most two
+/// at once, as the collector's writer does). Returns rows per second.
+async fn raw_insert(
+    url: &str,
+    scans: &[ScanEventRow],
+    floods: &[FloodEventRow],
+) -> anyhow::Result<f64> {
+    let store = Store::open(&StoreConfig {
+        url: url.to_owned(),
+        database: "doorwatch_raw".into(),
+        user: "default".into(),
+        password: None,
+        compress: false,
+    })
+    .await?;
+    let limits = InsertLimits::default();
+    let started = Instant::now();
+    let mut inserter = store.event_inserter(limits);
+    let mut ending = tokio::task::JoinSet::new();
+    let flood_every = (scans.len() / floods.len().max(1)).max(1);
+    let mut flood_rows = floods.iter();
+    for (i, chunk) in scans.chunks(100).enumerate() {
+        let flood: Vec<FloodEventRow> = if i % (flood_every / 100).max(1) == 0 {
+            flood_rows.next().cloned().into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        inserter.write(chunk, &flood).await?;
+        if inserter.due() {
+            let full = std::mem::replace(&mut inserter, store.event_inserter(limits));
+            if ending.len() >= 2
+                && let Some(done) = ending.join_next().await
+            {
+                done??;
+            }
+            ending.spawn(full.end());
+        }
+    }
+    let rest: Vec<FloodEventRow> = flood_rows.cloned().collect();
+    inserter.write(&[], &rest).await?;
+    ending.spawn(inserter.end());
+    while let Some(done) = ending.join_next().await {
+        done??;
+    }
+    Ok((scans.len() + floods.len()) as f64 / started.elapsed().as_secs_f64())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    require::root();
+    let dir = tempfile::Builder::new()
+        .prefix("doorwatch-bench-")
+        .tempdir()?;
+    let clickhouse = ClickHouse::start(&dir.path().join("clickhouse"), dir.path());
+    let loopback: IpAddr = "127.0.0.1".parse()?;
+    let pki = stack::pki_init(dir.path(), &[loopback]);
+    let address = SocketAddr::new(loopback, free_port());
+    let config = stack::collector_config(dir.path(), address, &pki, &clickhouse, "doorwatch");
+    // The benchmark offers far more than a campus PC's rate on purpose.
+    let mut text = std::fs::read_to_string(&config)?;
+    // ClickHouse is on this host: no LZ4 on the way (the raw peer skips it too).
+    text.push_str("compress = false\n");
+    text.push_str("[ingest]\nagent_events_per_second = 1000000\nagent_burst_events = 10000000\n");
+    std::fs::write(&config, text)?;
+
+    let mut collector = stack::start_collector(dir.path(), &config);
+    let target = Target {
+        dir: dir.path(),
+        collector: address,
+        pki: &pki,
+        agents: args.agents,
+        flush_ms: args.flush_ms,
+    };
+    let mut latency = None;
+    let mut throughput = None;
+    let mut raw_rate = f64::NAN;
+    let mut collector_peak = 0;
+    if args.phases.contains(&Phase::Latency) {
+        latency = Some(loadgen(&target, args.latency_rate, 20, "lat")?);
+        settle(&clickhouse);
+    }
+    if args.phases.contains(&Phase::Throughput) {
+        let run = loadgen(&target, args.rate, args.seconds, "tp")?;
+        collector_peak = memory_kib(collector.pid(), "VmHWM:");
+        settle(&clickhouse);
+        // The raw peer inserts as many rows as went through the collector.
+        let acked = run.number("acked");
+        let count = if acked.is_finite() {
+            acked as usize
+        } else {
+            1_000_000
+        };
+        let (scans, floods) = rows(count, args.agents)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        raw_rate = runtime.block_on(raw_insert(&clickhouse.url(), &scans, &floods))?;
+        throughput = Some(run);
+    }
+
+    let mut idle = None;
+    if args.phases.contains(&Phase::Idle) && args.idle_agents > 0 {
+        collector.stop(Duration::from_secs(30));
+        let mut fresh = stack::start_collector(dir.path(), &config);
+        std::thread::sleep(Duration::from_secs(2));
+        let before = memory_kib(fresh.pid(), "VmRSS:");
+        let mut idle_command = Command::new(require::binary("doorwatch-loadgen"));
+        idle_command
+            .args(["--collector", &address.to_string(), "--pki"])
+            .arg(&pki)
+            .args([
+                "--agents",
+                &args.idle_agents.to_string(),
+                "--rate",
+                "0",
+                "--duration",
+                "120",
+                "--ramp",
+                "40",
+                "--prefix",
+                "idle",
+            ]);
+        let mut idle_gen = Process::spawn("loadgen-idle", idle_command, dir.path())?;
+        let started = Instant::now();
+        let connected = loop {
+            let n = fresh.log().matches("agent connected").count();
+            if n >= args.idle_agents as usize || started.elapsed() > Duration::from_secs(110) {
+                break n;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        };
+        let took = started.elapsed();
+        // A few heartbeats later, the steady state.
+        std::thread::sleep(Duration::from_secs(5));
+        let after = memory_kib(fresh.pid(), "VmRSS:");
+        idle = Some((connected, before, after, took));
+        idle_gen.stop(Duration::from_secs(30));
+        fresh.stop(Duration::from_secs(30));
+    } else {
+        collector.stop(Duration::from_secs(30));
+    }
+
+    println!("| measure | value |");
+    println!("|---|---|");
+    if let Some(run) = &throughput {
+        let through = run.number("acked_per_s_window");
+        println!(
+            "| offered load | {} agents, {} events/s for {} s (generated {:.0}/s) |",
+            args.agents,
+            args.rate,
+            args.seconds,
+            run.number("generated") / run.number("window_s")
+        );
+        println!("| through the collector into ClickHouse | {through:.0} events/s |");
+        println!("| raw batched insert of the same rows | {raw_rate:.0} rows/s |");
+        println!("| ratio | {:.2} |", through / raw_rate);
+        println!(
+            "| collector peak RSS | {:.1} MiB |",
+            collector_peak as f64 / 1024.0
+        );
+        println!(
+            "| ack latency at saturation: p50 / p99 | {:.1} ms / {:.1} ms |",
+            run.latency_ms("p50"),
+            run.latency_ms("p99")
+        );
+        eprintln!("throughput report: {}", run.report);
+    }
+    if let Some(run) = &latency {
+        println!(
+            "| ack latency at {} events/s: p50 / p99 | {:.1} ms / {:.1} ms |",
+            args.latency_rate,
+            run.latency_ms("p50"),
+            run.latency_ms("p99")
+        );
+        eprintln!("latency report: {}", run.report);
+    }
+    if let Some((connected, before, after, took)) = idle {
+        println!(
+            "| idle agents connected | {connected} in {:.0} s |",
+            took.as_secs_f64()
+        );
+        println!(
+            "| collector RSS idle before / after | {:.1} MiB / {:.1} MiB |",
+            before as f64 / 1024.0,
+            after as f64 / 1024.0
+        );
+        println!(
+            "| memory per connected idle agent | {:.1} KiB |",
+            after.saturating_sub(before) as f64 / connected.max(1) as f64
+        );
+    }
+    Ok(())
+}
