@@ -157,6 +157,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued towards one stream (h2 flow control is behind it).
 const SEND_QUEUE: usize = 8;
+/// While a batch fills, due events are made at most this late, so their
+/// timestamps stay close to when they were due without a wakeup per event.
+const GENERATE_TICK: Duration = Duration::from_millis(100);
 /// File descriptors the process needs besides one socket per agent.
 const SPARE_FDS: u64 = 64;
 
@@ -512,15 +515,18 @@ async fn run_agent(index: u32, shared: Arc<Shared>, phase: watch::Receiver<Phase
     };
     Stats::add(&shared.stats.started, 1);
     let seed = shared.seed ^ u64::from(index).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut jitter = SmallRng::seed_from_u64(!seed);
     let agent = Agent {
         mix: AgentMix::new(agent_ipv4(index)),
         rng: SmallRng::seed_from_u64(seed),
-        jitter: SmallRng::seed_from_u64(!seed),
+        gen_phase: jitter.random(),
+        jitter,
         id,
         tls,
         phase,
         gen_start: Instant::now(),
         generated: 0,
+        generated_at: Instant::now(),
         buffer: Vec::new(),
         buffer_since: Instant::now(),
         next_seq: 1,
@@ -588,6 +594,11 @@ struct Agent {
     jitter: SmallRng,
     gen_start: Instant,
     generated: u64,
+    /// Where in its first inter-event interval this agent starts (0 to 1),
+    /// so agents with under one event per second are not in lockstep.
+    gen_phase: f64,
+    /// When [`Agent::generate`] last ran.
+    generated_at: Instant,
     buffer: Vec<v1::Event>,
     buffer_since: Instant,
     next_seq: u64,
@@ -892,28 +903,37 @@ impl Agent {
     }
 
     /// When [`Agent::generate`] has something to do next: the next event is
-    /// due, the buffer is full, or its flush time has come.
+    /// due (checked at most every [`GENERATE_TICK`] while a batch fills),
+    /// the batch is full, or its flush time has come. After generation
+    /// stops, a partial batch still waits for its flush time, so the drain
+    /// does not turn into every agent inserting at the same instant.
     fn next_generation(&self, phase: Phase) -> Option<Instant> {
+        let flush_at = self.buffer_since + self.shared.flush;
         let rate = self.shared.rate_per_agent;
         if phase != Phase::Run || rate <= 0.0 {
-            return (!self.buffer.is_empty()).then(Instant::now);
+            return (!self.buffer.is_empty()).then_some(flush_at);
         }
-        let due_at = |n: u64| self.gen_start + Duration::from_secs_f64(n as f64 / rate);
+        let due_at = |n: u64| {
+            self.gen_start + Duration::from_secs_f64(((n as f64 - self.gen_phase) / rate).max(0.0))
+        };
+        let next_due = due_at(self.generated + 1);
         if self.buffer.is_empty() {
-            return Some(due_at(self.generated + 1));
+            return Some(next_due);
         }
         let room = (self.shared.batch_max - self.buffer.len()) as u64;
-        Some((self.buffer_since + self.shared.flush).min(due_at(self.generated + room)))
+        let next_check = next_due.max(self.generated_at + GENERATE_TICK);
+        Some(flush_at.min(due_at(self.generated + room)).min(next_check))
     }
 
     /// Makes the events due by now and seals full or old batches.
     fn generate(&mut self, phase: Phase) {
         let now = Instant::now();
+        self.generated_at = now;
         let rate = self.shared.rate_per_agent;
         if phase == Phase::Run && rate > 0.0 {
             // The epsilon keeps float rounding from waking us a hair early
             // for ever.
-            let due = ((now - self.gen_start).as_secs_f64() * rate + 1e-6) as u64;
+            let due = ((now - self.gen_start).as_secs_f64() * rate + self.gen_phase + 1e-6) as u64;
             let fresh = due.saturating_sub(self.generated);
             let now_ms = unix_ms();
             for _ in 0..fresh {
@@ -934,9 +954,7 @@ impl Agent {
             self.generated += fresh;
             Stats::add(&self.shared.stats.generated, fresh);
         }
-        if !self.buffer.is_empty()
-            && (phase != Phase::Run || now >= self.buffer_since + self.shared.flush)
-        {
+        if !self.buffer.is_empty() && now >= self.buffer_since + self.shared.flush {
             self.seal();
         }
     }
