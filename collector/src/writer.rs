@@ -14,6 +14,7 @@
 //! collapse the rows that had reached ClickHouse anyway.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use doorwatch_store::{InsertLimits, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
@@ -137,6 +138,10 @@ impl Waiting {
 /// INSERTs being ended at once: one ends in the background while the
 /// next fills.
 const ENDING: u32 = 2;
+/// While shutting down, rows wait at most this long for company: the
+/// sessions' last batches go in one INSERT rather than one each (many
+/// tiny INSERTs make ClickHouse delay them all).
+const STOPPING_PERIOD: Duration = Duration::from_millis(20);
 
 async fn run(
     store: Store,
@@ -148,16 +153,26 @@ async fn run(
     let mut inserter = store.event_inserter(limits);
     let mut waiting = Waiting::default();
     let mut stopping = *shutdown.borrow();
+    // When the oldest waiting batch was written.
+    let mut oldest: Option<tokio::time::Instant> = None;
     loop {
-        let wake = inserter.time_left().unwrap_or(limits.period);
+        let wake = if stopping {
+            oldest.map_or(STOPPING_PERIOD, |at| {
+                STOPPING_PERIOD.saturating_sub(at.elapsed())
+            })
+        } else {
+            inserter.time_left().unwrap_or(limits.period)
+        };
         let mut closed = false;
         tokio::select! {
             job = queue.recv() => match job {
                 Some(job) => {
                     let written = inserter.write(&job.rows.scans, &job.rows.floods).await;
                     waiting.batches.push((job.done, job.room));
+                    oldest.get_or_insert_with(tokio::time::Instant::now);
                     if let Err(e) = written {
                         fail(std::mem::take(&mut waiting), e);
+                        oldest = None;
                         inserter = store.event_inserter(limits);
                         continue;
                     }
@@ -167,7 +182,9 @@ async fn run(
             _ = tokio::time::sleep(wake), if !waiting.batches.is_empty() => {}
             _ = crate::ingest::stop_requested(&mut shutdown), if !stopping => stopping = true,
         }
-        if !waiting.batches.is_empty() && (stopping || closed || inserter.due()) {
+        let stop_due = stopping && oldest.is_some_and(|at| at.elapsed() >= STOPPING_PERIOD);
+        if !waiting.batches.is_empty() && (closed || stop_due || inserter.due()) {
+            oldest = None;
             let full = std::mem::replace(&mut inserter, store.event_inserter(limits));
             let batches = std::mem::take(&mut waiting);
             let Ok(permit) = ending.clone().acquire_owned().await else {

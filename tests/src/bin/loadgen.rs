@@ -96,7 +96,7 @@ struct Cli {
     /// heartbeats only).
     #[arg(long, value_name = "EVENTS_PER_SEC", default_value_t = 100.0)]
     rate: f64,
-    /// Most events in one batch (one batch is one ClickHouse INSERT).
+    /// Most events in one batch.
     #[arg(long, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=MAX_EVENTS_PER_BATCH as i64))]
     batch_max: u32,
