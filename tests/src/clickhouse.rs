@@ -37,6 +37,11 @@ impl ClickHouse {
         server
     }
 
+    /// The server's process id, if it is running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+
     /// The HTTP endpoint, e.g. `http://127.0.0.1:8123`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)

@@ -166,6 +166,21 @@ fn loadgen(target: &Target<'_>, rate: u64, seconds: u64, prefix: &str) -> anyhow
     Ok(Run { report })
 }
 
+/// User + system CPU seconds a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 /// `VmRSS` or `VmHWM` of a process, in KiB.
 fn memory_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -293,16 +308,23 @@ fn main() -> anyhow::Result<()> {
     let mut throughput = None;
     let mut raw_rate = f64::NAN;
     let mut collector_peak = 0;
+    let mut cpu_per_event = None;
     if args.phases.contains(&Phase::Latency) {
         latency = Some(loadgen(&target, args.latency_rate, 20, "lat")?);
         settle(&clickhouse);
     }
     if args.phases.contains(&Phase::Throughput) {
+        let clickhouse_pid = clickhouse.pid().unwrap_or(0);
+        let cpu_before = (cpu_seconds(collector.pid()), cpu_seconds(clickhouse_pid));
         let run = loadgen(&target, args.rate, args.seconds, "tp")?;
+        let acked = run.number("acked");
+        cpu_per_event = Some((
+            (cpu_seconds(collector.pid()) - cpu_before.0) / acked * 1e6,
+            (cpu_seconds(clickhouse_pid) - cpu_before.1) / acked * 1e6,
+        ));
         collector_peak = memory_kib(collector.pid(), "VmHWM:");
         settle(&clickhouse);
         // The raw peer inserts as many rows as went through the collector.
-        let acked = run.number("acked");
         let count = if acked.is_finite() {
             acked as usize
         } else {
@@ -376,6 +398,11 @@ fn main() -> anyhow::Result<()> {
             "| collector peak RSS | {:.1} MiB |",
             collector_peak as f64 / 1024.0
         );
+        if let Some((collector_us, clickhouse_us)) = cpu_per_event {
+            println!(
+                "| CPU per stored event: collector / ClickHouse | {collector_us:.1} µs / {clickhouse_us:.1} µs |"
+            );
+        }
         println!(
             "| ack latency at saturation: p50 / p99 | {:.1} ms / {:.1} ms |",
             run.latency_ms("p50"),
