@@ -193,3 +193,107 @@ async fn misbehaving_agents_get_clear_errors_and_store_nothing() {
         .query_ok("SELECT agent_id FROM doorwatch.scan_events FINAL WHERE explanation = 'mine'");
     assert_eq!(owner.trim(), "pc-2", "identity comes from the certificate");
 }
+
+/// Like [`session`], but also collects the Throttle messages and says
+/// when the last acknowledgement arrived.
+async fn throttled_session(
+    pki: std::path::PathBuf,
+    collector: std::net::SocketAddr,
+    name: &str,
+    messages: Vec<AgentMessage>,
+) -> (Vec<u64>, Vec<v1::Throttle>, std::time::Instant) {
+    let tls = ClientTls::load(
+        &pki.join("ca.pem"),
+        &pki.join(format!("agents/{name}.pem")),
+        &pki.join(format!("agents/{name}.key")),
+        COLLECTOR_NAME,
+    )
+    .expect("client tls");
+    let channel = tls
+        .connect(&collector.to_string())
+        .await
+        .expect("connect");
+    let mut client = v1::agent_stream_client::AgentStreamClient::new(channel);
+    let expected_acks = messages
+        .iter()
+        .filter(|m| matches!(m.body, Some(agent_message::Body::Batch(_))))
+        .count();
+    let mut inbound = client
+        .session(tokio_stream::iter(messages).chain(tokio_stream::pending()))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let (mut acks, mut throttles) = (Vec::new(), Vec::new());
+    while acks.len() < expected_acks {
+        let next = tokio::time::timeout(Duration::from_secs(30), inbound.message())
+            .await
+            .expect("collector answers within 30 s")
+            .expect("stream stays up");
+        match next.and_then(|m| m.body) {
+            Some(v1::collector_message::Body::Ack(ack)) => acks.push(ack.seq),
+            Some(v1::collector_message::Body::Throttle(t)) => throttles.push(t),
+            Some(_) => {}
+            None => break,
+        }
+    }
+    (acks, throttles, std::time::Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_over_its_rate_is_throttled_and_others_are_not() {
+    let loopback: IpAddr = "127.0.0.1".parse().expect("literal");
+    let mut stack = tokio::task::block_in_place(|| Stack::start(loopback));
+    // 1,000 events/s per agent, no more than 1,000 at once.
+    tokio::task::block_in_place(|| {
+        if let Some(mut collector) = stack.collector.take() {
+            collector.stop(Duration::from_secs(10));
+        }
+        let mut text = std::fs::read_to_string(&stack.collector_config).expect("config");
+        text.push_str("[ingest]\nagent_events_per_second = 1000\nagent_burst_events = 1000\n");
+        std::fs::write(&stack.collector_config, text).expect("write config");
+        stack.collector = Some(stack::start_collector(
+            stack.dir.path(),
+            &stack.collector_config,
+        ));
+    });
+    stack::issue_agent(&stack.pki, "greedy");
+    stack::issue_agent(&stack.pki, "polite");
+
+    // The greedy agent sends 4,000 events at once: three seconds over.
+    let mut greedy_messages = vec![hello("greedy")];
+    for seq in 1..=4 {
+        let events = (0..1000).map(|_| scan_event("g".into())).collect();
+        greedy_messages.push(batch(seq, events));
+    }
+    let greedy = tokio::spawn(throttled_session(
+        stack.pki.clone(),
+        stack.collector_address,
+        "greedy",
+        greedy_messages,
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (polite_acks, polite_throttles, polite_done) = throttled_session(
+        stack.pki.clone(),
+        stack.collector_address,
+        "polite",
+        vec![hello("polite"), batch(1, vec![scan_event("p".into())])],
+    )
+    .await;
+    let (greedy_acks, greedy_throttles, greedy_done) = greedy.await.expect("greedy task");
+
+    assert_eq!(polite_acks, vec![1]);
+    assert!(polite_throttles.is_empty(), "{polite_throttles:?}");
+    assert!(
+        polite_done < greedy_done,
+        "the polite agent is served while the greedy one is held back"
+    );
+    assert_eq!(greedy_acks, vec![1, 2, 3, 4], "throttled, not refused");
+    assert!(!greedy_throttles.is_empty(), "the greedy agent is told");
+    let reason = &greedy_throttles[0].reason;
+    assert!(reason.contains("1000 events/s"), "{reason}");
+    assert!(greedy_throttles[0].retry_after_ms > 0);
+    let stored = stack.clickhouse.query_ok(
+        "SELECT count() FROM doorwatch.scan_events FINAL WHERE agent_id IN ('greedy', 'polite')",
+    );
+    assert_eq!(stored.trim(), "4001", "everything is stored");
+}
