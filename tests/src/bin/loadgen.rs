@@ -65,6 +65,12 @@ use tonic::transport::{Channel, Endpoint};
 /// report. Exit status 0 means every generated event was acknowledged;
 /// 1 means some were not (the message says how many).
 ///
+/// Sizing: the collector puts the batches of all agents into shared
+/// INSERTs (see `[ingest]` in collector.toml), so the load on ClickHouse
+/// follows events per second, not agents. Watch the ack latency and the
+/// throttles in the report: they grow when the collector or ClickHouse
+/// falls behind.
+///
 /// Examples:
 ///   # 10,000 idle PCs connecting over a minute: memory per agent
 ///   doorwatch-loadgen --collector 127.0.0.1:4443 --pki /etc/doorwatch/pki \
@@ -648,14 +654,11 @@ impl Agent {
         self.result
     }
 
-    /// Capped exponential backoff with full jitter: uniform in
-    /// [0, min(cap, base·2ⁿ)].
+    /// Capped exponential backoff with full jitter (see [`backoff_delay`]).
     fn next_backoff(&mut self) -> Duration {
-        let ceiling = BACKOFF_BASE
-            .saturating_mul(1u32 << self.backoff_attempt.min(16))
-            .min(BACKOFF_CAP);
+        let delay = backoff_delay(self.backoff_attempt, self.jitter.random::<f64>());
         self.backoff_attempt = self.backoff_attempt.saturating_add(1);
-        ceiling.mul_f64(self.jitter.random::<f64>())
+        delay
     }
 
     /// Waits `delay` while still generating. False if told to stop.
@@ -973,6 +976,15 @@ impl Agent {
     }
 }
 
+/// The reconnect delay after `attempt` failures, for `unit` drawn
+/// uniformly from [0, 1): full jitter under min(cap, base·2ⁿ).
+fn backoff_delay(attempt: u32, unit: f64) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -1210,5 +1222,26 @@ impl Report {
             "throttles": self.throttles,
             "invalid_argument": self.invalid_argument,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_250_ms_and_stops_at_10_s() {
+        assert_eq!(backoff_delay(0, 0.999_999).as_millis(), 249);
+        assert_eq!(backoff_delay(1, 0.5), Duration::from_millis(250));
+        assert_eq!(backoff_delay(5, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff_delay(6, 1.0), BACKOFF_CAP);
+        assert_eq!(backoff_delay(u32::MAX, 1.0), BACKOFF_CAP);
+        assert_eq!(backoff_delay(3, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_help_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }
