@@ -212,6 +212,13 @@ impl Session {
         };
         match outcome {
             Ok(()) => tracing::info!(agent_id = %agent_id, "agent closed its stream"),
+            Err(IngestError::ShuttingDown) => {
+                tracing::info!(agent_id = %agent_id, "closing the agent's stream for shutdown");
+                let _ = self
+                    .tx
+                    .send(Err(Status::from(IngestError::ShuttingDown)))
+                    .await;
+            }
             Err(error) => {
                 let class = error.class();
                 tracing::warn!(

@@ -444,6 +444,11 @@ async fn print_events(
 }
 
 async fn serve(config: ValidConfig) -> anyhow::Result<()> {
+    // One open file per connected agent: use all the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => tracing::info!(open_files_limit = files, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let tls_config = tls::server_config(&config.client_ca, &config.server_cert, &config.server_key)
         .context("cannot set up TLS")?;
     let (stop_tx, stop_rx) = watch::channel(false);

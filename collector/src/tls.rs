@@ -143,6 +143,9 @@ pub fn accept_agents(
                     Ok(conn) => {
                         let _ = tx.send(Ok(conn)).await;
                     }
+                    Err(reason) if reason == GAVE_UP => {
+                        tracing::debug!(remote = %remote, "client closed the connection during the handshake");
+                    }
                     Err(reason) => {
                         tracing::warn!(remote = %remote, reason = %reason, "refused agent connection");
                     }
@@ -154,6 +157,9 @@ pub fn accept_agents(
     ReceiverStream::new(rx)
 }
 
+/// Why a handshake ended when the client hung up mid-way.
+const GAVE_UP: &str = "client closed the connection during the handshake";
+
 async fn handshake(
     acceptor: &TlsAcceptor,
     tcp: TcpStream,
@@ -162,7 +168,14 @@ async fn handshake(
     let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| "tls handshake timed out".to_owned())?
-        .map_err(|e| format!("tls handshake failed: {e}"))?;
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                // The client gave up (its own timeout, a reboot): no refusal.
+                GAVE_UP.to_owned()
+            } else {
+                format!("tls handshake failed: {e}")
+            }
+        })?;
     let leaf = stream
         .get_ref()
         .1

@@ -209,10 +209,7 @@ async fn throttled_session(
         COLLECTOR_NAME,
     )
     .expect("client tls");
-    let channel = tls
-        .connect(&collector.to_string())
-        .await
-        .expect("connect");
+    let channel = tls.connect(&collector.to_string()).await.expect("connect");
     let mut client = v1::agent_stream_client::AgentStreamClient::new(channel);
     let expected_acks = messages
         .iter()
