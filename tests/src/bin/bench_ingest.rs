@@ -53,6 +53,10 @@ struct Args {
     /// rate a real agent's batches grow the same way.
     #[arg(long, default_value_t = 100)]
     flush_ms: u64,
+    /// The collector's `ingest.insert_period_ms` (longer: fewer, larger
+    /// INSERTs, less ClickHouse CPU per event, higher ack latency).
+    #[arg(long, default_value_t = 200)]
+    insert_period_ms: u64,
     /// Which measurements to make.
     #[arg(
         long,
@@ -293,7 +297,10 @@ fn main() -> anyhow::Result<()> {
     let mut text = std::fs::read_to_string(&config)?;
     // ClickHouse is on this host: no LZ4 on the way (the raw peer skips it too).
     text.push_str("compress = false\n");
-    text.push_str("[ingest]\nagent_events_per_second = 1000000\nagent_burst_events = 10000000\n");
+    text.push_str(&format!(
+        "[ingest]\nagent_events_per_second = 1000000\nagent_burst_events = 10000000\ninsert_period_ms = {}\n",
+        args.insert_period_ms
+    ));
     std::fs::write(&config, text)?;
 
     let mut collector = stack::start_collector(dir.path(), &config);
