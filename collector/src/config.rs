@@ -37,9 +37,12 @@ pub struct IngestConfig {
     pub insert_max_rows: u64,
     /// Uncompressed MiB after which a batched INSERT is ended (per table).
     pub insert_max_mib: u64,
-    /// Milliseconds after which a batched INSERT is ended anyway; this is
-    /// most of the acknowledgement latency at low load.
+    /// Milliseconds after which a batched INSERT is ended anyway while
+    /// ingest is quiet; this is most of the acknowledgement latency.
     pub insert_period_ms: u64,
+    /// Longest insert period, used while ingest is busy (over 25,000
+    /// events/s): fewer, larger INSERTs, less ClickHouse CPU per event.
+    pub insert_period_max_ms: u64,
     /// Seconds one INSERT may take before it counts as failed.
     pub insert_timeout_seconds: u64,
     /// MiB of batches received but not yet stored, across all agents.
@@ -61,6 +64,7 @@ impl Default for IngestConfig {
             insert_max_rows: insert.max_rows,
             insert_max_mib: insert.max_bytes >> 20,
             insert_period_ms: insert.period.as_millis() as u64,
+            insert_period_max_ms: 1000,
             insert_timeout_seconds: insert.timeout.as_secs(),
             in_flight_mib: 256,
             agent_in_flight_batches: agent.in_flight_batches,
@@ -250,6 +254,12 @@ impl IngestConfig {
         range("ingest.insert_max_mib", self.insert_max_mib, 1, 1024)?;
         range("ingest.insert_period_ms", self.insert_period_ms, 10, 60_000)?;
         range(
+            "ingest.insert_period_max_ms",
+            self.insert_period_max_ms,
+            self.insert_period_ms,
+            60_000,
+        )?;
+        range(
             "ingest.insert_timeout_seconds",
             self.insert_timeout_seconds,
             1,
@@ -282,6 +292,7 @@ impl IngestConfig {
                 period: std::time::Duration::from_millis(self.insert_period_ms),
                 timeout: std::time::Duration::from_secs(self.insert_timeout_seconds),
             },
+            period_max: std::time::Duration::from_millis(self.insert_period_max_ms),
             in_flight_bytes: usize::try_from(self.in_flight_mib << 20).unwrap_or(usize::MAX),
         };
         let agent = crate::ingest::AgentLimits {

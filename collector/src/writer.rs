@@ -41,7 +41,10 @@ pub struct Room {
 /// The writer's limits.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterLimits {
+    /// `insert.period` is the shortest insert period (see [`Period`]).
     pub insert: InsertLimits,
+    /// The longest insert period, used while ingest is busy.
+    pub period_max: Duration,
     /// Encoded batch bytes received but not yet stored, across all agents.
     pub in_flight_bytes: usize,
 }
@@ -76,7 +79,7 @@ impl Writer {
             budget: Arc::new(Semaphore::new(budget_bytes)),
             budget_bytes,
         };
-        let task = tokio::spawn(run(store, limits.insert, queue, shutdown));
+        let task = tokio::spawn(run(store, limits, queue, shutdown));
         (writer, task)
     }
 
@@ -143,12 +146,55 @@ const ENDING: u32 = 2;
 /// tiny INSERTs make ClickHouse delay them all).
 const STOPPING_PERIOD: Duration = Duration::from_millis(20);
 
+/// Events per second above which ingest counts as busy.
+const BUSY_EVENTS_PER_SECOND: f64 = 25_000.0;
+
+/// The insert period, adapted to load. While ingest is quiet it is the
+/// configured minimum: fresh data and a low ack latency. While it is busy
+/// it doubles, up to the maximum: fewer, larger INSERTs cost ClickHouse
+/// about half the CPU per event at 1 s than at 200 ms (BENCHMARKS.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Period {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Period {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            current: min,
+        }
+    }
+
+    /// The period to use next, after an INSERT of `rows` that collected
+    /// rows for `elapsed`.
+    pub fn after_insert(&mut self, rows: u64, elapsed: Duration) -> Duration {
+        let rate = rows as f64 / elapsed.as_secs_f64().max(0.001);
+        if rate >= BUSY_EVENTS_PER_SECOND {
+            self.current = (self.current * 2).min(self.max);
+        } else if rate < BUSY_EVENTS_PER_SECOND / 2.0 {
+            self.current = (self.current / 2).max(self.min);
+        }
+        self.current
+    }
+
+    pub fn current(&self) -> Duration {
+        self.current
+    }
+}
+
 async fn run(
     store: Store,
-    limits: InsertLimits,
+    writer: WriterLimits,
     mut queue: mpsc::Receiver<Job>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut period = Period::new(writer.insert.period, writer.period_max);
+    let mut limits = writer.insert;
+    let mut collecting_since = tokio::time::Instant::now();
     let ending = Arc::new(Semaphore::new(ENDING as usize));
     let mut inserter = store.event_inserter(limits);
     let mut waiting = Waiting::default();
@@ -185,6 +231,9 @@ async fn run(
         let stop_due = stopping && oldest.is_some_and(|at| at.elapsed() >= STOPPING_PERIOD);
         if !waiting.batches.is_empty() && (closed || stop_due || inserter.due()) {
             oldest = None;
+            let rows = inserter.pending_rows();
+            limits.period = period.after_insert(rows, collecting_since.elapsed());
+            collecting_since = tokio::time::Instant::now();
             let full = std::mem::replace(&mut inserter, store.event_inserter(limits));
             let batches = std::mem::take(&mut waiting);
             let Ok(permit) = ending.clone().acquire_owned().await else {
@@ -217,4 +266,27 @@ fn fail(waiting: Waiting, error: StoreError) {
         "batched insert failed; agents will resend"
     );
     waiting.resolve(Err(Arc::new(error)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_grows_while_busy_and_shrinks_when_quiet() {
+        let ms = Duration::from_millis;
+        let mut period = Period::new(ms(200), ms(1000));
+        // 10,000 rows in 200 ms is 50,000 events/s: busy.
+        assert_eq!(period.after_insert(10_000, ms(200)), ms(400));
+        assert_eq!(period.after_insert(20_000, ms(400)), ms(800));
+        assert_eq!(period.after_insert(40_000, ms(800)), ms(1000));
+        assert_eq!(period.after_insert(50_000, ms(1000)), ms(1000), "capped");
+        // 20,000 events/s is neither: the period stays.
+        assert_eq!(period.after_insert(20_000, ms(1000)), ms(1000));
+        // Quiet: back down to the minimum.
+        assert_eq!(period.after_insert(1_000, ms(1000)), ms(500));
+        assert_eq!(period.after_insert(100, ms(500)), ms(250));
+        assert_eq!(period.after_insert(10, ms(250)), ms(200));
+        assert_eq!(period.current(), ms(200));
+    }
 }
