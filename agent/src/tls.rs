@@ -57,6 +57,18 @@ impl ClientTls {
         })
     }
 
+    /// Uses a client configuration built elsewhere (the load generator
+    /// issues certificates in memory); `server_name` must be valid.
+    pub fn from_config(
+        config: Arc<rustls::ClientConfig>,
+        server_name: ServerName<'static>,
+    ) -> Self {
+        Self {
+            config,
+            server_name,
+        }
+    }
+
     /// Connects to `address` (host:port) and returns a gRPC channel over
     /// the verified TLS connection.
     pub async fn connect(&self, address: &str) -> Result<Channel, tonic::transport::Error> {

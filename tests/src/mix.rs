@@ -15,6 +15,7 @@
 
 use std::net::Ipv4Addr;
 
+use doorwatch_agent::explain::thousands;
 use doorwatch_proto::MAX_PORT_SAMPLE;
 use doorwatch_proto::v1::{self, EpisodeState, ScanType};
 use rand::Rng;
@@ -411,19 +412,6 @@ fn service_name(port: u32) -> String {
     }
 }
 
-/// 65535 as "65,535".
-fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// A UUIDv7 for `now_ms` whose random part comes from `rng`.
 fn uuid_v7(rng: &mut impl Rng, now_ms: i64) -> [u8; 16] {
     let random: [u8; 10] = rng.random();
@@ -544,13 +532,5 @@ mod tests {
             a.iter()
                 .all(|ip| ip.octets()[..2] == [198, 19] && ip.octets()[3] != 0)
         );
-    }
-
-    #[test]
-    fn thousands_are_grouped() {
-        assert_eq!(thousands(7), "7");
-        assert_eq!(thousands(1_000), "1,000");
-        assert_eq!(thousands(65_535), "65,535");
-        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

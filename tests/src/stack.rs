@@ -66,6 +66,12 @@ database = "{database}"
 
 /// Starts the collector and waits until it accepts agents.
 pub fn start_collector(dir: &Path, config: &Path) -> Process {
+    start_collector_named(dir, config, "collector")
+}
+
+/// [`start_collector`], logging to `DIR/NAME.log` (a restarted collector
+/// gets a new name, so the earlier log stays for inspection).
+pub fn start_collector_named(dir: &Path, config: &Path, name: &str) -> Process {
     let mut command = Command::new(require::binary("doorwatch-collector"));
     command
         .args([
@@ -75,7 +81,7 @@ pub fn start_collector(dir: &Path, config: &Path) -> Process {
             "--config",
         ])
         .arg(config);
-    let mut process = Process::spawn("collector", command, dir).expect("start collector");
+    let mut process = Process::spawn(name, command, dir).expect("start collector");
     process.wait_for_log("accepting agents", Duration::from_secs(60));
     process
 }

@@ -103,19 +103,11 @@ fn number(report: &serde_json::Value, key: &str) -> u64 {
 /// Starts the collector again with the stack's config, logging to
 /// `NAME.log` so the earlier collector's log stays for inspection.
 fn restart_collector(stack: &mut Stack, name: &str) {
-    let mut command = Command::new(require::binary("doorwatch-collector"));
-    command
-        .args([
-            "--log-level",
-            "info,doorwatch_collector=debug",
-            "serve",
-            "--config",
-        ])
-        .arg(&stack.collector_config);
-    let mut process =
-        Process::spawn(name, command, stack.dir.path()).expect("start the collector again");
-    process.wait_for_log("accepting agents", Duration::from_secs(60));
-    stack.collector = Some(process);
+    stack.collector = Some(doorwatch_e2e::stack::start_collector_named(
+        stack.dir.path(),
+        &stack.collector_config,
+        name,
+    ));
 }
 
 /// Waits until ClickHouse holds at least `rows` of the load generator's

@@ -53,14 +53,12 @@ fn batch(seq: u64, events: Vec<v1::Event>) -> AgentMessage {
     }
 }
 
-/// Opens a stream as agent `name`, sends `messages`, and returns how the
-/// stream ended: acknowledged seqs, or the error status.
-async fn session(
-    stack: &Stack,
+/// A gRPC client over mutual TLS with agent `name`'s certificate.
+async fn client(
+    pki: &std::path::Path,
+    collector: std::net::SocketAddr,
     name: &str,
-    messages: Vec<AgentMessage>,
-) -> Result<Vec<u64>, tonic::Status> {
-    let pki = &stack.pki;
+) -> v1::agent_stream_client::AgentStreamClient<tonic::transport::Channel> {
     let tls = ClientTls::load(
         &pki.join("ca.pem"),
         &pki.join(format!("agents/{name}.pem")),
@@ -68,11 +66,19 @@ async fn session(
         COLLECTOR_NAME,
     )
     .expect("client tls");
-    let channel = tls
-        .connect(&stack.collector_address.to_string())
+    let channel = tls.connect(&collector.to_string()).await.expect("connect");
+    v1::agent_stream_client::AgentStreamClient::new(channel)
+}
+
+/// Opens a stream as agent `name`, sends `messages`, and returns how the
+/// stream ended: acknowledged seqs, or the error status.
+async fn session(
+    stack: &Stack,
+    name: &str,
+    messages: Vec<AgentMessage>,
+) -> Result<Vec<u64>, tonic::Status> {
+    let mut client = client(&stack.pki, stack.collector_address, name)
         .await
-        .expect("connect");
-    let mut client = v1::agent_stream_client::AgentStreamClient::new(channel)
         .max_encoding_message_size(64 * 1024 * 1024);
     let expected_acks = messages
         .iter()
@@ -202,15 +208,7 @@ async fn throttled_session(
     name: &str,
     messages: Vec<AgentMessage>,
 ) -> (Vec<u64>, Vec<v1::Throttle>, std::time::Instant) {
-    let tls = ClientTls::load(
-        &pki.join("ca.pem"),
-        &pki.join(format!("agents/{name}.pem")),
-        &pki.join(format!("agents/{name}.key")),
-        COLLECTOR_NAME,
-    )
-    .expect("client tls");
-    let channel = tls.connect(&collector.to_string()).await.expect("connect");
-    let mut client = v1::agent_stream_client::AgentStreamClient::new(channel);
+    let mut client = client(&pki, collector, name).await;
     let expected_acks = messages
         .iter()
         .filter(|m| matches!(m.body, Some(agent_message::Body::Batch(_))))

@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
+use doorwatch_agent::tls::ClientTls;
 use doorwatch_collector::identity::is_valid_agent_id;
 use doorwatch_collector::pki::AgentIssuer;
 use doorwatch_e2e::mix::{AgentMix, agent_ipv4};
@@ -32,11 +33,9 @@ use doorwatch_proto::v1::{
     collector_message,
 };
 use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
-use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 /// The same allocator as the collector, so the generator spends its CPU on
@@ -45,10 +44,9 @@ use tokio::sync::{mpsc, watch};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_rustls::TlsConnector;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Simulates many doorwatch agents (campus PCs) against a running
 /// collector and reports how fast their events were stored and
@@ -999,39 +997,16 @@ fn unix_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// TCP, TLS and the Session stream, with our own connector so the TLS
-/// policy is exactly the agents' (see `agent/src/tls.rs`).
+/// TCP, TLS and the Session stream, through the agent's own connector so
+/// the TLS policy and timeouts are exactly the agents'.
 async fn open_stream(
     address: String,
     server_name: ServerName<'static>,
     config: Arc<rustls::ClientConfig>,
     requests: mpsc::Receiver<AgentMessage>,
 ) -> Result<(AgentStreamClient<Channel>, Streaming<CollectorMessage>), SessionError> {
-    let connector = TlsConnector::from(config);
-    let make_connection = tower::service_fn(move |_: tonic::transport::Uri| {
-        let connector = connector.clone();
-        let server_name = server_name.clone();
-        let address = address.clone();
-        async move {
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&address))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "tcp connect timed out")
-                })??;
-            tcp.set_nodelay(true)?;
-            let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "tls handshake timed out")
-                })??;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
-    });
-    let channel = Endpoint::from_static("http://doorwatch-collector")
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .connect_with_connector(make_connection)
+    let channel = ClientTls::from_config(config, server_name)
+        .connect(&address)
         .await
         .map_err(|e| SessionError::Connect(error_chain(&e)))?;
     let mut client = AgentStreamClient::new(channel)
