@@ -372,13 +372,25 @@ impl Spool {
         let positions: Vec<usize> = (0..self.index.len())
             .filter(|&i| self.index[i].segment == id)
             .collect();
+        let path = self.segment_path(id);
+        // One read of the whole segment, not one per batch.
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
         let mut out = Vec::new();
         let mut updated = Vec::with_capacity(positions.len());
         let mut dropped = 0;
         for &i in &positions {
-            let Some(mut batch) = self.get(i)? else {
-                continue;
-            };
+            let entry = self.index[i];
+            let start = entry.offset as usize + HEADER;
+            let payload = bytes
+                .get(start..start + entry.len as usize)
+                .ok_or_else(|| SpoolError::Io {
+                    path: path.clone(),
+                    source: std::io::ErrorKind::UnexpectedEof.into(),
+                })?;
+            let mut batch = EventBatch::decode(payload).map_err(|e| SpoolError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
             let before = batch.events.len();
             batch.events.retain(|e| importance(e) > level);
             dropped += before - batch.events.len();
@@ -390,7 +402,6 @@ impl Spool {
         if dropped == 0 {
             return Ok(0);
         }
-        let path = self.segment_path(id);
         let tmp = path.with_extension("rewrite");
         let written = File::create(&tmp)
             .and_then(|mut f| f.write_all(&out).and_then(|()| f.sync_all()))

@@ -179,6 +179,23 @@ impl Stack {
         }
     }
 
+    /// Stops the collector (SIGTERM, 10 s grace) if it runs.
+    pub fn stop_collector(&mut self) {
+        if let Some(mut collector) = self.collector.take() {
+            collector.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Starts the collector again with the stack's config, logging to
+    /// `DIR/NAME.log`.
+    pub fn restart_collector(&mut self, name: &str) {
+        self.collector = Some(start_collector_named(
+            self.dir.path(),
+            &self.collector_config,
+            name,
+        ));
+    }
+
     /// Issues a certificate and starts an agent for `host`; `delivery` holds
     /// extra lines for its `[delivery]` table.
     pub fn agent(&self, host: &Host, name: &str, delivery: &str) -> Process {

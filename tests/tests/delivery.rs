@@ -100,16 +100,6 @@ fn number(report: &serde_json::Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("report has no number {key}: {report}"))
 }
 
-/// Starts the collector again with the stack's config, logging to
-/// `NAME.log` so the earlier collector's log stays for inspection.
-fn restart_collector(stack: &mut Stack, name: &str) {
-    stack.collector = Some(doorwatch_e2e::stack::start_collector_named(
-        stack.dir.path(),
-        &stack.collector_config,
-        name,
-    ));
-}
-
 /// Waits until ClickHouse holds at least `rows` of the load generator's
 /// scan events, so a fault hits a flowing stream.
 fn wait_for_flow(stack: &Stack, rows: u64) {
@@ -212,7 +202,7 @@ fn collector_killed_and_restarted() {
     let killed = Instant::now();
     eprintln!("collector killed (SIGKILL) with events in flight");
     std::thread::sleep(Duration::from_secs(3));
-    restart_collector(&mut stack, "collector-restarted");
+    stack.restart_collector("collector-restarted");
     eprintln!("collector back after {:?}", killed.elapsed());
 
     let report = loadgen.finish(Duration::from_secs(150));
@@ -319,7 +309,7 @@ fn collector_restart_with_1000_agents() {
         start.elapsed(),
         stopping.elapsed()
     );
-    restart_collector(&mut stack, "collector-restarted");
+    stack.restart_collector("collector-restarted");
     eprintln!(
         "collector accepting agents again {:?} after SIGTERM",
         stopping.elapsed()

@@ -66,9 +66,7 @@ fn full_spool_disk_drops_are_counted_and_everything_else_arrives_once() {
     let scanner = campus.add_host("scanner", &source_refs);
     let uplink = campus.uplink(&pc);
     let mut stack = Stack::start(IpAddr::V4(uplink.root_ip));
-    if let Some(mut collector) = stack.collector.take() {
-        collector.stop(Duration::from_secs(10));
-    }
+    stack.stop_collector();
 
     // The spool lives on a 16 KiB disk: room for a few dozen events.
     let spool = stack.dir.path().join("pc-1-spool");
@@ -134,10 +132,7 @@ fn full_spool_disk_drops_are_counted_and_everything_else_arrives_once() {
         agent.log()
     );
 
-    stack.collector = Some(stack::start_collector(
-        stack.dir.path(),
-        &stack.collector_config,
-    ));
+    stack.restart_collector("collector");
     // Accounting: the newest heartbeat with nothing pending must show
     // created = stored + dropped, and the drops must be spool errors.
     let stored_sql = "SELECT (SELECT count() FROM doorwatch.scan_events FINAL WHERE agent_id = 'pc-1') \

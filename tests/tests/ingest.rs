@@ -53,6 +53,14 @@ fn batch(seq: u64, events: Vec<v1::Event>) -> AgentMessage {
     }
 }
 
+/// How many of `messages` are batches (each should be acknowledged).
+fn batches_in(messages: &[AgentMessage]) -> usize {
+    messages
+        .iter()
+        .filter(|m| matches!(m.body, Some(agent_message::Body::Batch(_))))
+        .count()
+}
+
 /// A gRPC client over mutual TLS with agent `name`'s certificate.
 async fn client(
     pki: &std::path::Path,
@@ -80,10 +88,7 @@ async fn session(
     let mut client = client(&stack.pki, stack.collector_address, name)
         .await
         .max_encoding_message_size(64 * 1024 * 1024);
-    let expected_acks = messages
-        .iter()
-        .filter(|m| matches!(m.body, Some(agent_message::Body::Batch(_))))
-        .count();
+    let expected_acks = batches_in(&messages);
     let mut inbound = client
         .session(tokio_stream::iter(messages).chain(tokio_stream::pending()))
         .await?
@@ -209,10 +214,7 @@ async fn throttled_session(
     messages: Vec<AgentMessage>,
 ) -> (Vec<u64>, Vec<v1::Throttle>, std::time::Instant) {
     let mut client = client(&pki, collector, name).await;
-    let expected_acks = messages
-        .iter()
-        .filter(|m| matches!(m.body, Some(agent_message::Body::Batch(_))))
-        .count();
+    let expected_acks = batches_in(&messages);
     let mut inbound = client
         .session(tokio_stream::iter(messages).chain(tokio_stream::pending()))
         .await
@@ -240,16 +242,11 @@ async fn an_agent_over_its_rate_is_throttled_and_others_are_not() {
     let mut stack = tokio::task::block_in_place(|| Stack::start(loopback));
     // 1,000 events/s per agent, no more than 1,000 at once.
     tokio::task::block_in_place(|| {
-        if let Some(mut collector) = stack.collector.take() {
-            collector.stop(Duration::from_secs(10));
-        }
+        stack.stop_collector();
         let mut text = std::fs::read_to_string(&stack.collector_config).expect("config");
         text.push_str("[ingest]\nagent_events_per_second = 1000\nagent_burst_events = 1000\n");
         std::fs::write(&stack.collector_config, text).expect("write config");
-        stack.collector = Some(stack::start_collector(
-            stack.dir.path(),
-            &stack.collector_config,
-        ));
+        stack.restart_collector("collector");
     });
     stack::issue_agent(&stack.pki, "greedy");
     stack::issue_agent(&stack.pki, "polite");

@@ -191,9 +191,7 @@ fn agent_keeps_running_while_the_collector_is_unreachable() {
     let (mut campus, pc, scanner) = campus();
     let uplink = campus.uplink(&pc);
     let mut stack = Stack::start(IpAddr::V4(uplink.root_ip));
-    if let Some(mut collector) = stack.collector.take() {
-        collector.stop(Duration::from_secs(10));
-    }
+    stack.stop_collector();
     let mut agent = stack.agent(&pc, "pc-1", "");
     agent.wait_for_log("collector stream down", Duration::from_secs(30));
 
@@ -204,10 +202,7 @@ fn agent_keeps_running_while_the_collector_is_unreachable() {
         "agent must not exit without a collector"
     );
 
-    stack.collector = Some(stack::start_collector(
-        stack.dir.path(),
-        &stack.collector_config,
-    ));
+    stack.restart_collector("collector");
     let result = stack
         .clickhouse
         .poll(&episode_sql(), Duration::from_secs(90), |r| {
@@ -275,9 +270,7 @@ fn events_spooled_before_a_kill_9_are_delivered_after_restart() {
     let (mut campus, pc, scanner) = campus();
     let uplink = campus.uplink(&pc);
     let mut stack = Stack::start(IpAddr::V4(uplink.root_ip));
-    if let Some(mut collector) = stack.collector.take() {
-        collector.stop(Duration::from_secs(10));
-    }
+    stack.stop_collector();
     // With no collector, detections can only wait in the spool.
     let mut agent = stack.agent(&pc, "pc-1", "");
     agent.wait_for_log("collector stream down", Duration::from_secs(30));
@@ -287,10 +280,7 @@ fn events_spooled_before_a_kill_9_are_delivered_after_restart() {
     std::thread::sleep(Duration::from_secs(3));
     agent.kill();
 
-    stack.collector = Some(stack::start_collector(
-        stack.dir.path(),
-        &stack.collector_config,
-    ));
+    stack.restart_collector("collector");
     let mut agent = stack.agent(&pc, "pc-1", "");
     agent.wait_for_log("spool opened", Duration::from_secs(30));
     let log = agent.log();
