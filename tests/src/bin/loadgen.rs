@@ -28,11 +28,11 @@ use doorwatch_agent::tls::ClientTls;
 use doorwatch_collector::identity::is_valid_agent_id;
 use doorwatch_collector::pki::AgentIssuer;
 use doorwatch_e2e::mix::{AgentMix, agent_ipv4};
-use doorwatch_proto::v1::{
-    self, AgentMessage, CollectorMessage, agent_message, agent_stream_client::AgentStreamClient,
-    collector_message,
-};
+use doorwatch_proto::codec::LeanCodec;
+use doorwatch_proto::v1::{self, AgentMessage, CollectorMessage, agent_message, collector_message};
 use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+use prost::Message as _;
+use prost::bytes::Bytes;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustls::pki_types::ServerName;
@@ -46,7 +46,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+use tonic::client::Grpc;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
+
+/// The Session RPC of `doorwatch.v1.AgentStream`.
+const SESSION_PATH: &str = "/doorwatch.v1.AgentStream/Session";
 
 /// Simulates many doorwatch agents (campus PCs) against a running
 /// collector and reports how fast their events were stored and
@@ -556,11 +561,50 @@ fn client_config(shared: &Shared, id: &str) -> anyhow::Result<Arc<rustls::Client
     Ok(Arc::new(config))
 }
 
-/// A batch kept until an Ack covers it.
+/// A batch kept until an Ack covers it, encoded once: a resend sends the
+/// same bytes, and an ack frees one buffer rather than every event's.
 struct Pending {
-    batch: v1::EventBatch,
+    seq: u64,
+    events: u64,
+    message: Encoded,
     sent_at: Option<Instant>,
     sends: u32,
+}
+
+/// An `AgentMessage` already encoded. It goes on the wire as it is, so the
+/// generator spends its CPU once per batch, not once per send.
+#[derive(Debug, Clone, Default)]
+struct Encoded(Bytes);
+
+impl Encoded {
+    fn of(message: &AgentMessage) -> Self {
+        Self(Bytes::from(message.encode_to_vec()))
+    }
+}
+
+impl prost::Message for Encoded {
+    fn encode_raw(&self, buf: &mut impl prost::bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl prost::bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Only ever sent, never received.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// Why a session ended.
@@ -682,8 +726,8 @@ impl Agent {
     /// One connection and stream: open it, deliver, and return Ok once
     /// drained and closed.
     async fn session(&mut self) -> Result<(), SessionError> {
-        let (tx, rx) = mpsc::channel::<AgentMessage>(SEND_QUEUE);
-        let hello = AgentMessage {
+        let (tx, rx) = mpsc::channel::<Encoded>(SEND_QUEUE);
+        let hello = Encoded::of(&AgentMessage {
             body: Some(agent_message::Body::Hello(v1::Hello {
                 protocol_version: PROTOCOL_VERSION,
                 agent_version: "loadgen".into(),
@@ -691,7 +735,7 @@ impl Agent {
                 os: std::env::consts::OS.into(),
                 local_ips: vec![self.mix.target().octets().to_vec()],
             })),
-        };
+        });
         // The queue is empty, so this cannot fail.
         let _ = tx.try_send(hello);
         let open = open_stream(
@@ -746,7 +790,7 @@ impl Agent {
     /// Sends batches and heartbeats, takes Acks, until drained or broken.
     async fn deliver(
         &mut self,
-        tx: mpsc::Sender<AgentMessage>,
+        tx: mpsc::Sender<Encoded>,
         inbound: &mut Streaming<CollectorMessage>,
     ) -> Result<(), SessionError> {
         let opened = Instant::now();
@@ -793,9 +837,7 @@ impl Agent {
                     }
                     pending.sends += 1;
                     pending.sent_at = Some(Instant::now());
-                    permit.send(AgentMessage {
-                        body: Some(agent_message::Body::Batch(pending.batch.clone())),
-                    });
+                    permit.send(pending.message.clone());
                     if sent == 0 {
                         ack_deadline = Instant::now() + ACK_TIMEOUT;
                     }
@@ -829,7 +871,7 @@ impl Agent {
                 while self
                     .unacked
                     .front()
-                    .is_some_and(|p| p.batch.seq <= ack.seq && p.sends > 0)
+                    .is_some_and(|p| p.seq <= ack.seq && p.sends > 0)
                 {
                     let Some(done) = self.unacked.pop_front() else {
                         break;
@@ -840,7 +882,7 @@ impl Agent {
                             .latencies_us
                             .push(u32::try_from(us).unwrap_or(u32::MAX));
                     }
-                    events += done.batch.events.len() as u64;
+                    events += done.events;
                     batches += 1;
                     *sent = sent.saturating_sub(1);
                 }
@@ -871,11 +913,11 @@ impl Agent {
             if self.unacked.front().is_some_and(|p| p.sends > 0)
                 && let Some(bad) = self.unacked.pop_front()
             {
-                Stats::add(&stats.refused_events, bad.batch.events.len() as u64);
+                Stats::add(&stats.refused_events, bad.events);
                 tracing::error!(
                     agent_id = %self.id,
-                    seq = bad.batch.seq,
-                    events = bad.batch.events.len(),
+                    seq = bad.seq,
+                    events = bad.events,
                     reason = %status.message(),
                     "GENERATOR BUG: the collector refused a batch as invalid; dropped it"
                 );
@@ -886,21 +928,16 @@ impl Agent {
         SessionError::Status(status)
     }
 
-    fn heartbeat_message(&self, opened: Instant) -> AgentMessage {
-        let pending = self
-            .unacked
-            .iter()
-            .map(|p| p.batch.events.len())
-            .sum::<usize>()
-            + self.buffer.len();
-        AgentMessage {
+    fn heartbeat_message(&self, opened: Instant) -> Encoded {
+        let pending = self.unacked.iter().map(|p| p.events).sum::<u64>() + self.buffer.len() as u64;
+        Encoded::of(&AgentMessage {
             body: Some(agent_message::Body::Heartbeat(v1::Heartbeat {
-                pending_events: pending as u64,
+                pending_events: pending,
                 uptime_seconds: opened.elapsed().as_secs(),
                 agent_version: "loadgen".into(),
                 ..Default::default()
             })),
-        }
+        })
     }
 
     /// When [`Agent::generate`] has something to do next: the next event is
@@ -960,16 +997,28 @@ impl Agent {
         }
     }
 
+    /// Encodes the buffered events as the next batch and keeps it until
+    /// acknowledged. The buffer's memory is reused for the next batch.
     fn seal(&mut self) {
-        let events = std::mem::take(&mut self.buffer);
+        let seq = self.next_seq;
+        let message = AgentMessage {
+            body: Some(agent_message::Body::Batch(v1::EventBatch {
+                seq,
+                events: std::mem::take(&mut self.buffer),
+            })),
+        };
+        let encoded = Encoded::of(&message);
+        if let Some(agent_message::Body::Batch(batch)) = message.body {
+            self.buffer = batch.events;
+        }
         self.unacked.push_back(Pending {
-            batch: v1::EventBatch {
-                seq: self.next_seq,
-                events,
-            },
+            seq,
+            events: self.buffer.len() as u64,
+            message: encoded,
             sent_at: None,
             sends: 0,
         });
+        self.buffer.clear();
         self.next_seq += 1;
     }
 }
@@ -1003,22 +1052,35 @@ async fn open_stream(
     address: String,
     server_name: ServerName<'static>,
     config: Arc<rustls::ClientConfig>,
-    requests: mpsc::Receiver<AgentMessage>,
-) -> Result<(AgentStreamClient<Channel>, Streaming<CollectorMessage>), SessionError> {
+    requests: mpsc::Receiver<Encoded>,
+) -> Result<(Grpc<Channel>, Streaming<CollectorMessage>), SessionError> {
     let channel = ClientTls::from_config(config, server_name)
         .connect(&address)
         .await
         .map_err(|e| SessionError::Connect(error_chain(&e)))?;
-    let mut client = AgentStreamClient::new(channel)
+    let mut client = Grpc::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let response = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        client.session(ReceiverStream::new(requests)),
-    )
-    .await
-    .map_err(|_| SessionError::Connect("no response to the stream within 10 s".into()))?
-    .map_err(SessionError::Refused)?;
+    // The generated client's `session`, but for messages encoded already.
+    let session = async {
+        client
+            .ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
+        let codec = LeanCodec::<Encoded, CollectorMessage>::default();
+        let path = PathAndQuery::from_static(SESSION_PATH);
+        client
+            .streaming(
+                tonic::Request::new(ReceiverStream::new(requests)),
+                path,
+                codec,
+            )
+            .await
+    };
+    let response = tokio::time::timeout(CONNECT_TIMEOUT, session)
+        .await
+        .map_err(|_| SessionError::Connect("no response to the stream within 10 s".into()))?
+        .map_err(SessionError::Refused)?;
     Ok((client, response.into_inner()))
 }
 
