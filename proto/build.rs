@@ -9,7 +9,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .codec_path("crate::codec::LeanCodec")
-        .compile_with_config(config, &["doorwatch/v1/agent_stream.proto"], &["."])?;
+        .compile_with_config(
+            config,
+            &[
+                "doorwatch/v1/agent_stream.proto",
+                "doorwatch/v1/enrollment.proto",
+            ],
+            &["."],
+        )?;
     println!("cargo:rerun-if-changed=doorwatch/v1");
     Ok(())
 }

@@ -40,10 +40,32 @@ pub struct CollectorConfig {
     pub server_name: Option<String>,
     /// PEM bundle of the CA that signed the collector's certificate.
     pub ca: PathBuf,
-    /// This agent's client certificate (PEM).
+    /// This agent's client certificate (PEM). Written by enrollment and
+    /// renewal.
     pub cert: PathBuf,
-    /// This agent's private key (PEM, mode 0600).
+    /// This agent's private key (PEM, mode 0600). Made on this PC by
+    /// enrollment and renewal; it never leaves it.
     pub key: PathBuf,
+    /// Bootstrap token (`doorwatch-collector token create`). When set, the
+    /// agent enrolls by itself on first start, and again if its
+    /// certificate has expired. Keep this file readable by root only.
+    pub token: Option<String>,
+}
+
+/// A secret from the configuration; never shown in logs or Debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -123,6 +145,7 @@ pub struct ValidConfig {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub token: Option<Secret>,
     pub detector: DetectorConfig,
     pub heartbeat: Duration,
     pub spool_dir: PathBuf,
@@ -205,6 +228,16 @@ impl AgentConfig {
                 format!("{server_name:?} is not a DNS name or IP address"),
             ));
         }
+        let token = match self.collector.token {
+            Some(t) if t.trim().is_empty() => {
+                return Err(invalid(
+                    "collector.token",
+                    "is empty; remove it or paste the token",
+                ));
+            }
+            Some(t) => Some(Secret(t.trim().to_owned())),
+            None => None,
+        };
         let d = self.detection;
         if d.scan_min_ports == 0 {
             return Err(invalid("detection.scan_min_ports", "must be at least 1"));
@@ -253,6 +286,7 @@ impl AgentConfig {
             ca: self.collector.ca,
             cert: self.collector.cert,
             key: self.collector.key,
+            token,
             detector: DetectorConfig {
                 scan_min_ports: d.scan_min_ports,
                 blind_min_ports: d.blind_min_ports,

@@ -17,6 +17,7 @@ pub mod capture;
 pub mod config;
 pub mod decode;
 pub mod detect;
+pub mod enroll;
 pub mod events;
 pub mod explain;
 pub mod pcap;

@@ -15,10 +15,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use doorwatch_agent::capture::Capture;
 use doorwatch_agent::config::{AgentConfig, ValidConfig};
 use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeState, Report};
+use doorwatch_agent::enroll::{self, Claims, IdentityFiles, Renewal};
 use doorwatch_agent::events::{self, EventBuilder};
 use doorwatch_agent::spool::Spool;
 use doorwatch_agent::tls::ClientTls;
-use doorwatch_agent::uplink::{Counters, Uplink};
+use doorwatch_agent::uplink::{Backoff, Counters, Uplink};
 use doorwatch_agent::{decode, pcap};
 use doorwatch_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -29,6 +30,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Needs the CAP_NET_RAW capability (not full root). Typical use:
 ///   doorwatch-agent check-config --config /etc/doorwatch/agent.toml
 ///   doorwatch-agent run --config /etc/doorwatch/agent.toml
+/// With collector.token in agent.toml, `run` enrolls by itself on first
+/// start. To enroll by hand instead (once per PC):
+///   doorwatch-agent enroll --collector collector.campus.example:4443 --token dwt1-...
 /// Offline analysis of a capture file:
 ///   doorwatch-agent replay --pcap scan.pcap --local-ip 192.0.2.10
 #[derive(Debug, Parser)]
@@ -65,6 +69,26 @@ enum Command {
         #[arg(long, default_value = "/etc/doorwatch/agent.toml")]
         config: PathBuf,
     },
+    /// Get this PC's identity: make a key pair (kept on this PC, mode
+    /// 0600), send a signing request with the bootstrap token, and write the
+    /// certificate the collector returns. Files go where agent.toml's
+    /// [collector] cert and key say. Enrolling again makes a new agent.
+    Enroll {
+        /// Path to agent.toml (for the cert, key and CA file locations).
+        #[arg(long, default_value = "/etc/doorwatch/agent.toml")]
+        config: PathBuf,
+        /// Collector host:port (default: collector.address from agent.toml).
+        #[arg(long)]
+        collector: Option<String>,
+        /// Bootstrap token from `doorwatch-collector token create`
+        /// (default: collector.token from agent.toml).
+        #[arg(long)]
+        token: Option<String>,
+        /// CA bundle the collector's certificate must chain to (default:
+        /// collector.ca from agent.toml).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
     /// Check a configuration file and the files it names, then exit.
     CheckConfig {
         /// Path to agent.toml.
@@ -90,8 +114,23 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Run { config } => run(load_config(&config)?),
+        Command::Enroll {
+            config,
+            collector,
+            token,
+            ca,
+        } => enroll_once(load_config(&config)?, collector, token, ca),
         Command::CheckConfig { config } => {
             let valid = load_config(&config)?;
+            if valid.token.is_some() && !valid.cert.exists() {
+                doorwatch_tls::load_roots(&valid.ca)
+                    .context("the CA bundle named in collector.ca does not work")?;
+                println!(
+                    "{}: ok (enrolls with its token on first start)",
+                    config.display()
+                );
+                return Ok(());
+            }
             ClientTls::load(&valid.ca, &valid.cert, &valid.key, &valid.server_name)
                 .context("the TLS files named in [collector] do not work")?;
             println!("{}: ok", config.display());
@@ -133,9 +172,136 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What this PC says about itself when enrolling.
+fn claims() -> Claims {
+    Claims {
+        hostname: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        os: std::env::consts::OS.to_owned(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn identity_files(config: &ValidConfig) -> IdentityFiles {
+    IdentityFiles {
+        cert: config.cert.clone(),
+        key: config.key.clone(),
+        ca: config.ca.clone(),
+        address: config.collector_address.clone(),
+        server_name: config.server_name.clone(),
+    }
+}
+
+fn enroll_once(
+    config: ValidConfig,
+    collector: Option<String>,
+    token: Option<String>,
+    ca: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut files = identity_files(&config);
+    if let Some(address) = collector {
+        // Accept a URL as well as host:port.
+        let address = address
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned();
+        let host = address
+            .rsplit_once(':')
+            .map(|(host, _)| host.trim_start_matches('[').trim_end_matches(']'))
+            .with_context(|| format!("--collector {address:?} is not host:port"))?;
+        files.server_name = host.to_owned();
+        files.address = address;
+    }
+    if let Some(ca) = ca {
+        files.ca = ca;
+    }
+    let token = token
+        .or_else(|| config.token.as_ref().map(|t| t.expose().to_owned()))
+        .context("no token: pass --token or set collector.token in agent.toml")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let enrolled = runtime
+        .block_on(enroll::enroll(&files, &token, &claims()))
+        .with_context(|| format!("enrollment with {} failed", files.address))?;
+    tracing::info!(agent_id = %enrolled.agent_id, group = %enrolled.group, "enrolled");
+    println!(
+        "enrolled as agent {} (group {})",
+        enrolled.agent_id, enrolled.group
+    );
+    println!("certificate: {}", files.cert.display());
+    println!("key (0600):  {}", files.key.display());
+    Ok(())
+}
+
+/// Makes sure a usable certificate is in place before the agent starts:
+/// enrolls with the configured token when there is none yet, when it has
+/// expired, or when it does not fit the key. Waits out an unreachable
+/// collector; a refusal (bad token, say) stops the agent with the reason.
+async fn ensure_identity(config: &ValidConfig) -> anyhow::Result<()> {
+    let problem = match enroll::validity(&config.cert) {
+        Ok(validity) if validity.expired(SystemTime::now()) => Some(format!(
+            "the certificate {} expired at {}",
+            config.cert.display(),
+            rfc3339(unix_ms_of(validity.not_after))
+        )),
+        Ok(_) => ClientTls::load(&config.ca, &config.cert, &config.key, &config.server_name)
+            .err()
+            .map(|e| format!("the certificate and key do not work: {e}")),
+        Err(_) if !config.cert.exists() => {
+            Some(format!("no certificate at {} yet", config.cert.display()))
+        }
+        Err(e) => return Err(e).context("cannot read the agent certificate"),
+    };
+    let Some(problem) = problem else {
+        return Ok(());
+    };
+    let Some(token) = &config.token else {
+        bail!(
+            "{problem}; set collector.token in the configuration or run `doorwatch-agent enroll --token ...`"
+        );
+    };
+    tracing::info!(reason = %problem, collector = %config.collector_address, "enrolling with the configured token");
+    let files = identity_files(config);
+    let mut backoff = Backoff::new();
+    loop {
+        match enroll::enroll(&files, token.expose(), &claims()).await {
+            Ok(enrolled) => {
+                tracing::info!(agent_id = %enrolled.agent_id, group = %enrolled.group, "enrolled");
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                let delay = backoff.next_delay(&mut rand::rng());
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot enroll yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = wait_for_signal() => bail!("stopped before enrolling"),
+                }
+            }
+            Err(e) => return Err(e).context("enrollment refused"),
+        }
+    }
+}
+
+fn unix_ms_of(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn run(config: ValidConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(ensure_identity(&config))?;
     let tls = ClientTls::load(&config.ca, &config.cert, &config.key, &config.server_name)
         .context("cannot load the agent's TLS files")?;
+    let renewal = Renewal::new(identity_files(&config), claims(), config.token.clone())
+        .context("cannot read the agent certificate")?;
     let capture = Capture::open(&config.interface)?;
     let (spool, recovery) = Spool::open(&config.spool_dir, config.spool_max_bytes)
         .with_context(|| format!("cannot open the spool in {}", config.spool_dir.display()))?;
@@ -162,24 +328,18 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
     }
     tracing::info!(interface = %config.interface, local_ips = ?local_ips, collector = %config.collector_address, "agent starting");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
     let counters = Arc::new(Counters::default());
     let (event_tx, event_rx) = mpsc::channel(4096);
     let (policy_tx, policy_rx) = watch::channel(None);
     let stop = Arc::new(AtomicBool::new(false));
     let (failed_tx, failed_rx) = oneshot::channel();
 
+    let claims = claims();
     let hello = v1::Hello {
         protocol_version: doorwatch_proto::PROTOCOL_VERSION,
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-        hostname: hostname::get()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        os: std::env::consts::OS.to_owned(),
+        agent_version: claims.agent_version.clone(),
+        hostname: claims.hostname.clone(),
+        os: claims.os.clone(),
         local_ips: local_ips.iter().map(|&ip| events::ip_bytes(ip)).collect(),
     };
     let uplink = Uplink::new(
@@ -191,7 +351,8 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
         spool,
         policy_tx,
         counters.clone(),
-    );
+    )
+    .with_renewal(renewal);
     let uplink = runtime.spawn(uplink.run());
 
     let capture_thread = {

@@ -19,6 +19,7 @@ use rand::Rng;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::enroll::Renewal;
 use crate::spool::Spool;
 use crate::tls::ClientTls;
 
@@ -105,6 +106,8 @@ enum SessionError {
     AckTimeout(Duration),
     #[error("spool read failed")]
     Spool,
+    #[error("certificate renewed; reconnecting with it")]
+    Renewed,
 }
 
 /// The delivery task.
@@ -119,6 +122,9 @@ pub struct Uplink {
     pub policy: watch::Sender<Option<v1::Policy>>,
     pub counters: Arc<Counters>,
     pub started: Instant,
+    /// Keeps the certificate current; `None` for hand-made certificates
+    /// that are replaced by other means.
+    renewal: Option<Renewal>,
     events_open: bool,
 }
 
@@ -144,7 +150,49 @@ impl Uplink {
             policy,
             counters,
             started: Instant::now(),
+            renewal: None,
             events_open: true,
+        }
+    }
+
+    /// Renews the certificate while running (see [`Renewal`]).
+    pub fn with_renewal(mut self, renewal: Renewal) -> Self {
+        self.renewal = Some(renewal);
+        self
+    }
+
+    /// When the next renewal attempt is due, on the tokio clock.
+    fn renewal_due(&self) -> Option<tokio::time::Instant> {
+        let due = self.renewal.as_ref()?.due_at();
+        let wait = due
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        Some(tokio::time::Instant::now() + wait)
+    }
+
+    /// Renews (or re-enrolls); on success the next connection uses the new
+    /// certificate.
+    async fn refresh_identity(&mut self) -> bool {
+        let Some(renewal) = self.renewal.as_mut() else {
+            return false;
+        };
+        let expired = renewal.expired();
+        match renewal.refresh(&self.tls).await {
+            Ok(tls) => {
+                self.tls = tls;
+                if expired {
+                    tracing::warn!(
+                        "certificate had expired; enrolled again with the token (this PC is a new agent)"
+                    );
+                } else {
+                    tracing::info!("certificate renewed");
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_at = ?renewal.due_at(), "cannot renew the certificate");
+                false
+            }
         }
     }
 
@@ -153,9 +201,18 @@ impl Uplink {
     pub async fn run(mut self) {
         let mut backoff = Backoff::new();
         loop {
+            // An expired certificate cannot connect: enroll again first.
+            if self.renewal.as_ref().is_some_and(Renewal::expired)
+                && self
+                    .renewal_due()
+                    .is_some_and(|due| due <= tokio::time::Instant::now())
+            {
+                self.refresh_identity().await;
+            }
             let began = Instant::now();
             match self.session().await {
                 Ok(()) => return,
+                Err(SessionError::Renewed) => continue,
                 Err(e) => {
                     tracing::warn!(collector = %self.address, error = %e, pending_events = self.pending.events(), "collector stream down");
                 }
@@ -255,6 +312,7 @@ impl Uplink {
         let mut paused_until = tokio::time::Instant::now();
         loop {
             let paused = tokio::time::Instant::now() < paused_until;
+            let renewal_due = self.renewal_due();
             if !self.events_open && self.pending.batches() == 0 {
                 return Ok(());
             }
@@ -314,6 +372,11 @@ impl Uplink {
                 _ = tokio::time::sleep_until(ack_deadline), if sent > 0 => {
                     return Err(SessionError::AckTimeout(ACK_TIMEOUT));
                 }
+                _ = sleep_until_some(renewal_due) => {
+                    if self.refresh_identity().await {
+                        return Err(SessionError::Renewed);
+                    }
+                }
             }
         }
     }
@@ -329,6 +392,13 @@ impl Uplink {
             tracing::error!(dropped, reason = %status.message(), "collector rejected a batch as invalid; dropped it");
         }
         SessionError::Status(status)
+    }
+}
+
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,6 +12,8 @@ use tonic::{Code, Status};
 pub enum IngestError {
     #[error("connection carries no verified agent identity")]
     NoIdentity,
+    #[error("this agent's certificate is revoked: {0}")]
+    Revoked(String),
     #[error("the first message on a stream must be Hello")]
     HelloExpected,
     #[error("no Hello within {0} seconds")]
@@ -67,6 +69,7 @@ impl IngestError {
         use Fault::*;
         let (code, http_status, fault, retry) = match self {
             Self::NoIdentity => (Code::Unauthenticated, 401, Agent, false),
+            Self::Revoked(_) => (Code::PermissionDenied, 403, Agent, false),
             Self::HelloExpected | Self::DuplicateHello | Self::EmptyMessage => {
                 (Code::InvalidArgument, 400, Agent, false)
             }

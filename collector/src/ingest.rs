@@ -33,7 +33,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Fault, IngestError};
 use crate::identity::AgentIdentity;
-use crate::tls::AgentConnInfo;
+use crate::revocation::Revocations;
+use crate::tls::{AgentConnInfo, PeerInfo};
 use crate::writer::{Receipt, Writer};
 
 /// How long a new stream may stay silent before its Hello.
@@ -109,6 +110,10 @@ impl RateLimit {
         }
         Duration::from_secs_f64(-self.tokens / self.rate)
     }
+    /// How long since tokens were last taken.
+    pub fn idle_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last)
+    }
 }
 
 /// The gRPC service agents stream to.
@@ -118,6 +123,7 @@ pub struct IngestService {
     limits: AgentLimits,
     policy: watch::Receiver<Arc<v1::Policy>>,
     heartbeats: mpsc::Sender<HeartbeatRow>,
+    revocations: Revocations,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -125,11 +131,14 @@ impl IngestService {
     /// Batches go to `writer`. `policy` follows the current policy (see
     /// [`crate::policy::follow`]); every change is pushed to connected
     /// agents. Heartbeats go to `heartbeats` (see [`write_heartbeats`]).
+    /// A stream of an agent in `revocations` is refused, or ended as soon
+    /// as the agent is revoked.
     pub fn new(
         writer: Writer,
         limits: AgentLimits,
         policy: watch::Receiver<Arc<v1::Policy>>,
         heartbeats: mpsc::Sender<HeartbeatRow>,
+        revocations: Revocations,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -137,6 +146,7 @@ impl IngestService {
             limits,
             policy,
             heartbeats,
+            revocations,
             shutdown,
         }
     }
@@ -159,9 +169,13 @@ impl v1::agent_stream_server::AgentStream for IngestService {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let info = request
             .extensions()
-            .get::<AgentConnInfo>()
-            .cloned()
+            .get::<PeerInfo>()
+            .and_then(PeerInfo::agent)
             .ok_or(IngestError::NoIdentity)?;
+        if let Some(reason) = self.revocations.reason(&info.identity.agent_id) {
+            tracing::warn!(agent_id = %info.identity, remote = %info.remote, reason = %reason, "refused a stream of a revoked agent");
+            return Err(IngestError::Revoked(reason).into());
+        }
         let (tx, rx) = mpsc::channel(16);
         let now = Instant::now();
         let session = Session {
@@ -171,6 +185,8 @@ impl v1::agent_stream_server::AgentStream for IngestService {
             rate: RateLimit::new(self.limits.events_per_second, self.limits.burst_events, now),
             policy: self.policy.clone(),
             heartbeats: self.heartbeats.clone(),
+            revoked: self.revocations.subscribe(),
+            revocations: self.revocations.clone(),
             claimed_hostname: String::new(),
             tx,
             last_seq: None,
@@ -191,6 +207,9 @@ struct Session {
     rate: RateLimit,
     policy: watch::Receiver<Arc<v1::Policy>>,
     heartbeats: mpsc::Sender<HeartbeatRow>,
+    revocations: Revocations,
+    /// Changes when any agent is newly revoked.
+    revoked: watch::Receiver<u64>,
     claimed_hostname: String,
     tx: mpsc::Sender<Result<CollectorMessage, Status>>,
     /// The last batch received (stored or not).
@@ -263,6 +282,7 @@ impl Session {
         let current = (**self.policy.borrow_and_update()).clone();
         self.send(collector_message::Body::Policy(current)).await;
         let mut policy_live = true;
+        let mut revocations_live = true;
         loop {
             let reading = self.in_flight.len() < self.limits.in_flight_batches;
             tokio::select! {
@@ -271,6 +291,13 @@ impl Session {
                 stored = next_stored(&mut self.in_flight) => {
                     let seq = stored?;
                     self.send(collector_message::Body::Ack(v1::Ack { seq })).await;
+                }
+                changed = self.revoked.changed(), if revocations_live => {
+                    if changed.is_err() {
+                        revocations_live = false;
+                    } else if let Some(reason) = self.revocations.reason(&self.info.identity.agent_id) {
+                        return Err(IngestError::Revoked(reason));
+                    }
                 }
                 changed = self.policy.changed(), if policy_live => {
                     if changed.is_ok() {

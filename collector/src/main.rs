@@ -11,12 +11,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use doorwatch_collector::config::{CollectorConfig, ValidConfig};
+use doorwatch_collector::enroll::{self, EnrollmentService, EnrollmentSettings, Token};
 use doorwatch_collector::ingest::{IngestService, unix_now};
+use doorwatch_collector::pki::AgentIssuer;
 use doorwatch_collector::policy::{self, PolicyChange};
 use doorwatch_collector::report::{self, Format};
+use doorwatch_collector::revocation::{self, Revocations};
 use doorwatch_collector::writer::Writer;
 use doorwatch_collector::{pki, tls};
 use doorwatch_store::Store;
+use doorwatch_store::TokenUse;
 use tokio::sync::watch;
 
 /// mimalloc instead of the system allocator: ingest allocates and frees
@@ -28,10 +32,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Receives scan events from doorwatch agents over mutual TLS and stores
 /// them in ClickHouse.
 ///
-/// Typical first setup:
+/// Typical first setup (see deploy/README.md for the whole rollout):
 ///   doorwatch-collector pki init --dir /etc/doorwatch/pki --name collector.campus.example
-///   doorwatch-collector pki issue-agent --dir /etc/doorwatch/pki --name pc-0042
 ///   doorwatch-collector serve --config /etc/doorwatch/collector.toml
+///   doorwatch-collector token create --group library --expires 7d --max-uses 500
+///   (install the agent on each PC with that token; each PC enrolls itself)
+///
+/// Cutting off a stolen or retired PC (within seconds, on every collector):
+///   doorwatch-collector agents list
+///   doorwatch-collector agents revoke AGENT_ID --reason "laptop stolen"
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -76,9 +85,12 @@ enum Command {
     /// Show or change the detection policy pushed to agents.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// What the agents report about themselves.
+    /// Enrolled agents: list, health, revoke.
     #[command(subcommand)]
     Agents(AgentsCommand),
+    /// Bootstrap tokens that let PCs enroll (see `token --help`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Check a configuration file and exit.
     CheckConfig(ConfigArg),
 }
@@ -91,7 +103,64 @@ struct ConfigArg {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token. It is printed once and stored only as a hash: put it
+    /// in the agent package's configuration (collector.token).
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Group (site) label the agents enrolled with it inherit, e.g.
+        /// "library" (A-Z a-z 0-9 . _ -).
+        #[arg(long)]
+        group: String,
+        /// How long the token can be used, e.g. 7d, 12h.
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        expires: Duration,
+        /// How many PCs may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        max_uses: u32,
+    },
+    /// List tokens with their uses (never their secrets).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// table for people, json for scripts (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Revoke a token: no more PCs can enroll with it. Agents already
+    /// enrolled with it keep working (revoke those with `agents revoke`).
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The token id (the part after "dwt1-", as `token list` shows it).
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AgentsCommand {
+    /// Enrolled agents with their group, certificate and status (active,
+    /// revoked).
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// table for people, json for scripts (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Revoke an agent: its open stream is closed within seconds and its
+    /// certificate is refused from then on, by every collector, also after
+    /// restarts. A PC that should come back must enroll again.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The agent id (from `agents list`).
+        id: String,
+        /// Why, for the audit trail, e.g. "laptop stolen".
+        #[arg(long)]
+        reason: String,
+    },
     /// Each agent's health from its newest heartbeat: online (heard from
     /// within 90 s), stale (within 10 minutes) or offline.
     Health {
@@ -158,9 +227,18 @@ enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Issue a client certificate for one agent.
+    /// Replace the issuing CA with a new one signed by the root (needs
+    /// DIR/root.key). Certificates from the old one stay valid until they
+    /// expire; restart the collector to sign with the new one.
+    RotateIssuing {
+        /// Directory holding ca.pem, root.key and issuing.*.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue a client certificate for one agent by hand (tests, demos, PCs
+    /// that cannot enroll). Signed by DIR/issuing.pem.
     IssueAgent {
-        /// Directory holding ca.pem and ca.key.
+        /// Directory holding issuing.pem and issuing.key.
         #[arg(long)]
         dir: PathBuf,
         /// Agent id, e.g. the PC's inventory name (A-Z a-z 0-9 . _ -).
@@ -181,6 +259,13 @@ fn main() -> anyhow::Result<()> {
         Command::Agents(AgentsCommand::Health { config, format }) => {
             runtime()?.block_on(print_health(load_config(&config)?, format))
         }
+        Command::Agents(AgentsCommand::List { config, format }) => {
+            runtime()?.block_on(print_agents(load_config(&config)?, format))
+        }
+        Command::Agents(AgentsCommand::Revoke { config, id, reason }) => {
+            runtime()?.block_on(revoke_agent(load_config(&config)?, id, reason))
+        }
+        Command::Token(command) => runtime()?.block_on(run_token(command)),
         Command::CheckConfig(arg) => {
             load_config(&arg)?;
             println!("{}: ok", arg.config.display());
@@ -234,10 +319,30 @@ fn run_pki(command: PkiCommand) -> anyhow::Result<()> {
         } => {
             let (ca, server) = pki::init(&dir, &names, &ips, force)
                 .with_context(|| format!("cannot create the PKI in {}", dir.display()))?;
-            println!("CA certificate:        {}", ca.cert.display());
-            println!("CA key (keep offline): {}", ca.key.display());
-            println!("collector certificate: {}", server.cert.display());
-            println!("collector key:         {}", server.key.display());
+            println!("trust bundle (root CA) for agents: {}", ca.cert.display());
+            println!("root CA key (move it offline):     {}", ca.key.display());
+            println!(
+                "issuing CA (collector signs with): {}",
+                dir.join("issuing.pem").display()
+            );
+            println!(
+                "collector certificate:             {}",
+                server.cert.display()
+            );
+            println!(
+                "collector key:                     {}",
+                server.key.display()
+            );
+        }
+        PkiCommand::RotateIssuing { dir } => {
+            let files = pki::rotate_issuing(&dir)
+                .with_context(|| format!("cannot make a new issuing CA in {}", dir.display()))?;
+            println!(
+                "new issuing CA: {} (key {})",
+                files.cert.display(),
+                files.key.display()
+            );
+            println!("restart the collector to sign with it");
         }
         PkiCommand::IssueAgent { dir, name, days } => {
             let files = pki::issue_agent(&dir, &name, days)
@@ -289,10 +394,7 @@ async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
                 disallow,
                 clear_allowlist,
             };
-            let who = std::env::var("SUDO_USER")
-                .or_else(|_| std::env::var("USER"))
-                .unwrap_or_else(|_| "unknown".to_owned());
-            let next = policy::apply_change(&current, &change, unix_now(), &who);
+            let next = policy::apply_change(&current, &change, unix_now(), &os_user());
             store
                 .insert_policy(&next)
                 .await
@@ -364,6 +466,215 @@ async fn connect_store(config: &ValidConfig) -> anyhow::Result<Store> {
     Store::connect(&config.clickhouse.store_config()?)
         .await
         .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))
+}
+
+async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create {
+            config,
+            group,
+            expires,
+            max_uses,
+        } => {
+            if !doorwatch_collector::identity::is_valid_agent_id(&group) {
+                anyhow::bail!("--group {group:?}: use 1 to 128 of A-Z a-z 0-9 . _ -");
+            }
+            if max_uses == 0 {
+                anyhow::bail!("--max-uses must be at least 1");
+            }
+            let store = connect_store(&load_config(&config)?).await?;
+            let token = Token::generate().context("cannot make a token")?;
+            let now = enroll::unix_now();
+            let expires_at = now.saturating_add(expires.as_secs());
+            store
+                .insert_token(&doorwatch_store::TokenRow {
+                    token_id: token.id.clone(),
+                    secret_sha256: token.secret_sha256(),
+                    agent_group: group.clone(),
+                    created_at: enroll::seconds(now),
+                    expires_at: enroll::seconds(expires_at),
+                    max_uses,
+                    revoked: 0,
+                    revoked_at: 0,
+                    changed_by: os_user(),
+                    version: 1,
+                })
+                .await
+                .context("cannot store the token")?;
+            tracing::info!(token_id = %token.id, group = %group, max_uses, "enrollment token created");
+            println!("{}", token.reveal());
+            eprintln!(
+                "token {} for group {group:?}: up to {max_uses} PCs until {}. It is shown only now.",
+                token.id,
+                report::rfc3339(enroll::seconds(expires_at))
+            );
+        }
+        TokenCommand::List { config, format } => {
+            let store = connect_store(&load_config(&config)?).await?;
+            let tokens = store.tokens().await.context("cannot read tokens")?;
+            let now = enroll::unix_now();
+            if format == Format::Table {
+                println!(
+                    "{:<16}  {:<16}  {:<9}  {:>11}  {:<20}  CREATED BY",
+                    "TOKEN ID", "GROUP", "STATUS", "USES", "EXPIRES"
+                );
+            }
+            for TokenUse { token, uses } in tokens {
+                let status = if token.revoked != 0 {
+                    "revoked"
+                } else if u64::from(token.expires_at) <= now {
+                    "expired"
+                } else if uses >= u64::from(token.max_uses) {
+                    "used up"
+                } else {
+                    "usable"
+                };
+                match format {
+                    Format::Json => println!(
+                        "{}",
+                        serde_json::json!({
+                            "token_id": token.token_id,
+                            "group": token.agent_group,
+                            "status": status,
+                            "uses": uses,
+                            "max_uses": token.max_uses,
+                            "created_at": report::rfc3339(token.created_at),
+                            "expires_at": report::rfc3339(token.expires_at),
+                            "changed_by": token.changed_by,
+                        })
+                    ),
+                    Format::Table => println!(
+                        "{:<16}  {:<16}  {:<9}  {:>11}  {:<20}  {}",
+                        token.token_id,
+                        token.agent_group,
+                        status,
+                        format!("{uses}/{}", token.max_uses),
+                        report::rfc3339(token.expires_at),
+                        token.changed_by
+                    ),
+                }
+            }
+        }
+        TokenCommand::Revoke { config, id } => {
+            let store = connect_store(&load_config(&config)?).await?;
+            let Some(found) = store.token(&id).await.context("cannot read the token")? else {
+                anyhow::bail!("no token with id {id:?} (see `token list`)");
+            };
+            let mut row = found.token;
+            row.revoked = 1;
+            row.revoked_at = enroll::seconds(enroll::unix_now());
+            row.changed_by = os_user();
+            row.version += 1;
+            store
+                .insert_token(&row)
+                .await
+                .context("cannot store the revocation")?;
+            tracing::info!(token_id = %id, "enrollment token revoked");
+            println!("token {id} revoked: no more PCs can enroll with it");
+        }
+    }
+    Ok(())
+}
+
+async fn print_agents(config: ValidConfig, format: Format) -> anyhow::Result<()> {
+    let store = connect_store(&config).await?;
+    let agents = store
+        .agents()
+        .await
+        .context("cannot read enrolled agents")?;
+    let revoked: std::collections::HashMap<String, doorwatch_store::RevocationRow> = store
+        .revocations()
+        .await
+        .context("cannot read revocations")?
+        .into_iter()
+        .map(|r| (r.agent_id.clone(), r))
+        .collect();
+    let now = unix_now();
+    let health: std::collections::HashMap<String, u32> = store
+        .agent_health(now.saturating_sub(30 * 86_400))
+        .await
+        .context("cannot read agent heartbeats")?
+        .into_iter()
+        .map(|h| (h.agent_id, h.last_seen))
+        .collect();
+    if format == Format::Table {
+        println!(
+            "{:<36}  {:<8}  {:<12}  {:<20}  {:<20}  HOSTNAME (claimed)",
+            "AGENT", "STATUS", "GROUP", "ENROLLED", "CERT EXPIRES"
+        );
+    }
+    for agent in agents {
+        let status = match (revoked.get(&agent.agent_id), health.get(&agent.agent_id)) {
+            (Some(_), _) => "revoked".to_owned(),
+            (None, Some(seen)) => format!(
+                "{:?}",
+                doorwatch_store::Health::from_age(now.saturating_sub(*seen))
+            )
+            .to_lowercase(),
+            (None, None) => "never".to_owned(),
+        };
+        match format {
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "agent_id": agent.agent_id,
+                    "status": status,
+                    "group": agent.agent_group,
+                    "enrolled_at": report::rfc3339(agent.enrolled_at),
+                    "cert_serial": agent.cert_serial,
+                    "cert_not_after": report::rfc3339(agent.cert_not_after),
+                    "claimed_hostname": agent.hostname,
+                    "os": agent.os,
+                    "agent_version": agent.agent_version,
+                    "token_id": agent.token_id,
+                    "revoked_reason": revoked.get(&agent.agent_id).map(|r| r.reason.clone()),
+                })
+            ),
+            Format::Table => println!(
+                "{:<36}  {:<8}  {:<12}  {:<20}  {:<20}  {}",
+                agent.agent_id,
+                status,
+                agent.agent_group,
+                report::rfc3339(agent.enrolled_at),
+                report::rfc3339(agent.cert_not_after),
+                agent.hostname
+            ),
+        }
+    }
+    Ok(())
+}
+
+async fn revoke_agent(config: ValidConfig, id: String, reason: String) -> anyhow::Result<()> {
+    if !doorwatch_collector::identity::is_valid_agent_id(&id) {
+        anyhow::bail!("{id:?} is not an agent id (see `agents list`)");
+    }
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why, for the audit trail");
+    }
+    let store = connect_store(&config).await?;
+    if store
+        .agent(&id)
+        .await
+        .context("cannot read the agent")?
+        .is_none()
+    {
+        eprintln!("note: {id} never enrolled (a hand-made certificate?); revoking it anyway");
+    }
+    store
+        .insert_revocation(&doorwatch_store::RevocationRow {
+            agent_id: id.clone(),
+            revoked_at: unix_now(),
+            reason: reason.clone(),
+            revoked_by: os_user(),
+        })
+        .await
+        .context("cannot store the revocation")?;
+    tracing::info!(agent_id = %id, reason = %reason, "agent revoked");
+    println!(
+        "agent {id} revoked; every collector closes its stream and refuses it within {} s",
+        config.enrollment.revocation_check.as_secs() + 1
+    );
+    Ok(())
 }
 
 async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()> {
@@ -449,8 +760,32 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         Ok(files) => tracing::info!(open_files_limit = files, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
-    let tls_config = tls::server_config(&config.client_ca, &config.server_cert, &config.server_key)
-        .context("cannot set up TLS")?;
+    let revocations = Revocations::default();
+    // Loaded now, so a broken issuing CA is reported before anything starts.
+    let issuer = match &config.enrollment.issuing {
+        Some((cert, key)) => Some(AgentIssuer::from_files(cert, key).with_context(|| {
+            format!(
+                "cannot load the issuing CA ({} and {}) set in [enrollment]",
+                cert.display(),
+                key.display()
+            )
+        })?),
+        None => None,
+    };
+    // Clients without a certificate may connect only to enroll.
+    let auth = if issuer.is_some() {
+        tls::ClientAuth::Optional
+    } else {
+        tls::ClientAuth::Required
+    };
+    let tls_config = tls::server_config(
+        &config.client_ca,
+        &config.server_cert,
+        &config.server_key,
+        auth,
+        revocations.clone(),
+    )
+    .context("cannot set up TLS")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -462,6 +797,37 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
     let Some(store) = store else {
         return Ok(());
     };
+
+    // Revoked agents must be refused from the first connection on.
+    revocations
+        .refresh(&store)
+        .await
+        .context("cannot read the revocation list")?;
+    tracing::info!(revoked_agents = revocations.len(), "revocation list loaded");
+    tokio::spawn(revocation::follow(
+        store.clone(),
+        revocations.clone(),
+        config.enrollment.revocation_check,
+        stop_rx.clone(),
+    ));
+    let enrollment = issuer.map(|issuer| {
+        EnrollmentService::new(
+            store.clone(),
+            issuer,
+            EnrollmentSettings {
+                certificate_lifetime: config.enrollment.certificate_lifetime,
+                enrolls_per_address_per_minute: config.enrollment.enrolls_per_address_per_minute,
+            },
+            revocations.clone(),
+        )
+    });
+    match &enrollment {
+        Some(_) => tracing::info!(
+            certificate_lifetime = ?config.enrollment.certificate_lifetime,
+            "enrollment on: agents without a certificate may enroll with a token"
+        ),
+        None => tracing::info!("enrollment off: no [enrollment] issuing CA configured"),
+    }
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -492,6 +858,7 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         config.agent_limits,
         policy_rx,
         heartbeat_tx,
+        revocations,
         stop_rx.clone(),
     );
     let mut stop = stop_rx;
@@ -499,6 +866,7 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(service.into_server())
+        .add_optional_service(enrollment.map(EnrollmentService::into_server))
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
@@ -561,4 +929,11 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Who runs this command, for the records it writes.
+fn os_user() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }

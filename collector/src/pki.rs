@@ -1,15 +1,19 @@
-//! The development PKI: a campus CA, the collector's server certificate and
-//! agent client certificates, made with rcgen.
-//!
-//! This is for the demo and the tests. Production enrollment (bootstrap
-//! tokens, an online issuing CA, renewal, revocation) builds on the same
-//! file layout:
+//! The campus PKI, made with rcgen: a root CA that can stay offline, an
+//! issuing CA the collector signs with, the collector's server certificate,
+//! and agent client certificates (signed from an agent's CSR at enrollment,
+//! or made by hand for tests and the demo).
 //!
 //! ```text
-//! DIR/ca.pem  DIR/ca.key                  campus CA (key 0600)
-//! DIR/collector.pem  DIR/collector.key    collector server certificate
-//! DIR/agents/NAME.pem  DIR/agents/NAME.key  one per agent
+//! DIR/ca.pem                                trust bundle: the root CA(s)
+//! DIR/root.key                              root CA key (move it offline)
+//! DIR/issuing.pem  DIR/issuing.key          issuing CA, signed by the root
+//! DIR/collector.pem  DIR/collector.key      server certificate + issuing CA
+//! DIR/agents/NAME.pem  DIR/agents/NAME.key  hand-made agent certificates
 //! ```
+//!
+//! Every private key is written with mode 0600. Certificates signed by the
+//! issuing CA are handed out with it appended, so a peer that trusts only
+//! the root can build the chain.
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -47,6 +51,10 @@ pub enum PkiError {
     BadName(String),
     #[error("certificate generation failed: {0}")]
     Rcgen(#[from] rcgen::Error),
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("the certificate signing request is invalid: {0}")]
+    BadRequest(rcgen::Error),
 }
 
 /// Paths of one certificate and its key.
@@ -66,7 +74,7 @@ pub fn init(
 ) -> Result<(CertFiles, CertFiles), PkiError> {
     let ca_files = CertFiles {
         cert: dir.join("ca.pem"),
-        key: dir.join("ca.key"),
+        key: dir.join("root.key"),
     };
     if ca_files.cert.exists() && !force {
         return Err(PkiError::Exists {
@@ -78,17 +86,18 @@ pub fn init(
         source,
     })?;
 
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = name("doorwatch campus CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    set_validity(&mut ca_params, 3650);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    write_public(&ca_files.cert, &ca_cert.pem())?;
-    write_private(&ca_files.key, &ca_key.serialize_pem())?;
+    let root_key = KeyPair::generate()?;
+    let mut root_params = CertificateParams::default();
+    root_params.distinguished_name = name("doorwatch campus root CA");
+    root_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    root_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut root_params, 3650);
+    let root_cert = root_params.self_signed(&root_key)?;
+    write_public(&ca_files.cert, &root_cert.pem())?;
+    write_private(&ca_files.key, &root_key.serialize_pem())?;
+    let root = Issuer::new(root_params, root_key);
+    let (issuing_pem, issuer) = new_issuing_ca(dir, &root)?;
 
-    let issuer = Issuer::new(ca_params, ca_key);
     let server_files = CertFiles {
         cert: dir.join("collector.pem"),
         key: dir.join("collector.key"),
@@ -105,9 +114,42 @@ pub fn init(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     set_validity(&mut params, 397);
     let cert = params.signed_by(&server_key, &issuer)?;
-    write_public(&server_files.cert, &cert.pem())?;
+    write_public(&server_files.cert, &format!("{}{issuing_pem}", cert.pem()))?;
     write_private(&server_files.key, &server_key.serialize_pem())?;
     Ok((ca_files, server_files))
+}
+
+/// Makes a new issuing CA in `DIR/issuing.pem` and `DIR/issuing.key`,
+/// signed by `root`; returns its PEM and an issuer for it.
+fn new_issuing_ca(
+    dir: &Path,
+    root: &Issuer<'_, KeyPair>,
+) -> Result<(String, Issuer<'static, KeyPair>), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name("doorwatch issuing CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    set_validity(&mut params, 3 * 365);
+    let cert = params.signed_by(&key, root)?;
+    let pem = cert.pem();
+    write_public(&dir.join("issuing.pem"), &pem)?;
+    write_private(&dir.join("issuing.key"), &key.serialize_pem())?;
+    Ok((pem, Issuer::new(params, key)))
+}
+
+/// Replaces the issuing CA in `dir` with a new one signed by the root
+/// (`DIR/ca.pem` and `DIR/root.key`). Agents keep trusting the root, so
+/// certificates from the old and the new issuing CA both stay valid.
+pub fn rotate_issuing(dir: &Path) -> Result<CertFiles, PkiError> {
+    let root_pem = read(&dir.join("ca.pem"))?;
+    let root_key = KeyPair::from_pem(&read(&dir.join("root.key"))?)?;
+    let root = Issuer::from_ca_cert_pem(&root_pem, root_key)?;
+    new_issuing_ca(dir, &root)?;
+    Ok(CertFiles {
+        cert: dir.join("issuing.pem"),
+        key: dir.join("issuing.key"),
+    })
 }
 
 /// An agent's client certificate and private key, in PEM, held in memory.
@@ -126,20 +168,81 @@ impl std::fmt::Debug for AgentPem {
     }
 }
 
-/// The CA in `dir`, loaded once to issue many agent certificates in memory
-/// (the load generator issues thousands without touching the disk).
+/// The issuing CA, loaded once to sign many agent certificates: from CSRs
+/// at enrollment, or with new keys in memory (the load generator issues
+/// thousands without touching the disk).
 #[derive(Debug)]
 pub struct AgentIssuer {
     issuer: Issuer<'static, KeyPair>,
+    /// Appended to every certificate issued.
+    issuing_pem: String,
+}
+
+/// A certificate signed from an agent's CSR.
+#[derive(Debug, Clone)]
+pub struct SignedAgent {
+    /// The certificate, then the issuing CA's.
+    pub chain_pem: String,
+    /// Hex serial number.
+    pub serial: String,
+    pub not_after: OffsetDateTime,
+    /// Hex SHA-256 of the certificate's public key.
+    pub key_sha256: String,
 }
 
 impl AgentIssuer {
-    /// Reads `DIR/ca.pem` and `DIR/ca.key`.
+    /// Reads `DIR/issuing.pem` and `DIR/issuing.key`.
     pub fn load(dir: &Path) -> Result<Self, PkiError> {
-        let ca_pem = read(&dir.join("ca.pem"))?;
-        let ca_key = KeyPair::from_pem(&read(&dir.join("ca.key"))?)?;
+        Self::from_files(&dir.join("issuing.pem"), &dir.join("issuing.key"))
+    }
+
+    /// Reads the issuing CA's certificate and key.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, PkiError> {
+        let issuing_pem = read(cert)?;
+        let key = KeyPair::from_pem(&read(key)?)?;
         Ok(Self {
-            issuer: Issuer::from_ca_cert_pem(&ca_pem, ca_key)?,
+            issuer: Issuer::from_ca_cert_pem(&issuing_pem, key)?,
+            issuing_pem,
+        })
+    }
+
+    /// Signs a client certificate for `agent` from a PKCS#10 request. Only
+    /// the request's public key is used (its signature must verify, which
+    /// proves the requester holds the private key); names, extensions and
+    /// validity come from us.
+    pub fn sign_request(
+        &self,
+        csr_der: &[u8],
+        agent: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<SignedAgent, PkiError> {
+        if !is_valid_agent_id(agent) {
+            return Err(PkiError::BadName(agent.to_owned()));
+        }
+        let der = rustls::pki_types::CertificateSigningRequestDer::from(csr_der);
+        let request =
+            rcgen::CertificateSigningRequestParams::from_der(&der).map_err(PkiError::BadRequest)?;
+        let key_sha256 = hex_sha256(&rcgen::PublicKeyData::subject_public_key_info(
+            &request.public_key,
+        ));
+        let mut params = agent_params(agent)?;
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after =
+            now + Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2));
+        let serial = random_serial()?;
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let not_after = params.not_after;
+        let signed = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: request.public_key,
+        }
+        .signed_by(&self.issuer)?;
+        Ok(SignedAgent {
+            chain_pem: format!("{}{}", signed.pem(), self.issuing_pem),
+            serial: hex(&serial),
+            not_after,
+            key_sha256,
         })
     }
 
@@ -150,20 +253,54 @@ impl AgentIssuer {
             return Err(PkiError::BadName(agent.to_owned()));
         }
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = name(agent);
-        params.subject_alt_names = vec![SanType::URI(
-            format!("{AGENT_URI_PREFIX}{agent}").as_str().try_into()?,
-        )];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = agent_params(agent)?;
         set_validity(&mut params, days);
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(AgentPem {
-            cert_pem: cert.pem(),
+            cert_pem: format!("{}{}", cert.pem(), self.issuing_pem),
             key_pem: key.serialize_pem(),
         })
     }
+}
+
+/// What every agent certificate says: the agent id as common name and as
+/// the SAN URI `urn:doorwatch:agent:ID`, client authentication only.
+fn agent_params(agent: &str) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name(agent);
+    params.subject_alt_names = vec![SanType::URI(
+        format!("{AGENT_URI_PREFIX}{agent}").as_str().try_into()?,
+    )];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    Ok(params)
+}
+
+/// 16 random bytes with the top bit clear (a positive DER integer).
+fn random_serial() -> Result<[u8; 16], PkiError> {
+    use ring::rand::SecureRandom;
+    let mut serial = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| PkiError::Random)?;
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    Ok(serial)
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn hex_sha256(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Issues a client certificate for agent `agent`, signed by the CA in
@@ -202,10 +339,13 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
+/// Certificates start this long before they are made, so a PC whose clock
+/// is a little behind the collector's accepts them at once.
+const CLOCK_SKEW: Duration = Duration::hours(1);
+
 fn set_validity(params: &mut CertificateParams, days: u32) {
     let now = OffsetDateTime::now_utc();
-    // Tolerate small clock differences between collector and PCs.
-    params.not_before = now - Duration::hours(1);
+    params.not_before = now - CLOCK_SKEW;
     params.not_after = now + Duration::days(i64::from(days));
 }
 

@@ -1,11 +1,14 @@
-//! The collector's TLS front door. The policy (rustls, ring, TLS 1.3, a
-//! client certificate required from every agent) is `doorwatch-tls`.
+//! The collector's TLS front door. The policy (rustls, ring, TLS 1.3,
+//! client certificates chaining to the campus CA) is `doorwatch-tls`.
 //!
 //! Connections are accepted here rather than inside tonic so that the
 //! verified certificate can be turned into an [`AgentIdentity`] once, at
-//! the handshake, and handed to every request as [`AgentConnInfo`].
-//! A client without a certificate chaining to the campus CA never gets past
-//! the handshake.
+//! the handshake, and handed to every request as [`PeerInfo`].
+//!
+//! A client certificate that does not chain to the campus CA, has expired,
+//! or belongs to a revoked agent never gets past the handshake. When
+//! enrollment is on, a client may connect without a certificate; it then
+//! has no identity, and every RPC but `Enroll` refuses it.
 
 use std::io;
 use std::path::Path;
@@ -23,40 +26,67 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::identity::{self, AgentIdentity};
+use crate::revocation::{RevocationCheckingVerifier, Revocations};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more wait in the kernel's backlog.
 const MAX_CONCURRENT_HANDSHAKES: usize = 512;
 
-pub use doorwatch_tls::{TlsError, load_certs};
+pub use doorwatch_tls::{ClientAuth, TlsError, load_certs};
 
-/// Server config: TLS 1.3, ALPN h2, client certificate required and
-/// verified against `client_ca` (see `doorwatch-tls`).
+/// Server config: TLS 1.3, ALPN h2, client certificates verified against
+/// `client_ca` (see `doorwatch-tls`) and refused when their agent is in
+/// `revocations`. `auth` says whether a client may come without one.
 pub fn server_config(
     client_ca: &Path,
     server_cert: &Path,
     server_key: &Path,
+    auth: ClientAuth,
+    revocations: Revocations,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    doorwatch_tls::server_config(client_ca, server_cert, server_key)
+    let verifier = RevocationCheckingVerifier::new(
+        doorwatch_tls::client_verifier(client_ca, auth)?,
+        revocations,
+    );
+    doorwatch_tls::server_config_with(Arc::new(verifier), server_cert, server_key)
 }
 
 /// What every request on a connection knows about its peer.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The agent its verified certificate names; `None` for a client that
+    /// came without a certificate to enroll.
+    pub identity: Option<AgentIdentity>,
+    pub remote: std::net::SocketAddr,
+}
+
+/// A verified agent on a connection.
 #[derive(Debug, Clone)]
 pub struct AgentConnInfo {
     pub identity: AgentIdentity,
     pub remote: std::net::SocketAddr,
 }
 
-/// A TLS connection from a verified agent.
+impl PeerInfo {
+    /// The verified agent, if the client presented a certificate.
+    pub fn agent(&self) -> Option<AgentConnInfo> {
+        Some(AgentConnInfo {
+            identity: self.identity.clone()?,
+            remote: self.remote,
+        })
+    }
+}
+
+/// A TLS connection that passed the handshake.
 #[derive(Debug)]
 pub struct AgentConn {
     stream: TlsStream<TcpStream>,
-    info: AgentConnInfo,
+    info: PeerInfo,
 }
 
 impl Connected for AgentConn {
-    type ConnectInfo = AgentConnInfo;
+    type ConnectInfo = PeerInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.info.clone()
@@ -176,15 +206,19 @@ async fn handshake(
                 format!("tls handshake failed: {e}")
             }
         })?;
-    let leaf = stream
+    // Without a certificate the verifier let it in only because enrollment
+    // is on: it gets no identity.
+    let identity = match stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .ok_or_else(|| "no client certificate".to_owned())?;
-    let identity = identity::from_certificate(leaf).map_err(|e| e.to_string())?;
+    {
+        Some(leaf) => Some(identity::from_certificate(leaf).map_err(|e| e.to_string())?),
+        None => None,
+    };
     Ok(AgentConn {
         stream,
-        info: AgentConnInfo { identity, remote },
+        info: PeerInfo { identity, remote },
     })
 }

@@ -1,12 +1,16 @@
 //! The collector's TLS front door, in process over 127.0.0.1: an agent
 //! with a certificate from the campus CA gets through with its identity;
-//! everything else is refused at the handshake.
+//! everything else is refused at the handshake, and so is a revoked agent.
+//! With enrollment on, a client without a certificate gets through with no
+//! identity.
 
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use doorwatch_collector::revocation::Revocations;
+use doorwatch_collector::tls::ClientAuth;
 use doorwatch_collector::{pki, tls};
 use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
@@ -23,10 +27,16 @@ struct Server {
 }
 
 async fn server(pki: &Path) -> Server {
+    server_with(pki, ClientAuth::Required, Revocations::default()).await
+}
+
+async fn server_with(pki: &Path, auth: ClientAuth, revocations: Revocations) -> Server {
     let config = tls::server_config(
         &pki.join("ca.pem"),
         &pki.join("collector.pem"),
         &pki.join("collector.key"),
+        auth,
+        revocations,
     )
     .expect("server config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -83,7 +93,7 @@ async fn connect(server: &Server, config: Arc<rustls::ClientConfig>) -> bool {
     )
 }
 
-async fn accepted(server: &mut Server) -> Option<tls::AgentConnInfo> {
+async fn accepted(server: &mut Server) -> Option<tls::PeerInfo> {
     match tokio::time::timeout(Duration::from_millis(500), server.incoming.next()).await {
         Ok(Some(Ok(conn))) => Some(tonic::transport::server::Connected::connect_info(&conn)),
         _ => None,
@@ -114,8 +124,59 @@ async fn agent_with_campus_certificate_gets_its_identity() {
         }
     });
     let info = accepted(&mut server).await.expect("connection accepted");
-    assert_eq!(info.identity.agent_id, "pc-17");
+    assert_eq!(info.identity.expect("identity").agent_id, "pc-17");
     drop(client.await);
+}
+
+#[tokio::test]
+async fn a_revoked_agent_is_refused_in_the_handshake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    init_pki(dir.path());
+    let agent = pki::issue_agent(dir.path(), "pc-17", 30).expect("issue");
+    let revocations = Revocations::default();
+    revocations.replace([("pc-17".to_owned(), "stolen".to_owned())].into());
+    let mut server = server_with(dir.path(), ClientAuth::Optional, revocations).await;
+    let config = client_config(&dir.path().join("ca.pem"), Some((&agent.cert, &agent.key)));
+    assert!(
+        !connect(&server, config).await,
+        "revoked agent must be refused"
+    );
+    assert!(accepted(&mut server).await.is_none());
+}
+
+#[tokio::test]
+async fn with_enrollment_on_a_client_without_certificate_has_no_identity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = tempfile::tempdir().expect("tempdir");
+    init_pki(dir.path());
+    init_pki(other.path());
+    let mut server = server_with(dir.path(), ClientAuth::Optional, Revocations::default()).await;
+    let anonymous = client_config(&dir.path().join("ca.pem"), None);
+    let client = tokio::spawn({
+        let address = server.address;
+        async move {
+            let tcp = TcpStream::connect(address).await.expect("tcp");
+            let name = ServerName::try_from("collector.doorwatch.test").expect("name");
+            tokio_rustls::TlsConnector::from(anonymous)
+                .connect(name, tcp)
+                .await
+                .expect("handshake")
+        }
+    });
+    let info = accepted(&mut server).await.expect("may connect to enroll");
+    drop(client.await);
+    assert!(info.identity.is_none());
+    // A certificate that is presented must still be the campus CA's.
+    let stranger = pki::issue_agent(other.path(), "pc-17", 30).expect("issue");
+    let config = client_config(
+        &dir.path().join("ca.pem"),
+        Some((&stranger.cert, &stranger.key)),
+    );
+    assert!(
+        !connect(&server, config).await,
+        "foreign CA must be refused"
+    );
+    assert!(accepted(&mut server).await.is_none());
 }
 
 #[tokio::test]

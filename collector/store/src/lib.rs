@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod enrollment;
 mod error;
 mod flood_events;
 mod heartbeats;
@@ -21,6 +22,7 @@ mod policies;
 mod scan_events;
 mod server;
 
+pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenUse};
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
 pub use heartbeats::{AgentHealthRow, Health, HeartbeatRow};
@@ -167,6 +169,51 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<ScanEventRow>, StoreError> {
         scan_events::recent(&self.client, since_unix, limit).await
+    }
+
+    /// Stores a new version of a bootstrap token.
+    pub async fn insert_token(&self, row: &TokenRow) -> Result<(), StoreError> {
+        enrollment::insert_token(&self.client, row).await
+    }
+
+    /// A token's newest version and its number of uses.
+    pub async fn token(&self, token_id: &str) -> Result<Option<TokenUse>, StoreError> {
+        enrollment::token(&self.client, token_id).await
+    }
+
+    /// Every token with its number of uses, oldest first.
+    pub async fn tokens(&self) -> Result<Vec<TokenUse>, StoreError> {
+        enrollment::tokens(&self.client).await
+    }
+
+    /// Stores a new version of an enrolled agent.
+    pub async fn insert_agent(&self, row: &AgentRow) -> Result<(), StoreError> {
+        enrollment::insert_agent(&self.client, row).await
+    }
+
+    /// An enrolled agent's newest version.
+    pub async fn agent(&self, agent_id: &str) -> Result<Option<AgentRow>, StoreError> {
+        enrollment::agent(&self.client, agent_id).await
+    }
+
+    /// The agent that ever enrolled or renewed with this public key.
+    pub async fn agent_with_key(&self, key_sha256: &str) -> Result<Option<String>, StoreError> {
+        enrollment::agent_with_key(&self.client, key_sha256).await
+    }
+
+    /// Every enrolled agent's newest version.
+    pub async fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        enrollment::agents(&self.client).await
+    }
+
+    /// Records a revocation.
+    pub async fn insert_revocation(&self, row: &RevocationRow) -> Result<(), StoreError> {
+        enrollment::insert_revocation(&self.client, row).await
+    }
+
+    /// Every revoked agent id, with its first revocation.
+    pub async fn revocations(&self) -> Result<Vec<RevocationRow>, StoreError> {
+        enrollment::revocations(&self.client).await
     }
 
     /// The migration versions recorded as applied, ascending.

@@ -163,6 +163,56 @@ pub const MIGRATIONS: &[Migration] = &[
             definition: "UInt64",
         }],
     },
+    Migration {
+        version: 6,
+        name: "enrollment",
+        steps: &[
+            // Bootstrap tokens. Only a SHA-256 of the secret is kept. A
+            // change (revocation) is a new row with a higher version; reads
+            // use FINAL.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS enrollment_tokens (
+                token_id String,
+                secret_sha256 String,
+                agent_group String,
+                created_at DateTime,
+                expires_at DateTime,
+                max_uses UInt32,
+                revoked UInt8,
+                revoked_at DateTime,
+                changed_by String,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY token_id",
+            ),
+            // Enrolled agents. Enrollment and each renewal write a row;
+            // the newest (highest version) is the agent's current state.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS agents (
+                agent_id String,
+                hostname String,
+                os String,
+                agent_version String,
+                agent_group String,
+                token_id String,
+                enrolled_at DateTime,
+                cert_serial String,
+                cert_not_after DateTime,
+                key_sha256 String,
+                remote String,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY agent_id",
+            ),
+            // Revoked agent ids; append-only, every collector polls it.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS agent_revocations (
+                agent_id String,
+                revoked_at DateTime,
+                reason String,
+                revoked_by String
+            ) ENGINE = MergeTree() ORDER BY agent_id",
+            ),
+        ],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -94,12 +94,46 @@ pub fn server_config(
     cert: &Path,
     key: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = provider();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+    server_config_with(client_verifier(client_ca, ClientAuth::Required)?, cert, key)
+}
+
+/// Whether a client may connect without a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every client must present a certificate chaining to the CA.
+    Required,
+    /// A client may present none (to enroll and get one). A certificate
+    /// that is presented must still chain to the CA, or the handshake
+    /// fails; the server must then refuse every request but enrollment
+    /// from clients without one.
+    Optional,
+}
+
+/// Verifies client certificates against the CA bundle in `client_ca`
+/// (intermediate CAs come from the client's chain).
+pub fn client_verifier(
+    client_ca: &Path,
+    auth: ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
         Arc::new(load_roots(client_ca)?),
-        provider.clone(),
-    )
-    .build()?;
+        provider(),
+    );
+    let builder = match auth {
+        ClientAuth::Required => builder,
+        ClientAuth::Optional => builder.allow_unauthenticated(),
+    };
+    Ok(builder.build()?)
+}
+
+/// The collector's config with a client verifier of its own (one that also
+/// checks revocations, say).
+pub fn server_config_with(
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -165,6 +199,17 @@ pub fn client_config_with(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The agent's config before it has a certificate (enrollment): trusts
+/// only `ca` and presents none.
+pub fn anonymous_client_config(ca: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(Arc::new(load_roots(ca)?))
+        .with_no_client_auth();
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(Arc::new(config))
 }

@@ -1,0 +1,527 @@
+//! Enrollment: bootstrap tokens, and the `Enrollment` gRPC service that
+//! turns a token and a CSR into an agent identity and a short-lived client
+//! certificate, and renews that certificate over mutual TLS.
+//!
+//! A token is `dwt1-<id>-<secret>`. The id names the token in lists and
+//! logs; only a SHA-256 of the secret is stored. Each enrollment assigns a
+//! new UUID agent id, so a re-imaged PC that enrolls again is a new agent
+//! and its old identity simply goes stale. A CSR's public key can enroll
+//! once: a replayed Enroll request (the same key again) is refused.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use doorwatch_proto::v1::{self, EnrollRequest, EnrollResponse, RenewRequest};
+use doorwatch_store::{AgentRow, Store, StoreError, TokenRow};
+use std::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::ingest::RateLimit;
+use crate::pki::{AgentIssuer, PkiError, SignedAgent, hex_sha256};
+use crate::revocation::Revocations;
+use crate::tls::PeerInfo;
+
+/// Prefix of every token (and its format version).
+const TOKEN_PREFIX: &str = "dwt1";
+/// Bytes of the token id and of its secret.
+const TOKEN_ID_BYTES: usize = 8;
+const TOKEN_SECRET_BYTES: usize = 32;
+/// Longest strings recorded from what an agent says about itself.
+const MAX_CLAIM_CHARS: usize = 255;
+/// Largest CSR accepted.
+const MAX_CSR_BYTES: usize = 16 * 1024;
+/// Source addresses remembered by the enrollment rate limit.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+/// A token that could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not a doorwatch enrollment token (expected dwt1-<16 hex>-<64 hex>)")]
+pub struct MalformedToken;
+
+/// A token split into its id and secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for Token {
+    /// Shows the id, never the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Token {
+    /// A new random token.
+    pub fn generate() -> Result<Self, PkiError> {
+        Ok(Self {
+            id: random_hex(TOKEN_ID_BYTES)?,
+            secret: random_hex(TOKEN_SECRET_BYTES)?,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Self, MalformedToken> {
+        let mut parts = text.trim().split('-');
+        let (Some(TOKEN_PREFIX), Some(id), Some(secret), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(MalformedToken);
+        };
+        let hex = |s: &str, bytes: usize| {
+            s.len() == bytes * 2 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        if !hex(id, TOKEN_ID_BYTES) || !hex(secret, TOKEN_SECRET_BYTES) {
+            return Err(MalformedToken);
+        }
+        Ok(Self {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+
+    /// The whole token, to show once to whoever created it.
+    pub fn reveal(&self) -> String {
+        format!("{TOKEN_PREFIX}-{}-{}", self.id, self.secret)
+    }
+
+    /// What is stored instead of the secret.
+    pub fn secret_sha256(&self) -> String {
+        hex_sha256(self.secret.as_bytes())
+    }
+
+    /// Whether this token's secret hashes to `stored` (in constant time).
+    fn matches(&self, stored: &str) -> bool {
+        let ours = self.secret_sha256();
+        ours.len() == stored.len()
+            && ours
+                .bytes()
+                .zip(stored.bytes())
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+/// Settings of the enrollment service.
+#[derive(Debug, Clone)]
+pub struct EnrollmentSettings {
+    pub certificate_lifetime: Duration,
+    pub enrolls_per_address_per_minute: u32,
+}
+
+/// The `Enrollment` gRPC service.
+#[derive(Debug, Clone)]
+pub struct EnrollmentService {
+    store: Store,
+    issuer: Arc<AgentIssuer>,
+    settings: EnrollmentSettings,
+    revocations: Revocations,
+    limits: Arc<Mutex<HashMap<IpAddr, RateLimit>>>,
+}
+
+impl EnrollmentService {
+    pub fn new(
+        store: Store,
+        issuer: AgentIssuer,
+        settings: EnrollmentSettings,
+        revocations: Revocations,
+    ) -> Self {
+        Self {
+            store,
+            issuer: Arc::new(issuer),
+            settings,
+            revocations,
+            limits: Arc::default(),
+        }
+    }
+
+    pub fn into_server(self) -> v1::enrollment_server::EnrollmentServer<Self> {
+        v1::enrollment_server::EnrollmentServer::new(self)
+            .max_decoding_message_size(64 * 1024)
+            .max_encoding_message_size(64 * 1024)
+    }
+
+    /// Refuses a source address that has used up its enrollment attempts.
+    fn rate_limit(&self, address: IpAddr) -> Result<(), Status> {
+        let per_minute = f64::from(self.settings.enrolls_per_address_per_minute);
+        let now = Instant::now();
+        let mut limits = self.limits.lock().unwrap_or_else(|p| p.into_inner());
+        if limits.len() >= MAX_TRACKED_ADDRESSES && !limits.contains_key(&address) {
+            // Forget addresses that have been quiet for a minute or more:
+            // their buckets are full again anyway.
+            limits.retain(|_, limit| limit.idle_for(now) < Duration::from_secs(60));
+        }
+        let limit = limits
+            .entry(address)
+            .or_insert_with(|| RateLimit::new(per_minute / 60.0, per_minute, now));
+        let wait = limit.take(1, now);
+        if wait.is_zero() {
+            Ok(())
+        } else {
+            Err(Status::resource_exhausted(format!(
+                "too many enrollment attempts from {address}; retry in {} s",
+                wait.as_secs().max(1)
+            )))
+        }
+    }
+
+    /// Checks the token: known, secret right, not revoked, not expired,
+    /// uses left. Returns its stored row.
+    async fn check_token(&self, text: &str) -> Result<TokenRow, Refusal> {
+        let token = Token::parse(text).map_err(|e| Refusal::denied(e.to_string()))?;
+        let found = self
+            .store
+            .token(&token.id)
+            .await
+            .map_err(Refusal::storage)?;
+        let Some(found) = found.filter(|f| token.matches(&f.token.secret_sha256)) else {
+            return Err(Refusal::denied(format!("token {} is not known", token.id)));
+        };
+        let row = found.token;
+        if row.revoked != 0 {
+            return Err(Refusal::denied(format!(
+                "token {} is revoked",
+                row.token_id
+            )));
+        }
+        if unix_now() >= u64::from(row.expires_at) {
+            return Err(Refusal::denied(format!(
+                "token {} expired at {}",
+                row.token_id,
+                crate::report::rfc3339(row.expires_at)
+            )));
+        }
+        if found.uses >= u64::from(row.max_uses) {
+            return Err(Refusal::denied(format!(
+                "token {} is used up ({} of {} enrollments)",
+                row.token_id, found.uses, row.max_uses
+            )));
+        }
+        Ok(row)
+    }
+
+    /// Signs `csr` for `agent_id` after checking its key was never used.
+    async fn sign(&self, csr: &[u8], agent_id: &str) -> Result<SignedAgent, Refusal> {
+        if csr.len() > MAX_CSR_BYTES {
+            return Err(Refusal::invalid(format!(
+                "certificate signing request is {} bytes; at most {MAX_CSR_BYTES}",
+                csr.len()
+            )));
+        }
+        let signed = self
+            .issuer
+            .sign_request(csr, agent_id, self.settings.certificate_lifetime)
+            .map_err(|e| match e {
+                PkiError::BadRequest(_) => Refusal::invalid(e.to_string()),
+                other => Refusal::internal(other.to_string()),
+            })?;
+        if let Some(owner) = self
+            .store
+            .agent_with_key(&signed.key_sha256)
+            .await
+            .map_err(Refusal::storage)?
+        {
+            return Err(Refusal {
+                status: Status::already_exists(format!(
+                    "this key is already enrolled (agent {owner}); a replayed or reused request is refused, make a new key"
+                )),
+            });
+        }
+        Ok(signed)
+    }
+
+    async fn enroll(
+        &self,
+        peer: &PeerInfo,
+        request: EnrollRequest,
+    ) -> Result<EnrollResponse, Refusal> {
+        let token = self.check_token(&request.token).await?;
+        let agent_id = uuid::Uuid::new_v4().to_string();
+        let signed = self.sign(&request.csr_der, &agent_id).await?;
+        let now = unix_now();
+        let row = AgentRow {
+            agent_id: agent_id.clone(),
+            hostname: claim(&request.hostname),
+            os: claim(&request.os),
+            agent_version: claim(&request.agent_version),
+            agent_group: token.agent_group.clone(),
+            token_id: token.token_id.clone(),
+            enrolled_at: seconds(now),
+            cert_serial: signed.serial.clone(),
+            cert_not_after: seconds(signed.not_after.unix_timestamp().max(0) as u64),
+            key_sha256: signed.key_sha256.clone(),
+            remote: peer.remote.ip().to_string(),
+            version: unix_now_ms(),
+        };
+        self.store
+            .insert_agent(&row)
+            .await
+            .map_err(Refusal::storage)?;
+        tracing::info!(
+            agent_id = %agent_id,
+            group = %row.agent_group,
+            token_id = %row.token_id,
+            claimed_hostname = %row.hostname,
+            remote = %peer.remote,
+            serial = %row.cert_serial,
+            not_after = %crate::report::rfc3339(row.cert_not_after),
+            "agent enrolled"
+        );
+        Ok(response(row, signed))
+    }
+
+    async fn renew(
+        &self,
+        peer: &PeerInfo,
+        request: RenewRequest,
+    ) -> Result<EnrollResponse, Refusal> {
+        let Some(agent) = peer.agent() else {
+            return Err(Refusal {
+                status: Status::unauthenticated(
+                    "renewal needs the agent's current certificate (mutual TLS)",
+                ),
+            });
+        };
+        let agent_id = agent.identity.agent_id;
+        if let Some(reason) = self.revocations.reason(&agent_id) {
+            return Err(Refusal::denied(format!(
+                "agent {agent_id} is revoked: {reason}"
+            )));
+        }
+        let signed = self.sign(&request.csr_der, &agent_id).await?;
+        let previous = self
+            .store
+            .agent(&agent_id)
+            .await
+            .map_err(Refusal::storage)?;
+        // Agents given certificates by hand have no enrollment record yet.
+        let mut row = previous.unwrap_or_else(|| AgentRow {
+            agent_id: agent_id.clone(),
+            hostname: String::new(),
+            os: String::new(),
+            agent_version: String::new(),
+            agent_group: crate::policy::DEFAULT_GROUP.to_owned(),
+            token_id: String::new(),
+            enrolled_at: seconds(unix_now()),
+            cert_serial: String::new(),
+            cert_not_after: 0,
+            key_sha256: String::new(),
+            remote: String::new(),
+            version: 0,
+        });
+        if !request.hostname.is_empty() {
+            row.hostname = claim(&request.hostname);
+        }
+        if !request.agent_version.is_empty() {
+            row.agent_version = claim(&request.agent_version);
+        }
+        row.cert_serial = signed.serial.clone();
+        row.cert_not_after = seconds(signed.not_after.unix_timestamp().max(0) as u64);
+        row.key_sha256 = signed.key_sha256.clone();
+        row.remote = peer.remote.ip().to_string();
+        row.version = unix_now_ms().max(row.version + 1);
+        self.store
+            .insert_agent(&row)
+            .await
+            .map_err(Refusal::storage)?;
+        tracing::info!(
+            agent_id = %agent_id,
+            remote = %peer.remote,
+            serial = %row.cert_serial,
+            not_after = %crate::report::rfc3339(row.cert_not_after),
+            "agent certificate renewed"
+        );
+        Ok(response(row, signed))
+    }
+}
+
+fn response(row: AgentRow, signed: SignedAgent) -> EnrollResponse {
+    EnrollResponse {
+        agent_id: row.agent_id,
+        certificate_chain_pem: signed.chain_pem,
+        not_after_unix_ms: signed.not_after.unix_timestamp().saturating_mul(1000),
+        group: row.agent_group,
+    }
+}
+
+/// Why a request was refused, as the status the agent gets.
+#[derive(Debug)]
+struct Refusal {
+    status: Status,
+}
+
+impl Refusal {
+    fn denied(message: String) -> Self {
+        Self {
+            status: Status::permission_denied(message),
+        }
+    }
+
+    fn invalid(message: String) -> Self {
+        Self {
+            status: Status::invalid_argument(message),
+        }
+    }
+
+    fn internal(message: String) -> Self {
+        Self {
+            status: Status::internal(message),
+        }
+    }
+
+    fn storage(error: StoreError) -> Self {
+        Self {
+            status: Status::unavailable(format!(
+                "enrollment records unavailable, retry later: {error}"
+            )),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::enrollment_server::Enrollment for EnrollmentService {
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let peer = peer(&request)?;
+        self.rate_limit(peer.remote.ip()).inspect_err(|status| {
+            tracing::warn!(remote = %peer.remote, reason = %status.message(), "enrollment refused");
+        })?;
+        let request = request.into_inner();
+        let token_id = Token::parse(&request.token)
+            .map(|t| t.id)
+            .unwrap_or_default();
+        match self.enroll(&peer, request).await {
+            Ok(response) => Ok(Response::new(response)),
+            Err(refusal) => {
+                tracing::warn!(
+                    remote = %peer.remote,
+                    token_id = %token_id,
+                    code = ?refusal.status.code(),
+                    reason = %refusal.status.message(),
+                    "enrollment refused"
+                );
+                Err(refusal.status)
+            }
+        }
+    }
+
+    async fn renew(
+        &self,
+        request: Request<RenewRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let peer = peer(&request)?;
+        let agent_id = peer
+            .identity
+            .as_ref()
+            .map(|i| i.agent_id.clone())
+            .unwrap_or_default();
+        match self.renew(&peer, request.into_inner()).await {
+            Ok(response) => Ok(Response::new(response)),
+            Err(refusal) => {
+                tracing::warn!(
+                    agent_id = %agent_id,
+                    remote = %peer.remote,
+                    code = ?refusal.status.code(),
+                    reason = %refusal.status.message(),
+                    "renewal refused"
+                );
+                Err(refusal.status)
+            }
+        }
+    }
+}
+
+fn peer<T>(request: &Request<T>) -> Result<PeerInfo, Status> {
+    request
+        .extensions()
+        .get::<PeerInfo>()
+        .cloned()
+        .ok_or_else(|| Status::internal("connection information missing"))
+}
+
+/// What an agent says about itself, bounded and without control characters.
+fn claim(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CLAIM_CHARS)
+        .collect()
+}
+
+fn random_hex(bytes: usize) -> Result<String, PkiError> {
+    use ring::rand::SecureRandom;
+    let mut buf = vec![0u8; bytes];
+    ring::rand::SystemRandom::new()
+        .fill(&mut buf)
+        .map_err(|_| PkiError::Random)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub fn seconds(unix: u64) -> u32 {
+    u32::try_from(unix).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_only_their_secret_matches() {
+        let token = Token::generate().expect("random");
+        let text = token.reveal();
+        assert!(text.starts_with("dwt1-"));
+        let parsed = Token::parse(&text).expect("parses");
+        assert_eq!(parsed, token);
+        assert!(parsed.matches(&token.secret_sha256()));
+        let other = Token::generate().expect("random");
+        assert!(!parsed.matches(&other.secret_sha256()));
+        assert!(
+            !format!("{token:?}").contains(&token.secret),
+            "Debug hides the secret"
+        );
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused() {
+        let good = Token::generate().expect("random").reveal();
+        for bad in [
+            "",
+            "dwt1",
+            "dwt2-0011223344556677-00",
+            &good.to_uppercase(),
+            &format!("{good}-extra"),
+            &good[..good.len() - 1],
+        ] {
+            assert_eq!(Token::parse(bad), Err(MalformedToken), "{bad:?}");
+        }
+        assert!(
+            Token::parse(&format!("  {good}\n")).is_ok(),
+            "whitespace around is fine"
+        );
+    }
+
+    #[test]
+    fn claims_are_bounded_and_printable() {
+        assert_eq!(claim("pc\n-1\u{7}"), "pc-1");
+        assert_eq!(claim(&"x".repeat(1000)).len(), MAX_CLAIM_CHARS);
+    }
+}

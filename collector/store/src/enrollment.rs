@@ -1,0 +1,182 @@
+//! Enrollment records: bootstrap tokens (`enrollment_tokens`), enrolled
+//! agents (`agents`) and revocations (`agent_revocations`).
+//!
+//! Every collector reads and writes these tables, so a token created, an
+//! agent enrolled or an agent revoked through one collector is seen by all
+//! of them. Tokens and agents are ReplacingMergeTree tables whose newest
+//! version wins; reads use FINAL so they are right before merges too.
+
+use crate::StoreError;
+
+/// One version of a bootstrap token. The secret itself is never stored.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct TokenRow {
+    pub token_id: String,
+    /// Lower-case hex SHA-256 of the token's secret part.
+    pub secret_sha256: String,
+    /// Group (site) label its agents inherit.
+    pub agent_group: String,
+    pub created_at: u32,
+    pub expires_at: u32,
+    pub max_uses: u32,
+    /// 1 once revoked.
+    pub revoked: u8,
+    pub revoked_at: u32,
+    /// Who created or last changed it (the OS user for the CLI).
+    pub changed_by: String,
+    /// Newest wins.
+    pub version: u64,
+}
+
+/// A token with the number of agents enrolled with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenUse {
+    pub token: TokenRow,
+    pub uses: u64,
+}
+
+/// One version of an enrolled agent: written at enrollment and at each
+/// renewal.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct AgentRow {
+    pub agent_id: String,
+    /// What the PC said about itself; for people, never for attribution.
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+    pub agent_group: String,
+    /// The token it enrolled with.
+    pub token_id: String,
+    pub enrolled_at: u32,
+    /// Hex serial of its newest certificate.
+    pub cert_serial: String,
+    pub cert_not_after: u32,
+    /// Hex SHA-256 of the newest certificate's public key (DER).
+    pub key_sha256: String,
+    /// Address the enrollment or renewal came from.
+    pub remote: String,
+    /// Newest wins.
+    pub version: u64,
+}
+
+/// A revocation of an agent id.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct RevocationRow {
+    pub agent_id: String,
+    pub revoked_at: u32,
+    pub reason: String,
+    pub revoked_by: String,
+}
+
+pub(crate) async fn insert_token(
+    client: &clickhouse::Client,
+    row: &TokenRow,
+) -> Result<(), StoreError> {
+    crate::insert_all(client, "enrollment_tokens", std::slice::from_ref(row)).await
+}
+
+pub(crate) async fn token(
+    client: &clickhouse::Client,
+    token_id: &str,
+) -> Result<Option<TokenUse>, StoreError> {
+    let Some(token) = client
+        .query("SELECT ?fields FROM enrollment_tokens FINAL WHERE token_id = ?")
+        .bind(token_id)
+        .fetch_optional::<TokenRow>()
+        .await
+        .map_err(StoreError::query("select token"))?
+    else {
+        return Ok(None);
+    };
+    let uses: u64 = client
+        .query("SELECT uniqExact(agent_id) FROM agents WHERE token_id = ?")
+        .bind(token_id)
+        .fetch_one()
+        .await
+        .map_err(StoreError::query("count token uses"))?;
+    Ok(Some(TokenUse { token, uses }))
+}
+
+pub(crate) async fn tokens(client: &clickhouse::Client) -> Result<Vec<TokenUse>, StoreError> {
+    let tokens = client
+        .query("SELECT ?fields FROM enrollment_tokens FINAL ORDER BY created_at")
+        .fetch_all::<TokenRow>()
+        .await
+        .map_err(StoreError::query("select tokens"))?;
+    let counts: Vec<(String, u64)> = client
+        .query("SELECT token_id, uniqExact(agent_id) FROM agents GROUP BY token_id")
+        .fetch_all()
+        .await
+        .map_err(StoreError::query("count token uses"))?;
+    let counts: std::collections::HashMap<String, u64> = counts.into_iter().collect();
+    Ok(tokens
+        .into_iter()
+        .map(|token| {
+            let uses = counts.get(&token.token_id).copied().unwrap_or(0);
+            TokenUse { token, uses }
+        })
+        .collect())
+}
+
+pub(crate) async fn insert_agent(
+    client: &clickhouse::Client,
+    row: &AgentRow,
+) -> Result<(), StoreError> {
+    crate::insert_all(client, "agents", std::slice::from_ref(row)).await
+}
+
+pub(crate) async fn agent(
+    client: &clickhouse::Client,
+    agent_id: &str,
+) -> Result<Option<AgentRow>, StoreError> {
+    client
+        .query("SELECT ?fields FROM agents FINAL WHERE agent_id = ?")
+        .bind(agent_id)
+        .fetch_optional::<AgentRow>()
+        .await
+        .map_err(StoreError::query("select agent"))
+}
+
+pub(crate) async fn agent_with_key(
+    client: &clickhouse::Client,
+    key_sha256: &str,
+) -> Result<Option<String>, StoreError> {
+    client
+        .query("SELECT agent_id FROM agents WHERE key_sha256 = ? LIMIT 1")
+        .bind(key_sha256)
+        .fetch_optional::<String>()
+        .await
+        .map_err(StoreError::query("select agent by key"))
+}
+
+pub(crate) async fn agents(client: &clickhouse::Client) -> Result<Vec<AgentRow>, StoreError> {
+    client
+        .query("SELECT ?fields FROM agents FINAL ORDER BY enrolled_at, agent_id")
+        .fetch_all::<AgentRow>()
+        .await
+        .map_err(StoreError::query("select agents"))
+}
+
+pub(crate) async fn insert_revocation(
+    client: &clickhouse::Client,
+    row: &RevocationRow,
+) -> Result<(), StoreError> {
+    crate::insert_all(client, "agent_revocations", std::slice::from_ref(row)).await
+}
+
+pub(crate) async fn revocations(
+    client: &clickhouse::Client,
+) -> Result<Vec<RevocationRow>, StoreError> {
+    client
+        .query(
+            "SELECT agent_id, first_at AS revoked_at, first_reason AS reason, first_by AS revoked_by \
+             FROM (SELECT agent_id, min(revoked_at) AS first_at, \
+                          argMin(reason, revoked_at) AS first_reason, \
+                          argMin(revoked_by, revoked_at) AS first_by \
+                   FROM agent_revocations GROUP BY agent_id) \
+             ORDER BY agent_id",
+        )
+        .fetch_all::<RevocationRow>()
+        .await
+        .map_err(StoreError::query("select revocations"))
+}
