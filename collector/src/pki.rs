@@ -227,9 +227,11 @@ impl AgentIssuer {
         ));
         let mut params = agent_params(agent)?;
         let now = OffsetDateTime::now_utc();
-        params.not_before = now - CLOCK_SKEW;
-        params.not_after =
-            now + Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2));
+        let lifetime = Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX / 2));
+        // Back-dated a little for PCs whose clock is behind, but not so
+        // much that renewal (two thirds into the validity) comes early.
+        params.not_before = now - std::cmp::min(lifetime / 10_i32, ENROLLED_SKEW);
+        params.not_after = now + lifetime;
         let serial = random_serial()?;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let not_after = params.not_after;
@@ -339,9 +341,11 @@ fn name(common_name: &str) -> DistinguishedName {
     dn
 }
 
-/// Certificates start this long before they are made, so a PC whose clock
-/// is a little behind the collector's accepts them at once.
+/// Hand-made and CA certificates start this long before they are made, so
+/// a PC whose clock is behind the collector's accepts them at once.
 const CLOCK_SKEW: Duration = Duration::hours(1);
+/// Most an enrolled agent's certificate is back-dated.
+const ENROLLED_SKEW: Duration = Duration::minutes(5);
 
 fn set_validity(params: &mut CertificateParams, days: u32) {
     let now = OffsetDateTime::now_utc();

@@ -37,13 +37,15 @@ pub fn issue_agent(pki: &Path, name: &str) {
         .args(["--name", name]));
 }
 
-/// Writes a collector.toml into `dir` and returns its path.
+/// Writes a collector.toml into `dir` and returns its path. `extra` holds
+/// further tables (see [`enrollment_table`]).
 pub fn collector_config(
     dir: &Path,
     listen: SocketAddr,
     pki: &Path,
     clickhouse: &ClickHouse,
     database: &str,
+    extra: &str,
 ) -> PathBuf {
     let path = dir.join("collector.toml");
     let text = format!(
@@ -56,12 +58,28 @@ server_key = "{pki}/collector.key"
 [clickhouse]
 url = "{url}"
 database = "{database}"
+{extra}
 "#,
         pki = pki.display(),
         url = clickhouse.url(),
     );
     std::fs::write(&path, text).expect("write collector.toml");
     path
+}
+
+/// An `[enrollment]` table that turns enrollment on with the issuing CA in
+/// `pki`, certificates living `lifetime` (e.g. "30d", "90s"), and the
+/// revocation list read every second.
+pub fn enrollment_table(pki: &Path, lifetime: &str) -> String {
+    format!(
+        r#"[enrollment]
+issuing_cert = "{pki}/issuing.pem"
+issuing_key = "{pki}/issuing.key"
+certificate_lifetime = "{lifetime}"
+revocation_check_seconds = 1
+"#,
+        pki = pki.display()
+    )
 }
 
 /// Starts the collector and waits until it accepts agents.
@@ -154,6 +172,12 @@ impl Stack {
     /// Starts ClickHouse and a collector listening on `listen_ip` (the
     /// root side of an uplink, or loopback).
     pub fn start(listen_ip: IpAddr) -> Self {
+        Self::start_with(listen_ip, |_| String::new())
+    }
+
+    /// [`Stack::start`] with further collector.toml tables, made from the
+    /// PKI folder (e.g. `|pki| enrollment_table(pki, "30d")`).
+    pub fn start_with(listen_ip: IpAddr, extra: impl FnOnce(&Path) -> String) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("doorwatch-e2e-")
             .tempdir()
@@ -167,6 +191,7 @@ impl Stack {
             &pki,
             &clickhouse,
             "doorwatch",
+            &extra(&pki),
         );
         let collector = Some(start_collector(dir.path(), &collector_config));
         Self {

@@ -292,7 +292,7 @@ fn main() -> anyhow::Result<()> {
     let loopback: IpAddr = "127.0.0.1".parse()?;
     let pki = stack::pki_init(dir.path(), &[loopback]);
     let address = SocketAddr::new(loopback, free_port());
-    let config = stack::collector_config(dir.path(), address, &pki, &clickhouse, "doorwatch");
+    let config = stack::collector_config(dir.path(), address, &pki, &clickhouse, "doorwatch", "");
     // The benchmark offers far more than a campus PC's rate on purpose.
     let mut text = std::fs::read_to_string(&config)?;
     // ClickHouse is on this host: no LZ4 on the way (the raw peer skips it too).

@@ -1,9 +1,10 @@
 //! `doorwatch-demo`: a local demo stack on this machine.
 //!
-//! It starts ClickHouse (data in `demo-data/`), the collector, and an agent
-//! inside a demo "PC" network namespace; runs a real nmap SYN scan from a
-//! "scanner" namespace at that PC; and prints the event the scan produced,
-//! as stored in ClickHouse. The stack stays up until you press Enter, then
+//! It starts ClickHouse (data in `demo-data/`) and the collector, creates a
+//! bootstrap token, enrolls an agent inside a demo "PC" network namespace
+//! with it (the way campus IT rolls agents out), runs a real nmap SYN scan
+//! from a "scanner" namespace at that PC, and prints the event the scan
+//! produced, as stored in ClickHouse. The stack stays up until you press Enter, then
 //! everything is torn down (the ClickHouse data stays in `demo-data/`).
 //!
 //! Traffic stays inside namespaces on 198.18.0.0/15 with no default route.
@@ -41,14 +42,25 @@ fn main() -> anyhow::Result<()> {
     let uplink = campus.uplink(&pc);
 
     let pki = data.join("pki");
-    if !pki.join("ca.pem").exists() {
-        println!("== creating a development PKI in {}", pki.display());
-        stack::pki_init(&data, &[IpAddr::V4(uplink.root_ip)]);
+    // The uplink's address can differ between runs: a fresh PKI each time.
+    if pki.exists() {
+        std::fs::remove_dir_all(&pki).context("remove the previous demo PKI")?;
     }
-    stack::issue_agent(&pki, "demo-pc");
+    println!(
+        "== creating the campus PKI (root CA, issuing CA) in {}",
+        pki.display()
+    );
+    stack::pki_init(&data, &[IpAddr::V4(uplink.root_ip)]);
 
     let address = SocketAddr::new(IpAddr::V4(uplink.root_ip), free_port());
-    let collector_config = stack::collector_config(&data, address, &pki, &clickhouse, "doorwatch");
+    let collector_config = stack::collector_config(
+        &data,
+        address,
+        &pki,
+        &clickhouse,
+        "doorwatch",
+        &stack::enrollment_table(&pki, "30d"),
+    );
     println!("== starting the collector on {address} (mutual TLS)");
     let collector = stack::start_collector(&data, &collector_config);
 
@@ -64,8 +76,33 @@ fn main() -> anyhow::Result<()> {
     )
     .context("start a web server in the PC namespace (needs python3)")?;
 
-    println!("== starting the agent inside the PC namespace");
+    println!("== IT creates a bootstrap token for the demo group");
+    let token = run(Command::new(require::binary("doorwatch-collector"))
+        .args([
+            "token",
+            "create",
+            "--group",
+            "demo",
+            "--expires",
+            "1h",
+            "--max-uses",
+            "1",
+        ])
+        .arg("--config")
+        .arg(&collector_config));
+    let token = token.trim();
+    println!("   {}…", &token[..token.len().min(22)]);
+
+    println!("== the agent enrolls inside the PC namespace (its key never leaves the PC)");
     let agent_config = stack::agent_config(&data, &pc, address, &pki, "demo-pc", "", "");
+    let enrolled = run(pc
+        .command(require::binary("doorwatch-agent"))
+        .args(["enroll", "--token", token, "--config"])
+        .arg(&agent_config));
+    print!("   {}", enrolled.lines().next().unwrap_or_default());
+    println!();
+
+    println!("== starting the agent inside the PC namespace");
     let mut agent = stack::start_agent(&data, &pc, &agent_config, "demo-pc");
     agent.wait_for_log("connected to collector", Duration::from_secs(30));
 
