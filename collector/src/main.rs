@@ -267,7 +267,16 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Token(command) => runtime()?.block_on(run_token(command)),
         Command::CheckConfig(arg) => {
-            load_config(&arg)?;
+            let config = load_config(&arg)?;
+            load_issuer(&config)?;
+            tls::server_config(
+                &config.client_ca,
+                &config.server_cert,
+                &config.server_key,
+                tls::ClientAuth::Required,
+                Revocations::default(),
+            )
+            .context("the TLS files named in [tls] do not work")?;
             println!("{}: ok", arg.config.display());
             Ok(())
         }
@@ -762,16 +771,7 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
     }
     let revocations = Revocations::default();
     // Loaded now, so a broken issuing CA is reported before anything starts.
-    let issuer = match &config.enrollment.issuing {
-        Some((cert, key)) => Some(AgentIssuer::from_files(cert, key).with_context(|| {
-            format!(
-                "cannot load the issuing CA ({} and {}) set in [enrollment]",
-                cert.display(),
-                key.display()
-            )
-        })?),
-        None => None,
-    };
+    let issuer = load_issuer(&config)?;
     // Clients without a certificate may connect only to enroll.
     let auth = if issuer.is_some() {
         tls::ClientAuth::Optional
@@ -882,6 +882,21 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
     }
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// The issuing CA named in `[enrollment]`, if enrollment is on.
+fn load_issuer(config: &ValidConfig) -> anyhow::Result<Option<AgentIssuer>> {
+    let Some((cert, key)) = &config.enrollment.issuing else {
+        return Ok(None);
+    };
+    let issuer = AgentIssuer::from_files(cert, key).with_context(|| {
+        format!(
+            "cannot load the issuing CA ({} and {}) set in [enrollment]",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    Ok(Some(issuer))
 }
 
 /// Connects to ClickHouse and applies migrations, retrying while it is

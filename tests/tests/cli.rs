@@ -36,6 +36,37 @@ fn collector_names_the_bad_field() {
 }
 
 #[test]
+fn collector_refuses_a_bad_enrollment_table() {
+    let base = "[listen]\naddress = \"127.0.0.1:4443\"\n[tls]\nclient_ca = \"a\"\nserver_cert = \"b\"\nserver_key = \"c\"\n[clickhouse]\nurl = \"http://127.0.0.1:8123\"\n";
+    for (table, field) in [
+        (
+            "[enrollment]\nissuing_cert = \"i.pem\"\n",
+            "enrollment.issuing_cert",
+        ),
+        (
+            "[enrollment]\ncertificate_lifetime = \"10s\"\n",
+            "enrollment.certificate_lifetime",
+        ),
+        (
+            "[enrollment]\ncertificate_lifetime = \"a month\"\n",
+            "enrollment.certificate_lifetime",
+        ),
+        (
+            "[enrollment]\nrevocation_check_seconds = 0\n",
+            "enrollment.revocation_check_seconds",
+        ),
+    ] {
+        let (ok, stderr) = check_config("doorwatch-collector", &format!("{base}{table}"));
+        assert!(!ok, "{table} must be refused");
+        assert!(stderr.contains(field), "{table}: {stderr}");
+    }
+    // Valid syntax, but the files it names do not exist: said clearly.
+    let (ok, stderr) = check_config("doorwatch-collector", base);
+    assert!(!ok);
+    assert!(stderr.contains("TLS files"), "{stderr}");
+}
+
+#[test]
 fn agent_names_the_bad_field() {
     let (ok, stderr) = check_config(
         "doorwatch-agent",
@@ -47,15 +78,33 @@ fn agent_names_the_bad_field() {
     let (ok, stderr) = check_config("doorwatch-agent", "interface = 3\n");
     assert!(!ok);
     assert!(stderr.contains("interface"), "{stderr}");
+
+    let (ok, stderr) = check_config(
+        "doorwatch-agent",
+        "interface = \"eth0\"\n[collector]\naddress = \"c:4443\"\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\ntoken = \" \"\n",
+    );
+    assert!(!ok);
+    assert!(stderr.contains("collector.token"), "{stderr}");
 }
 
 #[test]
 fn every_subcommand_has_help() {
     for (binary, subcommands) in [
-        ("doorwatch-agent", vec!["run", "check-config", "replay"]),
+        (
+            "doorwatch-agent",
+            vec!["run", "enroll", "check-config", "replay"],
+        ),
         (
             "doorwatch-collector",
-            vec!["serve", "events", "check-config", "pki"],
+            vec![
+                "serve",
+                "events",
+                "check-config",
+                "pki",
+                "token",
+                "agents",
+                "policy",
+            ],
         ),
     ] {
         for sub in subcommands {
