@@ -121,6 +121,11 @@ pub struct EnrollmentService {
     settings: EnrollmentSettings,
     revocations: Revocations,
     limits: Arc<Mutex<HashMap<IpAddr, RateLimit>>>,
+    /// Held from the token and key checks to the agent's record, so two
+    /// requests at once cannot both take a token's last use or both enroll
+    /// one key. (Two collectors at the very same moment still can; see
+    /// docs/decisions.md.)
+    recording: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl EnrollmentService {
@@ -136,6 +141,7 @@ impl EnrollmentService {
             settings,
             revocations,
             limits: Arc::default(),
+            recording: Arc::default(),
         }
     }
 
@@ -239,6 +245,7 @@ impl EnrollmentService {
         peer: &PeerInfo,
         request: EnrollRequest,
     ) -> Result<EnrollResponse, Refusal> {
+        let _recording = self.recording.lock().await;
         let token = self.check_token(&request.token).await?;
         let agent_id = uuid::Uuid::new_v4().to_string();
         let signed = self.sign(&request.csr_der, &agent_id).await?;
@@ -292,6 +299,7 @@ impl EnrollmentService {
                 "agent {agent_id} is revoked: {reason}"
             )));
         }
+        let _recording = self.recording.lock().await;
         let signed = self.sign(&request.csr_der, &agent_id).await?;
         let previous = self
             .store

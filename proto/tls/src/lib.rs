@@ -139,6 +139,11 @@ pub fn server_config_with(
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert)?, load_key(key)?)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // No session resumption: a resumed session skips the client-certificate
+    // check, so an agent revoked (or expired) since its last full handshake
+    // would get in. Every connection pays a full handshake instead.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 

@@ -1,0 +1,1233 @@
+//! Enrollment, renewal and revocation end to end: real collector and agent
+//! processes, real TLS, a real ClickHouse. Agents run in PC namespaces and
+//! reach the collector over an uplink to the root namespace.
+//!
+//! Each case ends with the exact outcome and checks the log line on both
+//! sides. Needs root, faketime and clickhouse-server; fails (never skips)
+//! without them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use doorwatch_agent::tls::ClientTls;
+use doorwatch_e2e::netns::{Campus, Host, Uplink};
+use doorwatch_e2e::process::{Process, free_port, run};
+use doorwatch_e2e::require;
+use doorwatch_e2e::stack::{self, COLLECTOR_NAME, Stack};
+use doorwatch_proto::v1::enrollment_client::EnrollmentClient;
+use doorwatch_proto::v1::{self, AgentMessage, EnrollRequest, RenewRequest, agent_message};
+use rustls::pki_types::ServerName;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A campus of `pcs` PC namespaces, each linked to the root namespace, and
+/// a stack whose collector listens on the first uplink and enrolls agents
+/// with certificates living `lifetime`.
+struct Setup {
+    stack: Stack,
+    pcs: Vec<Host>,
+    /// The uplink of each PC (`host_ip` is the address the collector sees).
+    uplinks: Vec<Uplink>,
+    _campus: Campus,
+}
+
+fn setup(pcs: usize, lifetime: &str) -> Setup {
+    let lifetime = lifetime.to_owned();
+    setup_with(pcs, move |pki| stack::enrollment_table(pki, &lifetime))
+}
+
+/// [`setup`] with the collector's further tables made by `extra` from the
+/// PKI folder.
+fn setup_with(pcs: usize, extra: impl FnOnce(&Path) -> String) -> Setup {
+    require::root();
+    require::tool("clickhouse-server", "clickhouse-server");
+    let mut campus = Campus::new();
+    let hosts: Vec<Host> = (0..pcs)
+        .map(|i| campus.add_host(&format!("pc{i}"), &[&format!("198.18.0.{}", 10 + i)]))
+        .collect();
+    // One uplink per PC; the collector listens on the first and every PC
+    // routes to it through its own /30 plus a host route.
+    let uplinks: Vec<_> = hosts.iter().map(|h| campus.uplink(h)).collect();
+    let collector_ip = uplinks[0].root_ip;
+    for (host, uplink) in hosts.iter().zip(&uplinks).skip(1) {
+        run(host.command("ip").args([
+            "route",
+            "add",
+            &format!("{collector_ip}/32"),
+            "via",
+            &uplink.root_ip.to_string(),
+        ]));
+    }
+    let stack = Stack::start_with(IpAddr::V4(collector_ip), extra);
+    Setup {
+        stack,
+        pcs: hosts,
+        uplinks,
+        _campus: campus,
+    }
+}
+
+impl Setup {
+    fn collector(&self, args: &[&str]) -> String {
+        run(Command::new(require::binary("doorwatch-collector"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.stack.collector_config))
+    }
+
+    /// `token create`; returns the token.
+    fn token(&self, group: &str, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create", "--group", group];
+        args.extend_from_slice(extra);
+        let out = self.collector(&args);
+        let token = out.trim().to_owned();
+        assert!(token.starts_with("dwt1-"), "token create printed {out:?}");
+        token
+    }
+
+    /// An agent.toml for `pc` whose identity files live in `DIR/NAME/`
+    /// (not there yet) and that enrolls with `token`.
+    fn agent_config(&self, pc: &Host, name: &str, token: Option<&str>) -> PathBuf {
+        let home = self.stack.dir.path().join(name);
+        std::fs::create_dir_all(&home).expect("agent folder");
+        let local: Vec<String> = pc.ips.iter().map(|ip| format!("\"{ip}\"")).collect();
+        let token = token.map_or(String::new(), |t| format!("token = \"{t}\""));
+        let text = format!(
+            r#"interface = "{interface}"
+local_ips = [{local}]
+[collector]
+address = "{address}"
+server_name = "{COLLECTOR_NAME}"
+ca = "{pki}/ca.pem"
+cert = "{home}/agent.pem"
+key = "{home}/agent.key"
+{token}
+[delivery]
+spool_dir = "{home}/spool"
+heartbeat_seconds = 1
+"#,
+            interface = pc.interface,
+            local = local.join(", "),
+            address = self.stack.collector_address,
+            pki = self.stack.pki.display(),
+            home = home.display(),
+        );
+        let path = home.join("agent.toml");
+        std::fs::write(&path, text).expect("write agent.toml");
+        path
+    }
+
+    fn start_agent(&self, pc: &Host, config: &Path, name: &str) -> Process {
+        stack::start_agent(self.stack.dir.path(), pc, config, name)
+    }
+
+    /// `agents list --format json`, parsed.
+    fn agents(&self) -> Vec<serde_json::Value> {
+        self.collector(&["agents", "list", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    }
+
+    /// Heartbeats stored for `agent_id` so far.
+    fn heartbeats(&self, agent_id: &str) -> u64 {
+        self.stack
+            .clickhouse
+            .query_ok(&format!(
+                "SELECT count() FROM doorwatch.agent_heartbeats WHERE agent_id = '{agent_id}'"
+            ))
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Waits until `agent_id` has more than `after` heartbeats stored.
+    fn wait_for_heartbeats(&self, agent_id: &str, after: u64, timeout: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            let now = self.heartbeats(agent_id);
+            if now > after {
+                return now;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "no new heartbeat from {agent_id} within {timeout:?} (still {now})"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// A `pki` subcommand (it takes no collector.toml).
+    fn pki(&self, args: &[&str]) -> String {
+        run(Command::new(require::binary("doorwatch-collector")).args(args))
+    }
+
+    /// The folder [`Setup::agent_config`] made for agent `name`.
+    fn home(&self, name: &str) -> PathBuf {
+        self.stack.dir.path().join(name)
+    }
+
+    fn collector_process(&self) -> &Process {
+        self.stack.collector.as_ref().expect("the collector runs")
+    }
+
+    /// The first collector log line holding all of `needles`, waiting up
+    /// to `timeout` for it.
+    fn collector_line(&self, needles: &[&str], timeout: Duration) -> String {
+        log_line(self.collector_process(), needles, timeout)
+    }
+
+    /// `doorwatch-agent enroll --config CONFIG --token TOKEN` inside `pc`.
+    fn enroll(&self, pc: &Host, config: &Path, token: &str) -> Output {
+        output_within(
+            pc.command(require::binary("doorwatch-agent"))
+                .args(["enroll", "--config"])
+                .arg(config)
+                .args(["--token", token]),
+            Duration::from_secs(60),
+        )
+    }
+
+    /// `token list --format json`, parsed.
+    fn tokens(&self) -> Vec<serde_json::Value> {
+        self.collector(&["token", "list", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    }
+
+    /// Starts `doorwatch-agent run` inside `pc` under `faketime -f SKEW`.
+    fn start_skewed_agent(&self, pc: &Host, config: &Path, name: &str, skew: &str) -> Process {
+        let mut command = pc.command(require::tool("faketime", "faketime"));
+        command
+            .args(["-f", skew])
+            .arg(require::binary("doorwatch-agent"))
+            .args([
+                "--log-level",
+                "info,doorwatch_agent=debug",
+                "run",
+                "--config",
+            ])
+            .arg(config);
+        Process::spawn(name, command, self.stack.dir.path()).expect("start agent under faketime")
+    }
+
+    /// Copies the hand-made certificate and key of `agent` (in `pki`) to
+    /// where agent `name`'s configuration looks for its own.
+    fn install_certificate(&self, pki: &Path, agent: &str, name: &str) {
+        let home = self.home(name);
+        for (from, to) in [("pem", "agent.pem"), ("key", "agent.key")] {
+            let from = pki.join(format!("agents/{agent}.{from}"));
+            std::fs::copy(&from, home.join(to))
+                .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        }
+    }
+
+    /// A TLS client that presents no certificate (as a PC that enrolls).
+    fn anonymous_tls(&self) -> ClientTls {
+        let config = doorwatch_tls::anonymous_client_config(&self.stack.pki.join("ca.pem"))
+            .expect("the campus CA loads");
+        ClientTls::from_config(
+            config,
+            ServerName::try_from(COLLECTOR_NAME).expect("a valid server name"),
+        )
+    }
+
+    /// A gRPC channel to the collector over `tls`.
+    async fn channel(&self, tls: &ClientTls) -> Channel {
+        tls.connect(&self.stack.collector_address.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the collector: {e:?}"))
+    }
+}
+
+/// The agent id in "enrolled" log lines (`agent_id=...`).
+fn enrolled_id(log: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains("enrolled"))
+        .find_map(|l| {
+            let rest = &l[l.find("agent_id=")? + "agent_id=".len()..];
+            Some(rest.split_whitespace().next()?.trim_matches('"').to_owned())
+        })
+        .unwrap_or_else(|| panic!("no enrolled agent_id in log:\n{log}"))
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}
+
+/// The id part of a `dwt1-<id>-<secret>` token.
+fn token_id(token: &str) -> &str {
+    token.split('-').nth(1).expect("a dwt1-<id>-<secret> token")
+}
+
+/// The secret part of a token.
+fn token_secret(token: &str) -> &str {
+    token.split('-').nth(2).expect("a dwt1-<id>-<secret> token")
+}
+
+/// A command's exit status, stdout and stderr, for assertion messages.
+fn text(output: &Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs `command` to completion and returns its output; kills it and
+/// panics if it runs longer than `timeout`.
+fn output_within(command: &mut Command, timeout: Duration) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let start = Instant::now();
+    while child.try_wait().expect("child status").is_none() {
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("output of a killed child");
+            panic!(
+                "{command:?} still ran after {timeout:?}:\n{}",
+                text(&output)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+        .wait_with_output()
+        .expect("output of a finished child")
+}
+
+/// The first line of `process`'s log holding all of `needles`, waiting up
+/// to `timeout` for it.
+fn log_line(process: &Process, needles: &[&str], timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let log = process.log();
+        if let Some(line) = log
+            .lines()
+            .find(|line| needles.iter().all(|n| line.contains(n)))
+        {
+            return line.to_owned();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "no line with all of {needles:?} within {timeout:?} in {}:\n{log}",
+            process.log_path().display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A tokio runtime whose worker keeps gRPC connections going while the
+/// test thread waits for ClickHouse.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+fn enroll_request(token: &str, csr_der: Vec<u8>) -> EnrollRequest {
+    EnrollRequest {
+        token: token.to_owned(),
+        csr_der,
+        hostname: "e2e-client".to_owned(),
+        os: "linux".to_owned(),
+        agent_version: "e2e".to_owned(),
+    }
+}
+
+fn openssl() -> PathBuf {
+    require::tool("openssl", "openssl")
+}
+
+/// A new ECDSA P-256 key, `DIR/NAME.key`.
+fn new_key(dir: &Path, name: &str) -> PathBuf {
+    let key = dir.join(format!("{name}.key"));
+    run(Command::new(openssl())
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key));
+    key
+}
+
+/// A PKCS#10 request (DER) for `key`, signed with it.
+fn signing_request(key: &Path) -> Vec<u8> {
+    let csr = key.with_extension("csr");
+    run(Command::new(openssl())
+        .args(["req", "-new", "-subj", "/CN=e2e", "-outform", "DER", "-key"])
+        .arg(key)
+        .arg("-out")
+        .arg(&csr));
+    std::fs::read(&csr).expect("read the request")
+}
+
+/// The public key of `key` (SubjectPublicKeyInfo, DER).
+fn public_key(key: &Path) -> Vec<u8> {
+    let der = key.with_extension("spki");
+    run(Command::new(openssl())
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(key)
+        .arg("-out")
+        .arg(&der));
+    std::fs::read(&der).expect("read the public key")
+}
+
+/// `csr` with its public key `ours` replaced by `other`: its signature no
+/// longer fits the key it names.
+fn with_public_key(csr: &[u8], ours: &[u8], other: &[u8]) -> Vec<u8> {
+    assert_eq!(ours.len(), other.len(), "P-256 keys encode alike");
+    let at = csr
+        .windows(ours.len())
+        .position(|w| w == ours)
+        .expect("the request holds its public key");
+    let mut forged = csr.to_vec();
+    forged[at..at + ours.len()].copy_from_slice(other);
+    assert_ne!(forged, csr, "the key was swapped");
+    forged
+}
+
+/// How far the clock of the process that wrote `log` is from ours: the
+/// first line's timestamp minus `started` (when we started it), seconds.
+fn clock_offset(log: &str, started: SystemTime) -> i64 {
+    let stamp = log
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no timestamp in log:\n{log}"));
+    let logged: i64 = run(Command::new("date").args(["-u", "-d", stamp, "+%s"]))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("timestamp {stamp:?}: {e}"));
+    let started = started
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    logged - i64::try_from(started).expect("seconds fit i64")
+}
+
+#[test]
+fn a_pc_enrolls_with_a_token_streams_and_renews_without_a_gap() {
+    // 90 s certificates: renewal is due 60 s in.
+    let setup = setup(1, "90s");
+    let token = setup.token("library", &["--expires", "1h", "--max-uses", "5"]);
+    let config = setup.agent_config(&setup.pcs[0], "pc-a", Some(&token));
+    let mut agent = setup.start_agent(&setup.pcs[0], &config, "agent-a");
+    agent.wait_for_log("enrolled", Duration::from_secs(30));
+    agent.wait_for_log("connected to collector", Duration::from_secs(30));
+    let agent_id = enrolled_id(&agent.log());
+    assert!(
+        uuid::Uuid::parse_str(&agent_id).is_ok(),
+        "agent id {agent_id} is a UUID"
+    );
+    let home = setup.stack.dir.path().join("pc-a");
+    assert_eq!(mode(&home.join("agent.key")), 0o600, "private key is 0600");
+    let collector_log = setup.stack.collector.as_ref().expect("collector").log();
+    assert!(
+        collector_log.contains("agent enrolled") && collector_log.contains(&agent_id),
+        "collector logs the enrollment:\n{collector_log}"
+    );
+    assert!(
+        !collector_log.contains(&token) && !agent.log().contains(&token),
+        "the token never appears in a log"
+    );
+
+    let agents = setup.agents();
+    let row = agents
+        .iter()
+        .find(|a| a["agent_id"] == agent_id.as_str())
+        .unwrap_or_else(|| panic!("agents list lacks {agent_id}: {agents:?}"));
+    assert_eq!(row["group"], "library", "the group comes from the token");
+    let serial = row["cert_serial"].as_str().expect("serial").to_owned();
+
+    let before = setup.wait_for_heartbeats(&agent_id, 0, Duration::from_secs(20));
+    // Renewal at two thirds of 90 s; then the stream resumes at once.
+    agent.wait_for_log("certificate renewed", Duration::from_secs(90));
+    let renewed_at = Instant::now();
+    let collector = setup.stack.collector.as_ref().expect("collector");
+    assert!(
+        collector.log().contains("agent certificate renewed"),
+        "collector logs the renewal"
+    );
+    let after = setup.wait_for_heartbeats(&agent_id, before + 1, Duration::from_secs(10));
+    eprintln!(
+        "renewed; heartbeats {before} -> {after}, stream back {:?} after renewal",
+        renewed_at.elapsed()
+    );
+    let agents = setup.agents();
+    let row = agents
+        .iter()
+        .find(|a| a["agent_id"] == agent_id.as_str())
+        .expect("still listed");
+    assert_ne!(row["cert_serial"], serial.as_str(), "a new certificate");
+    assert_eq!(agents.len(), 1, "renewal keeps the same identity");
+    assert_eq!(mode(&home.join("agent.key")), 0o600, "new key is 0600 too");
+}
+
+#[test]
+fn bad_tokens_are_refused_with_the_reason_and_write_no_files() {
+    let setup = setup(1, "30d");
+    let pc = &setup.pcs[0];
+    let expired = setup.token("lab", &["--expires", "1s"]);
+    let expired_made = Instant::now();
+    let single = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
+    let revoked = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
+    let out = setup.collector(&["token", "revoke", token_id(&revoked)]);
+    assert!(out.contains("revoked"), "token revoke says so: {out:?}");
+
+    // A single-use token works once.
+    let first = setup.agent_config(pc, "first", None);
+    let out = setup.enroll(pc, &first, &single);
+    assert!(
+        out.status.success(),
+        "the first use of a single-use token enrolls:\n{}",
+        text(&out)
+    );
+    assert!(
+        setup.home("first").join("agent.pem").exists(),
+        "the first enrollment writes a certificate"
+    );
+    // Tokens expire in whole seconds: 2 s after a 1 s token it is gone.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(expired_made.elapsed()));
+
+    let unknown = format!("dwt1-0123456789abcdef-{}", "5a".repeat(32));
+    let cases = [
+        (
+            "unknown",
+            unknown.clone(),
+            Some("0123456789abcdef"),
+            "token 0123456789abcdef is not known".to_owned(),
+        ),
+        (
+            "malformed",
+            "dwt1-0123-not-hex".to_owned(),
+            None,
+            "not a doorwatch enrollment token".to_owned(),
+        ),
+        (
+            "expired",
+            expired.clone(),
+            Some(token_id(&expired)),
+            format!("token {} expired at", token_id(&expired)),
+        ),
+        (
+            "used-up",
+            single.clone(),
+            Some(token_id(&single)),
+            format!(
+                "token {} is used up (1 of 1 enrollments)",
+                token_id(&single)
+            ),
+        ),
+        (
+            "revoked",
+            revoked.clone(),
+            Some(token_id(&revoked)),
+            format!("token {} is revoked", token_id(&revoked)),
+        ),
+    ];
+    for (name, token, id, reason) in &cases {
+        let config = setup.agent_config(pc, name, None);
+        let started = Instant::now();
+        let out = setup.enroll(pc, &config, token);
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{name} token: enroll must fail:\n{}",
+            text(&out)
+        );
+        assert!(
+            stderr.contains(reason.as_str()),
+            "{name} token: stderr gives the reason {reason:?}:\n{}",
+            text(&out)
+        );
+        if let Some(secret) = token.split('-').nth(2).filter(|s| s.len() == 64) {
+            assert!(
+                !stderr.contains(secret),
+                "{name} token: the secret is not echoed"
+            );
+        }
+        let id_field = id.map(|id| format!("token_id={id}"));
+        let mut needles = vec!["enrollment refused", "code=PermissionDenied", reason];
+        needles.extend(id_field.as_deref());
+        let line = setup.collector_line(&needles, Duration::from_secs(10));
+        let mut left: Vec<String> = std::fs::read_dir(setup.home(name))
+            .expect("agent folder")
+            .map(|e| {
+                e.expect("folder entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            ["agent.toml"],
+            "{name} token: no certificate or key is written"
+        );
+        eprintln!("{name} token refused in {took:?}; collector: {line}");
+    }
+
+    let tokens = setup.tokens();
+    for (token, status, uses, max_uses) in [
+        (&expired, "expired", 0, 1),
+        (&single, "used up", 1, 1),
+        (&revoked, "revoked", 0, 5),
+    ] {
+        let row = tokens
+            .iter()
+            .find(|t| t["token_id"] == token_id(token))
+            .unwrap_or_else(|| panic!("token list lacks {}: {tokens:?}", token_id(token)));
+        assert_eq!(row["status"], status, "status of {row}");
+        assert_eq!(row["uses"], uses, "uses of {row}");
+        assert_eq!(row["max_uses"], max_uses, "max_uses of {row}");
+    }
+    let json = setup.collector(&["token", "list", "--format", "json"]);
+    let table = setup.collector(&["token", "list"]);
+    let log = setup.collector_process().log();
+    for token in [&expired, &single, &revoked] {
+        let secret = token_secret(token);
+        assert!(
+            !json.contains(secret) && !table.contains(secret),
+            "token list never shows a secret:\n{json}\n{table}"
+        );
+        assert!(!log.contains(secret), "no secret in the collector log");
+    }
+    assert_eq!(setup.agents().len(), 1, "only the first PC enrolled");
+}
+
+#[test]
+fn forged_replayed_and_hurried_enrollment_requests_are_refused() {
+    let setup = setup_with(1, |pki| {
+        format!(
+            "{}enrolls_per_address_per_minute = 5\n",
+            stack::enrollment_table(pki, "30d")
+        )
+    });
+    let token = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
+    let keys = setup.stack.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).expect("keys folder");
+    let (key_a, key_b) = (new_key(&keys, "a"), new_key(&keys, "b"));
+    let request = signing_request(&key_a);
+    // Key b's public key in a request signed by key a.
+    let forged = with_public_key(&request, &public_key(&key_a), &public_key(&key_b));
+    let renewal_request = signing_request(&key_b);
+
+    // From the root namespace: three Enroll calls, one Renew.
+    let rt = runtime();
+    let first_call = Instant::now();
+    let (forged, first, replayed, renewal) = rt.block_on(async {
+        let mut client = EnrollmentClient::new(setup.channel(&setup.anonymous_tls()).await);
+        let forged = client.enroll(enroll_request(&token, forged)).await;
+        let first = client.enroll(enroll_request(&token, request.clone())).await;
+        let replayed = client.enroll(enroll_request(&token, request.clone())).await;
+        let renewal = client
+            .renew(RenewRequest {
+                csr_der: renewal_request,
+                hostname: "e2e-client".to_owned(),
+                agent_version: "e2e".to_owned(),
+            })
+            .await;
+        (forged, first, replayed, renewal)
+    });
+
+    let forged = forged.expect_err("a request whose signature does not fit its key");
+    assert_eq!(forged.code(), Code::InvalidArgument, "{forged:?}");
+    assert!(
+        forged.message().contains("Invalid CSR signature"),
+        "refused for its signature, not its format: {forged:?}"
+    );
+    eprintln!("forged request: {}", forged.message());
+    setup.collector_line(
+        &["enrollment refused", "code=InvalidArgument"],
+        Duration::from_secs(10),
+    );
+
+    let first = first.expect("the genuine request enrolls").into_inner();
+    assert!(
+        uuid::Uuid::parse_str(&first.agent_id).is_ok(),
+        "agent id {} is a UUID",
+        first.agent_id
+    );
+    assert_eq!(first.group, "lab");
+    assert_eq!(
+        first
+            .certificate_chain_pem
+            .matches("BEGIN CERTIFICATE")
+            .count(),
+        2,
+        "certificate then issuing CA"
+    );
+    let replayed = replayed.expect_err("the same request again");
+    assert_eq!(replayed.code(), Code::AlreadyExists, "{replayed:?}");
+    assert!(
+        replayed.message().contains("already enrolled")
+            && replayed.message().contains(&first.agent_id),
+        "the refusal names the agent holding the key: {replayed:?}"
+    );
+    setup.collector_line(
+        &["enrollment refused", "code=AlreadyExists"],
+        Duration::from_secs(10),
+    );
+
+    let renewal = renewal.expect_err("renewal without a client certificate");
+    assert_eq!(renewal.code(), Code::Unauthenticated, "{renewal:?}");
+    setup.collector_line(
+        &["renewal refused", "code=Unauthenticated"],
+        Duration::from_secs(10),
+    );
+
+    let tokens = setup.tokens();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(
+        tokens[0]["uses"], 1,
+        "forged and replayed requests use nothing: {tokens:?}"
+    );
+    let agents = setup.agents();
+    assert_eq!(agents.len(), 1, "one agent: {agents:?}");
+    assert_eq!(agents[0]["agent_id"], first.agent_id.as_str());
+
+    // From the PC: five attempts a minute, the sixth is refused.
+    let pc = &setup.pcs[0];
+    let unknown = format!("dwt1-00000000000000ff-{}", "5a".repeat(32));
+    let config = setup.agent_config(pc, "hurried", None);
+    for attempt in 1..=6 {
+        let out = setup.enroll(pc, &config, &unknown);
+        let expected = if attempt <= 5 {
+            "is not known"
+        } else {
+            "too many enrollment attempts"
+        };
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(expected),
+            "attempt {attempt} from the PC is refused with {expected:?}:\n{}",
+            text(&out)
+        );
+    }
+    let from_pc = format!(
+        "too many enrollment attempts from {}",
+        setup.uplinks[0].host_ip
+    );
+    setup.collector_line(&["enrollment refused", &from_pc], Duration::from_secs(10));
+
+    // The limit is per address: the root namespace has calls left, then
+    // runs out too.
+    let (next, calls, hurried) = rt.block_on(async {
+        let mut client = EnrollmentClient::new(setup.channel(&setup.anonymous_tls()).await);
+        let next = client
+            .enroll(enroll_request(&unknown, request.clone()))
+            .await;
+        let mut calls = 4;
+        loop {
+            calls += 1;
+            match client
+                .enroll(enroll_request(&unknown, request.clone()))
+                .await
+            {
+                Err(status) if status.code() == Code::ResourceExhausted => {
+                    return (next, calls, status);
+                }
+                other => assert!(
+                    calls < 10,
+                    "no rate limit after {calls} calls; last: {other:?}"
+                ),
+            }
+        }
+    });
+    let next = next.expect_err("an unknown token");
+    assert_eq!(
+        next.code(),
+        Code::PermissionDenied,
+        "another address is not limited by the PC's attempts: {next:?}"
+    );
+    assert!(
+        hurried.message().contains("too many enrollment attempts"),
+        "{hurried:?}"
+    );
+    // Five a minute, plus one for each 12 s that passed.
+    let refill = first_call.elapsed().as_secs() / 12;
+    eprintln!(
+        "root namespace refused at call {calls} ({:?} after its first; refill {refill})",
+        first_call.elapsed()
+    );
+    assert!(
+        calls - 1 <= 5 + refill,
+        "at most five calls a minute got through, {} did",
+        calls - 1
+    );
+}
+
+#[test]
+fn certificates_from_another_ca_or_expired_are_refused_and_a_token_enrolls_again() {
+    let setup = setup(1, "30d");
+    let pc = &setup.pcs[0];
+    let collector_ip = setup.stack.collector_address.ip().to_string();
+
+    // A certificate from another CA never gets past the handshake.
+    let other = setup.stack.dir.path().join("other-pki");
+    let other_arg = other.to_string_lossy().into_owned();
+    setup.pki(&[
+        "pki",
+        "init",
+        "--dir",
+        &other_arg,
+        "--name",
+        COLLECTOR_NAME,
+        "--ip",
+        &collector_ip,
+    ]);
+    setup.pki(&[
+        "pki",
+        "issue-agent",
+        "--dir",
+        &other_arg,
+        "--name",
+        "foreign-pc",
+    ]);
+    let config = setup.agent_config(pc, "foreign", None);
+    setup.install_certificate(&other, "foreign-pc", "foreign");
+    let mut foreign = setup.start_agent(pc, &config, "agent-foreign");
+    let refused = setup.collector_line(
+        &[
+            "refused agent connection",
+            &format!("remote={}:", setup.uplinks[0].host_ip),
+        ],
+        Duration::from_secs(30),
+    );
+    // Both CAs carry the same names, so the chain is refused for its
+    // signature (an unrelated CA would be UnknownIssuer).
+    assert!(
+        refused.contains("invalid peer certificate")
+            && (refused.contains("BadSignature") || refused.contains("UnknownIssuer")),
+        "refused for its issuer: {refused}"
+    );
+    foreign.wait_for_log("collector stream down", Duration::from_secs(30));
+    // Give it time for a few more attempts.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !foreign.log().contains("connected to collector"),
+        "the foreign agent never connects:\n{}",
+        foreign.log()
+    );
+    assert_eq!(
+        setup.heartbeats("foreign-pc"),
+        0,
+        "no heartbeat stored for it"
+    );
+    drop(foreign);
+    eprintln!("foreign certificate: {refused}");
+
+    // A certificate that expired, and no token: `run` stops and says why.
+    let pki = setup.stack.pki.clone();
+    let pki_arg = pki.to_string_lossy().into_owned();
+    setup.pki(&[
+        "pki",
+        "issue-agent",
+        "--dir",
+        &pki_arg,
+        "--name",
+        "old-pc",
+        "--days",
+        "0",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let config = setup.agent_config(pc, "old-no-token", None);
+    setup.install_certificate(&pki, "old-pc", "old-no-token");
+    let out = output_within(
+        pc.command(require::binary("doorwatch-agent"))
+            .args(["run", "--config"])
+            .arg(&config),
+        Duration::from_secs(30),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("expired") && stderr.contains("collector.token"),
+        "an expired certificate without a token stops the agent, naming the fix:\n{}",
+        text(&out)
+    );
+    eprintln!(
+        "expired, no token: {}",
+        stderr
+            .lines()
+            .find(|l| l.starts_with("Error:"))
+            .unwrap_or_default()
+    );
+
+    // The same with a token: it enrolls again as a new agent and streams.
+    let token = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
+    let config = setup.agent_config(pc, "old-with-token", Some(&token));
+    setup.install_certificate(&pki, "old-pc", "old-with-token");
+    let mut agent = setup.start_agent(pc, &config, "agent-old-with-token");
+    agent.wait_for_log(
+        "enrolling with the configured token",
+        Duration::from_secs(30),
+    );
+    let reason = log_line(
+        &agent,
+        &["enrolling with the configured token"],
+        Duration::from_secs(1),
+    );
+    assert!(reason.contains("expired"), "it says why: {reason}");
+    agent.wait_for_log("connected to collector", Duration::from_secs(30));
+    let agent_id = enrolled_id(&agent.log());
+    assert!(
+        agent_id != "old-pc" && uuid::Uuid::parse_str(&agent_id).is_ok(),
+        "a new UUID identity, not {agent_id}"
+    );
+    let beats = setup.wait_for_heartbeats(&agent_id, 0, Duration::from_secs(20));
+    assert_eq!(setup.heartbeats("old-pc"), 0, "nothing under the old id");
+    eprintln!("expired, with token: enrolled again as {agent_id}, {beats} heartbeats");
+}
+
+#[test]
+fn a_stream_counts_for_its_certificate_not_for_the_agent_it_claims_to_be() {
+    const MARK: u64 = 987_654_321;
+    let setup = setup(2, "30d");
+    let token = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
+
+    // Agent A streams from pc0; PC 1 enrolls as B but runs no agent.
+    let config_a = setup.agent_config(&setup.pcs[0], "pc-a", Some(&token));
+    let mut agent_a = setup.start_agent(&setup.pcs[0], &config_a, "agent-a");
+    agent_a.wait_for_log("connected to collector", Duration::from_secs(30));
+    let a_id = enrolled_id(&agent_a.log());
+    setup.wait_for_heartbeats(&a_id, 0, Duration::from_secs(20));
+    let config_b = setup.agent_config(&setup.pcs[1], "pc-b", None);
+    let out = setup.enroll(&setup.pcs[1], &config_b, &token);
+    assert!(out.status.success(), "B enrolls:\n{}", text(&out));
+    let b_id = enrolled_id(&String::from_utf8_lossy(&out.stderr));
+    assert_ne!(a_id, b_id);
+
+    // With B's certificate: Hello claiming to be A, then heartbeats.
+    let home_b = setup.home("pc-b");
+    let tls = ClientTls::load(
+        &setup.stack.pki.join("ca.pem"),
+        &home_b.join("agent.pem"),
+        &home_b.join("agent.key"),
+        COLLECTOR_NAME,
+    )
+    .expect("B's certificate and key work");
+    let hello = AgentMessage {
+        body: Some(agent_message::Body::Hello(v1::Hello {
+            protocol_version: doorwatch_proto::PROTOCOL_VERSION,
+            agent_version: "impostor".to_owned(),
+            hostname: a_id.clone(),
+            os: "linux".to_owned(),
+            local_ips: vec![],
+        })),
+    };
+    let heartbeat = AgentMessage {
+        body: Some(agent_message::Body::Heartbeat(v1::Heartbeat {
+            uptime_seconds: MARK,
+            agent_version: "impostor".to_owned(),
+            ..Default::default()
+        })),
+    };
+    let messages = vec![hello, heartbeat.clone(), heartbeat.clone(), heartbeat];
+    let rt = runtime();
+    // The stream stays open (the inbound half kept) until the rows are in.
+    let _inbound = rt.block_on(async {
+        let mut client = v1::agent_stream_client::AgentStreamClient::new(setup.channel(&tls).await);
+        let mut inbound = client
+            .session(tokio_stream::iter(messages).chain(tokio_stream::pending()))
+            .await
+            .expect("the collector takes B's stream")
+            .into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+            .await
+            .expect("the collector answers within 10 s")
+            .expect("no error");
+        assert!(
+            matches!(
+                first.and_then(|m| m.body),
+                Some(v1::collector_message::Body::Policy(_))
+            ),
+            "the collector answers Hello with the policy"
+        );
+        inbound
+    });
+
+    let connected = setup.collector_line(
+        &[
+            "agent connected",
+            &format!("agent_id={b_id}"),
+            &format!("claimed_hostname={a_id}"),
+        ],
+        Duration::from_secs(10),
+    );
+    let expected = format!("{b_id}\t{a_id}\t3");
+    let rows = setup.stack.clickhouse.poll(
+        &format!(
+            "SELECT agent_id, claimed_hostname, count() FROM doorwatch.agent_heartbeats \
+             WHERE uptime_seconds = {MARK} GROUP BY agent_id, claimed_hostname FORMAT TSV"
+        ),
+        Duration::from_secs(20),
+        |r| r.trim() == expected,
+    );
+    assert_eq!(
+        rows.trim(),
+        expected,
+        "the heartbeats are B's, with A's id only as the claimed hostname"
+    );
+    let as_a = setup.stack.clickhouse.query_ok(&format!(
+        "SELECT count() FROM doorwatch.agent_heartbeats WHERE agent_id = '{a_id}' \
+         AND (uptime_seconds = {MARK} OR agent_version = 'impostor' OR claimed_hostname = '{a_id}')"
+    ));
+    assert_eq!(as_a.trim(), "0", "nothing of the impostor's is A's");
+    // A itself goes on as before.
+    let before = setup.heartbeats(&a_id);
+    setup.wait_for_heartbeats(&a_id, before, Duration::from_secs(10));
+    let agents = setup.agents();
+    let row_a = agents
+        .iter()
+        .find(|a| a["agent_id"] == a_id.as_str())
+        .expect("A is listed");
+    assert_ne!(
+        row_a["claimed_hostname"],
+        a_id.as_str(),
+        "A's record is untouched"
+    );
+    eprintln!("impostor stream: {connected}");
+}
+
+#[test]
+fn a_revoked_agent_is_cut_off_within_seconds_and_stays_refused_everywhere() {
+    let mut setup = setup(1, "30d");
+    let pc = setup.pcs[0].clone();
+    let token = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
+    let config = setup.agent_config(&pc, "pc-a", Some(&token));
+    let mut agent = setup.start_agent(&pc, &config, "agent-a");
+    agent.wait_for_log("connected to collector", Duration::from_secs(30));
+    let agent_id = enrolled_id(&agent.log());
+    setup.wait_for_heartbeats(&agent_id, 0, Duration::from_secs(20));
+
+    let revoking = Instant::now();
+    let out = setup.collector(&["agents", "revoke", &agent_id, "--reason", "laptop stolen"]);
+    assert!(out.contains("revoked"), "agents revoke says so: {out:?}");
+    setup
+        .stack
+        .collector
+        .as_mut()
+        .expect("the collector runs")
+        .wait_for_log(
+            "this agent's certificate is revoked: laptop stolen",
+            Duration::from_secs(5),
+        );
+    let cut_off = revoking.elapsed();
+    let ended = setup.collector_line(
+        &["agent stream ended", &agent_id, "laptop stolen"],
+        Duration::from_secs(1),
+    );
+    eprintln!("stream ended {cut_off:?} after `agents revoke`: {ended}");
+    agent.wait_for_log("laptop stolen", Duration::from_secs(5));
+
+    // The agent tries again at once (its backoff starts at 0.5 s). How
+    // the collector refused it is asserted last, so that everything else
+    // is checked too.
+    let start = Instant::now();
+    let first_refusal = loop {
+        let log = setup.collector_process().log();
+        if let Some(line) = log.lines().find(|l| {
+            l.contains("refused agent connection")
+                || l.contains("refused a stream of a revoked agent")
+        }) {
+            break line.to_owned();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the revoked agent did not try again within 30 s:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Heartbeats already received are written within 2 s; then no more.
+    std::thread::sleep(Duration::from_secs(3));
+    let stopped_at = setup.heartbeats(&agent_id);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        setup.heartbeats(&agent_id),
+        stopped_at,
+        "no heartbeat after revocation"
+    );
+    let agents = setup.agents();
+    let row = agents
+        .iter()
+        .find(|a| a["agent_id"] == agent_id.as_str())
+        .expect("still listed");
+    assert_eq!(row["status"], "revoked", "{row}");
+    assert_eq!(row["revoked_reason"], "laptop stolen", "{row}");
+    drop(agent);
+
+    // After a restart the collector still refuses it.
+    setup.stack.stop_collector();
+    let first_log = std::fs::read_to_string(setup.stack.dir.path().join("collector.log"))
+        .expect("the first collector's log");
+    assert_eq!(
+        first_log
+            .lines()
+            .filter(|l| l.contains("agent connected") && l.contains(&agent_id))
+            .count(),
+        1,
+        "no stream of the revoked agent was taken:\n{first_log}"
+    );
+    setup.stack.restart_collector("collector-2");
+    let agent = setup.start_agent(&pc, &config, "agent-a-2");
+    let refused = setup.collector_line(&["refused agent connection"], Duration::from_secs(30));
+    assert!(
+        refused.contains("Revoked"),
+        "refused as revoked after a restart: {refused}"
+    );
+    assert!(
+        !agent.log().contains("connected to collector"),
+        "the agent never connects:\n{}",
+        agent.log()
+    );
+    drop(agent);
+
+    // So does a second collector on the same database.
+    let second = setup.stack.dir.path().join("second");
+    std::fs::create_dir_all(&second).expect("second collector's folder");
+    let address = SocketAddr::new(setup.stack.collector_address.ip(), free_port());
+    let second_config = stack::collector_config(
+        &second,
+        address,
+        &setup.stack.pki,
+        &setup.stack.clickhouse,
+        "doorwatch",
+        &stack::enrollment_table(&setup.stack.pki, "30d"),
+    );
+    let second_collector = stack::start_collector_named(&second, &second_config, "collector-b");
+    let text = std::fs::read_to_string(&config).expect("read agent.toml");
+    let moved = text.replace(
+        &format!("address = \"{}\"", setup.stack.collector_address),
+        &format!("address = \"{address}\""),
+    );
+    assert_ne!(moved, text, "agent.toml names the collector");
+    let config_b = setup.home("pc-a").join("agent-b.toml");
+    std::fs::write(&config_b, moved).expect("write agent-b.toml");
+    let agent = setup.start_agent(&pc, &config_b, "agent-a-3");
+    let refused = log_line(
+        &second_collector,
+        &["refused agent connection"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        refused.contains("Revoked"),
+        "the second collector refuses it as revoked: {refused}"
+    );
+    assert!(
+        !agent.log().contains("connected to collector"),
+        "the agent never connects to the second collector:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        setup.heartbeats(&agent_id),
+        stopped_at,
+        "still no heartbeat"
+    );
+    for log in [setup.collector_process().log(), second_collector.log()] {
+        assert!(
+            !log.contains("agent connected"),
+            "no stream of the revoked agent after the restart:\n{log}"
+        );
+    }
+
+    // Like the restarted and the second collector, the first must refuse
+    // the reconnects in the TLS handshake, not only the stream after it.
+    assert!(
+        first_refusal.contains("refused agent connection") && first_refusal.contains("Revoked"),
+        "the revoked agent's first reconnect got through the TLS handshake \
+         (a resumed TLS session skips the client certificate check); \
+         the collector logged:\n{first_refusal}"
+    );
+}
+
+#[test]
+fn agents_whose_clocks_are_four_minutes_off_enroll_and_stream() {
+    let setup = setup(2, "30d");
+    let token = setup.token("lab", &["--expires", "1h", "--max-uses", "2"]);
+    let mut agents = Vec::new();
+    for (pc, (name, skew)) in setup.pcs.iter().zip([("ahead", "+4m"), ("behind", "-4m")]) {
+        let config = setup.agent_config(pc, name, Some(&token));
+        let started = SystemTime::now();
+        let agent = setup.start_skewed_agent(pc, &config, &format!("agent-{name}"), skew);
+        agents.push((name, skew, started, agent));
+    }
+    for (name, skew, started, agent) in &mut agents {
+        agent.wait_for_log("connected to collector", Duration::from_secs(30));
+        let log = agent.log();
+        let offset = clock_offset(&log, *started);
+        let expected = if *skew == "+4m" { 240 } else { -240 };
+        assert!(
+            (offset - expected).abs() <= 20,
+            "{name}: the agent's clock is {offset} s off ours, not {skew}:\n{log}"
+        );
+        let agent_id = enrolled_id(&log);
+        let beats = setup.wait_for_heartbeats(&agent_id, 1, Duration::from_secs(20));
+        eprintln!(
+            "{name} ({skew}, clock {offset:+} s): enrolled as {agent_id}, {beats} heartbeats"
+        );
+    }
+}
+
+#[test]
+fn simultaneous_requests_cannot_overdraw_a_token_or_enroll_one_key_twice() {
+    let setup = setup(1, "30d");
+    let keys = setup.stack.dir.path().join("keys");
+    std::fs::create_dir_all(&keys).expect("keys folder");
+    let csrs: Vec<Vec<u8>> = (0..3)
+        .map(|i| signing_request(&new_key(&keys, &format!("k{i}"))))
+        .collect();
+    let single = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
+    let many = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
+    let rt = runtime();
+    let (last_use, same_key) = rt.block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(EnrollmentClient::new(
+                setup.channel(&setup.anonymous_tls()).await,
+            ));
+        }
+        let [c1, c2, c3, c4] = &mut clients[..] else {
+            unreachable!("four clients")
+        };
+        let last_use = tokio::join!(
+            c1.enroll(enroll_request(&single, csrs[0].clone())),
+            c2.enroll(enroll_request(&single, csrs[1].clone())),
+        );
+        let same_key = tokio::join!(
+            c3.enroll(enroll_request(&many, csrs[2].clone())),
+            c4.enroll(enroll_request(&many, csrs[2].clone())),
+        );
+        (
+            [last_use.0.is_ok(), last_use.1.is_ok()],
+            [same_key.0.is_ok(), same_key.1.is_ok()],
+        )
+    });
+    assert_eq!(
+        last_use.iter().filter(|ok| **ok).count(),
+        1,
+        "a single-use token enrolls one PC even when two ask at once: {last_use:?}"
+    );
+    assert_eq!(
+        same_key.iter().filter(|ok| **ok).count(),
+        1,
+        "one key enrolls once even when sent twice at once: {same_key:?}"
+    );
+    assert_eq!(setup.agents().len(), 2, "two agents in all");
+}
