@@ -412,9 +412,14 @@ fn spoofed_syn_flood_is_one_flood_and_a_concurrent_scan_is_still_found() {
         .clickhouse
         .query_ok("SELECT uniqExact(scanner) FROM doorwatch.scan_events FINAL");
     assert_eq!(episodes.trim(), "1", "only the real scanner has an episode");
-    // The detector's default budget is 16 MiB; the whole process stays
-    // within that plus 10 MiB.
-    assert!(peak <= 26 * 1024, "agent RSS peaked at {peak} KiB");
+    // The detector's default budget is 16 MiB: the flood may grow the agent
+    // by no more than that. (Its size before the flood is mostly code: the
+    // tests run debug builds, about 20 MiB resident with enrollment.)
+    assert!(
+        peak.saturating_sub(rss_before) <= 16 * 1024,
+        "the flood grew the agent from {rss_before} to {peak} KiB"
+    );
+    assert!(peak <= 40 * 1024, "agent RSS peaked at {peak} KiB");
 }
 
 #[test]
