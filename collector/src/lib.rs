@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod correlate;
 pub mod enroll;
 pub mod error;
 pub mod identity;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use doorwatch_collector::config::{CollectorConfig, ValidConfig};
+use doorwatch_collector::correlate;
 use doorwatch_collector::enroll::{self, EnrollmentService, EnrollmentSettings, Token};
 use doorwatch_collector::ingest::{IngestService, unix_now};
 use doorwatch_collector::pki::AgentIssuer;
@@ -91,6 +92,9 @@ enum Command {
     /// Bootstrap tokens that let PCs enroll (see `token --help`).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Campus-wide campaigns: sweeps, distributed probing, internal scanning.
+    #[command(subcommand)]
+    Campaigns(CampaignsCommand),
     /// Check a configuration file and exit.
     CheckConfig(ConfigArg),
 }
@@ -100,6 +104,31 @@ struct ConfigArg {
     /// Path to collector.toml.
     #[arg(long, default_value = "/etc/doorwatch/collector.toml")]
     config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum CampaignsCommand {
+    /// Campaigns active within --since, newest first.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back to look, e.g. 1h, 1d.
+        #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// table for people, json for scripts (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One campaign with its sources, PCs (agent ids) and ports.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Campaign id (from `campaigns list`).
+        id: uuid::Uuid,
+        /// table for people, json for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +295,7 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(revoke_agent(load_config(&config)?, id, reason))
         }
         Command::Token(command) => runtime()?.block_on(run_token(command)),
+        Command::Campaigns(command) => runtime()?.block_on(run_campaigns(command)),
         Command::CheckConfig(arg) => {
             let config = load_config(&arg)?;
             load_issuer(&config)?;
@@ -475,6 +505,107 @@ async fn connect_store(config: &ValidConfig) -> anyhow::Result<Store> {
     Store::connect(&config.clickhouse.store_config()?)
         .await
         .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))
+}
+
+fn campaign_json(row: &doorwatch_store::CampaignRow) -> serde_json::Value {
+    serde_json::json!({
+        "campaign_id": row.campaign_id.to_string(),
+        "kind": doorwatch_store::campaign_kind::label(row.kind),
+        "key": row.campaign_key,
+        "state": doorwatch_store::campaign_state::label(row.state),
+        "severity": correlate::severity_label(row.severity),
+        "first_seen": report::rfc3339(row.first_seen),
+        "last_seen": report::rfc3339(row.last_seen),
+        "pcs": row.pcs,
+        "sources": row.sources,
+        "ports": row.ports,
+        "open_ports": row.open_ports,
+        "explanation": row.explanation,
+    })
+}
+
+async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<()> {
+    match command {
+        CampaignsCommand::List {
+            config,
+            since,
+            format,
+        } => {
+            let store = connect_store(&load_config(&config)?).await?;
+            let since =
+                unix_now().saturating_sub(u32::try_from(since.as_secs()).unwrap_or(u32::MAX));
+            let rows = store
+                .recent_campaigns(since, 10_000)
+                .await
+                .context("cannot read campaigns")?;
+            if format == Format::Table {
+                println!(
+                    "{:<36}  {:<11}  {:<24}  {:<6}  {:<8}  {:>5}  {:>7}  {:>5}  LAST SEEN (UTC)",
+                    "CAMPAIGN", "KIND", "KEY", "STATE", "SEVERITY", "PCS", "SOURCES", "PORTS"
+                );
+            }
+            for row in rows {
+                match format {
+                    Format::Json => println!("{}", campaign_json(&row)),
+                    Format::Table => {
+                        println!(
+                            "{:<36}  {:<11}  {:<24}  {:<6}  {:<8}  {:>5}  {:>7}  {:>5}  {}",
+                            row.campaign_id,
+                            doorwatch_store::campaign_kind::label(row.kind),
+                            row.campaign_key,
+                            doorwatch_store::campaign_state::label(row.state),
+                            correlate::severity_label(row.severity),
+                            row.pcs,
+                            row.sources,
+                            row.ports,
+                            report::rfc3339(row.last_seen)
+                        );
+                        println!("    {}", row.explanation);
+                    }
+                }
+            }
+        }
+        CampaignsCommand::Show { config, id, format } => {
+            let store = connect_store(&load_config(&config)?).await?;
+            let members = store
+                .campaign_members(id)
+                .await
+                .context("cannot read the campaign's members")?;
+            if members.is_empty() {
+                anyhow::bail!("no campaign {id} (see `campaigns list`)");
+            }
+            let of = |kind: i8| -> Vec<String> {
+                members
+                    .iter()
+                    .filter(|m| m.member == kind)
+                    .map(|m| m.value.clone())
+                    .collect()
+            };
+            let (sources, pcs, ports) = (
+                of(doorwatch_store::member::SOURCE),
+                of(doorwatch_store::member::PC),
+                of(doorwatch_store::member::PORT),
+            );
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "campaign_id": id.to_string(),
+                        "sources": sources,
+                        "pcs": pcs,
+                        "ports": ports,
+                    })
+                ),
+                Format::Table => {
+                    println!("campaign {id}");
+                    println!("sources ({}): {}", sources.len(), sources.join(" "));
+                    println!("PCs     ({}): {}", pcs.len(), pcs.join(" "));
+                    println!("ports   ({}): {}", ports.len(), ports.join(" "));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
@@ -810,6 +941,13 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         config.enrollment.revocation_check,
         stop_rx.clone(),
     ));
+    match config.correlation.clone() {
+        Some(settings) => {
+            tracing::info!(every = ?settings.interval, window = ?settings.window, "correlating campus-wide campaigns");
+            tokio::spawn(correlate::run(store.clone(), settings, stop_rx.clone()));
+        }
+        None => tracing::info!("correlation off in this collector"),
+    }
     let enrollment = issuer.map(|issuer| {
         EnrollmentService::new(
             store.clone(),

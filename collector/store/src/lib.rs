@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod campaigns;
 mod enrollment;
 mod error;
 mod flood_events;
@@ -22,6 +23,10 @@ mod policies;
 mod scan_events;
 mod server;
 
+pub use campaigns::{
+    ActivityFilter, ActivityRow, CampaignMemberRow, CampaignRow, MemberCounts, campaign_state,
+    kind as campaign_kind, member,
+};
 pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenUse};
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
@@ -214,6 +219,78 @@ impl Store {
     /// Every revoked agent id, with its first revocation.
     pub async fn revocations(&self) -> Result<Vec<RevocationRow>, StoreError> {
         enrollment::revocations(&self.client).await
+    }
+
+    /// Outside sources by /24 or /64 seen by at least `min_pcs` PCs.
+    pub async fn sweep_activity(
+        &self,
+        filter: &ActivityFilter,
+        min_pcs: u32,
+    ) -> Result<Vec<ActivityRow>, StoreError> {
+        campaigns::sweeps(&self.client, filter, min_pcs).await
+    }
+
+    /// Ports probed by many outside sources on many PCs.
+    pub async fn distributed_activity(
+        &self,
+        filter: &ActivityFilter,
+        min_sources: u32,
+        min_pcs: u32,
+        max_ports: u32,
+    ) -> Result<Vec<ActivityRow>, StoreError> {
+        campaigns::distributed(&self.client, filter, min_sources, min_pcs, max_ports).await
+    }
+
+    /// Campus sources scanning at least `min_pcs` PCs.
+    pub async fn internal_activity(
+        &self,
+        filter: &ActivityFilter,
+        min_pcs: u32,
+    ) -> Result<Vec<ActivityRow>, StoreError> {
+        campaigns::internal(&self.client, filter, min_pcs).await
+    }
+
+    /// Campaigns not closed.
+    pub async fn active_campaigns(&self) -> Result<Vec<CampaignRow>, StoreError> {
+        campaigns::active(&self.client).await
+    }
+
+    /// Campaigns last seen at or after `since_unix`, newest first.
+    pub async fn recent_campaigns(
+        &self,
+        since_unix: u32,
+        limit: u64,
+    ) -> Result<Vec<CampaignRow>, StoreError> {
+        campaigns::recent(&self.client, since_unix, limit).await
+    }
+
+    /// The sources, PCs and ports of one campaign.
+    pub async fn campaign_members(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Vec<CampaignMemberRow>, StoreError> {
+        campaigns::members(&self.client, id).await
+    }
+
+    /// Distinct members per campaign.
+    pub async fn campaign_member_counts(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<Vec<MemberCounts>, StoreError> {
+        campaigns::member_counts(&self.client, ids).await
+    }
+
+    /// Stores campaign versions.
+    pub async fn insert_campaigns(&self, rows: &[CampaignRow]) -> Result<(), StoreError> {
+        campaigns::insert_campaigns(&self.client, rows).await
+    }
+
+    /// Stores campaign members (repeats collapse).
+    pub async fn insert_campaign_members(
+        &self,
+        rows: &[CampaignMemberRow],
+    ) -> Result<(), StoreError> {
+        campaigns::insert_members(&self.client, rows).await
     }
 
     /// The migration versions recorded as applied, ascending.

@@ -213,6 +213,44 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 7,
+        name: "campaigns",
+        steps: &[
+            // Campus-wide campaigns found by the correlator. Ids are
+            // deterministic, so collectors correlating at once write the
+            // same rows; the highest version (later activity, broader
+            // membership, later state) wins. Reads use FINAL.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS campaigns (
+                campaign_id UUID,
+                kind Enum8('sweep' = 1, 'distributed' = 2, 'internal' = 3),
+                campaign_key String,
+                state Enum8('open' = 1, 'quiet' = 2, 'closed' = 3),
+                severity UInt8,
+                first_seen DateTime,
+                last_seen DateTime,
+                pcs UInt32,
+                sources UInt32,
+                ports UInt32,
+                open_ports UInt32,
+                explanation String,
+                updated_at DateTime,
+                version UInt64
+            ) ENGINE = ReplacingMergeTree(version) ORDER BY campaign_id",
+            ),
+            // Who and what took part: sources, PCs (agent ids), ports.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS campaign_members (
+                campaign_id UUID,
+                member Enum8('source' = 1, 'pc' = 2, 'port' = 3),
+                value String,
+                first_seen DateTime,
+                last_seen DateTime
+            ) ENGINE = ReplacingMergeTree(last_seen) ORDER BY (campaign_id, member, value)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

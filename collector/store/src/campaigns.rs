@@ -1,0 +1,316 @@
+//! Campus-wide campaigns: the `campaigns` and `campaign_members` tables,
+//! and the aggregate queries over recent scan events of all agents that
+//! the correlator turns into campaigns.
+//!
+//! The activity queries group distinct values (`groupUniqArray`,
+//! `uniqExact`), so a resent event stored twice before a merge changes
+//! nothing and they need no FINAL.
+
+use crate::StoreError;
+use crate::ip::Cidr;
+
+/// One version of a campaign. Field order matches the columns.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct CampaignRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub campaign_id: uuid::Uuid,
+    /// 1 sweep, 2 distributed, 3 internal.
+    pub kind: i8,
+    /// What the campaign is about: a source network, a port, a campus PC.
+    pub campaign_key: String,
+    /// 1 open, 2 quiet, 3 closed.
+    pub state: i8,
+    /// 1 low, 2 medium, 3 high, 4 critical.
+    pub severity: u8,
+    pub first_seen: u32,
+    pub last_seen: u32,
+    pub pcs: u32,
+    pub sources: u32,
+    pub ports: u32,
+    pub open_ports: u32,
+    pub explanation: String,
+    pub updated_at: u32,
+    /// Newest wins; see the correlator for how it is made.
+    pub version: u64,
+}
+
+/// Campaign kinds as stored in the `kind` Enum8 column.
+pub mod kind {
+    pub const SWEEP: i8 = 1;
+    pub const DISTRIBUTED: i8 = 2;
+    pub const INTERNAL: i8 = 3;
+
+    pub fn label(value: i8) -> &'static str {
+        match value {
+            SWEEP => "sweep",
+            DISTRIBUTED => "distributed",
+            INTERNAL => "internal",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Campaign states as stored in the `state` Enum8 column.
+pub mod campaign_state {
+    pub const OPEN: i8 = 1;
+    pub const QUIET: i8 = 2;
+    pub const CLOSED: i8 = 3;
+
+    pub fn label(value: i8) -> &'static str {
+        match value {
+            OPEN => "open",
+            QUIET => "quiet",
+            CLOSED => "closed",
+            _ => "unknown",
+        }
+    }
+}
+
+/// A source, PC or port that took part in a campaign.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct CampaignMemberRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub campaign_id: uuid::Uuid,
+    /// 1 source, 2 pc (agent id), 3 port.
+    pub member: i8,
+    pub value: String,
+    pub first_seen: u32,
+    pub last_seen: u32,
+}
+
+/// Member kinds as stored in the `member` Enum8 column.
+pub mod member {
+    pub const SOURCE: i8 = 1;
+    pub const PC: i8 = 2;
+    pub const PORT: i8 = 3;
+}
+
+/// Recent scanning grouped one way (by source network, port or campus
+/// source), as the correlator reads it.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct ActivityRow {
+    /// Hex of the source network or address, or the port number.
+    pub group_key: String,
+    pub sources: Vec<[u8; 16]>,
+    /// Agent ids of the PCs that saw it.
+    pub pcs: Vec<String>,
+    pub ports: Vec<u16>,
+    /// Ports that were open on some PC and were hit.
+    pub open_ports_hit: Vec<u16>,
+    /// First and last probe of the activity.
+    pub activity_start: u32,
+    pub activity_end: u32,
+}
+
+/// Which events an activity query looks at.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityFilter {
+    /// Events whose last probe is at or after this (Unix seconds).
+    pub since: u32,
+    /// The campus's own networks: sources inside are internal.
+    pub campus: Vec<Cidr>,
+    /// Sources never correlated (the campus's scanners, monitoring).
+    pub allowlist: Vec<Cidr>,
+}
+
+impl ActivityFilter {
+    fn any_of(networks: &[Cidr]) -> String {
+        if networks.is_empty() {
+            return "0".to_owned();
+        }
+        let parts: Vec<String> = networks
+            .iter()
+            .map(|n| n.sql_condition("scanner"))
+            .collect();
+        format!("({})", parts.join(" OR "))
+    }
+
+    /// The WHERE clause: recent, not allowlisted, and inside or outside
+    /// the campus.
+    fn clause(&self, internal: bool) -> String {
+        let campus = Self::any_of(&self.campus);
+        format!(
+            "last_seen >= toDateTime({since}) AND NOT {allow} AND {not}{campus}",
+            since = self.since,
+            allow = Self::any_of(&self.allowlist),
+            not = if internal { "" } else { "NOT " },
+        )
+    }
+}
+
+/// Most members of each kind one activity row lists.
+const MEMBERS: u32 = 1000;
+
+/// Outside sources, grouped by their /24 (IPv4) or /64 (IPv6), seen by
+/// at least `min_pcs` PCs.
+pub(crate) async fn sweeps(
+    client: &clickhouse::Client,
+    filter: &ActivityFilter,
+    min_pcs: u32,
+) -> Result<Vec<ActivityRow>, StoreError> {
+    let sql = format!(
+        "SELECT hex(if(substring(scanner, 1, 12) = unhex('00000000000000000000FFFF'), \
+                       concat(substring(scanner, 1, 15), unhex('00')), \
+                       concat(substring(scanner, 1, 8), unhex('0000000000000000')))) AS group_key, \
+                arraySlice(groupUniqArray(scanner), 1, {MEMBERS}) AS sources, \
+                arraySlice(groupUniqArray(agent_id), 1, {MEMBERS}) AS pcs, \
+                arraySlice(groupUniqArrayArray(port_sample), 1, {MEMBERS}) AS ports, \
+                arraySlice(groupUniqArrayArray(open_ports), 1, {MEMBERS}) AS open_ports_hit, \
+                min(first_seen) AS activity_start, max(last_seen) AS activity_end \
+         FROM scan_events WHERE {clause} \
+         GROUP BY group_key HAVING uniqExact(agent_id) >= {min_pcs} \
+         ORDER BY group_key",
+        clause = filter.clause(false),
+    );
+    fetch(client, &sql, "select sweeps").await
+}
+
+/// Ports probed by at least `min_sources` outside sources on at least
+/// `min_pcs` PCs, counting only sources that probed at most
+/// `max_ports` ports of a PC (targeted probing, not full scans).
+pub(crate) async fn distributed(
+    client: &clickhouse::Client,
+    filter: &ActivityFilter,
+    min_sources: u32,
+    min_pcs: u32,
+    max_ports: u32,
+) -> Result<Vec<ActivityRow>, StoreError> {
+    let sql = format!(
+        "SELECT toString(port) AS group_key, \
+                arraySlice(groupUniqArray(scanner), 1, {MEMBERS}) AS sources, \
+                arraySlice(groupUniqArray(agent_id), 1, {MEMBERS}) AS pcs, \
+                [any(port)] AS ports, \
+                arraySlice(groupUniqArrayArray(arrayFilter(p -> p = port, open_ports)), 1, {MEMBERS}) AS open_ports_hit, \
+                min(first_seen) AS activity_start, max(last_seen) AS activity_end \
+         FROM scan_events ARRAY JOIN port_sample AS port \
+         WHERE {clause} AND ports_probed <= {max_ports} \
+         GROUP BY port \
+         HAVING uniqExact(scanner) >= {min_sources} AND uniqExact(agent_id) >= {min_pcs} \
+         ORDER BY port",
+        clause = filter.clause(false),
+    );
+    fetch(client, &sql, "select distributed").await
+}
+
+/// Campus sources scanning at least `min_pcs` other PCs.
+pub(crate) async fn internal(
+    client: &clickhouse::Client,
+    filter: &ActivityFilter,
+    min_pcs: u32,
+) -> Result<Vec<ActivityRow>, StoreError> {
+    let sql = format!(
+        "SELECT hex(scanner) AS group_key, \
+                [any(scanner)] AS sources, \
+                arraySlice(groupUniqArray(agent_id), 1, {MEMBERS}) AS pcs, \
+                arraySlice(groupUniqArrayArray(port_sample), 1, {MEMBERS}) AS ports, \
+                arraySlice(groupUniqArrayArray(open_ports), 1, {MEMBERS}) AS open_ports_hit, \
+                min(first_seen) AS activity_start, max(last_seen) AS activity_end \
+         FROM scan_events WHERE {clause} \
+         GROUP BY scanner HAVING uniqExact(agent_id) >= {min_pcs} \
+         ORDER BY group_key",
+        clause = filter.clause(true),
+    );
+    fetch(client, &sql, "select internal scanning").await
+}
+
+async fn fetch(
+    client: &clickhouse::Client,
+    sql: &str,
+    step: &'static str,
+) -> Result<Vec<ActivityRow>, StoreError> {
+    client
+        .query(sql)
+        .fetch_all::<ActivityRow>()
+        .await
+        .map_err(StoreError::query(step))
+}
+
+/// Campaigns not closed, newest version of each.
+pub(crate) async fn active(client: &clickhouse::Client) -> Result<Vec<CampaignRow>, StoreError> {
+    client
+        .query("SELECT ?fields FROM campaigns FINAL WHERE state != 'closed'")
+        .fetch_all::<CampaignRow>()
+        .await
+        .map_err(StoreError::query("select active campaigns"))
+}
+
+/// Campaigns last seen at or after `since_unix`, newest first.
+pub(crate) async fn recent(
+    client: &clickhouse::Client,
+    since_unix: u32,
+    limit: u64,
+) -> Result<Vec<CampaignRow>, StoreError> {
+    client
+        .query(
+            "SELECT ?fields FROM campaigns FINAL WHERE last_seen >= toDateTime(?) \
+             ORDER BY last_seen DESC LIMIT ?",
+        )
+        .bind(since_unix)
+        .bind(limit)
+        .fetch_all::<CampaignRow>()
+        .await
+        .map_err(StoreError::query("select campaigns"))
+}
+
+/// Members of campaign `id`.
+pub(crate) async fn members(
+    client: &clickhouse::Client,
+    id: uuid::Uuid,
+) -> Result<Vec<CampaignMemberRow>, StoreError> {
+    client
+        .query(&format!(
+            "SELECT ?fields FROM campaign_members FINAL \
+             WHERE campaign_id = toUUID('{id}') ORDER BY member, value"
+        ))
+        .fetch_all::<CampaignMemberRow>()
+        .await
+        .map_err(StoreError::query("select campaign members"))
+}
+
+/// Distinct members of each kind per campaign, for `ids`:
+/// (campaign id, sources, pcs, ports).
+pub(crate) async fn member_counts(
+    client: &clickhouse::Client,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<MemberCounts>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = ids.iter().map(|id| format!("toUUID('{id}')")).collect();
+    client
+        .query(&format!(
+            "SELECT campaign_id, \
+                    toUInt32(uniqExactIf(value, member = 'source')) AS sources, \
+                    toUInt32(uniqExactIf(value, member = 'pc')) AS pcs, \
+                    toUInt32(uniqExactIf(value, member = 'port')) AS ports \
+             FROM campaign_members WHERE campaign_id IN ({}) GROUP BY campaign_id",
+            list.join(", ")
+        ))
+        .fetch_all::<MemberCounts>()
+        .await
+        .map_err(StoreError::query("count campaign members"))
+}
+
+/// How many distinct members one campaign has.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct MemberCounts {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub campaign_id: uuid::Uuid,
+    pub sources: u32,
+    pub pcs: u32,
+    pub ports: u32,
+}
+
+pub(crate) async fn insert_campaigns(
+    client: &clickhouse::Client,
+    rows: &[CampaignRow],
+) -> Result<(), StoreError> {
+    crate::insert_all(client, "campaigns", rows).await
+}
+
+pub(crate) async fn insert_members(
+    client: &clickhouse::Client,
+    rows: &[CampaignMemberRow],
+) -> Result<(), StoreError> {
+    crate::insert_all(client, "campaign_members", rows).await
+}

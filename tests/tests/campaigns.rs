@@ -1,0 +1,226 @@
+//! Campus-wide campaigns end to end: five PC namespaces each run a real
+//! agent; real nmap scans from outside and inside the campus reach the
+//! real collector and ClickHouse, and the collector's correlator turns
+//! them into campaigns.
+//!
+//! The campus is 198.18.0.0/28 (the PCs, .10 to .14); scanners outside it
+//! sit on the same LAN at .100 and up. Needs root, nmap and
+//! clickhouse-server; fails (never skips) without them.
+
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use doorwatch_e2e::netns::{Campus, Host};
+use doorwatch_e2e::process::{Process, run};
+use doorwatch_e2e::require;
+use doorwatch_e2e::stack::Stack;
+
+const PCS: usize = 5;
+const ALLOWLISTED: &str = "198.18.0.101";
+
+struct Lab {
+    stack: Stack,
+    pcs: Vec<Host>,
+    agents: Vec<Process>,
+    campus: Campus,
+}
+
+impl Lab {
+    fn new() -> Self {
+        require::root();
+        require::tool("nmap", "nmap");
+        require::tool("clickhouse-server", "clickhouse-server");
+        let mut campus = Campus::new();
+        let pcs: Vec<Host> = (0..PCS)
+            .map(|i| campus.add_host(&format!("pc{i}"), &[&format!("198.18.0.{}", 10 + i)]))
+            .collect();
+        // One uplink per PC; the collector listens on the first, the others
+        // reach it through their own uplink.
+        let uplinks: Vec<_> = pcs.iter().map(|h| campus.uplink(h)).collect();
+        let collector_ip = uplinks[0].root_ip;
+        for (pc, uplink) in pcs.iter().zip(&uplinks).skip(1) {
+            run(pc.command("ip").args([
+                "route",
+                "add",
+                &format!("{collector_ip}/32"),
+                "via",
+                &uplink.root_ip.to_string(),
+            ]));
+        }
+        let stack = Stack::start_with(IpAddr::V4(collector_ip), |_| {
+            format!(
+                "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\nallowlist = [\"{ALLOWLISTED}\"]\n"
+            )
+        });
+        let mut agents: Vec<Process> = pcs
+            .iter()
+            .enumerate()
+            .map(|(i, pc)| stack.agent(pc, &format!("pc-{i}"), ""))
+            .collect();
+        for agent in &mut agents {
+            agent.wait_for_log("connected to collector", Duration::from_secs(30));
+        }
+        Self {
+            stack,
+            pcs,
+            agents,
+            campus,
+        }
+    }
+
+    /// nmap SYN scan of `ports` on `targets` from `host`, bounded in time.
+    fn nmap(host: &Host, ports: &str, targets: &[String]) {
+        let out = run(host
+            .command("timeout")
+            .args([
+                "120",
+                "nmap",
+                "-n",
+                "-Pn",
+                "-sS",
+                "--max-retries",
+                "1",
+                "-p",
+                ports,
+            ])
+            .args(targets));
+        assert!(out.contains("Nmap done"), "nmap did not finish:\n{out}");
+    }
+
+    fn targets(&self, skip: usize) -> Vec<String> {
+        self.pcs
+            .iter()
+            .skip(skip)
+            .map(|pc| pc.ipv4().to_string())
+            .collect()
+    }
+
+    fn collector(&self, args: &[&str]) -> String {
+        run(Command::new(require::binary("doorwatch-collector"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.stack.collector_config))
+    }
+
+    fn campaigns(&self) -> Vec<serde_json::Value> {
+        self.collector(&["campaigns", "list", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    }
+
+    /// Waits until a campaign of `kind` with `key` covers at least `pcs`
+    /// PCs; returns it and how long that took.
+    fn wait_for(&self, kind: &str, key: &str, pcs: u64) -> (serde_json::Value, Duration) {
+        let start = Instant::now();
+        loop {
+            let all = self.campaigns();
+            if let Some(found) = all
+                .iter()
+                .find(|c| c["kind"] == kind && c["key"] == key && c["pcs"].as_u64() >= Some(pcs))
+            {
+                return (found.clone(), start.elapsed());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "no {kind} campaign {key} over {pcs} PCs within 30 s; campaigns: {all:#?}\ncollector log:\n{}",
+                self.stack
+                    .collector
+                    .as_ref()
+                    .map(Process::log)
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn members(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.collector(&["campaigns", "show", id, "--format", "json"]))
+            .expect("campaigns show prints JSON")
+    }
+}
+
+#[test]
+fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
+    let mut lab = Lab::new();
+    let agent_ids: Vec<String> = (0..PCS).map(|i| format!("pc-{i}")).collect();
+
+    // 1. One outside source sweeps every PC: exactly one sweep campaign
+    //    listing every PC.
+    let scanner = lab.campus.add_host("scanner", &["198.18.0.100"]);
+    Lab::nmap(&scanner, "1-100", &lab.targets(0));
+    let (sweep, waited) = lab.wait_for("sweep", "198.18.0.0/24", PCS as u64);
+    eprintln!("sweep campaign {waited:?} after nmap finished: {sweep}");
+    assert_eq!(sweep["state"], "open");
+    assert_eq!(sweep["sources"], 1);
+    let members = lab.members(sweep["campaign_id"].as_str().expect("id"));
+    let mut pcs: Vec<String> = serde_json::from_value(members["pcs"].clone()).expect("pcs");
+    pcs.sort();
+    assert_eq!(pcs, agent_ids, "every PC is listed");
+    assert_eq!(members["sources"], serde_json::json!(["198.18.0.100"]));
+    assert!(
+        sweep["explanation"]
+            .as_str()
+            .is_some_and(|t| t.contains("swept 5 campus PCs")),
+        "{sweep}"
+    );
+
+    // 2. An allowlisted scanner makes no campaign member, but its events
+    //    are stored.
+    let allowlisted = lab.campus.add_host("vulnscan", &[ALLOWLISTED]);
+    Lab::nmap(&allowlisted, "1-100", &lab.targets(0));
+    let stored = lab.stack.clickhouse.poll(
+        &format!(
+            "SELECT uniqExact(agent_id) FROM doorwatch.scan_events WHERE scanner = {}",
+            doorwatch_store::ip::sql_literal(ALLOWLISTED.parse().expect("ip"))
+        ),
+        Duration::from_secs(20),
+        |r| r.trim() == PCS.to_string(),
+    );
+    assert_eq!(stored.trim(), PCS.to_string(), "its events are stored");
+    std::thread::sleep(Duration::from_secs(3));
+    let members = lab.members(sweep["campaign_id"].as_str().expect("id"));
+    assert_eq!(
+        members["sources"],
+        serde_json::json!(["198.18.0.100"]),
+        "the allowlisted scanner joined no campaign"
+    );
+
+    // 3. Three more outside sources each probe a handful of remote-access
+    //    ports (enough for each PC to call it a scan) on every PC: a
+    //    distributed campaign on each port, 3389 among them.
+    for i in 0..3 {
+        let bot = lab
+            .campus
+            .add_host(&format!("bot{i}"), &[&format!("198.18.0.{}", 110 + i)]);
+        Lab::nmap(&bot, "22,23,445,3389,5900", &lab.targets(0));
+    }
+    let (distributed, waited) = lab.wait_for("distributed", "3389", PCS as u64);
+    eprintln!("distributed campaign {waited:?} after the last probe: {distributed}");
+    assert!(distributed["sources"].as_u64() >= Some(3), "{distributed}");
+
+    // 4. A campus PC scans the other PCs: an internal campaign.
+    Lab::nmap(&lab.pcs[0], "1-100", &lab.targets(1));
+    let (internal, waited) = lab.wait_for("internal", "198.18.0.10", (PCS - 1) as u64);
+    eprintln!("internal campaign {waited:?} after nmap finished: {internal}");
+    assert!(
+        internal["severity"] != "low",
+        "internal scanning starts at medium: {internal}"
+    );
+
+    // One campaign per kind and key, and the sweep is still one campaign.
+    let all = lab.campaigns();
+    let sweeps = all.iter().filter(|c| c["kind"] == "sweep").count();
+    assert_eq!(sweeps, 1, "one sweep campaign: {all:#?}");
+    let log = lab
+        .stack
+        .collector
+        .as_ref()
+        .map(Process::log)
+        .unwrap_or_default();
+    assert!(log.contains("campaign opened"), "collector logs campaigns");
+    for agent in &mut lab.agents {
+        assert!(agent.is_running(), "agents keep running");
+    }
+}
