@@ -32,6 +32,107 @@ pub struct CollectorConfig {
     /// Campus-wide campaigns.
     #[serde(default)]
     pub correlation: CorrelationConfig,
+    /// Where campaign alerts go.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Alert channels. With none set, campaigns are stored but nobody is told.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// JSON webhook (http:// or https://), e.g. a Slack or Teams incoming
+    /// webhook: its `text` field is the alert in plain words.
+    pub webhook_url: Option<String>,
+    /// CA bundle for an https webhook (default: the system's).
+    pub webhook_ca_file: Option<PathBuf>,
+    /// Syslog receiver, "udp://HOST:PORT" or "tcp://HOST:PORT" (RFC 5424,
+    /// CEF message).
+    pub syslog: Option<String>,
+    /// Base URL of the console, for links in alerts.
+    pub console_url: String,
+    /// Alerts per channel per minute; more wait their turn.
+    pub per_channel_per_minute: u32,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            webhook_ca_file: None,
+            syslog: None,
+            console_url: "https://doorwatch.invalid".to_owned(),
+            per_channel_per_minute: 30,
+        }
+    }
+}
+
+impl AlertsConfig {
+    fn validate(self) -> Result<crate::alert::Settings, ConfigError> {
+        let invalid =
+            |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
+        let mut channels = Vec::new();
+        if let Some(url) = &self.webhook_url {
+            let url: crate::alert::WebhookUrl =
+                url.parse().map_err(|e| invalid("alerts.webhook_url", e))?;
+            let tls = if url.https {
+                let bundle = self
+                    .webhook_ca_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
+                let roots = doorwatch_tls::load_roots(&bundle)
+                    .map_err(|e| invalid("alerts.webhook_ca_file", e.to_string()))?;
+                let mut config =
+                    rustls::ClientConfig::builder_with_provider(doorwatch_tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .map_err(|e| invalid("alerts.webhook_url", e.to_string()))?
+                        .with_root_certificates(roots)
+                        .with_no_client_auth();
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(std::sync::Arc::new(config))
+            } else {
+                None
+            };
+            channels.push(crate::alert::Channel::Webhook { url, tls });
+        }
+        if let Some(target) = &self.syslog {
+            let (tcp, address) = if let Some(a) = target.strip_prefix("tcp://") {
+                (true, a)
+            } else if let Some(a) = target.strip_prefix("udp://") {
+                (false, a)
+            } else {
+                return Err(invalid(
+                    "alerts.syslog",
+                    format!("{target:?} must be udp://HOST:PORT or tcp://HOST:PORT"),
+                ));
+            };
+            if !address.contains(':') {
+                return Err(invalid("alerts.syslog", format!("{target:?} has no port")));
+            }
+            channels.push(crate::alert::Channel::Syslog {
+                address: address.to_owned(),
+                tcp,
+            });
+        }
+        if !(self.console_url.starts_with("http://") || self.console_url.starts_with("https://")) {
+            return Err(invalid(
+                "alerts.console_url",
+                format!("{:?} must start with http:// or https://", self.console_url),
+            ));
+        }
+        if !(1..=10_000).contains(&self.per_channel_per_minute) {
+            return Err(invalid(
+                "alerts.per_channel_per_minute",
+                format!("{} is outside 1..=10000", self.per_channel_per_minute),
+            ));
+        }
+        Ok(crate::alert::Settings {
+            channels,
+            console_url: self.console_url,
+            per_minute: self.per_channel_per_minute,
+            interval: std::time::Duration::from_secs(1),
+        })
+    }
 }
 
 /// How scans seen by many PCs are grouped into campaigns.
@@ -403,6 +504,7 @@ pub struct ValidConfig {
     pub enrollment: ValidEnrollment,
     /// `None` when this collector does not correlate.
     pub correlation: Option<crate::correlate::Settings>,
+    pub alerts: crate::alert::Settings,
 }
 
 /// A configuration problem, naming the field.
@@ -468,6 +570,7 @@ impl CollectorConfig {
         let (writer, agent_limits) = self.ingest.validate()?;
         let enrollment = self.enrollment.validate()?;
         let correlation = self.correlation.validate()?;
+        let alerts = self.alerts.validate()?;
         Ok(ValidConfig {
             listen,
             client_ca: self.tls.client_ca,
@@ -479,6 +582,7 @@ impl CollectorConfig {
             agent_limits,
             enrollment,
             correlation,
+            alerts,
         })
     }
 }

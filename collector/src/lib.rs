@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod config;
 pub mod correlate;
 pub mod enroll;

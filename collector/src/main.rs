@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use doorwatch_collector::config::{CollectorConfig, ValidConfig};
-use doorwatch_collector::correlate;
 use doorwatch_collector::enroll::{self, EnrollmentService, EnrollmentSettings, Token};
 use doorwatch_collector::ingest::{IngestService, unix_now};
 use doorwatch_collector::pki::AgentIssuer;
@@ -19,6 +18,7 @@ use doorwatch_collector::policy::{self, PolicyChange};
 use doorwatch_collector::report::{self, Format};
 use doorwatch_collector::revocation::{self, Revocations};
 use doorwatch_collector::writer::Writer;
+use doorwatch_collector::{alert, correlate};
 use doorwatch_collector::{pki, tls};
 use doorwatch_store::Store;
 use doorwatch_store::TokenUse;
@@ -947,6 +947,17 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
             tokio::spawn(correlate::run(store.clone(), settings, stop_rx.clone()));
         }
         None => tracing::info!("correlation off in this collector"),
+    }
+    if config.alerts.channels.is_empty() {
+        tracing::info!("no alert channels configured ([alerts])");
+    } else {
+        let names: Vec<&str> = config.alerts.channels.iter().map(|c| c.name()).collect();
+        tracing::info!(channels = ?names, "sending campaign alerts");
+        tokio::spawn(alert::run(
+            store.clone(),
+            config.alerts.clone(),
+            stop_rx.clone(),
+        ));
     }
     let enrollment = issuer.map(|issuer| {
         EnrollmentService::new(

@@ -7,8 +7,10 @@
 //! sit on the same LAN at .100 and up. Needs root, nmap and
 //! clickhouse-server; fails (never skips) without them.
 
-use std::net::IpAddr;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, TcpListener, UdpSocket};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use doorwatch_e2e::netns::{Campus, Host};
@@ -24,6 +26,72 @@ struct Lab {
     pcs: Vec<Host>,
     agents: Vec<Process>,
     campus: Campus,
+    webhook: Received,
+    syslog: Received,
+}
+
+/// What a receiver on loopback got, one entry per alert.
+type Received = Arc<Mutex<Vec<String>>>;
+
+/// A webhook receiver on 127.0.0.1: answers 200 and keeps each body.
+fn webhook_receiver() -> (u16, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook receiver");
+    let port = listener.local_addr().expect("address").port();
+    let received = Received::default();
+    let keep = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_ok() {
+                keep.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (port, received)
+}
+
+/// A syslog listener on 127.0.0.1 (UDP): keeps each datagram.
+fn syslog_listener() -> (u16, Received) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind syslog listener");
+    let port = socket.local_addr().expect("address").port();
+    let received = Received::default();
+    let keep = received.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = socket.recv(&mut buf) {
+            keep.lock()
+                .expect("lock")
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    });
+    (port, received)
+}
+
+/// The entries of `received` that mention `needle`.
+fn mentioning(received: &Received, needle: &str) -> Vec<String> {
+    received
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| e.contains(needle))
+        .cloned()
+        .collect()
 }
 
 impl Lab {
@@ -48,9 +116,13 @@ impl Lab {
                 &uplink.root_ip.to_string(),
             ]));
         }
+        let (webhook_port, webhook) = webhook_receiver();
+        let (syslog_port, syslog) = syslog_listener();
         let stack = Stack::start_with(IpAddr::V4(collector_ip), |_| {
             format!(
-                "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\nallowlist = [\"{ALLOWLISTED}\"]\n"
+                "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\nallowlist = [\"{ALLOWLISTED}\"]\n\
+                 [alerts]\nwebhook_url = \"http://127.0.0.1:{webhook_port}/hook\"\nsyslog = \"udp://127.0.0.1:{syslog_port}\"\n\
+                 console_url = \"https://doorwatch.campus.test\"\n"
             )
         });
         let mut agents: Vec<Process> = pcs
@@ -66,6 +138,8 @@ impl Lab {
             pcs,
             agents,
             campus,
+            webhook,
+            syslog,
         }
     }
 
@@ -166,6 +240,34 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
         "{sweep}"
     );
 
+    // Exactly one alert per channel for it, with the plain words and a link.
+    let id = sweep["campaign_id"].as_str().expect("id").to_owned();
+    let start = Instant::now();
+    while (mentioning(&lab.webhook, &id).is_empty() || mentioning(&lab.syslog, &id).is_empty())
+        && start.elapsed() < Duration::from_secs(20)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("alerts {:?} after the campaign was seen", start.elapsed());
+    let hooks = mentioning(&lab.webhook, &id);
+    assert_eq!(hooks.len(), 1, "one webhook alert: {hooks:?}");
+    let hook: serde_json::Value = serde_json::from_str(&hooks[0]).expect("JSON body");
+    assert_eq!(hook["event"], "campaign_opened");
+    assert!(
+        hook["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("swept 5 campus PCs")
+                && t.contains(&format!("https://doorwatch.campus.test/campaigns/{id}"))),
+        "{hook}"
+    );
+    let lines = mentioning(&lab.syslog, &id);
+    assert_eq!(lines.len(), 1, "one syslog alert: {lines:?}");
+    assert!(
+        lines[0].starts_with('<') && lines[0].contains("CEF:0|doorwatch|"),
+        "{}",
+        lines[0]
+    );
+
     // 2. An allowlisted scanner makes no campaign member, but its events
     //    are stored.
     let allowlisted = lab.campus.add_host("vulnscan", &[ALLOWLISTED]);
@@ -209,17 +311,36 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
         "internal scanning starts at medium: {internal}"
     );
 
+    // A restarted collector sends no alert twice.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = (
+        lab.webhook.lock().expect("lock").len(),
+        lab.syslog.lock().expect("lock").len(),
+    );
+    lab.stack.stop_collector();
+    lab.stack.restart_collector("collector-2");
+    std::thread::sleep(Duration::from_secs(5));
+    let after = (
+        lab.webhook.lock().expect("lock").len(),
+        lab.syslog.lock().expect("lock").len(),
+    );
+    assert_eq!(before, after, "no alert repeated after the restart");
+    assert_eq!(mentioning(&lab.webhook, &id).len(), 1);
+    let recorded = lab.stack.clickhouse.query_ok(&format!(
+        "SELECT count() FROM doorwatch.alerts WHERE campaign_id = toUUID('{id}') AND status = 'sent'"
+    ));
+    assert_eq!(recorded.trim(), "2", "both alerts recorded in ClickHouse");
+
     // One campaign per kind and key, and the sweep is still one campaign.
     let all = lab.campaigns();
     let sweeps = all.iter().filter(|c| c["kind"] == "sweep").count();
     assert_eq!(sweeps, 1, "one sweep campaign: {all:#?}");
-    let log = lab
-        .stack
-        .collector
-        .as_ref()
-        .map(Process::log)
-        .unwrap_or_default();
-    assert!(log.contains("campaign opened"), "collector logs campaigns");
+    let log = std::fs::read_to_string(lab.stack.dir.path().join("collector.log"))
+        .expect("first collector's log");
+    assert!(
+        log.contains("campaign opened") && log.contains("alert sent"),
+        "the collector logs campaigns and alerts"
+    );
     for agent in &mut lab.agents {
         assert!(agent.is_running(), "agents keep running");
     }

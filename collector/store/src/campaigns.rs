@@ -314,3 +314,69 @@ pub(crate) async fn insert_members(
 ) -> Result<(), StoreError> {
     crate::insert_all(client, "campaign_members", rows).await
 }
+
+/// One alert sent (status 1) or given up (status 2) on a channel.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct AlertRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub campaign_id: uuid::Uuid,
+    pub severity: u8,
+    pub channel: String,
+    pub status: i8,
+    pub attempts: u32,
+    pub at: u32,
+    pub error: String,
+    pub text: String,
+}
+
+pub(crate) async fn insert_alert(
+    client: &clickhouse::Client,
+    row: &AlertRow,
+) -> Result<(), StoreError> {
+    crate::insert_all(client, "alerts", std::slice::from_ref(row)).await
+}
+
+/// The highest severity recorded per campaign and channel, for `ids`.
+pub(crate) async fn alerted(
+    client: &clickhouse::Client,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<(uuid::Uuid, String, u8)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = ids.iter().map(|id| format!("toUUID('{id}')")).collect();
+    let rows: Vec<AlertedRow> = client
+        .query(&format!(
+            "SELECT campaign_id, channel, max(severity) AS top \
+             FROM alerts WHERE campaign_id IN ({}) GROUP BY campaign_id, channel",
+            list.join(", ")
+        ))
+        .fetch_all()
+        .await
+        .map_err(StoreError::query("select alerts"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.campaign_id, r.channel, r.top))
+        .collect())
+}
+
+#[derive(Debug, clickhouse::Row, serde::Deserialize)]
+struct AlertedRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    campaign_id: uuid::Uuid,
+    channel: String,
+    top: u8,
+}
+
+/// Alerts recorded since `since_unix`, newest first.
+pub(crate) async fn recent_alerts(
+    client: &clickhouse::Client,
+    since_unix: u32,
+) -> Result<Vec<AlertRow>, StoreError> {
+    client
+        .query("SELECT ?fields FROM alerts WHERE at >= toDateTime(?) ORDER BY at DESC")
+        .bind(since_unix)
+        .fetch_all::<AlertRow>()
+        .await
+        .map_err(StoreError::query("select recent alerts"))
+}

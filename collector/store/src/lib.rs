@@ -24,8 +24,8 @@ mod scan_events;
 mod server;
 
 pub use campaigns::{
-    ActivityFilter, ActivityRow, CampaignMemberRow, CampaignRow, MemberCounts, campaign_state,
-    kind as campaign_kind, member,
+    ActivityFilter, ActivityRow, AlertRow, CampaignMemberRow, CampaignRow, MemberCounts,
+    campaign_state, kind as campaign_kind, member,
 };
 pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenUse};
 pub use error::StoreError;
@@ -291,6 +291,24 @@ impl Store {
         rows: &[CampaignMemberRow],
     ) -> Result<(), StoreError> {
         campaigns::insert_members(&self.client, rows).await
+    }
+
+    /// Records an alert sent or given up.
+    pub async fn insert_alert(&self, row: &AlertRow) -> Result<(), StoreError> {
+        campaigns::insert_alert(&self.client, row).await
+    }
+
+    /// Highest severity alerted per (campaign, channel), for `ids`.
+    pub async fn alerted(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<Vec<(uuid::Uuid, String, u8)>, StoreError> {
+        campaigns::alerted(&self.client, ids).await
+    }
+
+    /// Alerts recorded since `since_unix`, newest first.
+    pub async fn recent_alerts(&self, since_unix: u32) -> Result<Vec<AlertRow>, StoreError> {
+        campaigns::recent_alerts(&self.client, since_unix).await
     }
 
     /// The migration versions recorded as applied, ascending.

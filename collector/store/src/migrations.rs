@@ -251,6 +251,25 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 8,
+        name: "alerts",
+        steps: &[Step::Sql(
+            // Every alert sent or given up, per channel. A campaign is
+            // alerted again on a channel only above the highest severity
+            // recorded there.
+            "CREATE TABLE IF NOT EXISTS alerts (
+            campaign_id UUID,
+            severity UInt8,
+            channel String,
+            status Enum8('sent' = 1, 'gave_up' = 2),
+            attempts UInt32,
+            at DateTime,
+            error String,
+            text String
+        ) ENGINE = MergeTree() ORDER BY (campaign_id, channel, severity)",
+        )],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

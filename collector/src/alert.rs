@@ -1,0 +1,501 @@
+//! Alerts: one per campaign opening, then one per escalation, to each
+//! configured channel (a JSON webhook, syslog), recorded in ClickHouse.
+//!
+//! The record is the memory: a campaign is alerted on a channel when its
+//! severity is above the highest severity recorded for that channel, so a
+//! restarted collector sends nothing twice. Each channel has its own queue,
+//! rate limit and retries with backoff; an alert that still fails is
+//! recorded as given up, never silently dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use doorwatch_store::{AlertRow, CampaignRow, Store, campaign_kind, campaign_state};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::correlate::severity_label;
+
+/// Attempts per alert and channel before it is recorded as given up.
+const ATTEMPTS: u32 = 5;
+/// How long one attempt may take.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where alerts go.
+#[derive(Debug, Clone)]
+pub enum Channel {
+    /// HTTP(S) POST of JSON with a Slack/Teams-compatible `text` field.
+    Webhook {
+        url: WebhookUrl,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    },
+    /// RFC 5424 syslog with a CEF message, over UDP or TCP.
+    Syslog { address: String, tcp: bool },
+}
+
+impl Channel {
+    /// The name recorded with each alert.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Webhook { .. } => "webhook",
+            Self::Syslog { .. } => "syslog",
+        }
+    }
+}
+
+/// A webhook URL taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookUrl {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl std::str::FromStr for WebhookUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, String> {
+        let (https, rest) = if let Some(rest) = url.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(format!("{url:?} must start with http:// or https://"));
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| format!("{url:?} has a bad port"))?,
+            ),
+            _ => (authority, if https { 443 } else { 80 }),
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} has no host"));
+        }
+        Ok(Self {
+            https,
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.into()
+            },
+        })
+    }
+}
+
+/// Alert settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub channels: Vec<Channel>,
+    /// Base of links to the console, e.g. `https://doorwatch.campus.example`.
+    pub console_url: String,
+    /// Alerts per channel per minute (a burst of this many).
+    pub per_minute: u32,
+    /// How often pending alerts are looked for.
+    pub interval: Duration,
+}
+
+/// One alert to send.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub campaign: CampaignRow,
+    /// True for the first alert of a campaign on a channel.
+    pub opened: bool,
+}
+
+impl Alert {
+    fn link(&self, console_url: &str) -> String {
+        format!(
+            "{}/campaigns/{}",
+            console_url.trim_end_matches('/'),
+            self.campaign.campaign_id
+        )
+    }
+
+    /// One line for people (the webhook's `text`, the syslog message).
+    pub fn text(&self, console_url: &str) -> String {
+        let c = &self.campaign;
+        format!(
+            "[doorwatch] {what} {kind} campaign {key}, severity {severity}: {explanation} {link}",
+            what = if self.opened { "New" } else { "Escalated:" },
+            kind = campaign_kind::label(c.kind),
+            key = c.campaign_key,
+            severity = severity_label(c.severity),
+            explanation = c.explanation,
+            link = self.link(console_url),
+        )
+    }
+
+    /// The webhook body.
+    pub fn json(&self, console_url: &str) -> String {
+        let c = &self.campaign;
+        serde_json::json!({
+            "text": self.text(console_url),
+            "event": if self.opened { "campaign_opened" } else { "campaign_escalated" },
+            "campaign": {
+                "id": c.campaign_id.to_string(),
+                "kind": campaign_kind::label(c.kind),
+                "key": c.campaign_key,
+                "state": campaign_state::label(c.state),
+                "severity": severity_label(c.severity),
+                "pcs": c.pcs,
+                "sources": c.sources,
+                "ports": c.ports,
+                "open_ports": c.open_ports,
+                "first_seen": crate::report::rfc3339(c.first_seen),
+                "last_seen": crate::report::rfc3339(c.last_seen),
+                "explanation": c.explanation,
+            },
+            "link": self.link(console_url),
+        })
+        .to_string()
+    }
+
+    /// RFC 5424 syslog line with a CEF message.
+    pub fn syslog(&self, console_url: &str) -> String {
+        let c = &self.campaign;
+        // Facility security/authorization (4); severity warning (4) or
+        // alert (1) for high and critical campaigns.
+        let priority = 4 * 8 + if c.severity >= 3 { 1 } else { 4 };
+        let host = hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "-".into());
+        let cef_severity = u32::from(c.severity.min(4)) * 2 + 1;
+        format!(
+            "<{priority}>1 {time} {host} doorwatch - campaign - CEF:0|doorwatch|doorwatch-collector|{version}|campaign-{kind}|{name}|{cef_severity}|cs1Label=campaignId cs1={id} cs2Label=key cs2={key} cnt={pcs} msg={msg} request={link}",
+            time = crate::report::rfc3339(crate::enroll::seconds(crate::enroll::unix_now())),
+            version = env!("CARGO_PKG_VERSION"),
+            kind = campaign_kind::label(c.kind),
+            name = cef_escape(&format!(
+                "{} {} campaign",
+                if self.opened { "New" } else { "Escalated" },
+                campaign_kind::label(c.kind)
+            )),
+            id = c.campaign_id,
+            key = cef_escape(&c.campaign_key),
+            pcs = c.pcs,
+            msg = cef_escape(&c.explanation),
+            link = cef_escape(&self.link(console_url)),
+        )
+    }
+}
+
+/// CEF extension values escape `\`, `=` and line breaks (and `|` in the
+/// header, which we never put there unescaped either).
+fn cef_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('=', "\\=")
+        .replace('|', "\\|")
+        .replace(['\r', '\n'], " ")
+}
+
+/// Sends `alert` once on `channel`.
+async fn send(channel: &Channel, alert: &Alert, console_url: &str) -> Result<(), String> {
+    match channel {
+        Channel::Webhook { url, tls } => post(url, tls.as_ref(), &alert.json(console_url)).await,
+        Channel::Syslog { address, tcp } => {
+            let line = alert.syslog(console_url);
+            if *tcp {
+                let mut stream = tokio::net::TcpStream::connect(address)
+                    .await
+                    .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+                // RFC 6587 octet counting.
+                let framed = format!("{} {line}", line.len());
+                stream
+                    .write_all(framed.as_bytes())
+                    .await
+                    .map_err(|e| format!("cannot send to {address}: {e}"))
+            } else {
+                let socket = tokio::net::UdpSocket::bind(if address.starts_with('[') {
+                    "[::]:0"
+                } else {
+                    "0.0.0.0:0"
+                })
+                .await
+                .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+                socket
+                    .send_to(line.as_bytes(), address)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot send to {address}: {e}"))
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 POST; success is any 2xx answer.
+async fn post(
+    url: &WebhookUrl,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    body: &str,
+) -> Result<(), String> {
+    let tcp = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
+        .await
+        .map_err(|e| format!("cannot connect to {}:{}: {e}", url.host, url.port))?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: doorwatch-collector\r\nContent-Type: application/json\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{body}",
+        path = url.path,
+        host = url.host,
+        len = body.len(),
+    );
+    let mut answer = Vec::new();
+    if url.https {
+        let config = tls.ok_or("https webhook without TLS settings")?;
+        let name = rustls::pki_types::ServerName::try_from(url.host.clone())
+            .map_err(|_| format!("{:?} is not a TLS server name", url.host))?;
+        let mut stream = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {} failed: {e}", url.host))?;
+        exchange(&mut stream, &request, &mut answer).await?;
+    } else {
+        let mut stream = tcp;
+        exchange(&mut stream, &request, &mut answer).await?;
+    }
+    let status = String::from_utf8_lossy(&answer);
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .ok_or_else(|| "no HTTP answer".to_owned())?;
+    if (200..300).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("webhook answered HTTP {code}"))
+    }
+}
+
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &str,
+    answer: &mut Vec<u8>,
+) -> Result<(), String> {
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| format!("cannot send: {e}"))?;
+    // The status line is all we need.
+    let mut buf = [0u8; 256];
+    let n = stream
+        .read(&mut buf)
+        .await
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
+    answer.extend_from_slice(&buf[..n]);
+    Ok(())
+}
+
+/// Finds campaigns whose severity is above what each channel was told,
+/// and hands them to the channel workers, until shutdown.
+pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver<bool>) {
+    let mut workers = HashMap::new();
+    for channel in &settings.channels {
+        let (tx, rx) = mpsc::channel::<Alert>(1024);
+        tokio::spawn(worker(store.clone(), channel.clone(), settings.clone(), rx));
+        workers.insert(channel.name(), tx);
+    }
+    // (campaign, channel, severity) handed to a worker and not yet recorded.
+    let mut queued: HashSet<(uuid::Uuid, &'static str, u8)> = HashSet::new();
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(settings.interval) => {}
+            _ = crate::ingest::stop_requested(&mut shutdown) => return,
+        }
+        let pending = async {
+            let active = store.active_campaigns().await?;
+            let ids: Vec<uuid::Uuid> = active.iter().map(|c| c.campaign_id).collect();
+            let told = store.alerted(&ids).await?;
+            Ok::<_, doorwatch_store::StoreError>((active, told))
+        };
+        let (active, told) = match pending.await {
+            Ok(found) => {
+                failing = false;
+                found
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error = %e, "cannot look for pending alerts; retrying");
+                }
+                failing = true;
+                continue;
+            }
+        };
+        let told: HashMap<(uuid::Uuid, String), u8> = told
+            .into_iter()
+            .map(|(id, channel, severity)| ((id, channel), severity))
+            .collect();
+        queued.retain(|(id, channel, severity)| {
+            told.get(&(*id, (*channel).to_owned()))
+                .is_none_or(|recorded| recorded < severity)
+        });
+        for campaign in active {
+            if campaign.state == campaign_state::CLOSED {
+                continue;
+            }
+            for (name, tx) in &workers {
+                let recorded = told
+                    .get(&(campaign.campaign_id, (*name).to_owned()))
+                    .copied();
+                if recorded.is_some_and(|r| r >= campaign.severity) {
+                    continue;
+                }
+                let key = (campaign.campaign_id, *name, campaign.severity);
+                if !queued.insert(key) {
+                    continue;
+                }
+                let alert = Alert {
+                    opened: recorded.is_none(),
+                    campaign: campaign.clone(),
+                };
+                if tx.try_send(alert).is_err() {
+                    queued.remove(&key);
+                    tracing::warn!(channel = name, "alert queue full; will retry");
+                }
+            }
+        }
+    }
+}
+
+/// Sends one channel's alerts in order, within its rate limit, retrying
+/// with backoff, and records each outcome.
+async fn worker(
+    store: Store,
+    channel: Channel,
+    settings: Settings,
+    mut queue: mpsc::Receiver<Alert>,
+) {
+    let per_minute = f64::from(settings.per_minute.max(1));
+    let mut limit =
+        crate::ingest::RateLimit::new(per_minute / 60.0, per_minute, std::time::Instant::now());
+    while let Some(alert) = queue.recv().await {
+        let wait = limit.take(1, std::time::Instant::now());
+        if !wait.is_zero() {
+            tracing::info!(channel = channel.name(), wait = ?wait, "alert rate limit: waiting");
+            tokio::time::sleep(wait).await;
+        }
+        let mut attempts = 0;
+        let mut delay = Duration::from_secs(1);
+        let outcome = loop {
+            attempts += 1;
+            let sent = tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                send(&channel, &alert, &settings.console_url),
+            )
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+            match sent {
+                Ok(()) => break Ok(()),
+                Err(e) if attempts >= ATTEMPTS => break Err(e),
+                Err(e) => {
+                    tracing::warn!(channel = channel.name(), campaign_id = %alert.campaign.campaign_id, attempt = attempts, error = %e, retry_in = ?delay, "alert not delivered; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(60));
+                }
+            }
+        };
+        let record = AlertRow {
+            campaign_id: alert.campaign.campaign_id,
+            severity: alert.campaign.severity,
+            channel: channel.name().to_owned(),
+            status: if outcome.is_ok() { 1 } else { 2 },
+            attempts,
+            at: crate::enroll::seconds(crate::enroll::unix_now()),
+            error: outcome.clone().err().unwrap_or_default(),
+            text: alert.text(&settings.console_url),
+        };
+        match &outcome {
+            Ok(()) => {
+                tracing::info!(channel = channel.name(), campaign_id = %alert.campaign.campaign_id, severity = severity_label(alert.campaign.severity), opened = alert.opened, "alert sent")
+            }
+            Err(e) => {
+                tracing::error!(channel = channel.name(), campaign_id = %alert.campaign.campaign_id, attempts, error = %e, "alert given up")
+            }
+        }
+        // Without the record the alert would be sent again: keep trying.
+        let mut delay = Duration::from_secs(1);
+        while let Err(e) = store.insert_alert(&record).await {
+            tracing::warn!(error = %e, "cannot record an alert; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn campaign() -> CampaignRow {
+        CampaignRow {
+            campaign_id: uuid::Uuid::nil(),
+            kind: campaign_kind::SWEEP,
+            campaign_key: "203.0.113.0/24".into(),
+            state: campaign_state::OPEN,
+            severity: 3,
+            first_seen: 1_700_000_000,
+            last_seen: 1_700_000_060,
+            pcs: 12,
+            sources: 1,
+            ports: 100,
+            open_ports: 1,
+            explanation: "203.0.113.0/24 swept 12 campus PCs | a=b".into(),
+            updated_at: 0,
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn webhook_urls_parse() {
+        let url: WebhookUrl = "https://hooks.example/services/T0/B0".parse().expect("url");
+        assert_eq!(
+            url,
+            WebhookUrl {
+                https: true,
+                host: "hooks.example".into(),
+                port: 443,
+                path: "/services/T0/B0".into()
+            }
+        );
+        let url: WebhookUrl = "http://127.0.0.1:8080".parse().expect("url");
+        assert_eq!((url.port, url.path.as_str()), (8080, "/"));
+        assert!("ftp://x".parse::<WebhookUrl>().is_err());
+        assert!("http://:80/".parse::<WebhookUrl>().is_err());
+    }
+
+    #[test]
+    fn alert_texts_carry_the_explanation_and_the_link() {
+        let alert = Alert {
+            campaign: campaign(),
+            opened: true,
+        };
+        let text = alert.text("https://console.example/");
+        assert!(text.contains("New sweep campaign 203.0.113.0/24, severity high"));
+        assert!(
+            text.ends_with(
+                "https://console.example/campaigns/00000000-0000-0000-0000-000000000000"
+            )
+        );
+        let json: serde_json::Value = serde_json::from_str(&alert.json("https://c")).expect("json");
+        assert_eq!(json["campaign"]["pcs"], 12);
+        assert_eq!(json["event"], "campaign_opened");
+        let line = alert.syslog("https://c");
+        assert!(
+            line.starts_with("<33>1 "),
+            "security facility, alert severity: {line}"
+        );
+        assert!(line.contains("CEF:0|doorwatch|doorwatch-collector|"));
+        assert!(
+            line.contains("msg=203.0.113.0/24 swept 12 campus PCs \\| a\\=b"),
+            "{line}"
+        );
+    }
+}
