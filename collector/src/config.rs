@@ -35,6 +35,75 @@ pub struct CollectorConfig {
     /// Where campaign alerts go.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The blocklist feed for firewalls.
+    #[serde(default)]
+    pub feed: FeedConfig,
+}
+
+/// The blocklist feed. Off unless `listen` is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// Address and port of the feed, e.g. "0.0.0.0:8443".
+    pub listen: Option<String>,
+    /// File whose first line is the token every request must carry
+    /// (Bearer, or the password of HTTP Basic). Keep it mode 0600.
+    pub token_file: Option<PathBuf>,
+    /// Hours after its last activity that a source stays listed.
+    pub entry_hours: u64,
+    /// Serve over TLS with the collector's certificate ([tls]).
+    pub tls: bool,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token_file: None,
+            entry_hours: 24,
+            tls: true,
+        }
+    }
+}
+
+/// Feed settings that passed validation (the token is read at start).
+#[derive(Debug, Clone)]
+pub struct ValidFeed {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub entry_lifetime: std::time::Duration,
+    pub tls: bool,
+}
+
+impl FeedConfig {
+    fn validate(self) -> Result<Option<ValidFeed>, ConfigError> {
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        let invalid =
+            |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
+        let listen = listen
+            .parse()
+            .map_err(|e| invalid("feed.listen", format!("{listen:?} is not an IP:port ({e})")))?;
+        let token_file = self.token_file.ok_or_else(|| {
+            invalid(
+                "feed.token_file",
+                "is required when feed.listen is set".into(),
+            )
+        })?;
+        if !(1..=24 * 365).contains(&self.entry_hours) {
+            return Err(invalid(
+                "feed.entry_hours",
+                format!("{} is outside 1..=8760", self.entry_hours),
+            ));
+        }
+        Ok(Some(ValidFeed {
+            listen,
+            token_file,
+            entry_lifetime: std::time::Duration::from_secs(self.entry_hours * 3600),
+            tls: self.tls,
+        }))
+    }
 }
 
 /// Alert channels. With none set, campaigns are stored but nobody is told.
@@ -188,7 +257,19 @@ impl Default for CorrelationConfig {
 }
 
 impl CorrelationConfig {
-    fn validate(self) -> Result<Option<crate::correlate::Settings>, ConfigError> {
+    /// The correlator's settings (`None` when off), and the campus
+    /// networks and allowlist, which the feed applies too.
+    #[allow(clippy::type_complexity)]
+    fn validate(
+        self,
+    ) -> Result<
+        (
+            Option<crate::correlate::Settings>,
+            Vec<doorwatch_store::ip::Cidr>,
+            Vec<doorwatch_store::ip::Cidr>,
+        ),
+        ConfigError,
+    > {
         let invalid =
             |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
         let range = |field: &'static str, value: u64, min: u64, max: u64| {
@@ -253,22 +334,26 @@ impl CorrelationConfig {
         let campus = cidrs("correlation.campus_networks", &self.campus_networks)?;
         let allowlist = cidrs("correlation.allowlist", &self.allowlist)?;
         if !self.enabled {
-            return Ok(None);
+            return Ok((None, campus, allowlist));
         }
         let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
-        Ok(Some(crate::correlate::Settings {
-            interval: std::time::Duration::from_secs(self.interval_seconds),
-            window: minutes(self.window_minutes),
-            quiet_after: minutes(self.quiet_minutes),
-            close_after: minutes(self.close_minutes),
-            sweep_min_pcs: self.sweep_min_pcs,
-            distributed_min_sources: self.distributed_min_sources,
-            distributed_min_pcs: self.distributed_min_pcs,
-            distributed_max_ports: self.distributed_max_ports,
-            internal_min_pcs: self.internal_min_pcs,
+        Ok((
+            Some(crate::correlate::Settings {
+                interval: std::time::Duration::from_secs(self.interval_seconds),
+                window: minutes(self.window_minutes),
+                quiet_after: minutes(self.quiet_minutes),
+                close_after: minutes(self.close_minutes),
+                sweep_min_pcs: self.sweep_min_pcs,
+                distributed_min_sources: self.distributed_min_sources,
+                distributed_min_pcs: self.distributed_min_pcs,
+                distributed_max_ports: self.distributed_max_ports,
+                internal_min_pcs: self.internal_min_pcs,
+                campus: campus.clone(),
+                allowlist: allowlist.clone(),
+            }),
             campus,
             allowlist,
-        }))
+        ))
     }
 }
 
@@ -505,6 +590,11 @@ pub struct ValidConfig {
     /// `None` when this collector does not correlate.
     pub correlation: Option<crate::correlate::Settings>,
     pub alerts: crate::alert::Settings,
+    pub feed: Option<ValidFeed>,
+    /// The campus's networks and the correlation allowlist, also applied
+    /// by the feed.
+    pub campus_networks: Vec<doorwatch_store::ip::Cidr>,
+    pub allowlist: Vec<doorwatch_store::ip::Cidr>,
 }
 
 /// A configuration problem, naming the field.
@@ -569,8 +659,9 @@ impl CollectorConfig {
         }
         let (writer, agent_limits) = self.ingest.validate()?;
         let enrollment = self.enrollment.validate()?;
-        let correlation = self.correlation.validate()?;
+        let (correlation, campus_networks, allowlist) = self.correlation.validate()?;
         let alerts = self.alerts.validate()?;
+        let feed = self.feed.validate()?;
         Ok(ValidConfig {
             listen,
             client_ca: self.tls.client_ca,
@@ -583,6 +674,9 @@ impl CollectorConfig {
             enrollment,
             correlation,
             alerts,
+            feed,
+            campus_networks,
+            allowlist,
         })
     }
 }

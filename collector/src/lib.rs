@@ -16,6 +16,7 @@ pub mod config;
 pub mod correlate;
 pub mod enroll;
 pub mod error;
+pub mod feed;
 pub mod identity;
 pub mod ingest;
 pub mod pki;

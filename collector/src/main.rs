@@ -948,6 +948,56 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         }
         None => tracing::info!("correlation off in this collector"),
     }
+    if let Some(feed) = &config.feed {
+        let token = std::fs::read_to_string(&feed.token_file)
+            .with_context(|| format!("cannot read feed.token_file {}", feed.token_file.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if token.len() < 16 {
+            anyhow::bail!(
+                "feed.token_file {}: the token must be at least 16 characters",
+                feed.token_file.display()
+            );
+        }
+        let tls = if feed.tls {
+            Some(
+                doorwatch_tls::server_config_with(
+                    doorwatch_tls::client_verifier(&config.client_ca, tls::ClientAuth::Optional)
+                        .context("feed TLS")?,
+                    &config.server_cert,
+                    &config.server_key,
+                )
+                .map(|c| {
+                    let mut c = (*c).clone();
+                    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    Arc::new(c)
+                })
+                .context("feed TLS")?,
+            )
+        } else {
+            None
+        };
+        let listener = tokio::net::TcpListener::bind(feed.listen)
+            .await
+            .with_context(|| format!("cannot listen on feed.listen {}", feed.listen))?;
+        tracing::info!(address = %feed.listen, tls = feed.tls, "serving the blocklist feed");
+        tokio::spawn(doorwatch_collector::feed::serve(
+            listener,
+            store.clone(),
+            doorwatch_collector::feed::Settings {
+                listen: feed.listen,
+                token,
+                entry_lifetime: feed.entry_lifetime,
+                campus: config.campus_networks.clone(),
+                allowlist: config.allowlist.clone(),
+                tls,
+            },
+            stop_rx.clone(),
+        ));
+    }
     if config.alerts.channels.is_empty() {
         tracing::info!("no alert channels configured ([alerts])");
     } else {

@@ -28,6 +28,27 @@ struct Lab {
     campus: Campus,
     webhook: Received,
     syslog: Received,
+    feed_port: u16,
+}
+
+/// The feed's token in these tests.
+const FEED_TOKEN: &str = "feed-token-0123456789abcdef";
+
+/// `GET path` from the feed on loopback; returns the status line and body.
+fn feed_get(port: u16, path: &str, token: Option<&str>) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to feed");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: feed\r\n{auth}\r\n").expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
 }
 
 /// What a receiver on loopback got, one entry per alert.
@@ -118,11 +139,15 @@ impl Lab {
         }
         let (webhook_port, webhook) = webhook_receiver();
         let (syslog_port, syslog) = syslog_listener();
-        let stack = Stack::start_with(IpAddr::V4(collector_ip), |_| {
+        let feed_port = doorwatch_e2e::process::free_port();
+        let stack = Stack::start_with(IpAddr::V4(collector_ip), |pki| {
+            std::fs::write(pki.join("feed.token"), FEED_TOKEN).expect("write the feed token");
             format!(
                 "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\nallowlist = [\"{ALLOWLISTED}\"]\n\
                  [alerts]\nwebhook_url = \"http://127.0.0.1:{webhook_port}/hook\"\nsyslog = \"udp://127.0.0.1:{syslog_port}\"\n\
-                 console_url = \"https://doorwatch.campus.test\"\n"
+                 console_url = \"https://doorwatch.campus.test\"\n\
+                 [feed]\nlisten = \"127.0.0.1:{feed_port}\"\ntoken_file = \"{token}\"\ntls = false\n",
+                token = pki.join("feed.token").display()
             )
         });
         let mut agents: Vec<Process> = pcs
@@ -140,6 +165,7 @@ impl Lab {
             campus,
             webhook,
             syslog,
+            feed_port,
         }
     }
 
@@ -310,6 +336,40 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
         internal["severity"] != "low",
         "internal scanning starts at medium: {internal}"
     );
+
+    // The blocklist feed lists the outside scanners, never the allowlisted
+    // one or a campus address, and only with the token.
+    let (status, body) = feed_get(lab.feed_port, "/blocklist.txt", Some(FEED_TOKEN));
+    assert!(status.contains("200"), "{status}");
+    let listed: Vec<&str> = body.lines().collect();
+    for scanner in [
+        "198.18.0.100",
+        "198.18.0.110",
+        "198.18.0.111",
+        "198.18.0.112",
+    ] {
+        assert!(listed.contains(&scanner), "{scanner} listed: {listed:?}");
+    }
+    assert!(
+        !listed.contains(&ALLOWLISTED),
+        "allowlisted never listed: {listed:?}"
+    );
+    assert!(
+        !listed.contains(&"198.18.0.10"),
+        "campus never listed: {listed:?}"
+    );
+    let (status, body) = feed_get(lab.feed_port, "/blocklist.json", Some(FEED_TOKEN));
+    assert!(status.contains("200"), "{status}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON feed");
+    assert_eq!(json["entries"].as_array().map(Vec::len), Some(listed.len()));
+    let (status, _) = feed_get(lab.feed_port, "/blocklist.txt", None);
+    assert!(status.contains("401"), "no token, no feed: {status}");
+    let (status, _) = feed_get(
+        lab.feed_port,
+        "/blocklist.txt",
+        Some("wrong-token-0000000000"),
+    );
+    assert!(status.contains("401"), "wrong token, no feed: {status}");
 
     // A restarted collector sends no alert twice.
     std::thread::sleep(Duration::from_secs(3));

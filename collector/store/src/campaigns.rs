@@ -380,3 +380,36 @@ pub(crate) async fn recent_alerts(
         .await
         .map_err(StoreError::query("select recent alerts"))
 }
+
+/// One source for the blocklist feed.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct FeedSourceRow {
+    /// The address as text.
+    pub source: String,
+    /// Last activity in any sweep or distributed campaign.
+    pub last_active: u32,
+    /// Campaigns it took part in.
+    pub campaigns: u64,
+}
+
+/// Sources of sweep and distributed campaigns active at or after
+/// `since_unix`.
+pub(crate) async fn feed_sources(
+    client: &clickhouse::Client,
+    since_unix: u32,
+) -> Result<Vec<FeedSourceRow>, StoreError> {
+    client
+        .query(
+            "SELECT value AS source, max(last_seen) AS last_active, \
+                    uniqExact(campaign_id) AS campaigns \
+             FROM campaign_members \
+             WHERE member = 'source' AND last_seen >= toDateTime(?) \
+               AND campaign_id IN (SELECT campaign_id FROM campaigns \
+                                   WHERE kind IN ('sweep', 'distributed')) \
+             GROUP BY value ORDER BY value",
+        )
+        .bind(since_unix)
+        .fetch_all::<FeedSourceRow>()
+        .await
+        .map_err(StoreError::query("select feed sources"))
+}

@@ -24,8 +24,8 @@ mod scan_events;
 mod server;
 
 pub use campaigns::{
-    ActivityFilter, ActivityRow, AlertRow, CampaignMemberRow, CampaignRow, MemberCounts,
-    campaign_state, kind as campaign_kind, member,
+    ActivityFilter, ActivityRow, AlertRow, CampaignMemberRow, CampaignRow, FeedSourceRow,
+    MemberCounts, campaign_state, kind as campaign_kind, member,
 };
 pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenUse};
 pub use error::StoreError;
@@ -304,6 +304,11 @@ impl Store {
         ids: &[uuid::Uuid],
     ) -> Result<Vec<(uuid::Uuid, String, u8)>, StoreError> {
         campaigns::alerted(&self.client, ids).await
+    }
+
+    /// Sources of sweep and distributed campaigns active since `since_unix`.
+    pub async fn feed_sources(&self, since_unix: u32) -> Result<Vec<FeedSourceRow>, StoreError> {
+        campaigns::feed_sources(&self.client, since_unix).await
     }
 
     /// Alerts recorded since `since_unix`, newest first.

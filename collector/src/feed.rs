@@ -1,0 +1,329 @@
+//! The blocklist feed: the outside sources of active sweep and distributed
+//! campaigns, for campus firewalls ("external dynamic lists").
+//!
+//! - `GET /blocklist.txt`: one address per line, nothing else;
+//! - `GET /blocklist.json`: the same with last activity and campaign count.
+//!
+//! An entry expires `entry_hours` after its source was last active. The
+//! allowlist and the campus's own networks are applied before anything is
+//! listed. Every request needs the feed token, as `Authorization: Bearer
+//! TOKEN` or as the password of HTTP Basic authentication (what firewalls
+//! support). With `tls` on, the feed is served over TLS 1.3 with the
+//! collector's certificate.
+//!
+//! The HTTP handling is deliberately tiny: GET only, one request per
+//! connection, a bounded request head and a timeout.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use doorwatch_store::Store;
+use doorwatch_store::ip::Cidr;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Largest request head read.
+const MAX_HEAD: usize = 8 * 1024;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Feed settings.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: std::net::SocketAddr,
+    /// Every request must carry this.
+    pub token: String,
+    pub entry_lifetime: Duration,
+    /// Never listed, whatever happens.
+    pub campus: Vec<Cidr>,
+    pub allowlist: Vec<Cidr>,
+    /// TLS with the collector's certificate, or plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl std::fmt::Debug for Settings {
+    /// Never shows the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("entry_lifetime", &self.entry_lifetime)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One listed address.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Entry {
+    pub address: String,
+    pub last_active: String,
+    pub campaigns: u64,
+    pub expires: String,
+}
+
+/// The current list: campaign sources active within the lifetime, minus
+/// the campus and the allowlist.
+pub async fn entries(
+    store: &Store,
+    settings: &Settings,
+    now: u32,
+) -> Result<Vec<Entry>, doorwatch_store::StoreError> {
+    let lifetime = u32::try_from(settings.entry_lifetime.as_secs()).unwrap_or(u32::MAX);
+    let rows = store.feed_sources(now.saturating_sub(lifetime)).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|row| {
+            row.source.parse::<IpAddr>().is_ok_and(|ip| {
+                !settings.campus.iter().any(|c| c.contains(ip))
+                    && !settings.allowlist.iter().any(|c| c.contains(ip))
+            })
+        })
+        .map(|row| Entry {
+            address: row.source,
+            last_active: crate::report::rfc3339(row.last_active),
+            campaigns: row.campaigns,
+            expires: crate::report::rfc3339(row.last_active.saturating_add(lifetime)),
+        })
+        .collect())
+}
+
+/// Serves the feed until shutdown.
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    settings: Settings,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let settings = Arc::new(settings);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = crate::ingest::stop_requested(&mut shutdown) => return,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "feed: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (store, settings) = (store.clone(), settings.clone());
+        tokio::spawn(async move {
+            let outcome = match &settings.tls {
+                Some(config) => {
+                    match tokio::time::timeout(
+                        REQUEST_TIMEOUT,
+                        tokio_rustls::TlsAcceptor::from(config.clone()).accept(tcp),
+                    )
+                    .await
+                    {
+                        Ok(Ok(tls)) => answer(tls, &store, &settings).await,
+                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+                None => answer(tcp, &store, &settings).await,
+            };
+            match outcome {
+                Ok((status, path)) => {
+                    tracing::info!(remote = %remote, status, path = %path, "feed request")
+                }
+                Err(e) => tracing::debug!(remote = %remote, error = %e, "feed request failed"),
+            }
+        });
+    }
+}
+
+/// Reads one request and answers it; returns the status and path.
+async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    store: &Store,
+    settings: &Settings,
+) -> Result<(u16, String), String> {
+    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
+        .await
+        .map_err(|_| "request timed out".to_owned())??;
+    let request = Request::parse(&head);
+    let (status, content_type, body) = respond(&request, store, settings).await;
+    let reply = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\nCache-Control: no-store\r\nConnection: close\r\n{auth}\r\n",
+        reason = reason(status),
+        len = body.len(),
+        auth = if status == 401 {
+            "WWW-Authenticate: Basic realm=\"doorwatch feed\"\r\n"
+        } else {
+            ""
+        },
+    );
+    stream
+        .write_all(reply.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    if request.method != "HEAD" {
+        stream
+            .write_all(body.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let _ = stream.shutdown().await;
+    Ok((status, request.path))
+}
+
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<String, String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_HEAD {
+            return Err("request head too large".into());
+        }
+        let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed before the request ended".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The parts of a request the feed looks at.
+#[derive(Debug, Default, PartialEq)]
+struct Request {
+    method: String,
+    path: String,
+    authorization: Option<String>,
+}
+
+impl Request {
+    fn parse(head: &str) -> Self {
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or_default().split_whitespace();
+        let method = first.next().unwrap_or_default().to_owned();
+        let path = first.next().unwrap_or_default().to_owned();
+        let authorization = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(name, _)| name.trim().eq_ignore_ascii_case("authorization"))
+            .map(|(_, value)| value.trim().to_owned());
+        Self {
+            method,
+            path,
+            authorization,
+        }
+    }
+
+    /// The token the client presented (Bearer, or a Basic password).
+    fn token(&self) -> Option<String> {
+        let value = self.authorization.as_deref()?;
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            return Some(token.trim().to_owned());
+        }
+        let encoded = value.strip_prefix("Basic ")?;
+        let decoded = base64_decode(encoded.trim())?;
+        let text = String::from_utf8(decoded).ok()?;
+        Some(text.split_once(':')?.1.to_owned())
+    }
+}
+
+async fn respond(
+    request: &Request,
+    store: &Store,
+    settings: &Settings,
+) -> (u16, &'static str, String) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    if request.method != "GET" && request.method != "HEAD" {
+        return (405, TEXT, "only GET\n".into());
+    }
+    let authorised = request
+        .token()
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), settings.token.as_bytes()));
+    if !authorised {
+        return (401, TEXT, "the feed token is required\n".into());
+    }
+    let path = request.path.split('?').next().unwrap_or_default();
+    if path != "/blocklist.txt" && path != "/blocklist.json" {
+        return (404, TEXT, "try /blocklist.txt or /blocklist.json\n".into());
+    }
+    let now = crate::enroll::seconds(crate::enroll::unix_now());
+    let list = match entries(store, settings, now).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "feed: cannot read campaigns");
+            return (503, TEXT, "campaigns unavailable, retry later\n".into());
+        }
+    };
+    if path == "/blocklist.txt" {
+        let body: String = list.iter().map(|e| format!("{}\n", e.address)).collect();
+        (200, TEXT, body)
+    } else {
+        let body = serde_json::json!({ "generated": crate::report::rfc3339(now), "entries": list });
+        (200, "application/json", body.to_string())
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        _ => "Service Unavailable",
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Standard base64 (for HTTP Basic), `None` if malformed.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = text.trim_end_matches('=').as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= value(*c)? << (18 - 6 * i);
+        }
+        let take = match chunk.len() {
+            4 => 3,
+            3 => 2,
+            2 => 1,
+            _ => return None,
+        };
+        out.extend_from_slice(&acc.to_be_bytes()[1..=take]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_and_tokens_come_from_bearer_or_basic() {
+        let r = Request::parse(
+            "GET /blocklist.txt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n",
+        );
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/blocklist.txt");
+        assert_eq!(r.token().as_deref(), Some("s3cret"));
+        // "firewall:s3cret"
+        let r =
+            Request::parse("GET / HTTP/1.1\r\nauthorization: Basic ZmlyZXdhbGw6czNjcmV0\r\n\r\n");
+        assert_eq!(r.token().as_deref(), Some("s3cret"));
+        assert_eq!(Request::parse("GET / HTTP/1.1\r\n\r\n").token(), None);
+        assert_eq!(Request::parse("\r\n\r\n"), Request::default());
+        assert_eq!(base64_decode("!!"), None);
+    }
+}
