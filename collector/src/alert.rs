@@ -1,5 +1,6 @@
 //! Alerts: one per campaign opening, then one per escalation, to each
-//! configured channel (a JSON webhook, syslog), recorded in ClickHouse.
+//! configured channel (a JSON webhook, email, syslog), recorded in
+//! ClickHouse.
 //!
 //! The record is the memory: a campaign is alerted on a channel when its
 //! severity is above the highest severity recorded for that channel, so a
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use doorwatch_store::{AlertRow, CampaignRow, Store, campaign_kind, campaign_state};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
 use crate::correlate::severity_label;
@@ -32,6 +33,33 @@ pub enum Channel {
     },
     /// RFC 5424 syslog with a CEF message, over UDP or TCP.
     Syslog { address: String, tcp: bool },
+    /// Email over SMTP; STARTTLS is required before anything is sent.
+    Email(Arc<Email>),
+}
+
+/// An SMTP relay and the message envelope.
+#[derive(Clone)]
+pub struct Email {
+    /// host:port of the relay (usually port 587).
+    pub server: String,
+    /// Name in the relay's certificate.
+    pub tls_name: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub from: String,
+    pub to: Vec<String>,
+    /// AUTH PLAIN user and password, if the relay wants them.
+    pub login: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for Email {
+    /// Never shows the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Email")
+            .field("server", &self.server)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Channel {
@@ -40,6 +68,7 @@ impl Channel {
         match self {
             Self::Webhook { .. } => "webhook",
             Self::Syslog { .. } => "syslog",
+            Self::Email(_) => "email",
         }
     }
 }
@@ -202,6 +231,7 @@ fn cef_escape(text: &str) -> String {
 async fn send(channel: &Channel, alert: &Alert, console_url: &str) -> Result<(), String> {
     match channel {
         Channel::Webhook { url, tls } => post(url, tls.as_ref(), &alert.json(console_url)).await,
+        Channel::Email(email) => mail(email, alert, console_url).await,
         Channel::Syslog { address, tcp } => {
             let line = alert.syslog(console_url);
             if *tcp {
@@ -230,6 +260,118 @@ async fn send(channel: &Channel, alert: &Alert, console_url: &str) -> Result<(),
             }
         }
     }
+}
+
+/// Sends one message through the relay: EHLO, STARTTLS, EHLO, optional
+/// AUTH PLAIN, MAIL, RCPT, DATA. A relay without STARTTLS gets nothing.
+async fn mail(email: &Email, alert: &Alert, console_url: &str) -> Result<(), String> {
+    let tcp = tokio::net::TcpStream::connect(&email.server)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", email.server))?;
+    let mut plain = tokio::io::BufReader::new(tcp);
+    smtp_reply(&mut plain, 220).await?;
+    smtp(&mut plain, "EHLO doorwatch-collector", 250).await?;
+    smtp(&mut plain, "STARTTLS", 220).await?;
+    let name = rustls::pki_types::ServerName::try_from(email.tls_name.clone())
+        .map_err(|_| format!("{:?} is not a TLS server name", email.tls_name))?;
+    let tls = tokio_rustls::TlsConnector::from(email.tls.clone())
+        .connect(name, plain.into_inner())
+        .await
+        .map_err(|e| format!("STARTTLS with {} failed: {e}", email.server))?;
+    let mut stream = tokio::io::BufReader::new(tls);
+    smtp(&mut stream, "EHLO doorwatch-collector", 250).await?;
+    if let Some((user, password)) = &email.login {
+        let token = crate::feed::base64_encode(format!("\0{user}\0{password}").as_bytes());
+        smtp(&mut stream, &format!("AUTH PLAIN {token}"), 235).await?;
+    }
+    smtp(&mut stream, &format!("MAIL FROM:<{}>", email.from), 250).await?;
+    for to in &email.to {
+        smtp(&mut stream, &format!("RCPT TO:<{to}>"), 250).await?;
+    }
+    smtp(&mut stream, "DATA", 354).await?;
+    let c = &alert.campaign;
+    let subject = format!(
+        "[doorwatch] {} {} campaign {} ({})",
+        if alert.opened { "New" } else { "Escalated" },
+        campaign_kind::label(c.kind),
+        c.campaign_key,
+        severity_label(c.severity)
+    );
+    let body = alert.text(console_url);
+    let message = format!(
+        "From: <{from}>\r\nTo: {to}\r\nSubject: {subject}\r\nDate: {date}\r\nMessage-ID: <{id}.{severity}@doorwatch>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
+        from = email.from,
+        to = email
+            .to
+            .iter()
+            .map(|t| format!("<{t}>"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        date = httpdate(),
+        id = c.campaign_id,
+        severity = c.severity,
+    );
+    // Dot-stuffing: a line starting with "." gets another.
+    let stuffed = message.replace("\r\n.", "\r\n..");
+    smtp(&mut stream, &format!("{stuffed}."), 250).await?;
+    let _ = smtp(&mut stream, "QUIT", 221).await;
+    Ok(())
+}
+
+/// Sends one command line and expects reply `code`.
+async fn smtp<S: tokio::io::AsyncBufRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    line: &str,
+    code: u16,
+) -> Result<(), String> {
+    stream
+        .write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .map_err(|e| format!("SMTP send failed: {e}"))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| format!("SMTP send failed: {e}"))?;
+    smtp_reply(stream, code).await.map_err(|e| {
+        let verb = line.split_whitespace().next().unwrap_or_default();
+        format!("SMTP {verb}: {e}")
+    })
+}
+
+/// Reads a (possibly multi-line) reply and checks its code.
+async fn smtp_reply<S: tokio::io::AsyncBufRead + Unpin>(
+    stream: &mut S,
+    code: u16,
+) -> Result<(), String> {
+    use tokio::io::AsyncBufReadExt;
+    loop {
+        let mut line = String::new();
+        let n = stream
+            .read_line(&mut line)
+            .await
+            .map_err(|e| format!("reading the reply failed: {e}"))?;
+        if n == 0 {
+            return Err("the relay closed the connection".into());
+        }
+        let got: u16 = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        if line.as_bytes().get(3) == Some(&b'-') {
+            continue;
+        }
+        return if got == code {
+            Ok(())
+        } else {
+            Err(format!("expected {code}, got {:?}", line.trim_end()))
+        };
+    }
+}
+
+/// The current time as an RFC 5322 date, in UTC.
+fn httpdate() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] +0000"
+    );
+    now.format(&format).unwrap_or_default()
 }
 
 /// One HTTP/1.1 POST; success is any 2xx answer.

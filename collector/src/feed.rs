@@ -276,6 +276,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// Standard base64 with padding (for SMTP AUTH PLAIN).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// Standard base64 (for HTTP Basic), `None` if malformed.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let value = |c: u8| -> Option<u32> {
@@ -325,5 +347,14 @@ mod tests {
         assert_eq!(Request::parse("GET / HTTP/1.1\r\n\r\n").token(), None);
         assert_eq!(Request::parse("\r\n\r\n"), Request::default());
         assert_eq!(base64_decode("!!"), None);
+        for text in ["", "a", "ab", "abc", "\0user\0pa:ss"] {
+            let encoded = base64_encode(text.as_bytes());
+            assert_eq!(
+                base64_decode(&encoded),
+                Some(text.as_bytes().to_vec()),
+                "{encoded}"
+            );
+        }
+        assert_eq!(base64_encode(b"firewall:s3cret"), "ZmlyZXdhbGw6czNjcmV0");
     }
 }

@@ -29,6 +29,20 @@ struct Lab {
     webhook: Received,
     syslog: Received,
     feed_port: u16,
+    /// aiosmtpd on loopback (STARTTLS required); mail lands in `maildir`.
+    _smtp: Process,
+    maildir: std::path::PathBuf,
+}
+
+/// The messages in a Maildir's `new/` folder.
+fn mails(maildir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(maildir.join("new"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The feed's token in these tests.
@@ -140,16 +154,46 @@ impl Lab {
         let (webhook_port, webhook) = webhook_receiver();
         let (syslog_port, syslog) = syslog_listener();
         let feed_port = doorwatch_e2e::process::free_port();
+        let smtp_port = doorwatch_e2e::process::free_port();
+        let smtp = std::cell::RefCell::new(None);
         let stack = Stack::start_with(IpAddr::V4(collector_ip), |pki| {
             std::fs::write(pki.join("feed.token"), FEED_TOKEN).expect("write the feed token");
+            // A real SMTP server that insists on STARTTLS, with the test
+            // collector certificate.
+            let dir = pki.parent().expect("stack folder");
+            let maildir = dir.join("maildir");
+            let mut command = Command::new("/usr/bin/python3");
+            command
+                .args([
+                    "-m",
+                    "aiosmtpd",
+                    "-n",
+                    "-l",
+                    &format!("127.0.0.1:{smtp_port}"),
+                ])
+                .arg("--tlscert")
+                .arg(pki.join("collector.pem"))
+                .arg("--tlskey")
+                .arg(pki.join("collector.key"))
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(&maildir);
+            *smtp.borrow_mut() = Some((
+                Process::spawn("aiosmtpd", command, dir).expect("start aiosmtpd"),
+                maildir,
+            ));
             format!(
                 "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\nallowlist = [\"{ALLOWLISTED}\"]\n\
                  [alerts]\nwebhook_url = \"http://127.0.0.1:{webhook_port}/hook\"\nsyslog = \"udp://127.0.0.1:{syslog_port}\"\n\
                  console_url = \"https://doorwatch.campus.test\"\n\
+                 email_server = \"127.0.0.1:{smtp_port}\"\nemail_tls_name = \"{name}\"\nemail_ca_file = \"{ca}\"\n\
+                 email_from = \"doorwatch@campus.test\"\nemail_to = [\"soc@campus.test\"]\n\
                  [feed]\nlisten = \"127.0.0.1:{feed_port}\"\ntoken_file = \"{token}\"\ntls = false\n",
-                token = pki.join("feed.token").display()
+                token = pki.join("feed.token").display(),
+                name = doorwatch_e2e::stack::COLLECTOR_NAME,
+                ca = pki.join("ca.pem").display(),
             )
         });
+        let (smtp_process, maildir) = smtp.into_inner().expect("aiosmtpd started");
         let mut agents: Vec<Process> = pcs
             .iter()
             .enumerate()
@@ -166,6 +210,8 @@ impl Lab {
             webhook,
             syslog,
             feed_port,
+            _smtp: smtp_process,
+            maildir,
         }
     }
 
@@ -269,7 +315,15 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
     // Exactly one alert per channel for it, with the plain words and a link.
     let id = sweep["campaign_id"].as_str().expect("id").to_owned();
     let start = Instant::now();
-    while (mentioning(&lab.webhook, &id).is_empty() || mentioning(&lab.syslog, &id).is_empty())
+    let mailed = |lab: &Lab| {
+        mails(&lab.maildir)
+            .iter()
+            .filter(|m| m.contains(&id))
+            .count()
+    };
+    while (mentioning(&lab.webhook, &id).is_empty()
+        || mentioning(&lab.syslog, &id).is_empty()
+        || mailed(&lab) == 0)
         && start.elapsed() < Duration::from_secs(20)
     {
         std::thread::sleep(Duration::from_millis(100));
@@ -288,6 +342,15 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
     );
     let lines = mentioning(&lab.syslog, &id);
     assert_eq!(lines.len(), 1, "one syslog alert: {lines:?}");
+    assert_eq!(mailed(&lab), 1, "one email through STARTTLS");
+    let mail = mails(&lab.maildir)
+        .into_iter()
+        .find(|m| m.contains(&id))
+        .expect("the mail");
+    assert!(
+        mail.contains("Subject: [doorwatch] New sweep campaign 198.18.0.0/24"),
+        "{mail}"
+    );
     assert!(
         lines[0].starts_with('<') && lines[0].contains("CEF:0|doorwatch|"),
         "{}",
@@ -389,7 +452,18 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
     let recorded = lab.stack.clickhouse.query_ok(&format!(
         "SELECT count() FROM doorwatch.alerts WHERE campaign_id = toUUID('{id}') AND status = 'sent'"
     ));
-    assert_eq!(recorded.trim(), "2", "both alerts recorded in ClickHouse");
+    assert_eq!(
+        recorded.trim(),
+        "3",
+        "all three alerts recorded in ClickHouse"
+    );
+    assert_eq!(
+        mails(&lab.maildir)
+            .iter()
+            .filter(|m| m.contains(&id))
+            .count(),
+        1
+    );
 
     // One campaign per kind and key, and the sweep is still one campaign.
     let all = lab.campaigns();
