@@ -937,6 +937,58 @@ mod tests {
     }
 
     #[test]
+    fn campaign_alert_and_feed_settings_are_checked() {
+        let config = parse(GOOD).expect("valid");
+        assert!(config.correlation.is_some(), "correlation is on by default");
+        assert!(config.alerts.channels.is_empty() && config.feed.is_none());
+        for (table, field) in [
+            (
+                "[correlation]\ncampus_networks = [\"10.0.0.0/33\"]\n",
+                "correlation.campus_networks",
+            ),
+            (
+                "[correlation]\nallowlist = [\"scanner\"]\n",
+                "correlation.allowlist",
+            ),
+            (
+                "[correlation]\nclose_minutes = 1\nquiet_minutes = 5\n",
+                "correlation.close_minutes",
+            ),
+            ("[alerts]\nsyslog = \"siem:514\"\n", "alerts.syslog"),
+            (
+                "[alerts]\nwebhook_url = \"ftp://x/\"\n",
+                "alerts.webhook_url",
+            ),
+            ("[alerts]\nemail_server = \"smtp:587\"\n", "alerts.email_to"),
+            (
+                "[alerts]\nemail_server = \"smtp:587\"\nemail_to = [\"a <b>\"]\n",
+                "alerts.email_to",
+            ),
+            ("[feed]\nlisten = \"0.0.0.0:8443\"\n", "feed.token_file"),
+            (
+                "[feed]\nlisten = \"nowhere\"\ntoken_file = \"t\"\n",
+                "feed.listen",
+            ),
+        ] {
+            let err = parse(&format!("{GOOD}{table}"))
+                .expect_err(table)
+                .to_string();
+            assert!(err.contains(field), "{table}: {err}");
+        }
+        let text = format!(
+            "{GOOD}[alerts]\nsyslog = \"udp://127.0.0.1:514\"\nwebhook_url = \"http://127.0.0.1:9/hook\"\n"
+        );
+        let names: Vec<&str> = parse(&text)
+            .expect("valid")
+            .alerts
+            .channels
+            .iter()
+            .map(|c| c.name())
+            .collect();
+        assert_eq!(names, ["webhook", "syslog"]);
+    }
+
+    #[test]
     fn shipped_example_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/collector.toml");
         CollectorConfig::load(Path::new(path))

@@ -104,6 +104,7 @@ fn every_subcommand_has_help() {
                 "token",
                 "agents",
                 "policy",
+                "campaigns",
             ],
         ),
     ] {
