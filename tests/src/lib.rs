@@ -22,5 +22,6 @@ pub mod clickhouse;
 pub mod mix;
 pub mod netns;
 pub mod process;
+pub mod receivers;
 pub mod require;
 pub mod stack;

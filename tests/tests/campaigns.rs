@@ -7,14 +7,14 @@
 //! sit on the same LAN at .100 and up. Needs root, nmap and
 //! clickhouse-server; fails (never skips) without them.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, TcpListener, UdpSocket};
+use std::io::{Read, Write};
+use std::net::IpAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use doorwatch_e2e::netns::{Campus, Host};
 use doorwatch_e2e::process::{Process, run};
+use doorwatch_e2e::receivers::{Received, mentioning, syslog_listener, webhook_receiver};
 use doorwatch_e2e::require;
 use doorwatch_e2e::stack::Stack;
 
@@ -63,70 +63,6 @@ fn feed_get(port: u16, path: &str, token: Option<&str>) -> (String, String) {
         head.lines().next().unwrap_or_default().to_owned(),
         body.to_owned(),
     )
-}
-
-/// What a receiver on loopback got, one entry per alert.
-type Received = Arc<Mutex<Vec<String>>>;
-
-/// A webhook receiver on 127.0.0.1: answers 200 and keeps each body.
-fn webhook_receiver() -> (u16, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind webhook receiver");
-    let port = listener.local_addr().expect("address").port();
-    let received = Received::default();
-    let keep = received.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut reader = BufReader::new(stream);
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length];
-            if reader.read_exact(&mut body).is_ok() {
-                keep.lock()
-                    .expect("lock")
-                    .push(String::from_utf8_lossy(&body).into_owned());
-            }
-            let _ = reader
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        }
-    });
-    (port, received)
-}
-
-/// A syslog listener on 127.0.0.1 (UDP): keeps each datagram.
-fn syslog_listener() -> (u16, Received) {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind syslog listener");
-    let port = socket.local_addr().expect("address").port();
-    let received = Received::default();
-    let keep = received.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = socket.recv(&mut buf) {
-            keep.lock()
-                .expect("lock")
-                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
-        }
-    });
-    (port, received)
-}
-
-/// The entries of `received` that mention `needle`.
-fn mentioning(received: &Received, needle: &str) -> Vec<String> {
-    received
-        .lock()
-        .expect("lock")
-        .iter()
-        .filter(|e| e.contains(needle))
-        .cloned()
-        .collect()
 }
 
 impl Lab {
