@@ -129,14 +129,23 @@ impl ActivityFilter {
     /// the campus.
     fn clause(&self, internal: bool) -> String {
         let campus = Self::any_of(&self.campus);
+        // The first_seen bound lets ClickHouse skip every daily partition
+        // but the last two (scan_events is partitioned by first_seen): a
+        // pass reads recent data only, however much is stored. Episodes
+        // that began over a day before the window are left out.
         format!(
-            "last_seen >= toDateTime({since}) AND NOT {allow} AND {not}{campus}",
+            "first_seen >= toDateTime({oldest}) AND last_seen >= toDateTime({since}) \
+             AND NOT {allow} AND {not}{campus}",
+            oldest = self.since.saturating_sub(MAX_EPISODE_SECONDS),
             since = self.since,
             allow = Self::any_of(&self.allowlist),
             not = if internal { "" } else { "NOT " },
         )
     }
 }
+
+/// Longest episode (first to last probe) a correlation pass still sees.
+pub const MAX_EPISODE_SECONDS: u32 = 86_400;
 
 /// Most members of each kind one activity row lists.
 const MEMBERS: u32 = 1000;
