@@ -103,6 +103,18 @@ impl Lab {
         target: &str,
         expect_type: &str,
     ) -> (String, u64, String, String, String) {
+        self.episode_with(scanner, target, expect_type, 0)
+    }
+
+    /// [`Lab::episode`], waiting until the episode also reports at least
+    /// `min_ports` ports (its first report, "detected", has only a few).
+    fn episode_with(
+        &self,
+        scanner: &str,
+        target: &str,
+        expect_type: &str,
+        min_ports: u64,
+    ) -> (String, u64, String, String, String) {
         let sql = format!(
             "SELECT arrayStringConcat(arraySort(groupUniqArrayArray(scan_types)), ','), \
              max(ports_probed), \
@@ -117,9 +129,14 @@ impl Lab {
             .stack
             .clickhouse
             .poll(&sql, Duration::from_secs(15), |r| {
-                r.split('\t')
+                let mut fields = r.split('\t');
+                fields
                     .next()
                     .is_some_and(|types| types.split(',').any(|t| t == expect_type))
+                    && fields
+                        .next()
+                        .and_then(|p| p.trim().parse::<u64>().ok())
+                        .is_some_and(|p| p >= min_ports)
             });
         let f: Vec<String> = result
             .trim_end_matches('\n')
@@ -169,7 +186,13 @@ fn every_nmap_scan_type_is_detected_and_named_over_ipv4_and_ipv6() {
     let mut failures = Vec::new();
     for (scanner, v6, name, flag) in &expectations {
         let target = if *v6 { PC6 } else { PC4 };
-        let (types, ports_probed, open, _, _) = lab.episode(scanner, target, name);
+        // Full port scans report 100 ports (90 at least) before they end.
+        let min_ports = if matches!(*name, "syn" | "connect") {
+            90
+        } else {
+            0
+        };
+        let (types, ports_probed, open, _, _) = lab.episode_with(scanner, target, name, min_ports);
         eprintln!(
             "nmap {flag} {}: types={types} ports={ports_probed} open=[{open}]",
             if *v6 { "-6" } else { "" }
@@ -261,7 +284,7 @@ fn evasions_fragments_decoys_source_port_icmp_and_masscan_are_detected() {
         (&from_20, "-g 20"),
         (&random_order, "random order"),
     ] {
-        let (types, ports, _, _, _) = lab.episode(scanner, PC4, "syn");
+        let (types, ports, _, _, _) = lab.episode_with(scanner, PC4, "syn", 90);
         assert!(
             types.contains("syn") && ports >= 90,
             "{name}: types={types} ports={ports}"
@@ -287,7 +310,7 @@ fn evasions_fragments_decoys_source_port_icmp_and_masscan_are_detected() {
     assert_eq!(types, "icmp");
     let (types, _, _, _, _) = lab.episode(&icmp6, PC6, "icmp");
     assert_eq!(types, "icmp", "ICMPv6 echo discovery");
-    let (types, ports, _, _, _) = lab.episode(&masscan, PC4, "syn");
+    let (types, ports, _, _, _) = lab.episode_with(&masscan, PC4, "syn", 150);
     assert!(
         types.contains("syn") && ports >= 150,
         "masscan: types={types} ports={ports}"
@@ -387,7 +410,7 @@ fn spoofed_syn_flood_is_one_flood_and_a_concurrent_scan_is_still_found() {
     }
     eprintln!("agent RSS: {rss_before} KiB before, {peak} KiB peak during the flood");
 
-    let (types, ports, _, _, _) = lab.episode(&scanner, PC4, "syn");
+    let (types, ports, _, _, _) = lab.episode_with(&scanner, PC4, "syn", 190);
     assert!(
         types.contains("syn") && ports >= 190,
         "scan during flood: types={types} ports={ports}"
@@ -450,7 +473,7 @@ fn slow_scans_are_detected_as_one_episode() {
         std::thread::sleep(Duration::from_millis(500));
     }
     for (scanner, ports) in [(&t2, 30), (&t1, 6)] {
-        let (types, probed, _, _, _) = lab.episode(scanner, PC4, "syn");
+        let (types, probed, _, _, _) = lab.episode_with(scanner, PC4, "syn", ports);
         assert!(
             types.contains("syn") && probed >= ports,
             "{scanner}: types={types} ports={probed}"
