@@ -31,6 +31,9 @@ struct Lab {
     feed_port: u16,
     /// aiosmtpd on loopback (STARTTLS required); mail lands in `maildir`.
     _smtp: Process,
+    /// Another collector sharing the database, also correlating and
+    /// alerting.
+    _second: Process,
     maildir: std::path::PathBuf,
 }
 
@@ -92,6 +95,7 @@ impl Lab {
         let feed_port = doorwatch_e2e::process::free_port();
         let smtp_port = doorwatch_e2e::process::free_port();
         let smtp = std::cell::RefCell::new(None);
+        let shared = std::cell::RefCell::new(String::new());
         let stack = Stack::start_with(IpAddr::V4(collector_ip), |pki| {
             std::fs::write(pki.join("feed.token"), FEED_TOKEN).expect("write the feed token");
             // A real SMTP server that insists on STARTTLS, with the test
@@ -117,18 +121,38 @@ impl Lab {
                 Process::spawn("aiosmtpd", command, dir).expect("start aiosmtpd"),
                 maildir,
             ));
-            format!(
+            let common = format!(
                 "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\nallowlist = [\"{ALLOWLISTED}\"]\n\
                  [alerts]\nwebhook_url = \"http://127.0.0.1:{webhook_port}/hook\"\nsyslog = \"udp://127.0.0.1:{syslog_port}\"\n\
                  console_url = \"https://doorwatch.campus.test\"\n\
                  email_server = \"127.0.0.1:{smtp_port}\"\nemail_tls_name = \"{name}\"\nemail_ca_file = \"{ca}\"\n\
-                 email_from = \"doorwatch@campus.test\"\nemail_to = [\"soc@campus.test\"]\n\
-                 [feed]\nlisten = \"127.0.0.1:{feed_port}\"\ntoken_file = \"{token}\"\ntls = false\n",
-                token = pki.join("feed.token").display(),
+                 email_from = \"doorwatch@campus.test\"\nemail_to = [\"soc@campus.test\"]\n",
                 name = doorwatch_e2e::stack::COLLECTOR_NAME,
                 ca = pki.join("ca.pem").display(),
+            );
+            *shared.borrow_mut() = common.clone();
+            format!(
+                "{common}[feed]\nlisten = \"127.0.0.1:{feed_port}\"\ntoken_file = \"{token}\"\ntls = false\n",
+                token = pki.join("feed.token").display(),
             )
         });
+        // A second collector on the same database, correlating and
+        // alerting too: each alert must still arrive once.
+        let second_dir = stack.dir.path().join("second");
+        std::fs::create_dir_all(&second_dir).expect("second collector folder");
+        let second_config = doorwatch_e2e::stack::collector_config(
+            &second_dir,
+            std::net::SocketAddr::new(
+                IpAddr::V4(collector_ip),
+                doorwatch_e2e::process::free_port(),
+            ),
+            &stack.pki,
+            &stack.clickhouse,
+            "doorwatch",
+            &shared.into_inner(),
+        );
+        let second =
+            doorwatch_e2e::stack::start_collector_named(&second_dir, &second_config, "collector-b");
         let (smtp_process, maildir) = smtp.into_inner().expect("aiosmtpd started");
         let mut agents: Vec<Process> = pcs
             .iter()
@@ -147,6 +171,7 @@ impl Lab {
             syslog,
             feed_port,
             _smtp: smtp_process,
+            _second: second,
             maildir,
         }
     }

@@ -422,3 +422,49 @@ pub(crate) async fn feed_sources(
         .await
         .map_err(StoreError::query("select feed sources"))
 }
+
+/// Records that `holder` wants lease `name` for `term`.
+pub(crate) async fn claim_lease(
+    client: &clickhouse::Client,
+    name: &str,
+    term: u64,
+    holder: &str,
+    now: u32,
+) -> Result<(), StoreError> {
+    #[derive(clickhouse::Row, serde::Serialize)]
+    struct Claim<'a> {
+        name: &'a str,
+        term: u64,
+        holder: &'a str,
+        claimed_at: u32,
+    }
+    let mut insert = client
+        .insert::<Claim<'_>>("leases")
+        .await
+        .map_err(StoreError::query("claim lease"))?;
+    insert
+        .write(&Claim {
+            name,
+            term,
+            holder,
+            claimed_at: now,
+        })
+        .await
+        .map_err(StoreError::query("claim lease"))?;
+    insert.end().await.map_err(StoreError::query("claim lease"))
+}
+
+/// The holder of lease `name` for `term`: the smallest id that claimed it.
+pub(crate) async fn lease_holder(
+    client: &clickhouse::Client,
+    name: &str,
+    term: u64,
+) -> Result<Option<String>, StoreError> {
+    client
+        .query("SELECT holder FROM leases WHERE name = ? AND term = ? ORDER BY holder LIMIT 1")
+        .bind(name)
+        .bind(term)
+        .fetch_optional::<String>()
+        .await
+        .map_err(StoreError::query("read lease"))
+}

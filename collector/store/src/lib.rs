@@ -311,6 +311,22 @@ impl Store {
         campaigns::feed_sources(&self.client, since_unix).await
     }
 
+    /// Claims lease `name` for `term` for `holder`.
+    pub async fn claim_lease(
+        &self,
+        name: &str,
+        term: u64,
+        holder: &str,
+        now: u32,
+    ) -> Result<(), StoreError> {
+        campaigns::claim_lease(&self.client, name, term, holder, now).await
+    }
+
+    /// Who holds lease `name` for `term`, if anyone claimed it.
+    pub async fn lease_holder(&self, name: &str, term: u64) -> Result<Option<String>, StoreError> {
+        campaigns::lease_holder(&self.client, name, term).await
+    }
+
     /// Alerts recorded since `since_unix`, newest first.
     pub async fn recent_alerts(&self, since_unix: u32) -> Result<Vec<AlertRow>, StoreError> {
         campaigns::recent_alerts(&self.client, since_unix).await

@@ -270,6 +270,21 @@ pub const MIGRATIONS: &[Migration] = &[
         ) ENGINE = MergeTree() ORDER BY (campaign_id, channel, severity)",
         )],
     },
+    Migration {
+        version: 9,
+        name: "leases",
+        steps: &[Step::Sql(
+            // Who does a job that only one collector may do (sending
+            // alerts). Every live collector claims each term; the smallest
+            // holder id among a term's claims holds it.
+            "CREATE TABLE IF NOT EXISTS leases (
+            name String,
+            term UInt64,
+            holder String,
+            claimed_at DateTime
+        ) ENGINE = MergeTree() ORDER BY (name, term, holder)",
+        )],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
