@@ -289,7 +289,7 @@ async fn connect(
         .await
         .map_err(|e| EnrollError::Connect {
             address: files.address.clone(),
-            detail: error_chain(&e),
+            detail: crate::tls::error_chain(&e),
         })
 }
 
@@ -367,17 +367,6 @@ fn write_atomically(path: &Path, contents: &[u8], private: bool) -> Result<(), E
         let _ = dir.sync_all();
     }
     Ok(())
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 #[cfg(test)]

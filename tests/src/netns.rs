@@ -179,6 +179,29 @@ impl Campus {
         }
     }
 
+    /// `n` PCs (`pc0`, `pc1`, ... at 198.18.0.10, .11, ...), each linked
+    /// to the root namespace. The collector is meant to listen on the first
+    /// uplink's root address; every other PC reaches it through its own
+    /// uplink and a host route.
+    pub fn linked_pcs(&mut self, n: usize) -> (Vec<Host>, Vec<Uplink>) {
+        let hosts: Vec<Host> = (0..n)
+            .map(|i| self.add_host(&format!("pc{i}"), &[&format!("198.18.0.{}", 10 + i)]))
+            .collect();
+        let uplinks: Vec<Uplink> = hosts.iter().map(|h| self.uplink(h)).collect();
+        if let Some(collector) = uplinks.first().map(|u| u.root_ip) {
+            for (host, uplink) in hosts.iter().zip(&uplinks).skip(1) {
+                run(host.command("ip").args([
+                    "route",
+                    "add",
+                    &format!("{collector}/32"),
+                    "via",
+                    &uplink.root_ip.to_string(),
+                ]));
+            }
+        }
+        (hosts, uplinks)
+    }
+
     /// Links `host` to the root namespace with a /30 from 198.19.0.0/16.
     /// Only the /30 is routed: the host still has no default route.
     pub fn uplink(&mut self, host: &Host) -> Uplink {

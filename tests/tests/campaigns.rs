@@ -74,22 +74,8 @@ impl Lab {
         require::tool("nmap", "nmap");
         require::tool("clickhouse-server", "clickhouse-server");
         let mut campus = Campus::new();
-        let pcs: Vec<Host> = (0..PCS)
-            .map(|i| campus.add_host(&format!("pc{i}"), &[&format!("198.18.0.{}", 10 + i)]))
-            .collect();
-        // One uplink per PC; the collector listens on the first, the others
-        // reach it through their own uplink.
-        let uplinks: Vec<_> = pcs.iter().map(|h| campus.uplink(h)).collect();
+        let (pcs, uplinks) = campus.linked_pcs(PCS);
         let collector_ip = uplinks[0].root_ip;
-        for (pc, uplink) in pcs.iter().zip(&uplinks).skip(1) {
-            run(pc.command("ip").args([
-                "route",
-                "add",
-                &format!("{collector_ip}/32"),
-                "via",
-                &uplink.root_ip.to_string(),
-            ]));
-        }
         let (webhook_port, webhook) = webhook_receiver();
         let (syslog_port, syslog) = syslog_listener();
         let feed_port = doorwatch_e2e::process::free_port();

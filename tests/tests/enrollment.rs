@@ -45,22 +45,8 @@ fn setup_with(pcs: usize, extra: impl FnOnce(&Path) -> String) -> Setup {
     require::root();
     require::tool("clickhouse-server", "clickhouse-server");
     let mut campus = Campus::new();
-    let hosts: Vec<Host> = (0..pcs)
-        .map(|i| campus.add_host(&format!("pc{i}"), &[&format!("198.18.0.{}", 10 + i)]))
-        .collect();
-    // One uplink per PC; the collector listens on the first and every PC
-    // routes to it through its own /30 plus a host route.
-    let uplinks: Vec<_> = hosts.iter().map(|h| campus.uplink(h)).collect();
+    let (hosts, uplinks) = campus.linked_pcs(pcs);
     let collector_ip = uplinks[0].root_ip;
-    for (host, uplink) in hosts.iter().zip(&uplinks).skip(1) {
-        run(host.command("ip").args([
-            "route",
-            "add",
-            &format!("{collector_ip}/32"),
-            "via",
-            &uplink.root_ip.to_string(),
-        ]));
-    }
     let stack = Stack::start_with(IpAddr::V4(collector_ip), extra);
     Setup {
         stack,

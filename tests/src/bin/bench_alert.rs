@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use doorwatch_e2e::netns::{Campus, Host};
+use doorwatch_e2e::netns::Campus;
 use doorwatch_e2e::process::run;
 use doorwatch_e2e::receivers::webhook_receiver;
 use doorwatch_e2e::require;
@@ -36,20 +36,8 @@ fn main() -> anyhow::Result<()> {
         bail!("ROUNDS must be 1 to 200");
     }
     let mut campus = Campus::new();
-    let pcs: Vec<Host> = (0..PCS)
-        .map(|i| campus.add_host(&format!("pc{i}"), &[&format!("198.18.0.{}", 10 + i)]))
-        .collect();
-    let uplinks: Vec<_> = pcs.iter().map(|h| campus.uplink(h)).collect();
+    let (pcs, uplinks) = campus.linked_pcs(PCS);
     let collector_ip = uplinks[0].root_ip;
-    for (pc, uplink) in pcs.iter().zip(&uplinks).skip(1) {
-        run(pc.command("ip").args([
-            "route",
-            "add",
-            &format!("{collector_ip}/32"),
-            "via",
-            &uplink.root_ip.to_string(),
-        ]));
-    }
     let (webhook_port, webhook) = webhook_receiver();
     // Default correlation and alert settings; only where alerts go.
     let stack = Stack::start_with(IpAddr::V4(collector_ip), |_| {

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use doorwatch_agent::tls::ClientTls;
+use doorwatch_agent::tls::{ClientTls, error_chain};
 use doorwatch_collector::identity::is_valid_agent_id;
 use doorwatch_collector::pki::AgentIssuer;
 use doorwatch_e2e::mix::{AgentMix, agent_ipv4};
@@ -1082,17 +1082,6 @@ async fn open_stream(
         .map_err(|_| SessionError::Connect("no response to the stream within 10 s".into()))?
         .map_err(SessionError::Refused)?;
     Ok((client, response.into_inner()))
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 fn write_ids(path: &std::path::Path, results: &[AgentResult]) -> std::io::Result<()> {
