@@ -277,7 +277,7 @@ pub fn explain(row: &CampaignRow) -> String {
     };
     match row.kind {
         kind::SWEEP => format!(
-            "{key} ({sources}) swept {pcs}, probing {ports}. {open}",
+            "{key} ({sources}) swept {pcs} ({ports} named in their reports). {open}",
             key = row.campaign_key,
             sources = plural(row.sources, "address", "addresses"),
         ),
@@ -288,7 +288,8 @@ pub fn explain(row: &CampaignRow) -> String {
             sources = plural(row.sources, "outside address", "outside addresses"),
         ),
         kind::INTERNAL => format!(
-            "Campus address {key} scanned {pcs} on {ports}. A campus PC scanning others is often \
+            "Campus address {key} scanned {pcs} ({ports} named in their reports). A campus PC \
+             scanning others is often \
              infected (a worm) or misused: check it. {open}",
             key = row.campaign_key,
         ),

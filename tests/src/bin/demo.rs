@@ -1,10 +1,11 @@
 //! `doorwatch-demo`: a local demo stack on this machine.
 //!
 //! It starts ClickHouse (data in `demo-data/`) and the collector, creates a
-//! bootstrap token, enrolls an agent inside a demo "PC" network namespace
-//! with it (the way campus IT rolls agents out), runs a real nmap SYN scan
-//! from a "scanner" namespace at that PC, and prints the event the scan
-//! produced, as stored in ClickHouse. The stack stays up until you press Enter, then
+//! bootstrap token, enrolls an agent in each of three demo "PC" network
+//! namespaces with it (the way campus IT rolls agents out), sweeps the PCs
+//! with a real nmap SYN scan from a "scanner" namespace, and prints the
+//! events the scan produced and the campus-wide campaign the collector
+//! made of them, as stored in ClickHouse. The stack stays up until you press Enter, then
 //! everything is torn down (the ClickHouse data stays in `demo-data/`).
 //!
 //! Traffic stays inside namespaces on 198.18.0.0/15 with no default route.
@@ -22,6 +23,11 @@ use doorwatch_e2e::netns::Campus;
 use doorwatch_e2e::process::{Process, free_port, run};
 use doorwatch_e2e::{require, stack};
 
+/// Demo PCs (198.18.0.10 and up): three, so a sweep makes a campaign.
+const PCS: usize = 3;
+/// The scanner, outside the demo campus (198.18.0.0/28).
+const SCANNER: &str = "198.18.0.100";
+
 fn main() -> anyhow::Result<()> {
     require::root();
     require::tool("nmap", "nmap");
@@ -35,11 +41,12 @@ fn main() -> anyhow::Result<()> {
     );
     let clickhouse = ClickHouse::start(&data.join("clickhouse"), &data);
 
-    println!("== building the demo campus: a PC and a scanner in network namespaces");
+    println!("== building the demo campus: three PCs and a scanner in network namespaces");
     let mut campus = Campus::new();
-    let pc = campus.add_host("demo-pc", &["198.18.0.10", "fd00:d00::10"]);
-    let scanner = campus.add_host("demo-scanner", &["198.18.0.2", "fd00:d00::2"]);
-    let uplink = campus.uplink(&pc);
+    let (pcs, uplinks) = campus.linked_pcs(PCS);
+    let uplink = &uplinks[0];
+    let pc = &pcs[0];
+    let scanner = campus.add_host("scanner", &[SCANNER]);
 
     let pki = data.join("pki");
     // The uplink's address can differ between runs: a fresh PKI each time.
@@ -59,7 +66,10 @@ fn main() -> anyhow::Result<()> {
         &pki,
         &clickhouse,
         "doorwatch",
-        &stack::enrollment_table(&pki, "30d"),
+        &format!(
+            "{}[correlation]\ncampus_networks = [\"198.18.0.0/28\"]\n",
+            stack::enrollment_table(&pki, "30d")
+        ),
     );
     println!("== starting the collector on {address} (mutual TLS)");
     let collector = stack::start_collector(&data, &collector_config);
@@ -86,37 +96,43 @@ fn main() -> anyhow::Result<()> {
             "--expires",
             "1h",
             "--max-uses",
-            "1",
+            "3",
         ])
         .arg("--config")
         .arg(&collector_config));
     let token = token.trim();
     println!("   {}…", &token[..token.len().min(22)]);
 
-    println!("== the agent enrolls inside the PC namespace (its key never leaves the PC)");
-    let agent_config = stack::agent_config(&data, &pc, address, &pki, "demo-pc", "", "");
-    let enrolled = run(pc
-        .command(require::binary("doorwatch-agent"))
-        .args(["enroll", "--token", token, "--config"])
-        .arg(&agent_config));
-    print!("   {}", enrolled.lines().next().unwrap_or_default());
-    println!();
+    println!("== each PC's agent enrolls with it (its key never leaves the PC), then starts");
+    let mut agents = Vec::new();
+    for (i, pc) in pcs.iter().enumerate() {
+        let name = format!("demo-pc{i}");
+        let agent_config = stack::agent_config(&data, pc, address, &pki, &name, "", "");
+        let enrolled = run(pc
+            .command(require::binary("doorwatch-agent"))
+            .args(["enroll", "--token", token, "--config"])
+            .arg(&agent_config));
+        println!(
+            "   {}: {}",
+            pc.ipv4(),
+            enrolled.lines().next().unwrap_or_default()
+        );
+        agents.push(stack::start_agent(&data, pc, &agent_config, &name));
+    }
+    for agent in &mut agents {
+        agent.wait_for_log("connected to collector", Duration::from_secs(30));
+    }
 
-    println!("== starting the agent inside the PC namespace");
-    let mut agent = stack::start_agent(&data, &pc, &agent_config, "demo-pc");
-    agent.wait_for_log("connected to collector", Duration::from_secs(30));
-
-    println!("== scanning the PC: nmap -sS -p1-1000 198.18.0.10 (from the scanner namespace)");
+    let targets: Vec<String> = pcs.iter().map(|pc| pc.ipv4().to_string()).collect();
+    println!(
+        "== sweeping the PCs: nmap -sS -p1-1000 {} (from the scanner namespace)",
+        targets.join(" ")
+    );
     let started = Instant::now();
-    let out = run(scanner.command("timeout").args([
-        "120",
-        "nmap",
-        "-n",
-        "-Pn",
-        "-sS",
-        "-p1-1000",
-        "198.18.0.10",
-    ]));
+    let out = run(scanner
+        .command("timeout")
+        .args(["120", "nmap", "-n", "-Pn", "-sS", "-p1-1000"])
+        .args(&targets));
     println!("{}", out.lines().last().unwrap_or_default());
 
     println!("== waiting for the event to reach ClickHouse");
@@ -148,6 +164,33 @@ fn main() -> anyhow::Result<()> {
     );
     println!("{events}");
 
+    println!("== waiting for the collector to correlate the sweep into a campaign");
+    // Until it covers every PC and has seen the open web port on the first.
+    let complete = |r: &str| {
+        let mut fields = r.split_whitespace().map(|f| f.parse::<u32>().unwrap_or(0));
+        fields.next().unwrap_or(0) >= PCS as u32 && fields.next().unwrap_or(0) >= 1
+    };
+    let campaign = clickhouse.poll(
+        "SELECT max(pcs), max(open_ports) FROM doorwatch.campaigns FINAL \
+         WHERE kind = 'sweep' FORMAT TSV",
+        Duration::from_secs(20),
+        complete,
+    );
+    if !complete(&campaign) {
+        bail!(
+            "no sweep campaign over the {PCS} PCs; see the logs in {}",
+            data.display()
+        );
+    }
+    let campaigns = run(Command::new(require::binary("doorwatch-collector"))
+        .args(["campaigns", "list", "--since", "1h", "--config"])
+        .arg(&collector_config));
+    println!(
+        "$ doorwatch-collector campaigns list --since 1h --config {}",
+        collector_config.display()
+    );
+    println!("{campaigns}");
+
     println!(
         "ClickHouse HTTP:  {}  (database `doorwatch`)",
         clickhouse.url()
@@ -159,7 +202,7 @@ fn main() -> anyhow::Result<()> {
     println!("Press Enter to stop the demo and remove its namespaces.");
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
-    drop(agent);
+    drop(agents);
     drop(collector);
     Ok(())
 }
