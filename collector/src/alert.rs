@@ -201,7 +201,7 @@ impl Alert {
         let cef_severity = u32::from(c.severity.min(4)) * 2 + 1;
         format!(
             "<{priority}>1 {time} {host} doorwatch - campaign - CEF:0|doorwatch|doorwatch-collector|{version}|campaign-{kind}|{name}|{cef_severity}|cs1Label=campaignId cs1={id} cs2Label=key cs2={key} cnt={pcs} msg={msg} request={link}",
-            time = crate::report::rfc3339(crate::enroll::seconds(crate::enroll::unix_now())),
+            time = crate::report::rfc3339(crate::ingest::unix_now()),
             version = env!("CARGO_PKG_VERSION"),
             kind = campaign_kind::label(c.kind),
             name = cef_escape(&format!(
@@ -614,7 +614,7 @@ async fn worker(
             channel: channel.name().to_owned(),
             status: if outcome.is_ok() { 1 } else { 2 },
             attempts,
-            at: crate::enroll::seconds(crate::enroll::unix_now()),
+            at: crate::ingest::unix_now(),
             error: outcome.clone().err().unwrap_or_default(),
             text: alert.text(&settings.console_url),
         };

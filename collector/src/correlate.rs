@@ -395,10 +395,7 @@ pub async fn pass(
     for row in &changed {
         let what = match before.get(&row.campaign_id) {
             None => "campaign opened",
-            Some(old) if row.state == state::CLOSED => {
-                let _ = old;
-                "campaign closed"
-            }
+            Some(_) if row.state == state::CLOSED => "campaign closed",
             Some(old) if row.severity > old.severity => "campaign escalated",
             Some(old) if row.state != old.state => "campaign state changed",
             Some(_) => "campaign grew",
@@ -427,7 +424,7 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
             _ = tokio::time::sleep(settings.interval) => {}
             _ = crate::ingest::stop_requested(&mut shutdown) => return,
         }
-        let now = crate::enroll::seconds(crate::enroll::unix_now());
+        let now = crate::ingest::unix_now();
         match pass(&store, &settings, now).await {
             Ok(_) if failing => {
                 failing = false;

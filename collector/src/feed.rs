@@ -245,7 +245,7 @@ async fn respond(
     if path != "/blocklist.txt" && path != "/blocklist.json" {
         return (404, TEXT, "try /blocklist.txt or /blocklist.json\n".into());
     }
-    let now = crate::enroll::seconds(crate::enroll::unix_now());
+    let now = crate::ingest::unix_now();
     let list = match entries(store, settings, now).await {
         Ok(list) => list,
         Err(e) => {

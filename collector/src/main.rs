@@ -702,7 +702,7 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             };
             let mut row = found.token;
             row.revoked = 1;
-            row.revoked_at = enroll::seconds(enroll::unix_now());
+            row.revoked_at = unix_now();
             row.changed_by = os_user();
             row.version += 1;
             store
