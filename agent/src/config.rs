@@ -91,6 +91,10 @@ pub struct DetectionConfig {
     /// New source addresses per second towards one address of this PC that
     /// are reported as a flood.
     pub flood_new_sources_per_sec: u32,
+    /// Seconds between two reports of single tries at closed ports
+    /// ("knocks"), which the collector needs to see sweeps and botnets that
+    /// try each PC only once. 0 turns them off.
+    pub knock_report_seconds: u32,
     /// Sources never reported, e.g. the campus vulnerability scanner.
     pub allowlisted_sources: Vec<IpAddr>,
 }
@@ -107,6 +111,7 @@ impl Default for DetectionConfig {
             update_interval_seconds: (d.update_interval_ms / 1000) as u32,
             memory_budget_mib: (d.memory_budget >> 20) as u32,
             flood_new_sources_per_sec: d.flood_new_sources_per_sec,
+            knock_report_seconds: (d.knock_report_ms / 1000) as u32,
             allowlisted_sources: Vec::new(),
         }
     }
@@ -296,6 +301,7 @@ impl AgentConfig {
                 update_interval_ms: u64::from(d.update_interval_seconds) * 1000,
                 memory_budget: (d.memory_budget_mib as usize) << 20,
                 flood_new_sources_per_sec: d.flood_new_sources_per_sec,
+                knock_report_ms: u64::from(d.knock_report_seconds) * 1000,
                 allowlist: d.allowlisted_sources.into_iter().collect::<HashSet<_>>(),
                 ..DetectorConfig::default()
             },

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use doorwatch_proto::v1;
 
-use crate::detect::{EpisodeReport, EpisodeState, FloodReport, Report, ScanKind};
+use crate::detect::{EpisodeReport, EpisodeState, FloodReport, KnockReport, Report, ScanKind};
 
 /// Most companions sent with one episode.
 const MAX_COMPANIONS: usize = 64;
@@ -29,6 +29,7 @@ impl EventBuilder {
                 let episode_id = self.episode_id(flood.episode, flood.state);
                 v1::event::Detail::Flood(flood_detail(flood, episode_id))
             }
+            Report::Knocks(knocks) => v1::event::Detail::Knocks(knocks_detail(knocks)),
         };
         v1::Event {
             id: uuid::Uuid::now_v7().as_bytes().to_vec(),
@@ -113,6 +114,27 @@ fn flood_detail(report: &FloodReport, episode_id: uuid::Uuid) -> v1::FloodDetect
         sources: report.sources,
         first_seen_unix_ms: to_i64(report.first_seen_ms),
         last_seen_unix_ms: to_i64(report.last_seen_ms),
+        explanation: report.explanation.clone(),
+    }
+}
+
+fn knocks_detail(report: &KnockReport) -> v1::KnocksSeen {
+    v1::KnocksSeen {
+        knocks: report
+            .knocks
+            .iter()
+            .map(|k| v1::Knock {
+                source_ip: ip_bytes(k.source),
+                target_ip: ip_bytes(k.target),
+                port: u32::from(k.port),
+                protocol: u32::from(k.protocol),
+                refused: k.refused,
+                probes: k.probes,
+                first_seen_unix_ms: to_i64(k.first_seen_ms),
+                last_seen_unix_ms: to_i64(k.last_seen_ms),
+            })
+            .collect(),
+        unlisted: report.unlisted,
         explanation: report.explanation.clone(),
     }
 }

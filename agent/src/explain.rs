@@ -1,7 +1,7 @@
 //! Plain-language explanations of what the detector found, for help-desk
 //! staff and PC users. Pure text formatting.
 
-use crate::detect::{EpisodeReport, FloodReport, ScanKind};
+use crate::detect::{EpisodeReport, FloodReport, KnockReport, ScanKind};
 
 /// Well-known service names for ports that scanners look for.
 pub fn service_name(port: u16) -> Option<&'static str> {
@@ -181,6 +181,66 @@ pub fn flood(report: &FloodReport) -> String {
     )
 }
 
+/// The explanation attached to a report of knocks.
+pub fn knocks(report: &KnockReport) -> String {
+    let mut sources: Vec<_> = report.knocks.iter().map(|k| k.source).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    let mut ports: Vec<(u16, u8, u64)> = Vec::new();
+    for k in &report.knocks {
+        match ports
+            .iter_mut()
+            .find(|(p, proto, _)| *p == k.port && *proto == k.protocol)
+        {
+            Some(entry) => entry.2 += 1,
+            None => ports.push((k.port, k.protocol, 1)),
+        }
+    }
+    ports.sort_by_key(|&(port, _, n)| (std::cmp::Reverse(n), port));
+    let shown: Vec<String> = ports
+        .iter()
+        .take(5)
+        .map(|&(port, proto, n)| {
+            let proto = if proto == 17 { "udp" } else { "tcp" };
+            let name = service_name(port).map_or(String::new(), |s| format!(" ({s})"));
+            let times = if n > 1 {
+                format!(" ×{n}")
+            } else {
+                String::new()
+            };
+            format!("{port}/{proto}{name}{times}")
+        })
+        .collect();
+    let more = if ports.len() > 5 {
+        format!(" and {} other ports", ports.len() - 5)
+    } else {
+        String::new()
+    };
+    let unlisted = if report.unlisted > 0 {
+        format!(
+            " ({} more tries are not listed)",
+            thousands(report.unlisted)
+        )
+    } else {
+        String::new()
+    };
+    let who = match sources.as_slice() {
+        [one] => format!("{one} tried"),
+        many => format!("{} addresses tried", many.len()),
+    };
+    let what = match ports.len() {
+        1 => "a closed port".to_owned(),
+        n => format!("{n} closed ports"),
+    };
+    format!(
+        "{who} {what} of this PC without going on to scan it: {}{more}{unlisted}. On its own \
+         that is not a scan of this PC. doorwatch compares such tries across campus: one address \
+         trying many PCs is a sweep, many addresses trying the same ports is a botnet. Nothing to \
+         do on this PC.",
+        shown.join(", "),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +281,36 @@ mod tests {
     #[test]
     fn says_when_nothing_was_open() {
         assert!(scan(&report(vec![])).contains("None of them were open"));
+    }
+
+    #[test]
+    fn knocks_name_the_ports_tried() {
+        let knock = |source: &str, port| crate::detect::Knock {
+            source: source.parse().expect("literal"),
+            target: "198.18.0.10".parse().expect("literal"),
+            port,
+            protocol: 6,
+            refused: true,
+            probes: 1,
+            first_seen_ms: 1,
+            last_seen_ms: 1,
+        };
+        let report = KnockReport {
+            knocks: vec![
+                knock("198.51.100.7", 22),
+                knock("198.51.100.8", 22),
+                knock("198.51.100.9", 3389),
+            ],
+            unlisted: 0,
+            explanation: String::new(),
+        };
+        assert_eq!(
+            knocks(&report),
+            "3 addresses tried 2 closed ports of this PC without going on to scan it: 22/tcp (SSH) \
+             ×2, 3389/tcp (Windows Remote Desktop). On its own that is not a scan of this PC. \
+             doorwatch compares such tries across campus: one address trying many PCs is a sweep, \
+             many addresses trying the same ports is a botnet. Nothing to do on this PC."
+        );
     }
 
     #[test]

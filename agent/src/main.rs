@@ -507,6 +507,13 @@ impl CaptureLoop {
                 Report::Flood(flood) if flood.state == EpisodeState::Detected => {
                     tracing::warn!(target = %flood.target, sources = flood.sources, "flood detected");
                 }
+                Report::Knocks(knocks) => {
+                    tracing::debug!(
+                        knocks = knocks.knocks.len(),
+                        unlisted = knocks.unlisted,
+                        "single tries at closed ports"
+                    );
+                }
                 _ => {}
             }
             let event = self.builder.event(&report, now);
@@ -530,6 +537,7 @@ fn replay(path: &std::path::Path, local_ips: Vec<IpAddr>, format: Format) -> any
         finals.extend(detector.drain_reports().filter(|r| match r {
             Report::Scan(s) => s.state == EpisodeState::Closed,
             Report::Flood(f) => f.state == EpisodeState::Closed,
+            Report::Knocks(_) => true,
         }));
     };
     for record in reader {
@@ -571,6 +579,12 @@ fn replay(path: &std::path::Path, local_ips: Vec<IpAddr>, format: Format) -> any
                 Report::Flood(f) => println!(
                     "flood -> {}  ports={:?} sources={}\n      {}",
                     f.target, f.ports, f.sources, f.explanation
+                ),
+                Report::Knocks(k) => println!(
+                    "knocks  {} tries at closed ports (+{} unlisted)\n      {}",
+                    k.knocks.len(),
+                    k.unlisted,
+                    k.explanation
                 ),
             },
         }
@@ -616,6 +630,20 @@ fn replay_json(report: &Report) -> serde_json::Value {
             "first_seen": rfc3339(f.first_seen_ms),
             "last_seen": rfc3339(f.last_seen_ms),
             "explanation": f.explanation,
+        }),
+        Report::Knocks(k) => serde_json::json!({
+            "kind": "knocks",
+            "knocks": k.knocks.iter().map(|k| serde_json::json!({
+                "source": k.source.to_string(),
+                "target": k.target.to_string(),
+                "port": k.port,
+                "protocol": if k.protocol == 17 { "udp" } else { "tcp" },
+                "refused": k.refused,
+                "probes": k.probes,
+                "first_seen": rfc3339(k.first_seen_ms),
+            })).collect::<Vec<_>>(),
+            "unlisted": k.unlisted,
+            "explanation": k.explanation,
         }),
     }
 }

@@ -29,7 +29,8 @@ use prost::Message;
 /// goes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Importance {
-    /// A progress report of an episode that later reports supersede.
+    /// A progress report of an episode that later reports supersede, or
+    /// knocks (single tries at closed ports).
     Progress,
     /// A first or final report: what security staff act on.
     Detection,
@@ -41,6 +42,7 @@ pub fn importance(event: &v1::Event) -> Importance {
     match &event.detail {
         Some(v1::event::Detail::Scan(scan)) if scan.state == active => Importance::Progress,
         Some(v1::event::Detail::Flood(flood)) if flood.state == active => Importance::Progress,
+        Some(v1::event::Detail::Knocks(_)) => Importance::Progress,
         _ => Importance::Detection,
     }
 }

@@ -25,7 +25,9 @@ use doorwatch_proto::v1::{
     self, AgentMessage, CollectorMessage, EventBatch, agent_message, collector_message,
 };
 use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_PORT_SAMPLE};
-use doorwatch_store::{FloodEventRow, HeartbeatRow, ScanEventRow, Store, episode_state, ip};
+use doorwatch_store::{
+    FloodEventRow, HeartbeatRow, KnockEventRow, ScanEventRow, Store, episode_state, ip,
+};
 use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -543,6 +545,7 @@ pub fn unix_now() -> u32 {
 pub struct BatchRows {
     pub scans: Vec<ScanEventRow>,
     pub floods: Vec<FloodEventRow>,
+    pub knocks: Vec<KnockEventRow>,
 }
 
 /// Validates a batch and turns it into rows attributed to `identity`.
@@ -581,6 +584,9 @@ pub fn rows_from_batch(
             }
             Some(v1::event::Detail::Flood(flood)) => {
                 rows.floods.push(flood_row(&common, flood).map_err(bad)?);
+            }
+            Some(v1::event::Detail::Knocks(knocks)) => {
+                knock_rows(&common, knocks, &mut rows.knocks).map_err(bad)?;
             }
             None => return Err(bad("event has no detail".into())),
         }
@@ -633,6 +639,71 @@ fn flood_row(common: &Common<'_>, flood: v1::FloodDetected) -> Result<FloodEvent
         first_seen,
         last_seen,
         explanation: flood.explanation,
+    })
+}
+
+/// Most knocks one event may list (the agent lists at most 256).
+const MAX_KNOCKS_PER_EVENT: usize = 256;
+
+/// Appends one row per knock of `knocks` to `out`; nothing on error.
+fn knock_rows(
+    common: &Common<'_>,
+    knocks: v1::KnocksSeen,
+    out: &mut Vec<KnockEventRow>,
+) -> Result<(), String> {
+    if knocks.knocks.len() > MAX_KNOCKS_PER_EVENT {
+        return Err(format!(
+            "knocks has {} entries; at most {MAX_KNOCKS_PER_EVENT}",
+            knocks.knocks.len()
+        ));
+    }
+    if knocks.explanation.len() > MAX_EXPLANATION_BYTES {
+        return Err(format!("explanation exceeds {MAX_EXPLANATION_BYTES} bytes"));
+    }
+    let start = out.len();
+    for (i, knock) in knocks.knocks.into_iter().enumerate() {
+        let row =
+            knock_row(common, knock, &knocks.explanation).map_err(|e| format!("knock {i}: {e}"));
+        match row {
+            Ok(row) => out.push(row),
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn knock_row(
+    common: &Common<'_>,
+    knock: v1::Knock,
+    explanation: &str,
+) -> Result<KnockEventRow, String> {
+    let port =
+        u16::try_from(knock.port).map_err(|_| format!("port {} is over 65535", knock.port))?;
+    let protocol = match knock.protocol {
+        6 | 17 => knock.protocol as u8,
+        other => return Err(format!("protocol {other} is neither 6 (TCP) nor 17 (UDP)")),
+    };
+    let first_seen = unix_seconds(knock.first_seen_unix_ms, "first_seen_unix_ms")?;
+    let last_seen = unix_seconds(knock.last_seen_unix_ms, "last_seen_unix_ms")?;
+    if last_seen < first_seen {
+        return Err("last_seen is before first_seen".into());
+    }
+    Ok(KnockEventRow {
+        event_id: common.event_id,
+        agent_id: common.identity.agent_id.clone(),
+        received_at: common.received_at,
+        source: ip::to_fixed16(ip_from_bytes(&knock.source_ip, "source_ip")?),
+        target: ip::to_fixed16(ip_from_bytes(&knock.target_ip, "target_ip")?),
+        port,
+        protocol,
+        refused: u8::from(knock.refused),
+        probes: knock.probes,
+        first_seen,
+        last_seen,
+        explanation: explanation.to_owned(),
     })
 }
 
@@ -823,6 +894,64 @@ mod tests {
             ip::from_fixed16(rows[0].companions[0]).to_string(),
             "198.18.0.3"
         );
+    }
+
+    fn knocks_event(knocks: Vec<v1::Knock>) -> v1::Event {
+        v1::Event {
+            id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            created_unix_ms: 1_764_000_000_000,
+            detail: Some(v1::event::Detail::Knocks(v1::KnocksSeen {
+                knocks,
+                unlisted: 0,
+                explanation: "single tries".into(),
+            })),
+        }
+    }
+
+    fn good_knock() -> v1::Knock {
+        v1::Knock {
+            source_ip: vec![192, 0, 2, 7],
+            target_ip: vec![198, 18, 0, 10],
+            port: 3389,
+            protocol: 6,
+            refused: true,
+            probes: 1,
+            first_seen_unix_ms: 1_764_000_000_000,
+            last_seen_unix_ms: 1_764_000_000_000,
+        }
+    }
+
+    #[test]
+    fn each_knock_becomes_a_row_and_a_bad_one_refuses_the_batch() {
+        let event = knocks_event(vec![good_knock(), good_knock()]);
+        let rows = rows_from_batch(&identity(), 5, batch(vec![event])).expect("valid");
+        assert_eq!(rows.knocks.len(), 2);
+        assert_eq!(rows.knocks[0].agent_id, "pc-1");
+        assert_eq!(rows.knocks[0].port, 3389);
+        assert_eq!(rows.knocks[0].event_id, rows.knocks[1].event_id);
+        for (change, problem) in [
+            (
+                (|k: &mut v1::Knock| k.port = 70_000) as fn(&mut v1::Knock),
+                "over 65535",
+            ),
+            (|k| k.protocol = 1, "neither 6"),
+            (|k| k.source_ip = vec![1, 2, 3], "source_ip"),
+            (|k| k.last_seen_unix_ms -= 5_000, "before first_seen"),
+        ] {
+            let mut bad = good_knock();
+            change(&mut bad);
+            let err = rows_from_batch(
+                &identity(),
+                5,
+                batch(vec![knocks_event(vec![good_knock(), bad])]),
+            )
+            .expect_err("invalid knock");
+            assert!(err.to_string().contains(problem), "{err}");
+            assert!(err.to_string().contains("knock 1"), "{err}");
+        }
+        let too_many = knocks_event(vec![good_knock(); 257]);
+        let err = rows_from_batch(&identity(), 5, batch(vec![too_many])).expect_err("too many");
+        assert!(err.to_string().contains("at most 256"), "{err}");
     }
 
     #[test]

@@ -325,18 +325,38 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
         "the allowlisted scanner joined no campaign"
     );
 
-    // 3. Three more outside sources each probe a handful of remote-access
-    //    ports (enough for each PC to call it a scan) on every PC: a
-    //    distributed campaign on each port, 3389 among them.
+    // 3. Three more outside sources each try ONE port, 3389, once on every
+    //    PC. No PC can call a single try a scan; each reports it as a
+    //    knock, and the campus-wide view makes it a distributed campaign.
     for i in 0..3 {
         let bot = lab
             .campus
             .add_host(&format!("bot{i}"), &[&format!("198.18.0.{}", 110 + i)]);
-        Lab::nmap(&bot, "22,23,445,3389,5900", &lab.targets(0));
+        Lab::nmap(&bot, "3389", &lab.targets(0));
     }
     let (distributed, waited) = lab.wait_for("distributed", "3389", PCS as u64);
     eprintln!("distributed campaign {waited:?} after the last probe: {distributed}");
-    assert!(distributed["sources"].as_u64() >= Some(3), "{distributed}");
+    assert_eq!(distributed["sources"], 3, "{distributed}");
+    let members = lab.members(distributed["campaign_id"].as_str().expect("id"));
+    let mut bots: Vec<String> =
+        serde_json::from_value(members["sources"].clone()).expect("sources");
+    bots.sort();
+    assert_eq!(bots, ["198.18.0.110", "198.18.0.111", "198.18.0.112"]);
+    let no_scans = lab
+        .stack
+        .clickhouse
+        .query_ok("SELECT count() FROM doorwatch.scan_events WHERE port_sample = [3389]");
+    assert_eq!(no_scans.trim(), "0", "single tries are knocks, not scans");
+    let knocks = lab.stack.clickhouse.poll(
+        "SELECT uniqExact(source, agent_id) FROM doorwatch.knock_events WHERE port = 3389",
+        Duration::from_secs(20),
+        |r| r.trim() == (3 * PCS).to_string(),
+    );
+    assert_eq!(
+        knocks.trim(),
+        (3 * PCS).to_string(),
+        "one knock per bot and PC"
+    );
 
     // 4. A campus PC scans the other PCs: an internal campaign.
     Lab::nmap(&lab.pcs[0], "1-100", &lab.targets(1));

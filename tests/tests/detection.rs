@@ -360,6 +360,14 @@ fn benign_traffic_raises_nothing() {
         "0",
         "benign traffic from {client_ip} and to {server_ip} raised events"
     );
+    // The retries at a closed port are one knock (single tries, for the
+    // campus-wide view), and nothing else is.
+    let knocks = lab.stack.clickhouse.poll(
+        "SELECT arrayStringConcat(groupArray(toString(port)), ',') FROM doorwatch.knock_events FINAL",
+        Duration::from_secs(10),
+        |r| !r.trim().is_empty(),
+    );
+    assert_eq!(knocks.trim(), "5432", "only the closed-port retries knock");
     let _ = Command::new("true");
 }
 

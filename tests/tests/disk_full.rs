@@ -135,10 +135,13 @@ fn full_spool_disk_drops_are_counted_and_everything_else_arrives_once() {
     stack.restart_collector("collector");
     // Accounting: the newest heartbeat with nothing pending must show
     // created = stored + dropped, and the drops must be spool errors.
+    // Knock events list many knocks, one row each: count their ids.
     let stored_sql = "SELECT (SELECT count() FROM doorwatch.scan_events FINAL WHERE agent_id = 'pc-1') \
-         + (SELECT count() FROM doorwatch.flood_events FINAL WHERE agent_id = 'pc-1'), \
+         + (SELECT count() FROM doorwatch.flood_events FINAL WHERE agent_id = 'pc-1') \
+         + (SELECT uniqExact(event_id) FROM doorwatch.knock_events FINAL WHERE agent_id = 'pc-1'), \
          (SELECT uniqExact(event_id) FROM doorwatch.scan_events WHERE agent_id = 'pc-1') \
-         + (SELECT uniqExact(event_id) FROM doorwatch.flood_events WHERE agent_id = 'pc-1') FORMAT TSV";
+         + (SELECT uniqExact(event_id) FROM doorwatch.flood_events WHERE agent_id = 'pc-1') \
+         + (SELECT uniqExact(event_id) FROM doorwatch.knock_events WHERE agent_id = 'pc-1') FORMAT TSV";
     let heartbeat_sql = "SELECT argMax(events_created, received_at), argMax(events_dropped, received_at), \
          argMax(dropped_spool_error, received_at), argMax(pending_events, received_at) \
          FROM doorwatch.agent_heartbeats WHERE agent_id = 'pc-1' FORMAT TSV";

@@ -176,3 +176,84 @@ async fn store_round_trips_and_counts_retried_batches_once() {
     assert_eq!(health[0].pending_events, 2, "the newest heartbeat counts");
     assert_eq!(health[0].policy_version, 7);
 }
+
+fn knock(source: &str, pc: u32, port: u16, now: u32) -> doorwatch_store::KnockEventRow {
+    doorwatch_store::KnockEventRow {
+        event_id: uuid::Uuid::now_v7(),
+        agent_id: format!("pc-{pc}"),
+        received_at: now,
+        source: ip::to_fixed16(source.parse().expect("literal")),
+        target: ip::to_fixed16(format!("198.18.1.{pc}").parse().expect("literal")),
+        port,
+        protocol: 6,
+        refused: 1,
+        probes: 1,
+        first_seen: now,
+        last_seen: now,
+        explanation: "one try".into(),
+    }
+}
+
+/// Knocks alone (single tries, no scan on any PC) make one-port sweeps,
+/// botnets and worms, and allowlisted sources stay out.
+#[tokio::test(flavor = "multi_thread")]
+async fn knocks_alone_make_sweeps_botnets_and_worms() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clickhouse =
+        tokio::task::block_in_place(|| ClickHouse::start(&dir.path().join("data"), dir.path()));
+    let config = StoreConfig {
+        compress: false,
+        url: clickhouse.url(),
+        database: "knocks_test".into(),
+        user: "default".into(),
+        password: None,
+    };
+    let store = Store::open(&config).await.expect("open");
+    let now = doorwatch_collector::ingest::unix_now();
+    let mut rows = Vec::new();
+    for pc in 1..=4 {
+        // One source tries port 22 once on each PC: a horizontal sweep.
+        rows.push(knock("203.0.113.5", pc, 22, now));
+        // Three sources try 445 once each: a botnet.
+        for bot in 1..=3 {
+            rows.push(knock(&format!("192.0.2.{bot}"), pc, 445, now));
+        }
+        // A campus PC tries 445 on the others: a worm.
+        rows.push(knock("198.18.1.9", pc, 445, now));
+        // The campus vulnerability scanner, allowlisted.
+        rows.push(knock("198.51.100.1", pc, 8080, now));
+    }
+    let mut inserter = store.event_inserter(doorwatch_store::InsertLimits::default());
+    inserter.write(&[], &[], &rows).await.expect("write");
+    // Resent: counted once all the same.
+    inserter.write(&[], &[], &rows).await.expect("write again");
+    assert_eq!(inserter.end().await.expect("end"), 2 * rows.len() as u64);
+
+    let filter = doorwatch_store::ActivityFilter {
+        since: now - 60,
+        campus: vec!["198.18.0.0/15".parse().expect("cidr")],
+        allowlist: vec!["198.51.100.1/32".parse().expect("cidr")],
+    };
+    let sweeps = store.sweep_activity(&filter, 3).await.expect("sweeps");
+    let keys: Vec<(String, usize, Vec<u16>)> = sweeps
+        .iter()
+        .map(|r| (r.group_key.clone(), r.pcs.len(), r.ports.clone()))
+        .collect();
+    // 203.0.113.0/24 and 192.0.2.0/24, as 16-byte hex.
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys.contains(&("00000000000000000000FFFFCB007100".into(), 4, vec![22])),
+        "{keys:?}"
+    );
+    let botnet = store
+        .distributed_activity(&filter, 3, 3, 16)
+        .await
+        .expect("distributed");
+    assert_eq!(botnet.len(), 1, "{botnet:?}");
+    assert_eq!(botnet[0].group_key, "445");
+    assert_eq!((botnet[0].sources.len(), botnet[0].pcs.len()), (3, 4));
+    let worm = store.internal_activity(&filter, 3).await.expect("internal");
+    assert_eq!(worm.len(), 1, "{worm:?}");
+    assert_eq!(worm[0].pcs.len(), 4);
+    assert_eq!(worm[0].ports, vec![445]);
+}

@@ -74,6 +74,14 @@ impl Floods {
         }
     }
 
+    /// Whether `target` is under a flood now, or its new sources this
+    /// second are at flood rate already.
+    pub fn busy(&self, target: IpAddr, config: &DetectorConfig) -> bool {
+        self.targets.get(&target).is_some_and(|t| {
+            t.active.is_some() || t.new_sources >= config.flood_new_sources_per_sec
+        })
+    }
+
     pub fn tick(
         &mut self,
         now: u64,

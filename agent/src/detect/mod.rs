@@ -22,8 +22,13 @@
 //! A spoofed-source flood (one probe per fake source) therefore churns
 //! only probation and can never push out a real scanner, and it is
 //! reported once, as a flood.
+//!
+//! Tries at closed ports by sources not reported as scanners here are
+//! reported together every few seconds as *knocks* (see `knock.rs`): not
+//! scans of this PC, but the stuff of campus-wide sweeps and botnets.
 
 mod flood;
+mod knock;
 mod pair;
 mod ports;
 
@@ -34,6 +39,7 @@ use std::net::IpAddr;
 use crate::decode::{Icmp, Packet, Transport, Unreachable, tcp_flags};
 use crate::explain;
 pub use flood::FloodReport;
+pub use knock::{Knock, KnockReport, MAX_KNOCKS};
 use pair::{Contact, Pair};
 pub use ports::PortSet;
 
@@ -61,6 +67,9 @@ pub struct DetectorConfig {
     pub memory_budget: usize,
     /// New sources per second towards one address that make a flood.
     pub flood_new_sources_per_sec: u32,
+    /// Milliseconds between two reports of knocks (single tries at
+    /// closed ports); 0 turns knock reports off.
+    pub knock_report_ms: u64,
     /// Sources never reported (campus scanners, monitoring).
     pub allowlist: HashSet<IpAddr>,
 }
@@ -77,6 +86,7 @@ impl Default for DetectorConfig {
             update_interval_ms: 2_000,
             memory_budget: 16 << 20,
             flood_new_sources_per_sec: 1_000,
+            knock_report_ms: 5_000,
             allowlist: HashSet::new(),
         }
     }
@@ -172,6 +182,7 @@ pub struct EpisodeReport {
 pub enum Report {
     Scan(EpisodeReport),
     Flood(FloodReport),
+    Knocks(KnockReport),
 }
 
 /// Counters for heartbeats and benchmarks.
@@ -199,6 +210,8 @@ struct Probation {
     /// This PC's answer to the contact, if one was seen.
     answer: Option<pair::Answer>,
     seq: u64,
+    /// Already reported as a knock.
+    knocked: bool,
 }
 
 /// Bytes one probation entry costs, with map and queue overhead.
@@ -251,6 +264,7 @@ pub struct Detector {
     outbound: HashMap<FlowKey, u64>,
     floods: flood::Floods,
     next_episode: u64,
+    last_knock_report_ms: u64,
     reports: Vec<Report>,
     stats: DetectorStats,
 }
@@ -273,6 +287,7 @@ impl Detector {
             outbound: HashMap::default(),
             floods: flood::Floods::default(),
             next_episode: 1,
+            last_knock_report_ms: 0,
             reports: Vec::new(),
             stats: DetectorStats::default(),
         }
@@ -487,6 +502,7 @@ impl Detector {
                 contact,
                 answer: None,
                 seq: 0,
+                knocked: false,
             };
             self.promote(key, entry, None, now);
             return;
@@ -515,6 +531,7 @@ impl Detector {
                 contact,
                 answer: None,
                 seq,
+                knocked: false,
             },
         );
         self.probation_order.push_back((key, seq));
@@ -711,6 +728,13 @@ impl Detector {
             }
             true
         });
+        if config.knock_report_ms > 0
+            && now.saturating_sub(self.last_knock_report_ms) >= config.knock_report_ms
+        {
+            self.last_knock_report_ms = now;
+            self.report_knocks(now);
+        }
+        let config = &self.config;
         let undecided = config.undecided_idle_ms;
         self.probation
             .retain(|_, e| now.saturating_sub(e.last_seen_ms) < undecided);
@@ -719,6 +743,48 @@ impl Detector {
         self.floods
             .tick(now, config, &mut self.next_episode, &mut self.reports);
         self.enforce_budget();
+    }
+
+    /// Reports the tries at closed ports, since the last report, of
+    /// sources not reported as scanners. Each knock is reported once; an
+    /// address under a flood gets none listed.
+    fn report_knocks(&mut self, now: u64) {
+        let mut knocks = Vec::new();
+        for (&(source, target), entry) in self.probation.iter_mut() {
+            if entry.knocked {
+                continue;
+            }
+            let Some(knock) = knock::of(source, target, entry, now) else {
+                continue;
+            };
+            entry.knocked = true;
+            if !self.floods.busy(target, &self.config) {
+                knocks.push(knock);
+            }
+        }
+        // Sources tracked but not decided: their refused tries so far.
+        for (&(source, target), pair) in self.pairs.iter_mut() {
+            if pair.episode.is_some() || pair.companion_of.is_some() {
+                continue;
+            }
+            let tries = pair.take_knocks(now, knock::SILENT_AFTER_MS, knock::MAX_PER_SOURCE);
+            if tries.is_empty() || self.floods.busy(target, &self.config) {
+                continue;
+            }
+            knocks.extend(tries.into_iter().map(|(port, protocol, refused)| Knock {
+                source,
+                target,
+                port,
+                protocol,
+                refused,
+                probes: 1,
+                first_seen_ms: pair.first_seen_ms,
+                last_seen_ms: pair.last_seen_ms,
+            }));
+        }
+        if let Some(report) = knock::report(knocks) {
+            self.reports.push(Report::Knocks(report));
+        }
     }
 
     /// Closes every open episode and flood now (shutdown, end of a replay).
@@ -734,6 +800,7 @@ impl Detector {
                 )));
             }
         }
+        self.report_knocks(u64::MAX);
         self.pairs.clear();
         self.probation.clear();
         self.probation_order.clear();

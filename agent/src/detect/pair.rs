@@ -152,6 +152,9 @@ pub struct Pair {
     udp_answered: PortSet,
     open_tcp: PortSet,
     open_udp: PortSet,
+    /// Closed ports already reported as knocks.
+    tcp_knocked: PortSet,
+    udp_knocked: PortSet,
     tcp_refused: u32,
     udp_refused: u32,
     /// Refusals minus acceptances, floored: the TRW log-likelihood in
@@ -299,6 +302,41 @@ impl Pair {
             _ => return,
         };
         self.answer(what, answer);
+    }
+
+    /// Tries at closed ports not reported as knocks yet, as (port,
+    /// protocol, refused): TCP refused, or unanswered once the source has
+    /// been quiet for `silent_after_ms`; UDP refused. At most `max`; the
+    /// ones returned are marked reported.
+    pub fn take_knocks(
+        &mut self,
+        now: u64,
+        silent_after_ms: u64,
+        max: usize,
+    ) -> Vec<(u16, u8, bool)> {
+        let quiet = now.saturating_sub(self.last_seen_ms) >= silent_after_ms;
+        let mut knocks = Vec::new();
+        for port in self.tcp.iter() {
+            if knocks.len() >= max {
+                break;
+            }
+            let refused = self.tcp_answered.contains(port);
+            if self.open_tcp.contains(port) || (!refused && !quiet) {
+                continue;
+            }
+            if self.tcp_knocked.insert(port) {
+                knocks.push((port, 6, refused));
+            }
+        }
+        for port in self.udp_answered.iter() {
+            if knocks.len() >= max {
+                break;
+            }
+            if !self.open_udp.contains(port) && self.udp_knocked.insert(port) {
+                knocks.push((port, 17, true));
+            }
+        }
+        knocks
     }
 
     fn unanswered(&self) -> u32 {

@@ -128,7 +128,7 @@ impl Pc {
             .iter()
             .filter_map(|r| match r {
                 Report::Scan(s) => Some(s.clone()),
-                Report::Flood(_) => None,
+                _ => None,
             })
             .collect()
     }
@@ -151,7 +151,7 @@ fn real_nmap_capture_is_classified_with_open_port_and_fragments() {
         .into_iter()
         .filter_map(|r| match r {
             Report::Scan(s) => Some(s),
-            Report::Flood(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(scans.len(), 1, "one scanner, one episode: {scans:#?}");
@@ -439,7 +439,140 @@ fn busy_server_browser_retries_and_peers_are_not_scans() {
         pc.tcp_out(&src, 51413, 6881, SYN_ACK);
     }
     let reports = pc.finish();
-    assert!(reports.is_empty(), "false positives: {reports:#?}");
+    // The app's tries at a closed port are one knock, not a scan.
+    let (knocks, others): (Vec<_>, Vec<_>) = reports
+        .into_iter()
+        .partition(|r| matches!(r, Report::Knocks(_)));
+    assert!(others.is_empty(), "false positives: {others:#?}");
+    let tried: Vec<(IpAddr, u16)> = knocks
+        .iter()
+        .flat_map(|r| match r {
+            Report::Knocks(k) => k.knocks.clone(),
+            _ => Vec::new(),
+        })
+        .map(|k| (k.source, k.port))
+        .collect();
+    assert_eq!(tried, vec![(ip("198.18.1.1"), 5432)]);
+}
+
+fn knocks(reports: &[Report]) -> Vec<&KnockReport> {
+    reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Knocks(k) => Some(k),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn single_tries_at_closed_ports_are_knocks_reported_once() {
+    let mut pc = Pc::new();
+    // Refused TCP, unanswered TCP, refused UDP: knocks.
+    pc.syn_probe("198.51.100.20", 22, false);
+    pc.tcp_in("198.51.100.21", 40000, 3389, SYN, 4);
+    pc.udp_probe("198.51.100.22", 161);
+    // Not knocks: an accepted connection, an unanswered UDP datagram.
+    pc.syn_probe("198.51.100.23", 80, true);
+    pc.see(
+        ip("198.51.100.24"),
+        pc.addr,
+        Transport::Udp {
+            src_port: 5353,
+            dst_port: 40000,
+        },
+    );
+    pc.advance(1_000);
+    pc.advance(5_000);
+    let reports = std::mem::take(&mut pc.reports);
+    let seen = knocks(&reports);
+    let mut tried: Vec<(IpAddr, u16, u8, bool)> = seen
+        .iter()
+        .flat_map(|r| &r.knocks)
+        .map(|k| (k.source, k.port, k.protocol, k.refused))
+        .collect();
+    tried.sort();
+    assert_eq!(
+        tried,
+        vec![
+            (ip("198.51.100.20"), 22, 6, true),
+            (ip("198.51.100.21"), 3389, 6, false),
+            (ip("198.51.100.22"), 161, 17, true),
+        ]
+    );
+    assert!(seen[0].explanation.contains("without going on to scan it"));
+    assert!(
+        reports.iter().all(|r| matches!(r, Report::Knocks(_))),
+        "{reports:#?}"
+    );
+    // Retries and later ticks repeat nothing.
+    pc.syn_probe("198.51.100.20", 22, false);
+    pc.advance(10_000);
+    assert!(pc.finish().is_empty());
+}
+
+#[test]
+fn a_few_tries_below_the_scan_threshold_are_knocks_each_once() {
+    let mut pc = Pc::new();
+    // A bot tries three remote-access ports: not enough to be a scan here.
+    for port in [22, 3389, 5900] {
+        pc.syn_probe("192.0.2.77", port, false);
+    }
+    // A second address: one refused port and one it could not see answered.
+    pc.syn_probe("192.0.2.78", 445, false);
+    pc.tcp_in("192.0.2.78", 40001, 139, SYN, 4);
+    pc.advance(1_000);
+    pc.advance(5_000);
+    pc.syn_probe("192.0.2.77", 5900, false);
+    pc.advance(5_000);
+    let reports = pc.finish();
+    assert!(
+        reports.iter().all(|r| matches!(r, Report::Knocks(_))),
+        "no scan: {reports:#?}"
+    );
+    let mut tried: Vec<(String, u16, bool)> = knocks(&reports)
+        .iter()
+        .flat_map(|r| &r.knocks)
+        .map(|k| (k.source.to_string(), k.port, k.refused))
+        .collect();
+    tried.sort();
+    assert_eq!(
+        tried,
+        vec![
+            ("192.0.2.77".to_owned(), 22, true),
+            ("192.0.2.77".to_owned(), 3389, true),
+            ("192.0.2.77".to_owned(), 5900, true),
+            ("192.0.2.78".to_owned(), 139, false),
+            ("192.0.2.78".to_owned(), 445, true),
+        ]
+    );
+}
+
+#[test]
+fn a_source_that_goes_on_is_a_scan_and_knocks_are_bounded() {
+    let mut pc = Pc::new();
+    for i in 0..400u32 {
+        let [_, _, c, d] = i.to_be_bytes();
+        pc.syn_probe(&format!("198.18.{}.{}", 100 + c, d), 445, false);
+    }
+    pc.syn_probe("198.51.100.7", 22, false);
+    pc.advance(6_000);
+    // The same source goes on to more ports: a scan.
+    for port in 23..30 {
+        pc.syn_probe("198.51.100.7", port, false);
+    }
+    pc.advance(6_000);
+    let reports = pc.finish();
+    let seen = knocks(&reports);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].knocks.len(), MAX_KNOCKS);
+    assert_eq!(seen[0].unlisted, 401 - MAX_KNOCKS as u64);
+    assert!(
+        reports
+            .iter()
+            .any(|r| matches!(r, Report::Scan(s) if s.scanner == ip("198.51.100.7"))),
+        "{reports:#?}"
+    );
 }
 
 #[test]
@@ -667,6 +800,7 @@ fn replay(capture: &[u8], local: &[&str]) -> Vec<Report> {
         .filter(|r| match r {
             Report::Scan(s) => s.state == EpisodeState::Closed,
             Report::Flood(f) => f.state == EpisodeState::Closed,
+            Report::Knocks(_) => false,
         })
         .collect()
 }
@@ -691,7 +825,7 @@ fn real_tools_capture_names_every_scanner_and_one_flood() {
         .iter()
         .filter_map(|r| match r {
             Report::Scan(s) => Some(s),
-            Report::Flood(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(
@@ -722,7 +856,7 @@ fn real_tools_capture_names_every_scanner_and_one_flood() {
         .iter()
         .filter_map(|r| match r {
             Report::Flood(f) => Some(f),
-            Report::Scan(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(floods.len(), 1, "hping3's forged sources are one flood");

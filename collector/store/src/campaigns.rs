@@ -1,6 +1,6 @@
 //! Campus-wide campaigns: the `campaigns` and `campaign_members` tables,
-//! and the aggregate queries over recent scan events of all agents that
-//! the correlator turns into campaigns.
+//! and the aggregate queries over recent scan events and knocks of all
+//! agents that the correlator turns into campaigns.
 //!
 //! The activity queries group distinct values (`groupUniqArray`,
 //! `uniqExact`), so a resent event stored twice before a merge changes
@@ -114,21 +114,18 @@ pub struct ActivityFilter {
 }
 
 impl ActivityFilter {
-    fn any_of(networks: &[Cidr]) -> String {
+    fn any_of(networks: &[Cidr], column: &str) -> String {
         if networks.is_empty() {
             return "0".to_owned();
         }
-        let parts: Vec<String> = networks
-            .iter()
-            .map(|n| n.sql_condition("scanner"))
-            .collect();
+        let parts: Vec<String> = networks.iter().map(|n| n.sql_condition(column)).collect();
         format!("({})", parts.join(" OR "))
     }
 
-    /// The WHERE clause: recent, not allowlisted, and inside or outside
-    /// the campus.
-    fn clause(&self, internal: bool) -> String {
-        let campus = Self::any_of(&self.campus);
+    /// The WHERE clause on a table whose source address is `column`:
+    /// recent, not allowlisted, and inside or outside the campus.
+    fn clause(&self, internal: bool, column: &str) -> String {
+        let campus = Self::any_of(&self.campus, column);
         // The first_seen bound lets ClickHouse skip every daily partition
         // but the last two (scan_events is partitioned by first_seen): a
         // pass reads recent data only, however much is stored. Episodes
@@ -138,8 +135,26 @@ impl ActivityFilter {
              AND NOT {allow} AND {not}{campus}",
             oldest = self.since.saturating_sub(MAX_EPISODE_SECONDS),
             since = self.since,
-            allow = Self::any_of(&self.allowlist),
+            allow = Self::any_of(&self.allowlist, column),
             not = if internal { "" } else { "NOT " },
+        )
+    }
+
+    /// The recent activity an aggregate query reads, as a subquery: scan
+    /// events, and knocks as one-port scans (a source that tried one
+    /// closed port of a PC once). Internal or outside sources only.
+    fn activity(&self, internal: bool) -> String {
+        format!(
+            "(SELECT scanner, agent_id, port_sample, open_ports, ports_probed, \
+                     first_seen, last_seen \
+              FROM scan_events WHERE {scans} \
+              UNION ALL \
+              SELECT source AS scanner, agent_id, [port] AS port_sample, \
+                     emptyArrayUInt16() AS open_ports, toUInt32(1) AS ports_probed, \
+                     first_seen, last_seen \
+              FROM knock_events WHERE {knocks})",
+            scans = self.clause(internal, "scanner"),
+            knocks = self.clause(internal, "source"),
         )
     }
 }
@@ -166,10 +181,10 @@ pub(crate) async fn sweeps(
                 arraySlice(groupUniqArrayArray(port_sample), 1, {MEMBERS}) AS ports, \
                 arraySlice(groupUniqArrayArray(open_ports), 1, {MEMBERS}) AS open_ports_hit, \
                 min(first_seen) AS activity_start, max(last_seen) AS activity_end \
-         FROM scan_events WHERE {clause} \
+         FROM {activity} \
          GROUP BY group_key HAVING uniqExact(agent_id) >= {min_pcs} \
          ORDER BY group_key",
-        clause = filter.clause(false),
+        activity = filter.activity(false),
     );
     fetch(client, &sql, "select sweeps").await
 }
@@ -191,12 +206,12 @@ pub(crate) async fn distributed(
                 [any(port)] AS ports, \
                 arraySlice(groupUniqArrayArray(arrayFilter(p -> p = port, open_ports)), 1, {MEMBERS}) AS open_ports_hit, \
                 min(first_seen) AS activity_start, max(last_seen) AS activity_end \
-         FROM scan_events ARRAY JOIN port_sample AS port \
-         WHERE {clause} AND ports_probed <= {max_ports} \
+         FROM {activity} ARRAY JOIN port_sample AS port \
+         WHERE ports_probed <= {max_ports} \
          GROUP BY port \
          HAVING uniqExact(scanner) >= {min_sources} AND uniqExact(agent_id) >= {min_pcs} \
          ORDER BY port",
-        clause = filter.clause(false),
+        activity = filter.activity(false),
     );
     fetch(client, &sql, "select distributed").await
 }
@@ -214,10 +229,10 @@ pub(crate) async fn internal(
                 arraySlice(groupUniqArrayArray(port_sample), 1, {MEMBERS}) AS ports, \
                 arraySlice(groupUniqArrayArray(open_ports), 1, {MEMBERS}) AS open_ports_hit, \
                 min(first_seen) AS activity_start, max(last_seen) AS activity_end \
-         FROM scan_events WHERE {clause} \
+         FROM {activity} \
          GROUP BY scanner HAVING uniqExact(agent_id) >= {min_pcs} \
          ORDER BY group_key",
-        clause = filter.clause(true),
+        activity = filter.activity(true),
     );
     fetch(client, &sql, "select internal scanning").await
 }

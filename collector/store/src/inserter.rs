@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clickhouse::inserter::Inserter;
 
-use crate::{FloodEventRow, ScanEventRow, StoreError};
+use crate::{FloodEventRow, KnockEventRow, ScanEventRow, StoreError};
 
 /// When an INSERT is ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +40,11 @@ impl Default for InsertLimits {
     }
 }
 
-/// Open INSERTs into `scan_events` and `flood_events`.
+/// Open INSERTs into `scan_events`, `flood_events` and `knock_events`.
 pub struct EventInserter {
     scans: Inserter<ScanEventRow>,
     floods: Inserter<FloodEventRow>,
+    knocks: Inserter<KnockEventRow>,
     limits: InsertLimits,
 }
 
@@ -60,6 +61,7 @@ impl EventInserter {
         Self {
             scans: configure(client.inserter("scan_events"), limits),
             floods: configure(client.inserter("flood_events"), limits),
+            knocks: configure(client.inserter("knock_events"), limits),
             limits,
         }
     }
@@ -70,6 +72,7 @@ impl EventInserter {
         &mut self,
         scans: &[ScanEventRow],
         floods: &[FloodEventRow],
+        knocks: &[KnockEventRow],
     ) -> Result<(), StoreError> {
         let step = "batched insert";
         for row in scans {
@@ -84,37 +87,52 @@ impl EventInserter {
                 .await
                 .map_err(StoreError::query(step))?;
         }
+        for row in knocks {
+            self.knocks
+                .write(row)
+                .await
+                .map_err(StoreError::query(step))?;
+        }
         Ok(())
     }
 
     /// Rows written but not yet stored.
     pub fn pending_rows(&self) -> u64 {
-        self.scans.pending().rows + self.floods.pending().rows
+        self.scans.pending().rows + self.floods.pending().rows + self.knocks.pending().rows
     }
 
     /// Time until the period limit ends the open INSERTs.
     pub fn time_left(&mut self) -> Option<Duration> {
-        match (self.scans.time_left(), self.floods.time_left()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.scans.time_left(),
+            self.floods.time_left(),
+            self.knocks.time_left(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether a row, byte or period limit is reached (either table).
     pub fn due(&mut self) -> bool {
-        let (scans, floods) = (self.scans.pending(), self.floods.pending());
-        scans.rows + floods.rows >= self.limits.max_rows
-            || scans.bytes + floods.bytes >= self.limits.max_bytes
+        let pending = [
+            self.scans.pending(),
+            self.floods.pending(),
+            self.knocks.pending(),
+        ];
+        pending.iter().map(|p| p.rows).sum::<u64>() >= self.limits.max_rows
+            || pending.iter().map(|p| p.bytes).sum::<u64>() >= self.limits.max_bytes
             || self.time_left().is_some_and(|left| left.is_zero())
     }
 
-    /// Ends both INSERTs. Returns the number of rows stored; on `Ok` every
+    /// Ends the INSERTs. Returns the number of rows stored; on `Ok` every
     /// row written is in ClickHouse.
     pub async fn end(self) -> Result<u64, StoreError> {
         let step = "batched insert end";
         let scans = self.scans.end().await.map_err(StoreError::query(step))?;
         let floods = self.floods.end().await.map_err(StoreError::query(step))?;
-        Ok(scans.rows + floods.rows)
+        let knocks = self.knocks.end().await.map_err(StoreError::query(step))?;
+        Ok(scans.rows + floods.rows + knocks.rows)
     }
 }
 

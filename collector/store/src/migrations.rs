@@ -285,6 +285,33 @@ pub const MIGRATIONS: &[Migration] = &[
         ) ENGINE = MergeTree() ORDER BY (name, term, holder)",
         )],
     },
+    Migration {
+        version: 10,
+        name: "knock_events",
+        steps: &[Step::Sql(
+            // One row per knock. An event lists many knocks, each with its
+            // own (source, target, port, protocol), so the key ending in
+            // event_id collapses a resent event and nothing else. Same
+            // partitioning as scan_events, so a correlation pass reads
+            // the last two days only.
+            "CREATE TABLE IF NOT EXISTS knock_events (
+            event_id UUID,
+            agent_id String,
+            received_at DateTime,
+            source FixedString(16),
+            target FixedString(16),
+            port UInt16,
+            protocol UInt8,
+            refused UInt8,
+            probes UInt32,
+            first_seen DateTime,
+            last_seen DateTime,
+            explanation String
+        ) ENGINE = ReplacingMergeTree()
+        PARTITION BY toYYYYMMDD(first_seen)
+        ORDER BY (source, first_seen, target, port, protocol, event_id)",
+        )],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
             let (source, pc) = (rng.random_range(0..SOURCES), rng.random_range(0..PCS));
             batch.push(row(&mut rng, source, pc, at));
             if batch.len() == 10_000 {
-                inserter.write(&batch, &[]).await?;
+                inserter.write(&batch, &[], &[]).await?;
                 batch.clear();
                 if inserter.due() {
                     let full = std::mem::replace(&mut inserter, store.event_inserter(limits));
@@ -126,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         for pc in 0..40 {
             batch.push(row(&mut rng, SOURCES + 1, pc, now - 300 + pc));
         }
-        inserter.write(&batch, &[]).await?;
+        inserter.write(&batch, &[], &[]).await?;
         inserter.end().await?;
         let load_s = loaded.elapsed().as_secs_f64();
         eprintln!("loaded in {load_s:.0} s");

@@ -262,7 +262,7 @@ async fn raw_insert(
         } else {
             Vec::new()
         };
-        inserter.write(chunk, &flood).await?;
+        inserter.write(chunk, &flood, &[]).await?;
         if inserter.due() {
             let full = std::mem::replace(&mut inserter, store.event_inserter(limits));
             if ending.len() >= 2
@@ -274,7 +274,7 @@ async fn raw_insert(
         }
     }
     let rest: Vec<FloodEventRow> = flood_rows.cloned().collect();
-    inserter.write(&[], &rest).await?;
+    inserter.write(&[], &rest, &[]).await?;
     ending.spawn(inserter.end());
     while let Some(done) = ending.join_next().await {
         done??;
