@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::detect::DetectorConfig;
+use crate::outbound::OutboundConfig;
 
 /// The whole file. Unknown fields are errors.
 #[derive(Debug, Deserialize)]
@@ -28,6 +29,52 @@ pub struct AgentConfig {
     /// Delivery tuning.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Outbound traffic: accounting per process and anomaly thresholds.
+    #[serde(default)]
+    pub outbound: OutboundSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSection {
+    /// Account outbound traffic per process and look for anomalies.
+    pub enabled: bool,
+    /// Minutes over which uploads to one destination are summed.
+    pub upload_window_minutes: u32,
+    /// MiB to one destination within the window that are always reported.
+    pub upload_min_mib: u32,
+    /// Times this PC's usual hourly upload (per hour of day) that an
+    /// upload must reach once the PC has a baseline.
+    pub upload_baseline_factor: u32,
+    /// Distinct hosts refusing or ignoring one port within a minute that
+    /// make worm-like scanning.
+    pub scan_min_hosts: u32,
+    /// Distinct mail servers (port 25) within 10 minutes that make SMTP
+    /// fan-out.
+    pub smtp_min_hosts: u32,
+    /// Connections within 5 minutes, and the percentage of them failing,
+    /// that make a failed-connections anomaly.
+    pub failed_min_attempts: u32,
+    pub failed_min_percent: u32,
+    /// Seconds between checks of the listening ports.
+    pub inventory_seconds: u32,
+}
+
+impl Default for OutboundSection {
+    fn default() -> Self {
+        let d = OutboundConfig::default();
+        Self {
+            enabled: true,
+            upload_window_minutes: (d.upload_window_ms / 60_000) as u32,
+            upload_min_mib: (d.upload_min_bytes >> 20) as u32,
+            upload_baseline_factor: d.upload_baseline_factor as u32,
+            scan_min_hosts: d.scan_min_hosts,
+            smtp_min_hosts: d.smtp_min_hosts,
+            failed_min_attempts: d.failed_min_attempts,
+            failed_min_percent: d.failed_min_percent,
+            inventory_seconds: 30,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +202,9 @@ pub struct ValidConfig {
     pub heartbeat: Duration,
     pub spool_dir: PathBuf,
     pub spool_max_bytes: u64,
+    /// `None` when outbound monitoring is off.
+    pub outbound: Option<OutboundConfig>,
+    pub inventory_every: Duration,
 }
 
 /// A configuration problem, naming the field.
@@ -283,6 +333,38 @@ impl AgentConfig {
         if self.delivery.spool_dir.as_os_str().is_empty() {
             return Err(invalid("delivery.spool_dir", "must name a folder"));
         }
+        let o = &self.outbound;
+        for (field, value, least) in [
+            ("outbound.upload_window_minutes", o.upload_window_minutes, 1),
+            ("outbound.upload_min_mib", o.upload_min_mib, 1),
+            (
+                "outbound.upload_baseline_factor",
+                o.upload_baseline_factor,
+                2,
+            ),
+            ("outbound.scan_min_hosts", o.scan_min_hosts, 3),
+            ("outbound.smtp_min_hosts", o.smtp_min_hosts, 3),
+            ("outbound.failed_min_attempts", o.failed_min_attempts, 5),
+            ("outbound.inventory_seconds", o.inventory_seconds, 1),
+        ] {
+            if value < least {
+                return Err(invalid(field, format!("must be at least {least}")));
+            }
+        }
+        if !(1..=100).contains(&o.failed_min_percent) {
+            return Err(invalid("outbound.failed_min_percent", "must be 1 to 100"));
+        }
+        let outbound = o.enabled.then(|| OutboundConfig {
+            upload_window_ms: u64::from(o.upload_window_minutes) * 60_000,
+            upload_min_bytes: u64::from(o.upload_min_mib) << 20,
+            upload_baseline_factor: u64::from(o.upload_baseline_factor),
+            scan_min_hosts: o.scan_min_hosts,
+            smtp_min_hosts: o.smtp_min_hosts,
+            failed_min_attempts: o.failed_min_attempts,
+            failed_min_percent: o.failed_min_percent,
+            ..OutboundConfig::default()
+        });
+        let inventory_every = Duration::from_secs(u64::from(o.inventory_seconds));
         Ok(ValidConfig {
             interface: self.interface,
             local_ips: self.local_ips,
@@ -308,6 +390,8 @@ impl AgentConfig {
             heartbeat: Duration::from_secs(u64::from(self.delivery.heartbeat_seconds)),
             spool_dir: self.delivery.spool_dir,
             spool_max_bytes: u64::from(self.delivery.spool_max_mib) << 20,
+            outbound,
+            inventory_every,
         })
     }
 }

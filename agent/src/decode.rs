@@ -34,6 +34,10 @@ pub mod tcp_flags {
 pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,
+    /// Bytes of the whole IP packet as its header declares them (IPv4
+    /// total length, IPv6 payload length + 40): what traffic accounting
+    /// counts, whatever the capture kept.
+    pub ip_len: u32,
     pub transport: Transport,
 }
 
@@ -166,6 +170,7 @@ fn packet(parts: IpParts<'_>, v6: bool) -> Result<Packet, DecodeError> {
     Ok(Packet {
         src: parts.src,
         dst: parts.dst,
+        ip_len: parts.ip_len,
         transport,
     })
 }
@@ -184,6 +189,8 @@ struct IpParts<'a> {
     /// The transport length the IP header declares (captures are cut
     /// short, so `l4` may be shorter).
     l4_len: usize,
+    /// The whole packet's length as the IP header declares it.
+    ip_len: u32,
 }
 
 /// Source, destination, protocol, "is a fragment without a whole transport
@@ -225,6 +232,7 @@ fn ipv4_header(data: &[u8]) -> Result<IpParts<'_>, DecodeError> {
         first: fragment_offset == 0,
         l4,
         l4_len: total.saturating_sub(header_len),
+        ip_len: total as u32,
     })
 }
 
@@ -297,6 +305,7 @@ fn ipv6_header(data: &[u8]) -> Result<IpParts<'_>, DecodeError> {
         first,
         l4: rest,
         l4_len: payload.saturating_sub(ext_len),
+        ip_len: payload as u32 + 40,
     })
 }
 

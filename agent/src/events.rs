@@ -7,6 +7,9 @@ use std::net::IpAddr;
 use doorwatch_proto::v1;
 
 use crate::detect::{EpisodeReport, EpisodeState, FloodReport, KnockReport, Report, ScanKind};
+use crate::outbound::inventory::Listener;
+use crate::outbound::{AnomalyKind, AnomalyReport, FlowMinute, OutboundReport};
+use crate::procfs::Process;
 
 /// Most companions sent with one episode.
 const MAX_COMPANIONS: usize = 64;
@@ -35,6 +38,49 @@ impl EventBuilder {
             id: uuid::Uuid::now_v7().as_bytes().to_vec(),
             created_unix_ms: to_i64(now_ms),
             detail: Some(detail),
+        }
+    }
+
+    /// The wire event for an outbound report, created at `now_ms`.
+    pub fn outbound_event(&mut self, report: &OutboundReport, now_ms: u64) -> v1::Event {
+        let detail = match report {
+            OutboundReport::Flows(minute) => v1::event::Detail::Flows(flows_detail(minute)),
+            OutboundReport::Anomaly(anomaly) => {
+                // Outbound episodes number apart from scan episodes.
+                let episode_id = self.episode_id(anomaly.episode | 1 << 63, anomaly.state);
+                v1::event::Detail::Outbound(anomaly_detail(anomaly, episode_id))
+            }
+        };
+        v1::Event {
+            id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            created_unix_ms: to_i64(now_ms),
+            detail: Some(detail),
+        }
+    }
+
+    /// The wire event listing this PC's open ports.
+    pub fn listening_event(&self, listeners: &[Listener], now_ms: u64) -> v1::Event {
+        let listeners = listeners
+            .iter()
+            .map(|l| v1::Listener {
+                protocol: u32::from(l.protocol),
+                local_ip: ip_bytes(l.local),
+                port: u32::from(l.port),
+                process: l.process.as_ref().map(|p| v1::ProcessInfo {
+                    pid: p.pid,
+                    name: p.name.clone(),
+                    exe: p.exe.clone(),
+                    user: p.user.clone(),
+                }),
+                risk: l.risk.clone(),
+            })
+            .collect();
+        v1::Event {
+            id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+            created_unix_ms: to_i64(now_ms),
+            detail: Some(v1::event::Detail::Listening(v1::ListeningPorts {
+                listeners,
+            })),
         }
     }
 
@@ -136,6 +182,78 @@ fn knocks_detail(report: &KnockReport) -> v1::KnocksSeen {
             .collect(),
         unlisted: report.unlisted,
         explanation: report.explanation.clone(),
+    }
+}
+
+fn process_info(process: &Process) -> v1::ProcessInfo {
+    v1::ProcessInfo {
+        pid: process.pid,
+        name: process.name.clone(),
+        exe: process.exe.clone(),
+        user: process.user.clone(),
+    }
+}
+
+fn flows_detail(minute: &FlowMinute) -> v1::FlowSummary {
+    v1::FlowSummary {
+        minute_start_unix_ms: to_i64(minute.minute_start_ms),
+        flows: minute
+            .rows
+            .iter()
+            .map(|r| v1::Flow {
+                process: r.process.as_ref().map(process_info),
+                local_ip: ip_bytes(r.local),
+                remote_ip: ip_bytes(r.remote),
+                remote_port: u32::from(r.remote_port),
+                protocol: u32::from(r.protocol),
+                bytes_out: r.counts.bytes_out,
+                bytes_in: r.counts.bytes_in,
+                packets_out: r.counts.packets_out,
+                packets_in: r.counts.packets_in,
+                connections: r.counts.connections,
+            })
+            .collect(),
+        unlisted_flows: minute.unlisted_rows,
+        unlisted_bytes_out: minute.unlisted.bytes_out,
+        unlisted_bytes_in: minute.unlisted.bytes_in,
+    }
+}
+
+fn anomaly_detail(report: &AnomalyReport, episode_id: uuid::Uuid) -> v1::OutboundAnomaly {
+    let kind = match report.kind {
+        AnomalyKind::UploadVolume => v1::OutboundKind::UploadVolume,
+        AnomalyKind::Scan => v1::OutboundKind::Scan,
+        AnomalyKind::SmtpFanout => v1::OutboundKind::SmtpFanout,
+        AnomalyKind::FailedConnections => v1::OutboundKind::FailedConnections,
+    };
+    v1::OutboundAnomaly {
+        episode_id: episode_id.as_bytes().to_vec(),
+        state: state(report.state),
+        kind: kind as i32,
+        process: report.process.as_ref().map(process_info),
+        remote_ip: report.remote.map(ip_bytes).unwrap_or_default(),
+        remote_port: u32::from(report.port),
+        hosts: report.hosts,
+        ports: report.ports,
+        bytes_out: report.bytes_out,
+        baseline_bytes_per_hour: report.baseline_per_hour,
+        attempts: report.attempts,
+        failed: report.failed,
+        first_seen_unix_ms: to_i64(report.first_seen_ms),
+        last_seen_unix_ms: to_i64(report.last_seen_ms),
+        explanation: report.explanation.clone(),
+        host_sample: report
+            .host_sample
+            .iter()
+            .take(64)
+            .map(|&ip| ip_bytes(ip))
+            .collect(),
+        port_sample: report
+            .port_sample
+            .iter()
+            .take(64)
+            .map(|&p| u32::from(p))
+            .collect(),
     }
 }
 

@@ -241,6 +241,92 @@ pub fn knocks(report: &KnockReport) -> String {
     )
 }
 
+/// "1.2 GB", "50 MB", "900 KB" (powers of 1000, as people read them).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [(u64, &str); 3] = [(1_000_000_000, "GB"), (1_000_000, "MB"), (1_000, "KB")];
+    for (size, unit) in UNITS {
+        if n >= size {
+            let tenths = n * 10 / size;
+            return if tenths.is_multiple_of(10) || tenths >= 100 {
+                format!("{} {unit}", tenths / 10)
+            } else {
+                format!("{}.{} {unit}", tenths / 10, tenths % 10)
+            };
+        }
+    }
+    format!("{n} bytes")
+}
+
+/// "python3 (pid 4242, user alice)", or "A program" when unknown.
+fn who(process: Option<&crate::procfs::Process>) -> String {
+    match process {
+        Some(p) if p.user.is_empty() => format!("{} (pid {})", p.name, p.pid),
+        Some(p) => format!("{} (pid {}, user {})", p.name, p.pid, p.user),
+        None => "A program on this PC (its process could not be found)".to_owned(),
+    }
+}
+
+/// The explanation attached to an outbound anomaly.
+pub fn outbound(report: &crate::outbound::AnomalyReport) -> String {
+    use crate::outbound::AnomalyKind;
+    let who = who(report.process.as_ref());
+    let span = duration(report.last_seen_ms.saturating_sub(report.first_seen_ms));
+    let port_name = |port: u16| {
+        service_name(port).map_or(format!("port {port}"), |s| format!("port {port} ({s})"))
+    };
+    match report.kind {
+        AnomalyKind::UploadVolume => {
+            let to = report
+                .remote
+                .map(|ip| std::net::SocketAddr::new(ip, report.port).to_string())
+                .unwrap_or_default();
+            let usual = if report.baseline_per_hour > 0 {
+                format!(
+                    "this PC usually sends about {} an hour at this time of day",
+                    bytes(report.baseline_per_hour)
+                )
+            } else {
+                "this PC has no usual amount yet, and that is more than doorwatch ever lets pass \
+                 without a report"
+                    .to_owned()
+            };
+            format!(
+                "{who} sent {} to {to} in {span}; {usual}. If nobody on this PC is uploading \
+                 on purpose (a backup, a large file), a virus or trojan may be sending data out.",
+                bytes(report.bytes_out)
+            )
+        }
+        AnomalyKind::Scan => match report.remote {
+            Some(host) => format!(
+                "{who} probed {} ports of {host} in {span}, and most were closed: this PC is \
+                 scanning another machine. If nobody here ran a scanner on purpose, the PC may \
+                 be infected.",
+                thousands(u64::from(report.ports))
+            ),
+            None => format!(
+                "{who} tried {} on {} different hosts in {span}, and they refused or did not \
+                 answer. That is how worms spread: check this PC for malware.",
+                port_name(report.port),
+                thousands(u64::from(report.hosts))
+            ),
+        },
+        AnomalyKind::SmtpFanout => format!(
+            "{who} connected to the mail port (25) of {} different servers in {span}. Ordinary \
+             PCs send mail through the campus mail server only; sending straight to many mail \
+             servers is what spam bots do.",
+            thousands(u64::from(report.hosts))
+        ),
+        AnomalyKind::FailedConnections => format!(
+            "{} of the {} connections this PC opened in {span} failed ({}%). That is typical of \
+             scanning, or of malware that cannot reach its servers. The program opening most of \
+             them: {who}.",
+            thousands(u64::from(report.failed)),
+            thousands(u64::from(report.attempts)),
+            u64::from(report.failed) * 100 / u64::from(report.attempts.max(1))
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,6 +397,14 @@ mod tests {
              doorwatch compares such tries across campus: one address trying many PCs is a sweep, \
              many addresses trying the same ports is a botnet. Nothing to do on this PC."
         );
+    }
+
+    #[test]
+    fn byte_amounts_read_as_people_say_them() {
+        assert_eq!(bytes(999), "999 bytes");
+        assert_eq!(bytes(1_200_000_000), "1.2 GB");
+        assert_eq!(bytes(50_000_000), "50 MB");
+        assert_eq!(bytes(209_715_200), "209 MB");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +17,8 @@ use doorwatch_agent::config::{AgentConfig, ValidConfig};
 use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeState, Report};
 use doorwatch_agent::enroll::{self, Claims, IdentityFiles, Renewal};
 use doorwatch_agent::events::{self, EventBuilder};
+use doorwatch_agent::outbound::{Monitor, OutboundReport, inventory};
+use doorwatch_agent::procfs;
 use doorwatch_agent::spool::Spool;
 use doorwatch_agent::tls::ClientTls;
 use doorwatch_agent::uplink::{Backoff, Counters, Uplink};
@@ -356,10 +358,15 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
     let uplink = runtime.spawn(uplink.run());
 
     let capture_thread = {
+        let outbound = config
+            .outbound
+            .clone()
+            .map(|c| OutboundLoop::new(Monitor::new(c, local_ips.clone()), config.inventory_every));
         let detector = Detector::new(config.detector.clone(), local_ips);
         let loop_state = CaptureLoop {
             capture,
             detector,
+            outbound,
             base: config.detector.clone(),
             builder: EventBuilder::default(),
             events: event_tx,
@@ -407,6 +414,8 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
 struct CaptureLoop {
     capture: Capture,
     detector: Detector,
+    /// Outbound accounting and anomalies; `None` when turned off.
+    outbound: Option<OutboundLoop>,
     /// The configured thresholds; a pushed policy overrides them.
     base: DetectorConfig,
     builder: EventBuilder,
@@ -426,10 +435,16 @@ impl CaptureLoop {
         let mut decode_errors = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             let detector = &mut self.detector;
+            let mut monitor = self.outbound.as_mut().map(|o| &mut o.monitor);
             self.capture.next_frames(&mut |frame, captured_ms| {
                 packets += 1;
                 match decode::ethernet(frame) {
-                    Ok(Some(packet)) => detector.observe(&packet, captured_ms),
+                    Ok(Some(packet)) => {
+                        detector.observe(&packet, captured_ms);
+                        if let Some(m) = monitor.as_mut() {
+                            m.observe(&packet, captured_ms);
+                        }
+                    }
                     Ok(None) => {}
                     Err(_) => decode_errors += 1,
                 }
@@ -442,11 +457,16 @@ impl CaptureLoop {
                 self.apply_policy();
                 self.detector.tick(now);
                 self.forward(now);
+                self.outbound_tick(now);
             }
         }
         self.flush_counters(packets, decode_errors);
         self.detector.finish();
         self.forward(unix_ms());
+        if let Some(o) = self.outbound.as_mut() {
+            o.monitor.finish(unix_ms());
+        }
+        self.outbound_tick(unix_ms());
         let stats = self.detector.stats();
         tracing::info!(
             packets_seen = self.counters.packets_seen.load(Ordering::Relaxed),
@@ -495,6 +515,30 @@ impl CaptureLoop {
         c.decode_errors.fetch_add(decode_errors, Ordering::Relaxed);
         c.kernel_drops
             .fetch_add(self.capture.take_kernel_drops(), Ordering::Relaxed);
+    }
+
+    /// Runs the outbound monitor's timers, reads procfs when it needs
+    /// owners or the inventory is due, and hands its events on.
+    fn outbound_tick(&mut self, now: u64) {
+        let Some(o) = self.outbound.as_mut() else {
+            return;
+        };
+        let mut events = o.tick(now);
+        for report in o.monitor.drain_reports() {
+            if let OutboundReport::Anomaly(a) = &report
+                && a.state == EpisodeState::Detected
+            {
+                tracing::warn!(kind = ?a.kind, process = a.process.as_ref().map(|p| p.name.as_str()).unwrap_or("unknown"), explanation = %a.explanation, "outbound anomaly");
+            }
+            events.push(self.builder.outbound_event(&report, now));
+        }
+        for event in events {
+            self.counters.events_created.fetch_add(1, Ordering::Relaxed);
+            if self.events.try_send(event).is_err() {
+                self.counters.dropped(&self.counters.dropped_queue_full, 1);
+                tracing::warn!("event queue full; dropped an event");
+            }
+        }
     }
 
     fn forward(&mut self, now: u64) {
@@ -661,4 +705,83 @@ async fn wait_for_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// The outbound monitor with its procfs reads: owners when it needs them
+/// (at most twice a second), the listening ports every `inventory_every`.
+struct OutboundLoop {
+    monitor: Monitor,
+    inventory_every: Duration,
+    last_read_ms: u64,
+    last_inventory_ms: u64,
+    listeners: Option<Vec<inventory::Listener>>,
+    last_error_ms: u64,
+    builder: EventBuilder,
+}
+
+/// Least milliseconds between two procfs reads for owners.
+const OWNER_READ_MS: u64 = 500;
+
+impl OutboundLoop {
+    fn new(monitor: Monitor, inventory_every: Duration) -> Self {
+        Self {
+            monitor,
+            inventory_every,
+            last_read_ms: 0,
+            last_inventory_ms: 0,
+            listeners: None,
+            last_error_ms: 0,
+            builder: EventBuilder::default(),
+        }
+    }
+
+    /// Advances the monitor; returns a listening-ports event if they changed.
+    fn tick(&mut self, now: u64) -> Vec<v1::Event> {
+        self.monitor.tick(now);
+        let inventory_due =
+            now.saturating_sub(self.last_inventory_ms) >= self.inventory_every.as_millis() as u64;
+        let owners_due =
+            self.monitor.needs_owners() && now.saturating_sub(self.last_read_ms) >= OWNER_READ_MS;
+        if !inventory_due && !owners_due {
+            return Vec::new();
+        }
+        self.last_read_ms = now;
+        let snapshot = match procfs::read(Path::new("/proc"), Path::new("/etc/passwd")) {
+            Ok(s) => s,
+            Err(e) => {
+                if now.saturating_sub(self.last_error_ms) >= 60_000 {
+                    self.last_error_ms = now;
+                    tracing::warn!(error = %e, "cannot read the socket owners; traffic is reported without its processes");
+                }
+                procfs::Snapshot::default()
+            }
+        };
+        let (flows, owned) = self.monitor.attribute(&snapshot);
+        tracing::debug!(
+            sockets = snapshot.sockets.len(),
+            processes = snapshot.owners.len(),
+            new_flows = flows,
+            owned,
+            "read socket owners"
+        );
+        let mut events = Vec::new();
+        if inventory_due {
+            self.last_inventory_ms = now;
+            let listeners = inventory::listeners(&snapshot);
+            if self.listeners.as_ref() != Some(&listeners) {
+                for l in listeners.iter().filter(|l| !l.risk.is_empty()) {
+                    let was = self.listeners.as_ref().is_some_and(|old| {
+                        old.iter()
+                            .any(|o| o.port == l.port && o.protocol == l.protocol)
+                    });
+                    if !was {
+                        tracing::warn!(port = l.port, process = l.process.as_ref().map(|p| p.name.as_str()).unwrap_or("unknown"), risk = %l.risk, "risky listening port");
+                    }
+                }
+                events.push(self.builder.listening_event(&listeners, now));
+                self.listeners = Some(listeners);
+            }
+        }
+        events
+    }
 }

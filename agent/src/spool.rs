@@ -42,7 +42,10 @@ pub fn importance(event: &v1::Event) -> Importance {
     match &event.detail {
         Some(v1::event::Detail::Scan(scan)) if scan.state == active => Importance::Progress,
         Some(v1::event::Detail::Flood(flood)) if flood.state == active => Importance::Progress,
-        Some(v1::event::Detail::Knocks(_)) => Importance::Progress,
+        Some(v1::event::Detail::Knocks(_) | v1::event::Detail::Flows(_)) => Importance::Progress,
+        Some(v1::event::Detail::Outbound(anomaly)) if anomaly.state == active => {
+            Importance::Progress
+        }
         _ => Importance::Detection,
     }
 }

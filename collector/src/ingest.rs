@@ -541,12 +541,7 @@ pub fn unix_now() -> u32 {
 }
 
 /// The rows one batch turns into.
-#[derive(Debug, Default, PartialEq)]
-pub struct BatchRows {
-    pub scans: Vec<ScanEventRow>,
-    pub floods: Vec<FloodEventRow>,
-    pub knocks: Vec<KnockEventRow>,
-}
+pub type BatchRows = doorwatch_store::EventRows;
 
 /// Validates a batch and turns it into rows attributed to `identity`.
 /// Pure: the whole batch is accepted or the first bad event is named. Takes
@@ -588,6 +583,17 @@ pub fn rows_from_batch(
             Some(v1::event::Detail::Knocks(knocks)) => {
                 knock_rows(&common, knocks, &mut rows.knocks).map_err(bad)?;
             }
+            Some(v1::event::Detail::Flows(flows)) => {
+                crate::outbound_rows::flow_rows(&common, flows, &mut rows.flows).map_err(bad)?;
+            }
+            Some(v1::event::Detail::Outbound(anomaly)) => {
+                rows.anomalies
+                    .push(crate::outbound_rows::anomaly_row(&common, anomaly).map_err(bad)?);
+            }
+            Some(v1::event::Detail::Listening(listening)) => {
+                crate::outbound_rows::listening_rows(&common, listening, &mut rows.listening)
+                    .map_err(bad)?;
+            }
             None => return Err(bad("event has no detail".into())),
         }
     }
@@ -595,11 +601,11 @@ pub fn rows_from_batch(
 }
 
 /// What every row of an event shares.
-struct Common<'a> {
-    identity: &'a AgentIdentity,
-    event_id: uuid::Uuid,
-    received_at: u32,
-    created_at: u32,
+pub(crate) struct Common<'a> {
+    pub identity: &'a AgentIdentity,
+    pub event_id: uuid::Uuid,
+    pub received_at: u32,
+    pub created_at: u32,
 }
 
 fn episode_state(value: i32) -> Result<i8, String> {
@@ -777,7 +783,7 @@ fn scan_row(common: &Common<'_>, scan: v1::ScanDetected) -> Result<ScanEventRow,
     })
 }
 
-fn uuid_v7(bytes: &[u8], field: &str) -> Result<uuid::Uuid, String> {
+pub(crate) fn uuid_v7(bytes: &[u8], field: &str) -> Result<uuid::Uuid, String> {
     let id = uuid::Uuid::from_slice(bytes)
         .map_err(|_| format!("{field} must be 16 bytes, got {}", bytes.len()))?;
     if id.get_version_num() != 7 {
@@ -786,7 +792,7 @@ fn uuid_v7(bytes: &[u8], field: &str) -> Result<uuid::Uuid, String> {
     Ok(id)
 }
 
-fn ip_from_bytes(bytes: &[u8], field: &str) -> Result<IpAddr, String> {
+pub(crate) fn ip_from_bytes(bytes: &[u8], field: &str) -> Result<IpAddr, String> {
     if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
         return Ok(IpAddr::from(v4));
     }
@@ -799,7 +805,19 @@ fn ip_from_bytes(bytes: &[u8], field: &str) -> Result<IpAddr, String> {
     ))
 }
 
-fn ports(values: &[u32], field: &str) -> Result<Vec<u16>, String> {
+pub(crate) fn port(value: u32, field: &str) -> Result<u16, String> {
+    u16::try_from(value).map_err(|_| format!("{field} {value} is over 65535"))
+}
+
+/// Refuses an explanation (or other text) over the size limit.
+pub(crate) fn explanation_ok(text: &str) -> Result<(), String> {
+    if text.len() > MAX_EXPLANATION_BYTES {
+        return Err(format!("explanation exceeds {MAX_EXPLANATION_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+pub(crate) fn ports(values: &[u32], field: &str) -> Result<Vec<u16>, String> {
     values
         .iter()
         .map(|&p| u16::try_from(p).map_err(|_| format!("{field} holds {p}, not a port")))
@@ -808,7 +826,7 @@ fn ports(values: &[u32], field: &str) -> Result<Vec<u16>, String> {
 
 /// Unix milliseconds to the `DateTime` column's seconds, refusing values
 /// outside 2001..2106 that a broken agent clock or a lie would produce.
-fn unix_seconds(ms: i64, field: &str) -> Result<u32, String> {
+pub(crate) fn unix_seconds(ms: i64, field: &str) -> Result<u32, String> {
     let secs = ms.div_euclid(1000);
     match u32::try_from(secs) {
         Ok(s) if s >= 1_000_000_000 => Ok(s),

@@ -95,6 +95,10 @@ enum Command {
     /// Campus-wide campaigns: sweeps, distributed probing, internal scanning.
     #[command(subcommand)]
     Campaigns(CampaignsCommand),
+    /// Outbound traffic of the PCs: anomalies, top talkers, destinations,
+    /// listening ports.
+    #[command(subcommand)]
+    Outbound(OutboundCommand),
     /// Check a configuration file and exit.
     CheckConfig(ConfigArg),
 }
@@ -126,6 +130,50 @@ enum CampaignsCommand {
         /// Campaign id (from `campaigns list`).
         id: uuid::Uuid,
         /// table for people, json for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboundCommand {
+    /// Suspicious outbound traffic (uploads, outbound scans, SMTP fan-out,
+    /// failed connections) reported within --since, newest first.
+    Anomalies {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How far back to look, e.g. 1h, 1d.
+        #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// table for people, json for scripts (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The processes of one PC that sent most within --since.
+    Talkers {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The PC's agent id (see `agents list`).
+        #[arg(long)]
+        agent: String,
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        since: Duration,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// The destinations all PCs together sent most to within --since.
+    Destinations {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        since: Duration,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Each PC's open ports with their processes; risky ones are named.
+    Listening {
+        #[command(flatten)]
+        config: ConfigArg,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -296,6 +344,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Token(command) => runtime()?.block_on(run_token(command)),
         Command::Campaigns(command) => runtime()?.block_on(run_campaigns(command)),
+        Command::Outbound(command) => runtime()?.block_on(run_outbound(command)),
         Command::CheckConfig(arg) => {
             let config = load_config(&arg)?;
             load_issuer(&config)?;
@@ -522,6 +571,68 @@ fn campaign_json(row: &doorwatch_store::CampaignRow) -> serde_json::Value {
         "open_ports": row.open_ports,
         "explanation": row.explanation,
     })
+}
+
+fn since_unix(since: Duration) -> u32 {
+    unix_now().saturating_sub(u32::try_from(since.as_secs()).unwrap_or(u32::MAX))
+}
+
+async fn run_outbound(command: OutboundCommand) -> anyhow::Result<()> {
+    use doorwatch_collector::report::{anomaly_json, listening_json, print_lines, talker_json};
+    match command {
+        OutboundCommand::Anomalies {
+            config,
+            since,
+            format,
+        } => {
+            let store = connect_store(&load_config(&config)?).await?;
+            let rows = store
+                .outbound_anomalies(since_unix(since), 10_000)
+                .await
+                .context("cannot read outbound anomalies")?;
+            print_lines(rows.iter().map(anomaly_json), format == Format::Json);
+        }
+        OutboundCommand::Talkers {
+            config,
+            agent,
+            since,
+            format,
+        } => {
+            let store = connect_store(&load_config(&config)?).await?;
+            let rows = store
+                .top_talkers(&agent, since_unix(since), 50)
+                .await
+                .context("cannot read top talkers")?;
+            print_lines(
+                rows.iter().map(|r| talker_json(r, false)),
+                format == Format::Json,
+            );
+        }
+        OutboundCommand::Destinations {
+            config,
+            since,
+            format,
+        } => {
+            let store = connect_store(&load_config(&config)?).await?;
+            let rows = store
+                .top_destinations(since_unix(since), 50)
+                .await
+                .context("cannot read top destinations")?;
+            print_lines(
+                rows.iter().map(|r| talker_json(r, true)),
+                format == Format::Json,
+            );
+        }
+        OutboundCommand::Listening { config, format } => {
+            let store = connect_store(&load_config(&config)?).await?;
+            let rows = store
+                .listening_ports()
+                .await
+                .context("cannot read listening ports")?;
+            print_lines(rows.iter().map(listening_json), format == Format::Json);
+        }
+    }
+    Ok(())
 }
 
 async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<()> {

@@ -1,7 +1,10 @@
 //! Formats stored events for people (`table`) and for scripts (`json`, one
 //! object per line).
 
-use doorwatch_store::{FloodEventRow, ScanEventRow, episode_state, ip};
+use doorwatch_store::{
+    FloodEventRow, ListeningPortRow, OutboundAnomalyRow, ScanEventRow, TalkerRow, anomaly_kind,
+    episode_state, ip,
+};
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
@@ -175,4 +178,103 @@ pub fn render(rows: &[ScanEventRow], floods: &[FloodEventRow], format: Format) -
         }
     }
     out
+}
+
+/// Prints `objects` one JSON object per line, or as indented `key: value`
+/// blocks for people.
+pub fn print_lines(objects: impl Iterator<Item = serde_json::Value>, json: bool) {
+    for object in objects {
+        if json {
+            println!("{object}");
+            continue;
+        }
+        if let Some(map) = object.as_object() {
+            let mut first = true;
+            for (key, value) in map {
+                let text = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                if first {
+                    println!("{key}: {text}");
+                    first = false;
+                } else {
+                    println!("    {key}: {text}");
+                }
+            }
+        }
+    }
+}
+
+/// An address stored as 16 bytes, printed; empty if all zeros.
+fn address(bytes: [u8; 16]) -> String {
+    if bytes == [0; 16] {
+        String::new()
+    } else {
+        ip::from_fixed16(bytes).to_string()
+    }
+}
+
+/// One outbound anomaly as JSON.
+pub fn anomaly_json(row: &OutboundAnomalyRow) -> serde_json::Value {
+    serde_json::json!({
+        "kind": anomaly_kind::label(row.kind),
+        "agent_id": row.agent_id,
+        "state": episode_state::label(row.state),
+        "explanation": row.explanation,
+        "process": row.process,
+        "pid": row.pid,
+        "user": row.user_name,
+        "exe": row.exe,
+        "remote": address(row.remote),
+        "remote_port": row.remote_port,
+        "hosts": row.hosts,
+        "ports": row.ports,
+        "bytes_out": row.bytes_out,
+        "baseline_bytes_per_hour": row.baseline_bytes_per_hour,
+        "attempts": row.attempts,
+        "failed": row.failed,
+        "first_seen": rfc3339(row.first_seen),
+        "last_seen": rfc3339(row.last_seen),
+        "episode_id": row.episode_id.to_string(),
+        "event_id": row.event_id.to_string(),
+    })
+}
+
+/// A top talker (a process) or destination ("hex:port" made readable).
+pub fn talker_json(row: &TalkerRow, destination: bool) -> serde_json::Value {
+    let name = if destination {
+        row.name
+            .split_once(':')
+            .and_then(|(hex, port)| {
+                let bytes: Vec<u8> = (0..hex.len() / 2)
+                    .filter_map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
+                    .collect();
+                let fixed = <[u8; 16]>::try_from(bytes.as_slice()).ok()?;
+                Some(format!("{}:{port}", ip::from_fixed16(fixed)))
+            })
+            .unwrap_or_else(|| row.name.clone())
+    } else {
+        row.name.clone()
+    };
+    serde_json::json!({
+        if destination { "destination" } else { "process" }: name,
+        "bytes_out": row.bytes_out,
+        "bytes_in": row.bytes_in,
+        "pcs": row.pcs,
+    })
+}
+
+/// One listening port as JSON.
+pub fn listening_json(row: &ListeningPortRow) -> serde_json::Value {
+    serde_json::json!({
+        "agent_id": row.agent_id,
+        "protocol": if row.protocol == 17 { "udp" } else { "tcp" },
+        "port": row.port,
+        "local_ip": ip::from_fixed16(row.local_ip).to_string(),
+        "process": row.process,
+        "pid": row.pid,
+        "user": row.user_name,
+        "risk": row.risk,
+        "reported_at": rfc3339(row.created_at),
+    })
 }

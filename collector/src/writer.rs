@@ -213,7 +213,7 @@ async fn run(
         tokio::select! {
             job = queue.recv() => match job {
                 Some(job) => {
-                    let written = inserter.write(&job.rows.scans, &job.rows.floods, &job.rows.knocks).await;
+                    let written = inserter.write(&job.rows).await;
                     waiting.batches.push((job.done, job.room));
                     oldest.get_or_insert_with(tokio::time::Instant::now);
                     if let Err(e) = written {

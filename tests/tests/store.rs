@@ -223,11 +223,16 @@ async fn knocks_alone_make_sweeps_botnets_and_worms() {
         // The campus vulnerability scanner, allowlisted.
         rows.push(knock("198.51.100.1", pc, 8080, now));
     }
+    let count = rows.len() as u64;
+    let rows = doorwatch_store::EventRows {
+        knocks: rows,
+        ..Default::default()
+    };
     let mut inserter = store.event_inserter(doorwatch_store::InsertLimits::default());
-    inserter.write(&[], &[], &rows).await.expect("write");
+    inserter.write(&rows).await.expect("write");
     // Resent: counted once all the same.
-    inserter.write(&[], &[], &rows).await.expect("write again");
-    assert_eq!(inserter.end().await.expect("end"), 2 * rows.len() as u64);
+    inserter.write(&rows).await.expect("write again");
+    assert_eq!(inserter.end().await.expect("end"), 2 * count);
 
     let filter = doorwatch_store::ActivityFilter {
         since: now - 60,

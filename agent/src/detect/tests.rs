@@ -46,6 +46,7 @@ impl Pc {
             &Packet {
                 src,
                 dst,
+                ip_len: 60,
                 transport,
             },
             self.now,

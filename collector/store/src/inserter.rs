@@ -14,14 +14,17 @@ use std::time::Duration;
 
 use clickhouse::inserter::Inserter;
 
-use crate::{FloodEventRow, KnockEventRow, ScanEventRow, StoreError};
+use crate::{
+    FloodEventRow, FlowMinuteRow, KnockEventRow, ListeningPortRow, OutboundAnomalyRow,
+    ScanEventRow, StoreError,
+};
 
 /// When an INSERT is ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InsertLimits {
-    /// Rows (both tables together) after which the INSERTs are ended.
+    /// Rows (all tables together) after which the INSERTs are ended.
     pub max_rows: u64,
-    /// Uncompressed bytes (both tables together) after which they are ended.
+    /// Uncompressed bytes (all tables together) after which they are ended.
     pub max_bytes: u64,
     /// Longest time rows wait before their INSERT is ended.
     pub period: Duration,
@@ -40,11 +43,25 @@ impl Default for InsertLimits {
     }
 }
 
-/// Open INSERTs into `scan_events`, `flood_events` and `knock_events`.
+/// The rows of one or more agent batches, one list per table.
+#[derive(Debug, Default, PartialEq)]
+pub struct EventRows {
+    pub scans: Vec<ScanEventRow>,
+    pub floods: Vec<FloodEventRow>,
+    pub knocks: Vec<KnockEventRow>,
+    pub flows: Vec<FlowMinuteRow>,
+    pub anomalies: Vec<OutboundAnomalyRow>,
+    pub listening: Vec<ListeningPortRow>,
+}
+
+/// Open INSERTs into the event tables.
 pub struct EventInserter {
     scans: Inserter<ScanEventRow>,
     floods: Inserter<FloodEventRow>,
     knocks: Inserter<KnockEventRow>,
+    flows: Inserter<FlowMinuteRow>,
+    anomalies: Inserter<OutboundAnomalyRow>,
+    listening: Inserter<ListeningPortRow>,
     limits: InsertLimits,
 }
 
@@ -56,49 +73,65 @@ impl std::fmt::Debug for EventInserter {
     }
 }
 
+/// Writes every row of `rows` into `inserter`.
+async fn write_all<T>(inserter: &mut Inserter<T>, rows: &[T]) -> Result<(), StoreError>
+where
+    T: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    for row in rows {
+        inserter
+            .write(row)
+            .await
+            .map_err(StoreError::query("batched insert"))?;
+    }
+    Ok(())
+}
+
 impl EventInserter {
     pub(crate) fn new(client: &clickhouse::Client, limits: InsertLimits) -> Self {
         Self {
             scans: configure(client.inserter("scan_events"), limits),
             floods: configure(client.inserter("flood_events"), limits),
             knocks: configure(client.inserter("knock_events"), limits),
+            flows: configure(client.inserter("flow_minutes"), limits),
+            anomalies: configure(client.inserter("outbound_anomalies"), limits),
+            listening: configure(client.inserter("listening_ports"), limits),
             limits,
         }
     }
 
     /// Adds one batch's rows to the open INSERTs. Nothing is stored until a
     /// commit ends them.
-    pub async fn write(
-        &mut self,
-        scans: &[ScanEventRow],
-        floods: &[FloodEventRow],
-        knocks: &[KnockEventRow],
-    ) -> Result<(), StoreError> {
-        let step = "batched insert";
-        for row in scans {
-            self.scans
-                .write(row)
-                .await
-                .map_err(StoreError::query(step))?;
-        }
-        for row in floods {
-            self.floods
-                .write(row)
-                .await
-                .map_err(StoreError::query(step))?;
-        }
-        for row in knocks {
-            self.knocks
-                .write(row)
-                .await
-                .map_err(StoreError::query(step))?;
-        }
-        Ok(())
+    pub async fn write(&mut self, rows: &EventRows) -> Result<(), StoreError> {
+        write_all(&mut self.scans, &rows.scans).await?;
+        write_all(&mut self.floods, &rows.floods).await?;
+        write_all(&mut self.knocks, &rows.knocks).await?;
+        write_all(&mut self.flows, &rows.flows).await?;
+        write_all(&mut self.anomalies, &rows.anomalies).await?;
+        write_all(&mut self.listening, &rows.listening).await
+    }
+
+    /// (rows, bytes) written but not yet stored, per table.
+    fn pending(&self) -> [(u64, u64); 6] {
+        [
+            (self.scans.pending().rows, self.scans.pending().bytes),
+            (self.floods.pending().rows, self.floods.pending().bytes),
+            (self.knocks.pending().rows, self.knocks.pending().bytes),
+            (self.flows.pending().rows, self.flows.pending().bytes),
+            (
+                self.anomalies.pending().rows,
+                self.anomalies.pending().bytes,
+            ),
+            (
+                self.listening.pending().rows,
+                self.listening.pending().bytes,
+            ),
+        ]
     }
 
     /// Rows written but not yet stored.
     pub fn pending_rows(&self) -> u64 {
-        self.scans.pending().rows + self.floods.pending().rows + self.knocks.pending().rows
+        self.pending().iter().map(|p| p.0).sum()
     }
 
     /// Time until the period limit ends the open INSERTs.
@@ -107,32 +140,34 @@ impl EventInserter {
             self.scans.time_left(),
             self.floods.time_left(),
             self.knocks.time_left(),
+            self.flows.time_left(),
+            self.anomalies.time_left(),
+            self.listening.time_left(),
         ]
         .into_iter()
         .flatten()
         .min()
     }
 
-    /// Whether a row, byte or period limit is reached (either table).
+    /// Whether a row, byte or period limit is reached (all tables together).
     pub fn due(&mut self) -> bool {
-        let pending = [
-            self.scans.pending(),
-            self.floods.pending(),
-            self.knocks.pending(),
-        ];
-        pending.iter().map(|p| p.rows).sum::<u64>() >= self.limits.max_rows
-            || pending.iter().map(|p| p.bytes).sum::<u64>() >= self.limits.max_bytes
+        let pending = self.pending();
+        pending.iter().map(|p| p.0).sum::<u64>() >= self.limits.max_rows
+            || pending.iter().map(|p| p.1).sum::<u64>() >= self.limits.max_bytes
             || self.time_left().is_some_and(|left| left.is_zero())
     }
 
     /// Ends the INSERTs. Returns the number of rows stored; on `Ok` every
     /// row written is in ClickHouse.
     pub async fn end(self) -> Result<u64, StoreError> {
-        let step = "batched insert end";
-        let scans = self.scans.end().await.map_err(StoreError::query(step))?;
-        let floods = self.floods.end().await.map_err(StoreError::query(step))?;
-        let knocks = self.knocks.end().await.map_err(StoreError::query(step))?;
-        Ok(scans.rows + floods.rows + knocks.rows)
+        let step = || StoreError::query("batched insert end");
+        let mut rows = self.scans.end().await.map_err(step())?.rows;
+        rows += self.floods.end().await.map_err(step())?.rows;
+        rows += self.knocks.end().await.map_err(step())?.rows;
+        rows += self.flows.end().await.map_err(step())?.rows;
+        rows += self.anomalies.end().await.map_err(step())?.rows;
+        rows += self.listening.end().await.map_err(step())?.rows;
+        Ok(rows)
     }
 }
 

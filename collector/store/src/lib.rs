@@ -20,6 +20,7 @@ mod inserter;
 pub mod ip;
 mod knock_events;
 mod migrations;
+mod outbound;
 mod policies;
 mod scan_events;
 mod server;
@@ -32,9 +33,10 @@ pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenUse};
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
 pub use heartbeats::{AgentHealthRow, Health, HeartbeatRow};
-pub use inserter::{EventInserter, InsertLimits};
+pub use inserter::{EventInserter, EventRows, InsertLimits};
 pub use knock_events::KnockEventRow;
 pub use migrations::{MIGRATIONS, Migration, Step};
+pub use outbound::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, TalkerRow, anomaly_kind};
 pub use policies::PolicyRow;
 pub use scan_events::{ScanEventRow, state as episode_state};
 pub use server::{ServerInfo, SqlPath};
@@ -241,6 +243,40 @@ impl Store {
         max_ports: u32,
     ) -> Result<Vec<ActivityRow>, StoreError> {
         campaigns::distributed(&self.client, filter, min_sources, min_pcs, max_ports).await
+    }
+
+    /// The processes of one PC that sent most since `since_unix`.
+    pub async fn top_talkers(
+        &self,
+        agent_id: &str,
+        since_unix: u32,
+        limit: u64,
+    ) -> Result<Vec<TalkerRow>, StoreError> {
+        outbound::top_talkers(&self.client, agent_id, since_unix, limit).await
+    }
+
+    /// The destinations all PCs sent most to since `since_unix`; names are
+    /// "hex of the address:port".
+    pub async fn top_destinations(
+        &self,
+        since_unix: u32,
+        limit: u64,
+    ) -> Result<Vec<TalkerRow>, StoreError> {
+        outbound::top_destinations(&self.client, since_unix, limit).await
+    }
+
+    /// Outbound anomalies received since `since_unix`, each event once.
+    pub async fn outbound_anomalies(
+        &self,
+        since_unix: u32,
+        limit: u64,
+    ) -> Result<Vec<OutboundAnomalyRow>, StoreError> {
+        outbound::anomalies(&self.client, since_unix, limit).await
+    }
+
+    /// Every PC's newest listening-port inventory.
+    pub async fn listening_ports(&self) -> Result<Vec<ListeningPortRow>, StoreError> {
+        outbound::listening(&self.client).await
     }
 
     /// Campus sources scanning at least `min_pcs` PCs.

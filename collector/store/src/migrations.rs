@@ -312,6 +312,86 @@ pub const MIGRATIONS: &[Migration] = &[
         ORDER BY (source, first_seen, target, port, protocol, event_id)",
         )],
     },
+    Migration {
+        version: 11,
+        name: "outbound",
+        steps: &[
+            // One row per process x destination x minute of one PC. The
+            // key holds everything that tells two rows of one event apart,
+            // then event_id, so a resent event collapses.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS flow_minutes (
+                event_id UUID,
+                agent_id String,
+                received_at DateTime,
+                minute DateTime,
+                pid UInt32,
+                process String,
+                exe String,
+                user_name String,
+                local_ip FixedString(16),
+                remote FixedString(16),
+                remote_port UInt16,
+                protocol UInt8,
+                bytes_out UInt64,
+                bytes_in UInt64,
+                packets_out UInt64,
+                packets_in UInt64,
+                connections UInt32
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYYYYMMDD(minute)
+            ORDER BY (agent_id, minute, remote, remote_port, protocol, pid, local_ip, event_id)",
+            ),
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS outbound_anomalies (
+                event_id UUID,
+                episode_id UUID,
+                agent_id String,
+                received_at DateTime,
+                created_at DateTime,
+                state Enum8('detected' = 1, 'active' = 2, 'closed' = 3),
+                kind Enum8('upload_volume' = 1, 'scan' = 2, 'smtp_fanout' = 3, 'failed_connections' = 4),
+                pid UInt32,
+                process String,
+                exe String,
+                user_name String,
+                remote FixedString(16),
+                remote_port UInt16,
+                hosts UInt32,
+                ports UInt32,
+                bytes_out UInt64,
+                baseline_bytes_per_hour UInt64,
+                attempts UInt32,
+                failed UInt32,
+                first_seen DateTime,
+                last_seen DateTime,
+                host_sample Array(FixedString(16)),
+                port_sample Array(UInt16),
+                explanation String
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYYYYMMDD(first_seen)
+            ORDER BY (agent_id, first_seen, event_id)",
+            ),
+            // Small: one report per PC when its open ports change.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS listening_ports (
+                event_id UUID,
+                agent_id String,
+                received_at DateTime,
+                created_at DateTime,
+                protocol UInt8,
+                local_ip FixedString(16),
+                port UInt16,
+                pid UInt32,
+                process String,
+                exe String,
+                user_name String,
+                risk String
+            ) ENGINE = ReplacingMergeTree()
+            ORDER BY (agent_id, created_at, protocol, port, local_ip, event_id)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

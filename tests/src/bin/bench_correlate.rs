@@ -16,7 +16,9 @@ use anyhow::{Context, bail};
 use doorwatch_collector::correlate;
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_e2e::require;
-use doorwatch_store::{InsertLimits, ScanEventRow, Store, StoreConfig, episode_state, ip};
+use doorwatch_store::{
+    EventRows, InsertLimits, ScanEventRow, Store, StoreConfig, episode_state, ip,
+};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -108,8 +110,11 @@ fn main() -> anyhow::Result<()> {
             let (source, pc) = (rng.random_range(0..SOURCES), rng.random_range(0..PCS));
             batch.push(row(&mut rng, source, pc, at));
             if batch.len() == 10_000 {
-                inserter.write(&batch, &[], &[]).await?;
-                batch.clear();
+                let rows = EventRows {
+                    scans: std::mem::replace(&mut batch, Vec::with_capacity(10_000)),
+                    ..EventRows::default()
+                };
+                inserter.write(&rows).await?;
                 if inserter.due() {
                     let full = std::mem::replace(&mut inserter, store.event_inserter(limits));
                     full.end().await?;
@@ -126,7 +131,12 @@ fn main() -> anyhow::Result<()> {
         for pc in 0..40 {
             batch.push(row(&mut rng, SOURCES + 1, pc, now - 300 + pc));
         }
-        inserter.write(&batch, &[], &[]).await?;
+        inserter
+            .write(&EventRows {
+                scans: batch,
+                ..EventRows::default()
+            })
+            .await?;
         inserter.end().await?;
         let load_s = loaded.elapsed().as_secs_f64();
         eprintln!("loaded in {load_s:.0} s");

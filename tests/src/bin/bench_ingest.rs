@@ -25,7 +25,7 @@ use doorwatch_e2e::mix::{AgentMix, agent_ipv4};
 use doorwatch_e2e::process::{Process, free_port};
 use doorwatch_e2e::{require, stack};
 use doorwatch_proto::v1;
-use doorwatch_store::{FloodEventRow, InsertLimits, ScanEventRow, Store, StoreConfig};
+use doorwatch_store::{EventRows, FloodEventRow, InsertLimits, ScanEventRow, Store, StoreConfig};
 use rand::SeedableRng;
 
 #[derive(Debug, Parser)]
@@ -251,18 +251,31 @@ async fn raw_insert(
     })
     .await?;
     let limits = InsertLimits::default();
+    // The same batches of 100 as agents send, built before the clock starts.
+    let flood_every = (scans.len() / floods.len().max(1)).max(1);
+    let mut flood_rows = floods.iter();
+    let batches: Vec<EventRows> = scans
+        .chunks(100)
+        .enumerate()
+        .map(|(i, chunk)| EventRows {
+            scans: chunk.to_vec(),
+            floods: if i % (flood_every / 100).max(1) == 0 {
+                flood_rows.next().cloned().into_iter().collect()
+            } else {
+                Vec::new()
+            },
+            ..EventRows::default()
+        })
+        .collect();
+    let rest = EventRows {
+        floods: flood_rows.cloned().collect(),
+        ..EventRows::default()
+    };
     let started = Instant::now();
     let mut inserter = store.event_inserter(limits);
     let mut ending = tokio::task::JoinSet::new();
-    let flood_every = (scans.len() / floods.len().max(1)).max(1);
-    let mut flood_rows = floods.iter();
-    for (i, chunk) in scans.chunks(100).enumerate() {
-        let flood: Vec<FloodEventRow> = if i % (flood_every / 100).max(1) == 0 {
-            flood_rows.next().cloned().into_iter().collect()
-        } else {
-            Vec::new()
-        };
-        inserter.write(chunk, &flood, &[]).await?;
+    for batch in &batches {
+        inserter.write(batch).await?;
         if inserter.due() {
             let full = std::mem::replace(&mut inserter, store.event_inserter(limits));
             if ending.len() >= 2
@@ -273,8 +286,7 @@ async fn raw_insert(
             ending.spawn(full.end());
         }
     }
-    let rest: Vec<FloodEventRow> = flood_rows.cloned().collect();
-    inserter.write(&[], &rest, &[]).await?;
+    inserter.write(&rest).await?;
     ending.spawn(inserter.end());
     while let Some(done) = ending.join_next().await {
         done??;

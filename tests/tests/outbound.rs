@@ -1,0 +1,309 @@
+//! Outbound traffic end to end: a PC namespace runs a real agent, and real
+//! programs on it (curl, nmap, python3) upload, scan, spam and listen
+//! towards other namespaces. The collector must store anomalies naming
+//! the program, the flow minutes, and the listening-port inventory.
+//!
+//! Addresses: the PC is 198.18.0.10 (with two more PCs at .11 and .12 to
+//! be scanned), a web and upload server at .50, and a "mail farm" of 24
+//! SMTP listeners at .100 to .123. Needs root, curl, nmap, python3 and
+//! clickhouse-server; fails (never skips) without them.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use doorwatch_e2e::netns::{Campus, Host};
+use doorwatch_e2e::process::{Process, run};
+use doorwatch_e2e::require;
+use doorwatch_e2e::stack::{self, Stack};
+
+const UPLOAD_BYTES: u64 = 200 << 20;
+
+struct Lab {
+    stack: Stack,
+    pc: Host,
+    others: Vec<Host>,
+    server: Host,
+    agent: Process,
+    campus: Campus,
+}
+
+/// A python3 program that listens on `addresses`:`port` until killed. With
+/// a `greeting`, it sends it on each connection and keeps the session open
+/// (a mail server); without, it reads an HTTP request and answers 200.
+fn listener_script(addresses: &[String], port: u16, greeting: &str) -> String {
+    let list: Vec<String> = addresses.iter().map(|a| format!("'{a}'")).collect();
+    format!(
+        r#"
+import re, selectors, socket
+sel = selectors.DefaultSelector()
+held = []
+for a in [{list}]:
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a, {port})); s.listen(64); sel.register(s, selectors.EVENT_READ)
+print('listening', flush=True)
+while True:
+    for key, _ in sel.select():
+        c, _ = key.fileobj.accept()
+        greeting = {greeting:?}
+        if greeting:
+            # Keep the session open, as a mail server waits for HELO.
+            c.sendall(greeting.encode()); held.append(c); continue
+        c.settimeout(30); head = b''
+        while b'\r\n\r\n' not in head:
+            d = c.recv(65536)
+            if not d: break
+            head += d
+        head, _, body = head.partition(b'\r\n\r\n')
+        m = re.search(rb'content-length: *(\d+)', head, re.I)
+        if m:
+            left = int(m.group(1)) - len(body)
+            while left > 0:
+                d = c.recv(min(left, 1 << 20))
+                if not d: break
+                left -= len(d)
+        elif b'chunked' in head.lower():
+            while not body.endswith(b'0\r\n\r\n'):
+                d = c.recv(1 << 20)
+                if not d: break
+                body = body[-8:] + d
+        c.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n'); c.close()
+"#,
+        list = list.join(", "),
+    )
+}
+
+impl Lab {
+    fn new() -> Self {
+        require::root();
+        for (tool, package) in [("curl", "curl"), ("nmap", "nmap"), ("python3", "python3")] {
+            require::tool(tool, package);
+        }
+        require::tool("clickhouse-server", "clickhouse-server");
+        let mut campus = Campus::new();
+        let (mut pcs, uplinks) = campus.linked_pcs(3);
+        let pc = pcs.remove(0);
+        let server = campus.add_host("server", &["198.18.0.50"]);
+        let stack = Stack::start(std::net::IpAddr::V4(uplinks[0].root_ip));
+        stack::issue_agent(&stack.pki, "pc-0");
+        let config = stack::agent_config(
+            stack.dir.path(),
+            &pc,
+            stack.collector_address,
+            &stack.pki,
+            "pc-0",
+            "",
+            "[outbound]\ninventory_seconds = 2\n",
+        );
+        let mut agent = stack::start_agent(stack.dir.path(), &pc, &config, "pc-0");
+        agent.wait_for_log("connected to collector", Duration::from_secs(30));
+        Self {
+            stack,
+            pc,
+            others: pcs,
+            server,
+            agent,
+            campus,
+        }
+    }
+
+    fn collector_json(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        run(Command::new(require::binary("doorwatch-collector"))
+            .args(args)
+            .args(["--format", "json", "--config"])
+            .arg(&self.stack.collector_config))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+    }
+
+    /// Polls `outbound anomalies` until one satisfies `wanted`.
+    fn wait_for_anomaly(
+        &self,
+        what: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        self.wait_for(what, &["outbound", "anomalies"], wanted, 60)
+    }
+
+    fn wait_for(
+        &self,
+        what: &str,
+        args: &[&str],
+        wanted: impl Fn(&serde_json::Value) -> bool,
+        seconds: u64,
+    ) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            let rows = self.collector_json(args);
+            if let Some(found) = rows.iter().find(|r| wanted(r)) {
+                eprintln!("{what} after {:?}: {found}", start.elapsed());
+                return found.clone();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(seconds),
+                "no {what} within {seconds} s; got {rows:#?}\nagent log:\n{}",
+                self.agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Starts `python3 -c script` in `host`, waiting for it to listen.
+    fn serve(&self, host: &Host, name: &str, script: &str) -> Process {
+        let mut command = host.command("python3");
+        command.args(["-u", "-c", script]);
+        let mut process =
+            Process::spawn(name, command, self.stack.dir.path()).expect("start a listener");
+        process.wait_for_log("listening", Duration::from_secs(10));
+        process
+    }
+}
+
+#[test]
+fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
+    let mut lab = Lab::new();
+    let server_ip = lab.server.ipv4().to_string();
+
+    // 1. Browsing-like traffic raises nothing: many small requests to a web
+    //    server, with answers.
+    let _web = lab.serve(
+        &lab.server,
+        "web",
+        &listener_script(std::slice::from_ref(&server_ip), 8081, ""),
+    );
+    run(lab.pc.command("bash").args([
+        "-c",
+        &format!(
+            "for i in $(seq 1 40); do curl -s -o /dev/null --max-time 5 -d 'q=$i' http://{server_ip}:8081/search || exit 1; done"
+        ),
+    ]));
+    std::thread::sleep(Duration::from_secs(4));
+    let anomalies = lab.collector_json(&["outbound", "anomalies"]);
+    assert!(anomalies.is_empty(), "browsing raised {anomalies:#?}");
+
+    // 2. A web server on 8080 shows in the inventory with its process, as a
+    //    proxy-style port.
+    let mut proxy = lab.pc.command("python3");
+    proxy.args(["-m", "http.server", "8080"]);
+    let _proxy = Process::spawn("http-server", proxy, lab.stack.dir.path()).expect("http.server");
+    let listening = lab.wait_for(
+        "port 8080 in the inventory",
+        &["outbound", "listening"],
+        |r| r["agent_id"] == "pc-0" && r["port"] == 8080,
+        30,
+    );
+    assert!(
+        listening["process"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("python3")),
+        "{listening}"
+    );
+    assert!(
+        listening["risk"]
+            .as_str()
+            .is_some_and(|r| r.contains("proxy")),
+        "{listening}"
+    );
+
+    // 3. curl uploads 200 MiB: a volume anomaly naming curl, with the
+    //    bytes within 5 %.
+    let _sink = lab.serve(
+        &lab.server,
+        "sink",
+        &listener_script(std::slice::from_ref(&server_ip), 8000, ""),
+    );
+    run(lab.pc.command("bash").args([
+        "-c",
+        &format!(
+            "head -c {UPLOAD_BYTES} /dev/zero | curl -sS -o /dev/null --max-time 60 -H 'Expect:' -T - http://{server_ip}:8000/upload"
+        ),
+    ]));
+    let upload = lab.wait_for_anomaly("the upload anomaly, closed", |a| {
+        a["kind"] == "upload_volume" && a["state"] == "closed"
+    });
+    assert_eq!(upload["process"], "curl", "{upload}");
+    assert_eq!(upload["remote"], server_ip.as_str());
+    assert_eq!(upload["remote_port"], 8000);
+    let sent = upload["bytes_out"].as_u64().expect("bytes_out");
+    let error = (sent as f64 - UPLOAD_BYTES as f64).abs() / UPLOAD_BYTES as f64;
+    eprintln!(
+        "upload counted {sent} bytes of {UPLOAD_BYTES}: {:.2} % off",
+        error * 100.0
+    );
+    assert!(error <= 0.05, "{sent} bytes is over 5 % off {UPLOAD_BYTES}");
+    assert!(
+        upload["explanation"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("curl (pid ") && t.contains(&server_ip)),
+        "{upload}"
+    );
+
+    // 4. A spam bot: python3 holds SMTP sessions with 24 mail servers at
+    //    once for two seconds, as a bot sending mail does.
+    let farm: Vec<String> = (100..124).map(|i| format!("198.18.0.{i}")).collect();
+    let farm_refs: Vec<&str> = farm.iter().map(String::as_str).collect();
+    let mail = lab.campus.add_host("mail", &farm_refs);
+    let _smtp = lab.serve(
+        &mail,
+        "smtp",
+        &listener_script(&farm, 25, "220 mx ESMTP\r\n"),
+    );
+    let list: Vec<String> = farm.iter().map(|a| format!("'{a}'")).collect();
+    run(lab.pc.command("python3").args([
+        "-c",
+        &format!(
+            "import socket, time\nsessions = [socket.create_connection((a, 25), timeout=5) for a in [{}]]\nfor s in sessions: s.recv(100); s.sendall(b'HELO bot\\r\\n')\ntime.sleep(2)\nfor s in sessions: s.close()",
+            list.join(", ")
+        ),
+    ]));
+    let spam = lab.wait_for_anomaly("SMTP fan-out", |a| a["kind"] == "smtp_fanout");
+    assert!(spam["hosts"].as_u64() >= Some(20), "{spam}");
+    assert_eq!(spam["process"], "python3", "{spam}");
+
+    // 5. nmap from the PC against the two other PCs, at 100 probes a
+    //    second as a slow scanner would (a raw-socket sender is named only
+    //    while it runs): an outbound scan naming nmap.
+    let targets: Vec<String> = lab.others.iter().map(|h| h.ipv4().to_string()).collect();
+    let out = run(lab
+        .pc
+        .command("timeout")
+        .args([
+            "120",
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            "--max-retries",
+            "1",
+            "--max-rate",
+            "100",
+        ])
+        .args(["-p", "1-200"])
+        .args(&targets));
+    assert!(out.contains("Nmap done"), "{out}");
+    let scan = lab.wait_for_anomaly("the outbound scan", |a| {
+        a["kind"] == "scan" && targets.iter().any(|t| a["remote"] == t.as_str())
+    });
+    assert_eq!(scan["process"], "nmap", "{scan}");
+    assert!(scan["ports"].as_u64() >= Some(4), "{scan}");
+
+    // 6. The flow minutes name curl as pc-0's top talker, with the upload.
+    let talker = lab.wait_for(
+        "curl among pc-0's top talkers",
+        &["outbound", "talkers", "--agent", "pc-0"],
+        |r| r["process"] == "curl",
+        90,
+    );
+    let talked = talker["bytes_out"].as_u64().expect("bytes_out");
+    assert!(
+        talked as f64 >= UPLOAD_BYTES as f64 * 0.95,
+        "curl sent {talked} bytes in its flow minutes"
+    );
+    let destinations = lab.collector_json(&["outbound", "destinations"]);
+    assert_eq!(
+        destinations.first().map(|d| d["destination"].clone()),
+        Some(serde_json::json!(format!("{server_ip}:8000"))),
+        "{destinations:#?}"
+    );
+    assert!(lab.agent.is_running(), "{}", lab.agent.log());
+}
