@@ -40,6 +40,11 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
+/// "5 seconds", "3 minutes", "2 hours": a span of whole seconds.
+pub fn seconds(secs: u64) -> String {
+    duration(secs.saturating_mul(1000))
+}
+
 fn duration(ms: u64) -> String {
     let secs = ms / 1000;
     match secs {

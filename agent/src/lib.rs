@@ -24,5 +24,6 @@ pub mod outbound;
 pub mod pcap;
 pub mod procfs;
 pub mod spool;
+pub mod status;
 pub mod tls;
 pub mod uplink;

@@ -17,12 +17,13 @@ use doorwatch_agent::config::{AgentConfig, ValidConfig};
 use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeState, Report};
 use doorwatch_agent::enroll::{self, Claims, IdentityFiles, Renewal};
 use doorwatch_agent::events::{self, EventBuilder};
-use doorwatch_agent::outbound::{Monitor, OutboundReport, inventory};
+use doorwatch_agent::outbound::{Monitor, OutboundReport, ProcessRate, inventory};
 use doorwatch_agent::procfs;
 use doorwatch_agent::spool::Spool;
+use doorwatch_agent::status::{self, Status};
 use doorwatch_agent::tls::ClientTls;
 use doorwatch_agent::uplink::{Backoff, Counters, Uplink};
-use doorwatch_agent::{decode, pcap};
+use doorwatch_agent::{decode, explain, pcap};
 use doorwatch_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -35,6 +36,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// With collector.token in agent.toml, `run` enrolls by itself on first
 /// start. To enroll by hand instead (once per PC):
 ///   doorwatch-agent enroll --collector collector.campus.example:4443 --token dwt1-...
+/// Help desk, on the PC (as root):
+///   doorwatch-agent status        what the agent saw recently, in plain words
+///   doorwatch-agent top           live upload and download rates per program
 /// Offline analysis of a capture file:
 ///   doorwatch-agent replay --pcap scan.pcap --local-ip 192.0.2.10
 #[derive(Debug, Parser)]
@@ -97,6 +101,30 @@ enum Command {
         #[arg(long, default_value = "/etc/doorwatch/agent.toml")]
         config: PathBuf,
     },
+    /// Show, refreshed every second, which programs on this PC send and
+    /// receive how much, and to where (like bandwhich). Needs root or
+    /// CAP_NET_RAW. Ctrl-C ends it.
+    Top {
+        /// Path to agent.toml (for the interface and this PC's addresses).
+        #[arg(long, default_value = "/etc/doorwatch/agent.toml")]
+        config: PathBuf,
+        /// Measure for --seconds, print once and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+        /// With --once: how long to measure.
+        #[arg(long, default_value_t = 6)]
+        seconds: u64,
+        /// table for people, json for scripts (one array).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Tell, in plain words, what the running agent saw recently: scans
+    /// of this PC, suspicious traffic from it, risky open ports.
+    Status {
+        /// Path to agent.toml (the status file sits next to the spool).
+        #[arg(long, default_value = "/etc/doorwatch/agent.toml")]
+        config: PathBuf,
+    },
     /// Run the detector over a pcap file, using the capture's timestamps.
     Replay {
         /// Capture file (classic pcap, Ethernet).
@@ -116,6 +144,24 @@ fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Run { config } => run(load_config(&config)?),
+        Command::Top {
+            config,
+            once,
+            seconds,
+            format,
+        } => top(&load_config(&config)?, once.then_some(seconds), format),
+        Command::Status { config } => {
+            let config = load_config(&config)?;
+            let path = status::path_for(&config.spool_dir);
+            let status = Status::read(&path).with_context(|| {
+                format!(
+                    "cannot read {}; is the agent running (doorwatch-agent run)?",
+                    path.display()
+                )
+            })?;
+            print!("{}", status.describe(unix_ms()));
+            Ok(())
+        }
         Command::Enroll {
             config,
             collector,
@@ -363,10 +409,18 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
             .clone()
             .map(|c| OutboundLoop::new(Monitor::new(c, local_ips.clone()), config.inventory_every));
         let detector = Detector::new(config.detector.clone(), local_ips);
+        let status = Status {
+            started_ms: unix_ms(),
+            interface: config.interface.clone(),
+            ..Status::default()
+        };
         let loop_state = CaptureLoop {
             capture,
             detector,
             outbound,
+            status,
+            status_path: status::path_for(&config.spool_dir),
+            status_written_ms: 0,
             base: config.detector.clone(),
             builder: EventBuilder::default(),
             events: event_tx,
@@ -416,6 +470,10 @@ struct CaptureLoop {
     detector: Detector,
     /// Outbound accounting and anomalies; `None` when turned off.
     outbound: Option<OutboundLoop>,
+    /// What `doorwatch-agent status` shows, written every few seconds.
+    status: Status,
+    status_path: PathBuf,
+    status_written_ms: u64,
     /// The configured thresholds; a pushed policy overrides them.
     base: DetectorConfig,
     builder: EventBuilder,
@@ -458,6 +516,7 @@ impl CaptureLoop {
                 self.detector.tick(now);
                 self.forward(now);
                 self.outbound_tick(now);
+                self.write_status(now, false);
             }
         }
         self.flush_counters(packets, decode_errors);
@@ -467,6 +526,7 @@ impl CaptureLoop {
             o.monitor.finish(unix_ms());
         }
         self.outbound_tick(unix_ms());
+        self.write_status(unix_ms(), true);
         let stats = self.detector.stats();
         tracing::info!(
             packets_seen = self.counters.packets_seen.load(Ordering::Relaxed),
@@ -517,6 +577,23 @@ impl CaptureLoop {
             .fetch_add(self.capture.take_kernel_drops(), Ordering::Relaxed);
     }
 
+    /// Writes the status file every 5 s (or now, if `force`).
+    fn write_status(&mut self, now: u64, force: bool) {
+        if !force && now.saturating_sub(self.status_written_ms) < 5_000 {
+            return;
+        }
+        self.status_written_ms = now;
+        let c = &self.counters;
+        self.status.updated_ms = now;
+        self.status.packets_seen = c.packets_seen.load(Ordering::Relaxed);
+        self.status.kernel_drops = c.kernel_drops.load(Ordering::Relaxed);
+        self.status.events_created = c.events_created.load(Ordering::Relaxed);
+        self.status.events_dropped = c.events_dropped.load(Ordering::Relaxed);
+        if let Err(e) = self.status.write(&self.status_path) {
+            tracing::debug!(error = %e, path = %self.status_path.display(), "cannot write the status file");
+        }
+    }
+
     /// Runs the outbound monitor's timers, reads procfs when it needs
     /// owners or the inventory is due, and hands its events on.
     fn outbound_tick(&mut self, now: u64) {
@@ -524,11 +601,16 @@ impl CaptureLoop {
             return;
         };
         let mut events = o.tick(now);
+        for risk in o.new_risks.drain(..) {
+            self.status.record(now, "risky open port", &risk);
+        }
         for report in o.monitor.drain_reports() {
             if let OutboundReport::Anomaly(a) = &report
                 && a.state == EpisodeState::Detected
             {
                 tracing::warn!(kind = ?a.kind, process = a.process.as_ref().map(|p| p.name.as_str()).unwrap_or("unknown"), explanation = %a.explanation, "outbound anomaly");
+                self.status
+                    .record(now, "suspicious traffic from this PC", &a.explanation);
             }
             events.push(self.builder.outbound_event(&report, now));
         }
@@ -547,9 +629,13 @@ impl CaptureLoop {
             match &report {
                 Report::Scan(scan) if scan.state == EpisodeState::Detected => {
                     tracing::info!(scanner = %scan.scanner, target = %scan.target, kinds = ?scan.kinds, ports = scan.ports_probed, "scan detected");
+                    self.status
+                        .record(now, "scan of this PC", &scan.explanation);
                 }
                 Report::Flood(flood) if flood.state == EpisodeState::Detected => {
                     tracing::warn!(target = %flood.target, sources = flood.sources, "flood detected");
+                    self.status
+                        .record(now, "flood against this PC", &flood.explanation);
                 }
                 Report::Knocks(knocks) => {
                     tracing::debug!(
@@ -717,6 +803,8 @@ struct OutboundLoop {
     listeners: Option<Vec<inventory::Listener>>,
     last_error_ms: u64,
     builder: EventBuilder,
+    /// Plain words about risky ports newly open, for the status file.
+    new_risks: Vec<String>,
 }
 
 /// Least milliseconds between two procfs reads for owners.
@@ -732,6 +820,7 @@ impl OutboundLoop {
             listeners: None,
             last_error_ms: 0,
             builder: EventBuilder::default(),
+            new_risks: Vec::new(),
         }
     }
 
@@ -775,7 +864,15 @@ impl OutboundLoop {
                             .any(|o| o.port == l.port && o.protocol == l.protocol)
                     });
                     if !was {
-                        tracing::warn!(port = l.port, process = l.process.as_ref().map(|p| p.name.as_str()).unwrap_or("unknown"), risk = %l.risk, "risky listening port");
+                        let process = l
+                            .process
+                            .as_ref()
+                            .map_or("an unknown program", |p| p.name.as_str());
+                        tracing::warn!(port = l.port, process, risk = %l.risk, "risky listening port");
+                        self.new_risks.push(format!(
+                            "{process} opened port {} to the network: {}.",
+                            l.port, l.risk
+                        ));
                     }
                 }
                 events.push(self.builder.listening_event(&listeners, now));
@@ -784,4 +881,101 @@ impl OutboundLoop {
         }
         events
     }
+}
+
+/// `doorwatch-agent top`: live rates per program, or one measurement with
+/// `once = Some(seconds)`.
+fn top(config: &ValidConfig, once: Option<u64>, format: Format) -> anyhow::Result<()> {
+    let mut capture = Capture::open(&config.interface)?;
+    let local_ips = if config.local_ips.is_empty() {
+        capture.interface_ips()
+    } else {
+        config.local_ips.clone()
+    };
+    let mut monitor = Monitor::new(config.outbound.clone().unwrap_or_default(), local_ips);
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Ctrl-C ends the loop; a failure to install the handler only
+        // means Ctrl-C kills the process the usual way.
+        let _ = ctrlc_handler(move || stop.store(true, Ordering::Relaxed));
+    }
+    let started = unix_ms();
+    let mut last_refresh = 0;
+    while !stop.load(Ordering::Relaxed) {
+        capture.next_frames(&mut |frame, captured_ms| {
+            if let Ok(Some(packet)) = decode::ethernet(frame) {
+                monitor.observe(&packet, captured_ms);
+            }
+        })?;
+        let now = unix_ms();
+        if now.saturating_sub(last_refresh) < 1_000 {
+            continue;
+        }
+        last_refresh = now;
+        monitor.tick(now);
+        match procfs::read(Path::new("/proc"), Path::new("/etc/passwd")) {
+            Ok(snapshot) => {
+                monitor.attribute(&snapshot);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the socket owners"),
+        }
+        monitor.drain_reports().for_each(drop);
+        let rates = monitor.rates(now);
+        match once {
+            Some(seconds) if now.saturating_sub(started) < seconds * 1000 => {}
+            Some(_) => {
+                print_rates(&rates, format)?;
+                return Ok(());
+            }
+            None => {
+                // Clear the terminal and draw from the top left.
+                print!("\x1b[2J\x1b[H");
+                println!(
+                    "doorwatch top: {} (rates over the last 5 seconds; Ctrl-C quits)\n",
+                    config.interface
+                );
+                print_rates(&rates, format)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_rates(rates: &[ProcessRate], format: Format) -> anyhow::Result<()> {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string(rates)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:>8} {:<10} {:>12} {:>12} {:>6}  TOP DESTINATION",
+        "PROGRAM", "PID", "USER", "SENT/s", "RECEIVED/s", "FLOWS"
+    );
+    for r in rates {
+        println!(
+            "{:<20} {:>8} {:<10} {:>12} {:>12} {:>6}  {}",
+            r.process,
+            r.pid,
+            r.user,
+            explain::bytes(r.sent_per_sec),
+            explain::bytes(r.received_per_sec),
+            r.connections,
+            r.top_destination
+        );
+    }
+    Ok(())
+}
+
+/// Runs `f` on SIGINT or SIGTERM, from a small background runtime.
+fn ctrlc_handler(f: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(wait_for_signal());
+            f();
+        })?;
+    Ok(())
 }

@@ -24,6 +24,7 @@ struct Lab {
     others: Vec<Host>,
     server: Host,
     agent: Process,
+    agent_config: std::path::PathBuf,
     campus: Campus,
 }
 
@@ -102,6 +103,7 @@ impl Lab {
             others: pcs,
             server,
             agent,
+            agent_config: config,
             campus,
         }
     }
@@ -305,5 +307,61 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         Some(serde_json::json!(format!("{server_ip}:8000"))),
         "{destinations:#?}"
     );
+
+    // 7. The help-desk view on the PC: `top --once` names the program that
+    //    uploads at a steady 2 MB/s, with its rate, and `status` tells in
+    //    plain words what the agent saw.
+    let paced = format!(
+        "import socket, time\n\
+         s = socket.create_connection(('{server_ip}', 8000))\n\
+         s.sendall(b'POST /slow HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 24000000\\r\\n\\r\\n')\n\
+         chunk, sent, t0 = bytes(20000), 0, time.time()\n\
+         while sent < 24000000:\n\
+         \x20   s.sendall(chunk); sent += len(chunk)\n\
+         \x20   time.sleep(max(0, t0 + sent / 2000000 - time.time()))\n"
+    );
+    let mut slow = lab.pc.command("python3");
+    slow.args(["-c", &paced]);
+    let _slow = Process::spawn("paced-upload", slow, lab.stack.dir.path()).expect("paced upload");
+    let top = run(lab
+        .pc
+        .command(require::binary("doorwatch-agent"))
+        .args([
+            "top",
+            "--once",
+            "--seconds",
+            "7",
+            "--format",
+            "json",
+            "--config",
+        ])
+        .arg(&lab.agent_config));
+    let rates: Vec<serde_json::Value> = serde_json::from_str(top.trim()).expect("top prints JSON");
+    let uploader = rates
+        .iter()
+        .find(|r| r["process"] == "python3" && r["top_destination"] == format!("{server_ip}:8000"))
+        .unwrap_or_else(|| panic!("the paced uploader in top: {rates:#?}"));
+    let rate = uploader["sent_per_sec"].as_u64().expect("rate");
+    eprintln!("top: the paced uploader sends {rate} bytes/s (paced at 2,000,000)");
+    assert!(
+        (1_700_000..=2_300_000).contains(&rate),
+        "rate {rate} is not near 2 MB/s: {uploader}"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    let status = run(lab
+        .pc
+        .command(require::binary("doorwatch-agent"))
+        .args(["status", "--config"])
+        .arg(&lab.agent_config));
+    eprintln!("{status}");
+    for words in [
+        "is watching eth0",
+        "curl (pid",
+        "python3 opened port 8080",
+        "connected to the mail port (25) of 24",
+        "nmap (pid",
+    ] {
+        assert!(status.contains(words), "status says {words:?}:\n{status}");
+    }
     assert!(lab.agent.is_running(), "{}", lab.agent.log());
 }

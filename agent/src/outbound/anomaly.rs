@@ -528,9 +528,18 @@ impl Anomalies {
     }
 
     fn close(&mut self, key: EpisodeKey, _now: u64) {
-        if let (AnomalyKind::UploadVolume, Some(remote)) = (key.0, key.2) {
-            // Its bytes are reported: a new episode starts from nothing.
-            self.uploads.remove(&(key.1, remote, key.3));
+        // What the episode counted is reported: a new episode of the same
+        // kind starts from nothing, never from the same evidence.
+        match (key.0, key.2) {
+            (AnomalyKind::UploadVolume, Some(remote)) => {
+                self.uploads.remove(&(key.1, remote, key.3));
+            }
+            (AnomalyKind::Scan, None) => {
+                self.failed_hosts.remove(&key.3);
+            }
+            (AnomalyKind::SmtpFanout, _) => self.smtp_hosts.clear(),
+            (AnomalyKind::FailedConnections, _) => self.outcomes.clear(),
+            _ => {}
         }
         if let Some(mut open) = self.open.remove(&key) {
             open.report.state = EpisodeState::Closed;

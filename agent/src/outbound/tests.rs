@@ -289,3 +289,21 @@ fn browsing_raises_nothing_and_is_summarised_per_process() {
     // Rows are per destination, not per connection.
     assert!(rows.len() <= 16, "{}", rows.len());
 }
+
+#[test]
+fn a_closed_fanout_does_not_reopen_on_the_same_hosts() {
+    let mut pc = Pc::new();
+    for host in 1..=24u16 {
+        let remote = format!("198.18.4.{host}");
+        pc.tcp(true, &remote, 41_000 + host, 25, SYN, 60);
+        pc.tcp(false, &remote, 41_000 + host, 25, SYN_ACK, 60);
+    }
+    pc.advance(60_000);
+    let spam: Vec<_> = pc
+        .anomalies()
+        .into_iter()
+        .filter(|a| a.kind == AnomalyKind::SmtpFanout)
+        .map(|a| a.state)
+        .collect();
+    assert_eq!(spam, vec![EpisodeState::Detected, EpisodeState::Closed]);
+}
