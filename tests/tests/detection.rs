@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use doorwatch_e2e::netns::{Campus, Host};
-use doorwatch_e2e::process::{Process, run};
+use doorwatch_e2e::process::{Process, rss_kib, run};
 use doorwatch_e2e::require;
 use doorwatch_e2e::stack::Stack;
 
@@ -371,18 +371,6 @@ fn benign_traffic_raises_nothing() {
     let _ = Command::new("true");
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 #[test]
 fn spoofed_syn_flood_is_one_flood_and_a_concurrent_scan_is_still_found() {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use doorwatch_e2e::netns::Campus;
-use doorwatch_e2e::process::{Process, run};
+use doorwatch_e2e::process::{Process, cpu_seconds, run};
 use doorwatch_e2e::{require, stack};
 
 const PC: [u8; 4] = [198, 18, 0, 10];
@@ -95,21 +95,6 @@ fn write_pcap(path: &std::path::Path, n: usize, dst_mac: [u8; 6]) -> anyhow::Res
         out.write_all(&f)?;
     }
     Ok(())
-}
-
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn field(log: &str, name: &str) -> u64 {
