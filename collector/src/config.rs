@@ -324,6 +324,9 @@ pub struct CorrelationConfig {
     pub distributed_max_ports: u32,
     /// Campus PCs one campus address must scan for an internal campaign.
     pub internal_min_pcs: u32,
+    /// PCs that must report the same outbound anomaly (kind and
+    /// destination) for an outbound campaign.
+    pub outbound_min_pcs: u32,
     /// The campus's own networks (CIDR): scans from them are internal.
     pub campus_networks: Vec<String>,
     /// Sources never made into campaigns (the campus's vulnerability
@@ -345,6 +348,7 @@ impl Default for CorrelationConfig {
             distributed_min_pcs: d.distributed_min_pcs,
             distributed_max_ports: d.distributed_max_ports,
             internal_min_pcs: d.internal_min_pcs,
+            outbound_min_pcs: d.outbound_min_pcs,
             campus_networks: Vec::new(),
             allowlist: Vec::new(),
         }
@@ -418,6 +422,12 @@ impl CorrelationConfig {
             1,
             100_000,
         )?;
+        range(
+            "correlation.outbound_min_pcs",
+            self.outbound_min_pcs.into(),
+            1,
+            100_000,
+        )?;
         let cidrs = |field: &'static str, list: &[String]| {
             list.iter()
                 .map(|text| {
@@ -443,6 +453,7 @@ impl CorrelationConfig {
                 distributed_min_pcs: self.distributed_min_pcs,
                 distributed_max_ports: self.distributed_max_ports,
                 internal_min_pcs: self.internal_min_pcs,
+                outbound_min_pcs: self.outbound_min_pcs,
                 campus: campus.clone(),
                 allowlist: allowlist.clone(),
             }),

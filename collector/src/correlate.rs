@@ -42,6 +42,9 @@ pub struct Settings {
     pub distributed_min_pcs: u32,
     pub distributed_max_ports: u32,
     pub internal_min_pcs: u32,
+    /// PCs that must report the same outbound anomaly (kind and
+    /// destination) for an outbound campaign.
+    pub outbound_min_pcs: u32,
     pub campus: Vec<Cidr>,
     pub allowlist: Vec<Cidr>,
 }
@@ -58,6 +61,7 @@ impl Default for Settings {
             distributed_min_pcs: 3,
             distributed_max_ports: 16,
             internal_min_pcs: 2,
+            outbound_min_pcs: 2,
             campus: Vec::new(),
             allowlist: Vec::new(),
         }
@@ -240,7 +244,12 @@ fn version(row: &CampaignRow) -> u64 {
 /// 1 low, 2 medium, 3 high, 4 critical: rises with breadth, with open
 /// ports hit, and with internal involvement.
 pub fn severity(row: &CampaignRow) -> u8 {
-    let mut level: u8 = if row.kind == kind::INTERNAL { 2 } else { 1 };
+    // Campus PCs doing it themselves start higher than outsiders.
+    let mut level: u8 = if matches!(row.kind, kind::INTERNAL | kind::OUTBOUND) {
+        2
+    } else {
+        1
+    };
     if row.pcs >= 10 || row.sources >= 10 {
         level += 1;
     }
@@ -293,7 +302,42 @@ pub fn explain(row: &CampaignRow) -> String {
              infected (a worm) or misused: check it. {open}",
             key = row.campaign_key,
         ),
+        kind::OUTBOUND => format!(
+            "{pcs} show the same suspicious traffic: {key}. Several PCs doing the same points to \
+             malware spreading on campus, or to one infected installer: check these PCs.",
+            key = row.campaign_key,
+        ),
         _ => String::new(),
+    }
+}
+
+/// An outbound activity key ("KIND:HEX:PORT", see the store) in words.
+fn outbound_key(group_key: &str) -> String {
+    let mut parts = group_key.splitn(3, ':');
+    let (kind, hex, port) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let destination = if hex.chars().all(|c| c == '0') {
+        None
+    } else {
+        Some(network_key(hex, false))
+    };
+    let to = match (&destination, port) {
+        (Some(ip), "0") => ip.clone(),
+        (Some(ip), port) => format!("{ip}:{port}"),
+        (None, port) => format!("port {port}"),
+    };
+    match kind {
+        "upload_volume" => format!("large uploads to {to}"),
+        "scan" => match destination {
+            Some(ip) => format!("scanning {ip}"),
+            None => format!("scanning {to} on many hosts"),
+        },
+        "smtp_fanout" => "mail sent straight to many mail servers (spam)".to_owned(),
+        "failed_connections" => "mostly failing connections".to_owned(),
+        other => format!("{other} towards {to}"),
     }
 }
 
@@ -351,6 +395,18 @@ async fn read_activity(
         activity.push(Activity {
             kind: kind::INTERNAL,
             key,
+            row,
+        });
+    }
+    for mut row in store
+        .outbound_activity(filter.since, settings.outbound_min_pcs)
+        .await?
+    {
+        // The destination is kept as the member; none when all zeros.
+        row.sources.retain(|s| *s != [0; 16]);
+        activity.push(Activity {
+            kind: kind::OUTBOUND,
+            key: outbound_key(&row.group_key),
             row,
         });
     }
@@ -545,6 +601,19 @@ mod tests {
         row.open_ports = 1;
         assert_eq!(severity(&row), 3);
         assert!(explain(&row).contains("Campus address 198.18.0.12 scanned 2 campus PCs"));
+    }
+
+    #[test]
+    fn outbound_keys_read_as_words() {
+        assert_eq!(
+            outbound_key("upload_volume:00000000000000000000FFFFC6336409:443"),
+            "large uploads to 198.51.100.9:443"
+        );
+        assert_eq!(
+            outbound_key("scan:00000000000000000000000000000000:445"),
+            "scanning port 445 on many hosts"
+        );
+        assert!(outbound_key("smtp_fanout:00000000000000000000000000000000:25").contains("spam"));
     }
 
     #[test]

@@ -371,7 +371,6 @@ fn benign_traffic_raises_nothing() {
     let _ = Command::new("true");
 }
 
-
 #[test]
 fn spoofed_syn_flood_is_one_flood_and_a_concurrent_scan_is_still_found() {
     require::tool("hping3", "hping3");

@@ -251,16 +251,44 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         &listener_script(&farm, 25, "220 mx ESMTP\r\n"),
     );
     let list: Vec<String> = farm.iter().map(|a| format!("'{a}'")).collect();
-    run(lab.pc.command("python3").args([
-        "-c",
-        &format!(
-            "import socket, time\nsessions = [socket.create_connection((a, 25), timeout=5) for a in [{}]]\nfor s in sessions: s.recv(100); s.sendall(b'HELO bot\\r\\n')\ntime.sleep(2)\nfor s in sessions: s.close()",
-            list.join(", ")
-        ),
-    ]));
+    let bot = format!(
+        "import socket, time\nsessions = [socket.create_connection((a, 25), timeout=5) for a in [{}]]\nfor s in sessions: s.recv(100); s.sendall(b'HELO bot\\r\\n')\ntime.sleep(2)\nfor s in sessions: s.close()",
+        list.join(", ")
+    );
+    run(lab.pc.command("python3").args(["-c", &bot]));
     let spam = lab.wait_for_anomaly("SMTP fan-out", |a| a["kind"] == "smtp_fanout");
     assert!(spam["hosts"].as_u64() >= Some(20), "{spam}");
     assert_eq!(spam["process"], "python3", "{spam}");
+
+    // A second PC with an agent runs the same bot: the collector's
+    // correlator makes it an outbound campaign across both PCs.
+    let second = &lab.others[0];
+    stack::issue_agent(&lab.stack.pki, "pc-1");
+    let config = stack::agent_config(
+        lab.stack.dir.path(),
+        second,
+        lab.stack.collector_address,
+        &lab.stack.pki,
+        "pc-1",
+        "",
+        "",
+    );
+    let mut second_agent = stack::start_agent(lab.stack.dir.path(), second, &config, "pc-1");
+    second_agent.wait_for_log("connected to collector", Duration::from_secs(30));
+    run(second.command("python3").args(["-c", &bot]));
+    let campaign = lab.wait_for(
+        "an outbound campaign over both PCs",
+        &["campaigns", "list"],
+        |c| c["kind"] == "outbound" && c["pcs"] == 2,
+        30,
+    );
+    assert!(
+        campaign["explanation"]
+            .as_str()
+            .is_some_and(|t| t.contains("2 campus PCs") && t.contains("spam")),
+        "{campaign}"
+    );
+    assert_ne!(campaign["severity"], "low", "{campaign}");
 
     // 5. nmap from the PC against the two other PCs, at 100 probes a
     //    second as a slow scanner would (a raw-socket sender is named only

@@ -39,12 +39,15 @@ pub mod kind {
     pub const SWEEP: i8 = 1;
     pub const DISTRIBUTED: i8 = 2;
     pub const INTERNAL: i8 = 3;
+    /// Several campus PCs with the same suspicious outbound traffic.
+    pub const OUTBOUND: i8 = 4;
 
     pub fn label(value: i8) -> &'static str {
         match value {
             SWEEP => "sweep",
             DISTRIBUTED => "distributed",
             INTERNAL => "internal",
+            OUTBOUND => "outbound",
             _ => "unknown",
         }
     }
@@ -235,6 +238,31 @@ pub(crate) async fn internal(
         activity = filter.activity(true),
     );
     fetch(client, &sql, "select internal scanning").await
+}
+
+/// Outbound anomalies of one kind, towards the same destination (or, for
+/// kinds without one, the same port), reported by at least `min_pcs` PCs.
+/// `group_key` is "KIND:HEX OF THE DESTINATION:PORT"; the destination is
+/// also the one "source" member, and all zeros when there is none.
+pub(crate) async fn outbound(
+    client: &clickhouse::Client,
+    since: u32,
+    min_pcs: u32,
+) -> Result<Vec<ActivityRow>, StoreError> {
+    let sql = format!(
+        "SELECT concat(toString(kind), ':', hex(remote), ':', toString(remote_port)) AS group_key, \
+                [any(remote)] AS sources, \
+                arraySlice(groupUniqArray(agent_id), 1, {MEMBERS}) AS pcs, \
+                arrayFilter(p -> p != 0, [any(remote_port)]) AS ports, \
+                emptyArrayUInt16() AS open_ports_hit, \
+                min(first_seen) AS activity_start, max(last_seen) AS activity_end \
+         FROM outbound_anomalies \
+         WHERE first_seen >= toDateTime({oldest}) AND last_seen >= toDateTime({since}) \
+         GROUP BY kind, remote, remote_port HAVING uniqExact(agent_id) >= {min_pcs} \
+         ORDER BY group_key",
+        oldest = since.saturating_sub(MAX_EPISODE_SECONDS),
+    );
+    fetch(client, &sql, "select outbound activity").await
 }
 
 async fn fetch(

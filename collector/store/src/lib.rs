@@ -245,6 +245,16 @@ impl Store {
         campaigns::distributed(&self.client, filter, min_sources, min_pcs, max_ports).await
     }
 
+    /// The same outbound anomaly (kind and destination) on at least
+    /// `min_pcs` PCs, since `since_unix`.
+    pub async fn outbound_activity(
+        &self,
+        since_unix: u32,
+        min_pcs: u32,
+    ) -> Result<Vec<ActivityRow>, StoreError> {
+        campaigns::outbound(&self.client, since_unix, min_pcs).await
+    }
+
     /// The processes of one PC that sent most since `since_unix`.
     pub async fn top_talkers(
         &self,

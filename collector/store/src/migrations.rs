@@ -392,6 +392,16 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 12,
+        name: "outbound_campaigns",
+        // Adding an Enum8 value changes metadata only; running it twice
+        // (two collectors starting at once) is harmless.
+        steps: &[Step::Sql(
+            "ALTER TABLE campaigns MODIFY COLUMN \
+             kind Enum8('sweep' = 1, 'distributed' = 2, 'internal' = 3, 'outbound' = 4)",
+        )],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
