@@ -27,8 +27,10 @@ use doorwatch_agent::{decode, explain, pcap};
 use doorwatch_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 
-/// Watches this PC's network interface for port scans and reports them to
-/// the campus doorwatch collector over mutual TLS.
+/// Watches this PC's network interface for port scans against it and for
+/// suspicious traffic from it (big uploads, scanning, spam), names the
+/// program responsible, and reports to the campus doorwatch collector over
+/// mutual TLS.
 ///
 /// Needs the CAP_NET_RAW capability (not full root). Typical use:
 ///   doorwatch-agent check-config --config /etc/doorwatch/agent.toml
@@ -102,8 +104,8 @@ enum Command {
         config: PathBuf,
     },
     /// Show, refreshed every second, which programs on this PC send and
-    /// receive how much, and to where (like bandwhich). Needs root or
-    /// CAP_NET_RAW. Ctrl-C ends it.
+    /// receive how much, and to where (like bandwhich). Run it as root: it
+    /// captures packets and reads other users' processes. Ctrl-C ends it.
     Top {
         /// Path to agent.toml (for the interface and this PC's addresses).
         #[arg(long, default_value = "/etc/doorwatch/agent.toml")]

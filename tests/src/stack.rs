@@ -264,3 +264,30 @@ impl Drop for Stack {
         eprintln!("test files kept in {}", dir.keep().display());
     }
 }
+
+/// For capture benchmarks: an agent in `host` with its own PKI in `dir`
+/// and no collector (it captures, detects and spools while retrying the
+/// uplink), and `tcpdump -s 256 -w /dev/null` on the same interface.
+/// Returns (agent, tcpdump), both capturing.
+pub fn offline_agent_and_tcpdump(dir: &Path, host: &Host) -> (Process, Process) {
+    let pki = pki_init(dir, &["127.0.0.1".parse().expect("literal")]);
+    issue_agent(&pki, "bench-pc");
+    let unreachable: SocketAddr = "127.0.0.1:9".parse().expect("literal");
+    let config = agent_config(dir, host, unreachable, &pki, "bench-pc", "", "");
+    let mut agent = start_agent(dir, host, &config, "bench-pc");
+    agent.wait_for_log("agent starting", Duration::from_secs(10));
+    let mut command = host.command(require::tool("tcpdump", "tcpdump"));
+    command.args(["-i", &host.interface, "-s", "256", "-w", "/dev/null"]);
+    let mut tcpdump = Process::spawn("tcpdump", command, dir).expect("start tcpdump");
+    tcpdump.wait_for_log("listening on", Duration::from_secs(10));
+    (agent, tcpdump)
+}
+
+/// The number after `name=` in the last `name=N` of `log` (a tracing
+/// key-value), or 0.
+pub fn log_field(log: &str, name: &str) -> u64 {
+    log.split_whitespace()
+        .rev()
+        .find_map(|w| w.strip_prefix(&format!("{name}="))?.parse().ok())
+        .unwrap_or(0)
+}

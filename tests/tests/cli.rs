@@ -92,7 +92,7 @@ fn every_subcommand_has_help() {
     for (binary, subcommands) in [
         (
             "doorwatch-agent",
-            vec!["run", "enroll", "check-config", "replay"],
+            vec!["run", "enroll", "check-config", "replay", "top", "status"],
         ),
         (
             "doorwatch-collector",
@@ -105,6 +105,7 @@ fn every_subcommand_has_help() {
                 "agents",
                 "policy",
                 "campaigns",
+                "outbound",
             ],
         ),
     ] {

@@ -11,12 +11,11 @@
 //!   target/release/doorwatch-bench-capture [FRAMES] [LOOPS]
 
 use std::io::Write;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use doorwatch_e2e::netns::Campus;
-use doorwatch_e2e::process::{Process, cpu_seconds, run};
+use doorwatch_e2e::process::{cpu_seconds, run};
 use doorwatch_e2e::{require, stack};
 
 const PC: [u8; 4] = [198, 18, 0, 10];
@@ -97,13 +96,6 @@ fn write_pcap(path: &std::path::Path, n: usize, dst_mac: [u8; 6]) -> anyhow::Res
     Ok(())
 }
 
-fn field(log: &str, name: &str) -> u64 {
-    log.split_whitespace()
-        .rev()
-        .find_map(|w| w.strip_prefix(&format!("{name}="))?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() -> anyhow::Result<()> {
     require::root();
     require::tool("tcpreplay", "tcpreplay");
@@ -127,32 +119,7 @@ fn main() -> anyhow::Result<()> {
     let pcap = dir.path().join("mixed.pcap");
     write_pcap(&pcap, frames, mac)?;
 
-    // The agent needs TLS files; no collector runs, so it captures and
-    // detects while retrying the uplink.
-    let loopback: IpAddr = "127.0.0.1".parse()?;
-    let pki = stack::pki_init(dir.path(), &[loopback]);
-    stack::issue_agent(&pki, "bench-pc");
-    let config = stack::agent_config(
-        dir.path(),
-        &pc,
-        "127.0.0.1:9".parse()?,
-        &pki,
-        "bench-pc",
-        "",
-        "",
-    );
-    let mut agent = stack::start_agent(dir.path(), &pc, &config, "bench-pc");
-    agent.wait_for_log("agent starting", Duration::from_secs(10));
-    let mut tcpdump = Process::spawn(
-        "tcpdump",
-        {
-            let mut c = pc.command("tcpdump");
-            c.args(["-i", "eth0", "-s", "256", "-w", "/dev/null"]);
-            c
-        },
-        dir.path(),
-    )?;
-    tcpdump.wait_for_log("listening on", Duration::from_secs(10));
+    let (mut agent, mut tcpdump) = stack::offline_agent_and_tcpdump(dir.path(), &pc);
     std::thread::sleep(Duration::from_secs(1));
     let (agent_cpu0, dump_cpu0) = (cpu_seconds(agent.pid()), cpu_seconds(tcpdump.pid()));
 
@@ -198,10 +165,10 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!("| capturer | packets seen | kernel drops | CPU seconds | CPU ns/packet sent |");
     println!("|---|---:|---:|---:|---:|");
-    let seen = field(stats_line, "packets_seen");
+    let seen = stack::log_field(stats_line, "packets_seen");
     println!(
         "| doorwatch-agent (TPACKET_V3 ring, decode + detect) | {seen} | {} | {agent_cpu:.2} | {:.0} |",
-        field(stats_line, "kernel_drops"),
+        stack::log_field(stats_line, "kernel_drops"),
         agent_cpu * 1e9 / sent as f64
     );
     println!(

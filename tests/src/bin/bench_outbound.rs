@@ -13,7 +13,6 @@
 //! Run (as root): cargo build --release --workspace --bins &&
 //!   target/release/doorwatch-bench-outbound --seconds 20
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -72,13 +71,6 @@ ts = [threading.Thread(target=f) for f in (up, down)]
 print(moved['up'], moved['down'])
 "#;
 
-fn field(log: &str, name: &str) -> u64 {
-    log.split_whitespace()
-        .rev()
-        .find_map(|w| w.strip_prefix(&format!("{name}="))?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     require::root();
@@ -89,32 +81,7 @@ fn main() -> anyhow::Result<()> {
     let pc = campus.add_host("bench-pc", &["198.18.0.10"]);
     let peer = campus.add_host("bench-peer", &["198.18.0.20"]);
 
-    // The agent needs TLS files; no collector runs, so it captures, counts
-    // and spools while retrying the uplink.
-    let loopback: IpAddr = "127.0.0.1".parse()?;
-    let pki = stack::pki_init(dir.path(), &[loopback]);
-    stack::issue_agent(&pki, "bench-pc");
-    let config = stack::agent_config(
-        dir.path(),
-        &pc,
-        "127.0.0.1:9".parse()?,
-        &pki,
-        "bench-pc",
-        "",
-        "",
-    );
-    let mut agent = stack::start_agent(dir.path(), &pc, &config, "bench-pc");
-    agent.wait_for_log("agent starting", Duration::from_secs(10));
-    let mut tcpdump = Process::spawn(
-        "tcpdump",
-        {
-            let mut c = pc.command("tcpdump");
-            c.args(["-i", "eth0", "-s", "256", "-w", "/dev/null"]);
-            c
-        },
-        dir.path(),
-    )?;
-    tcpdump.wait_for_log("listening on", Duration::from_secs(10));
+    let (mut agent, mut tcpdump) = stack::offline_agent_and_tcpdump(dir.path(), &pc);
     let mut server = Process::spawn(
         "peer",
         {
@@ -180,8 +147,8 @@ fn main() -> anyhow::Result<()> {
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
         "| doorwatch-agent (scan detection + outbound accounting) | {} | {} | {agent_cpu:.2} | {:.1} | {:.1} → {:.1} | {:.1} |",
-        field(stats, "packets_seen"),
-        field(stats, "kernel_drops"),
+        stack::log_field(stats, "packets_seen"),
+        stack::log_field(stats, "kernel_drops"),
         agent_cpu * 100.0 / secs,
         mib(agent_rss0),
         mib(agent_rss),
