@@ -38,9 +38,16 @@ pub struct Status {
     pub findings: VecDeque<Finding>,
 }
 
-/// Where the status file of an agent whose spool is `spool_dir` lives.
+/// Where the status file of an agent whose spool is `spool_dir` lives:
+/// beside it, named after it (`/var/lib/doorwatch/spool.status.json`), so
+/// agents with different spools never share one.
 pub fn path_for(spool_dir: &Path) -> PathBuf {
-    spool_dir.with_file_name("status.json")
+    let mut name = spool_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "spool".into());
+    name.push(".status.json");
+    spool_dir.with_file_name(name)
 }
 
 impl Status {
@@ -120,6 +127,18 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_spool_has_its_own_status_file() {
+        assert_eq!(
+            path_for(Path::new("/var/lib/doorwatch/spool")),
+            Path::new("/var/lib/doorwatch/spool.status.json")
+        );
+        assert_ne!(
+            path_for(Path::new("/tmp/t/pc-0-spool")),
+            path_for(Path::new("/tmp/t/pc-1-spool"))
+        );
+    }
 
     #[test]
     fn keeps_the_newest_findings_and_round_trips() {

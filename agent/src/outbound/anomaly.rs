@@ -135,15 +135,23 @@ impl Anomalies {
 
     pub fn observe(&mut self, packet: &Packet, outgoing: bool, now: u64) {
         // The reversed detector sees this PC where a remote scanner would
-        // be: swap the addresses, keep the ports.
-        self.reversed.observe(
-            &Packet {
-                src: packet.dst,
-                dst: packet.src,
-                ..*packet
-            },
-            now,
-        );
+        // be: swap the addresses, keep the ports. It gets this PC's probes
+        // and the answers to them only, so traffic that remote hosts start
+        // (a forged-source flood included) costs it nothing.
+        if Self::reversed_wants(packet, outgoing) {
+            self.reversed.observe(
+                &Packet {
+                    src: packet.dst,
+                    dst: packet.src,
+                    ..*packet
+                },
+                now,
+            );
+        }
+        if outgoing {
+            // Everything this PC sends counts towards its hourly baseline.
+            self.hour.1 += u64::from(packet.ip_len);
+        }
         let Transport::Tcp {
             src_port,
             dst_port,
@@ -154,7 +162,6 @@ impl Anomalies {
             return;
         };
         if outgoing {
-            self.hour.1 += u64::from(packet.ip_len);
             if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN {
                 if dst_port == 25 && self.smtp_hosts.len() < MAX_HOSTS {
                     self.smtp_hosts.insert(packet.dst, now);
@@ -178,6 +185,24 @@ impl Anomalies {
         };
         if self.attempts.remove(&key).is_some() {
             self.outcome(packet.src, src_port, failed, now);
+        }
+    }
+
+    /// This PC's probes (a SYN, a UDP datagram, an unusual protocol) and
+    /// remote answers to probes (SYN-ACK, RST, ICMP).
+    fn reversed_wants(packet: &Packet, outgoing: bool) -> bool {
+        match packet.transport {
+            Transport::Tcp { flags, .. } => {
+                let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
+                if outgoing {
+                    flags & (syn_ack | tcp_flags::RST) == tcp_flags::SYN
+                } else {
+                    flags & syn_ack == syn_ack || flags & tcp_flags::RST != 0
+                }
+            }
+            Transport::Udp { .. } => outgoing,
+            Transport::Icmp(_) => !outgoing,
+            Transport::Fragment { .. } | Transport::Other { .. } => outgoing,
         }
     }
 

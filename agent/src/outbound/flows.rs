@@ -112,7 +112,12 @@ pub struct Flows {
 
 impl Flows {
     pub fn observe(&mut self, packet: &Packet, outgoing: bool, now: u64) {
-        let (protocol, local_port, remote_port, syn) = match packet.transport {
+        // Which packets may start tracking a flow: only what a remote
+        // host cannot forge into existence. This PC's own SYN or UDP
+        // datagram, or the remote's ACK (a completed handshake). A flood of
+        // forged SYNs or datagrams, and this PC's RSTs and SYN-ACKs to them,
+        // are counted in the minute's unlisted totals instead.
+        let (protocol, local_port, remote_port, syn, may_start) = match packet.transport {
             Transport::Tcp {
                 src_port,
                 dst_port,
@@ -121,16 +126,18 @@ impl Flows {
             } => {
                 let syn = flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
                 if outgoing {
-                    (6, src_port, dst_port, syn)
+                    (6, src_port, dst_port, syn, syn)
                 } else {
-                    (6, dst_port, src_port, false)
+                    let ack_only = flags & (tcp_flags::ACK | tcp_flags::SYN | tcp_flags::RST)
+                        == tcp_flags::ACK;
+                    (6, dst_port, src_port, false, ack_only)
                 }
             }
             Transport::Udp { src_port, dst_port } => {
                 if outgoing {
-                    (17, src_port, dst_port, false)
+                    (17, src_port, dst_port, false, true)
                 } else {
-                    (17, dst_port, src_port, false)
+                    (17, dst_port, src_port, false, false)
                 }
             }
             _ => return,
@@ -145,7 +152,7 @@ impl Flows {
         if self.minute_start_ms == 0 {
             self.minute_start_ms = now - now % 60_000;
         }
-        let tracked = self.flows.len() < MAX_FLOWS || self.flows.contains_key(&key);
+        let tracked = self.flows.contains_key(&key) || (may_start && self.flows.len() < MAX_FLOWS);
         let counts = if tracked {
             let flow = self.flows.entry(key).or_insert(Flow {
                 owner: None,

@@ -307,3 +307,97 @@ fn a_closed_fanout_does_not_reopen_on_the_same_hosts() {
         .collect();
     assert_eq!(spam, vec![EpisodeState::Detected, EpisodeState::Closed]);
 }
+
+#[test]
+fn an_upload_is_judged_against_this_pcs_usual_amount_for_the_hour() {
+    let mut pc = Pc::new();
+    pc.owners.by_port.insert(50_000, process(1, "backup"));
+    // Start at a whole hour; every day at this hour the PC uploads 2 GB.
+    pc.now -= pc.now % 3_600_000;
+    let day = 24 * 3_600_000;
+    for _ in 0..3 {
+        let hour_start = pc.now;
+        pc.tcp(true, "198.18.0.60", 50_000, 443, SYN, 60);
+        for _ in 0..2_000 {
+            pc.tcp(true, "198.18.0.60", 50_000, 443, ACK, 1_000_000);
+        }
+        pc.advance(2_000);
+        // Quiet for the rest of the day, a tick per minute.
+        while pc.now < hour_start + day {
+            pc.now += 60_000;
+            pc.m.tick(pc.now);
+        }
+        pc.m.attribute(&pc.owners);
+        pc.reports.extend(pc.m.drain_reports());
+    }
+    let flagged_before = pc
+        .anomalies()
+        .iter()
+        .filter(|a| a.kind == AnomalyKind::UploadVolume && a.state == EpisodeState::Detected)
+        .count();
+    // The first day had no baseline yet: 2 GB was reported then. Since,
+    // 2 GB at this hour is usual and 300 MB is nothing to report.
+    assert_eq!(flagged_before, 1, "{:#?}", pc.anomalies());
+    pc.tcp(true, "198.18.0.61", 50_000, 443, SYN, 60);
+    for _ in 0..300 {
+        pc.tcp(true, "198.18.0.61", 50_000, 443, ACK, 1_000_000);
+    }
+    pc.advance(15_000);
+    let uploads: Vec<_> = pc
+        .anomalies()
+        .into_iter()
+        .filter(|a| a.kind == AnomalyKind::UploadVolume && a.state == EpisodeState::Detected)
+        .map(|a| a.baseline_per_hour)
+        .collect();
+    assert_eq!(uploads.len(), 1, "300 MB at a busy hour is usual");
+    // The same 300 MB at an hour that is usually quiet is reported, with
+    // the baseline it was judged by.
+    pc.now += 6 * 3_600_000;
+    pc.m.tick(pc.now);
+    pc.tcp(true, "198.18.0.62", 50_000, 443, SYN, 60);
+    for _ in 0..300 {
+        pc.tcp(true, "198.18.0.62", 50_000, 443, ACK, 1_000_000);
+    }
+    pc.advance(15_000);
+    let uploads: Vec<_> = pc
+        .anomalies()
+        .into_iter()
+        .filter(|a| a.kind == AnomalyKind::UploadVolume && a.state == EpisodeState::Detected)
+        .map(|a| (a.remote, a.baseline_per_hour))
+        .collect();
+    assert_eq!(uploads.len(), 2, "{uploads:?}");
+    assert_eq!(uploads[1].0, Some(ip("198.18.0.62")));
+}
+
+#[test]
+fn a_forged_source_flood_costs_no_flows() {
+    let mut pc = Pc::new();
+    for i in 0..100_000u32 {
+        let [_, b, c, d] = i.to_be_bytes();
+        let spoofed = format!("100.{b}.{c}.{d}");
+        pc.tcp(false, &spoofed, 80, 1024, SYN, 40);
+        pc.tcp(true, &spoofed, 80, 1024, RST_ACK, 40);
+    }
+    pc.advance(61_000);
+    assert!(!pc.m.needs_owners(), "nothing to name");
+    let minutes: Vec<&FlowMinute> = pc
+        .reports
+        .iter()
+        .filter_map(|r| match r {
+            OutboundReport::Flows(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(minutes.len(), 1);
+    assert!(
+        minutes[0].rows.is_empty(),
+        "no flow rows for forged sources"
+    );
+    assert_eq!(
+        minutes[0].unlisted.bytes_in,
+        100_000 * 40,
+        "but every byte counted"
+    );
+    assert_eq!(minutes[0].unlisted.bytes_out, 100_000 * 40);
+    assert!(pc.anomalies().is_empty(), "{:#?}", pc.anomalies());
+}
