@@ -135,13 +135,34 @@ fn full_spool_disk_drops_are_counted_and_everything_else_arrives_once() {
     stack.restart_collector("collector");
     // Accounting: the newest heartbeat with nothing pending must show
     // created = stored + dropped, and the drops must be spool errors.
-    // Knock events list many knocks, one row each: count their ids.
-    let stored_sql = "SELECT (SELECT count() FROM doorwatch.scan_events FINAL WHERE agent_id = 'pc-1') \
-         + (SELECT count() FROM doorwatch.flood_events FINAL WHERE agent_id = 'pc-1') \
-         + (SELECT uniqExact(event_id) FROM doorwatch.knock_events FINAL WHERE agent_id = 'pc-1'), \
-         (SELECT uniqExact(event_id) FROM doorwatch.scan_events WHERE agent_id = 'pc-1') \
-         + (SELECT uniqExact(event_id) FROM doorwatch.flood_events WHERE agent_id = 'pc-1') \
-         + (SELECT uniqExact(event_id) FROM doorwatch.knock_events WHERE agent_id = 'pc-1') FORMAT TSV";
+    // Every table an agent's events land in, with the FINAL row count that
+    // counts each event once: one row per event, or (knocks, flow
+    // minutes, listening ports) many rows per event id. The second column
+    // counts distinct ids without FINAL; the two must agree.
+    let tables = [
+        ("scan_events", "count()"),
+        ("flood_events", "count()"),
+        ("outbound_anomalies", "count()"),
+        ("knock_events", "uniqExact(event_id)"),
+        ("flow_minutes", "uniqExact(event_id)"),
+        ("listening_ports", "uniqExact(event_id)"),
+    ];
+    let sum = |distinct: bool| {
+        tables
+            .iter()
+            .map(|(t, once)| {
+                let (expr, fin) = if distinct {
+                    ("uniqExact(event_id)", "")
+                } else {
+                    (*once, "FINAL")
+                };
+                format!("(SELECT {expr} FROM doorwatch.{t} {fin} WHERE agent_id = 'pc-1')")
+            })
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    let stored_sql = format!("SELECT {}, {} FORMAT TSV", sum(false), sum(true));
+    let stored_sql = stored_sql.as_str();
     let heartbeat_sql = "SELECT argMax(events_created, received_at), argMax(events_dropped, received_at), \
          argMax(dropped_spool_error, received_at), argMax(pending_events, received_at) \
          FROM doorwatch.agent_heartbeats WHERE agent_id = 'pc-1' FORMAT TSV";
