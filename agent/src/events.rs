@@ -57,33 +57,35 @@ impl EventBuilder {
             detail: Some(detail),
         }
     }
+}
 
-    /// The wire event listing this PC's open ports.
-    pub fn listening_event(&self, listeners: &[Listener], now_ms: u64) -> v1::Event {
-        let listeners = listeners
-            .iter()
-            .map(|l| v1::Listener {
-                protocol: u32::from(l.protocol),
-                local_ip: ip_bytes(l.local),
-                port: u32::from(l.port),
-                process: l.process.as_ref().map(|p| v1::ProcessInfo {
-                    pid: p.pid,
-                    name: p.name.clone(),
-                    exe: p.exe.clone(),
-                    user: p.user.clone(),
-                }),
-                risk: l.risk.clone(),
-            })
-            .collect();
-        v1::Event {
-            id: uuid::Uuid::now_v7().as_bytes().to_vec(),
-            created_unix_ms: to_i64(now_ms),
-            detail: Some(v1::event::Detail::Listening(v1::ListeningPorts {
-                listeners,
-            })),
-        }
+/// The wire event listing this PC's open ports.
+pub fn listening_event(listeners: &[Listener], now_ms: u64) -> v1::Event {
+    let listeners = listeners
+        .iter()
+        .map(|l| v1::Listener {
+            protocol: u32::from(l.protocol),
+            local_ip: ip_bytes(l.local),
+            port: u32::from(l.port),
+            process: l.process.as_ref().map(|p| v1::ProcessInfo {
+                pid: p.pid,
+                name: p.name.clone(),
+                exe: p.exe.clone(),
+                user: p.user.clone(),
+            }),
+            risk: l.risk.clone(),
+        })
+        .collect();
+    v1::Event {
+        id: uuid::Uuid::now_v7().as_bytes().to_vec(),
+        created_unix_ms: to_i64(now_ms),
+        detail: Some(v1::event::Detail::Listening(v1::ListeningPorts {
+            listeners,
+        })),
     }
+}
 
+impl EventBuilder {
     fn episode_id(&mut self, episode: u64, state: EpisodeState) -> uuid::Uuid {
         let id = *self
             .episodes

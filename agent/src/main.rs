@@ -804,7 +804,6 @@ struct OutboundLoop {
     last_inventory_ms: u64,
     listeners: Option<Vec<inventory::Listener>>,
     last_error_ms: u64,
-    builder: EventBuilder,
     /// Plain words about risky ports newly open, for the status file.
     new_risks: Vec<String>,
 }
@@ -821,7 +820,6 @@ impl OutboundLoop {
             last_inventory_ms: 0,
             listeners: None,
             last_error_ms: 0,
-            builder: EventBuilder::default(),
             new_risks: Vec::new(),
         }
     }
@@ -877,7 +875,7 @@ impl OutboundLoop {
                         ));
                     }
                 }
-                events.push(self.builder.listening_event(&listeners, now));
+                events.push(events::listening_event(&listeners, now));
                 self.listeners = Some(listeners);
             }
         }

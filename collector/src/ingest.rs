@@ -608,7 +608,7 @@ pub(crate) struct Common<'a> {
     pub created_at: u32,
 }
 
-fn episode_state(value: i32) -> Result<i8, String> {
+pub(crate) fn episode_state(value: i32) -> Result<i8, String> {
     match v1::EpisodeState::try_from(value) {
         Ok(v1::EpisodeState::Detected) => Ok(episode_state::DETECTED),
         Ok(v1::EpisodeState::Active) => Ok(episode_state::ACTIVE),
@@ -663,9 +663,7 @@ fn knock_rows(
             knocks.knocks.len()
         ));
     }
-    if knocks.explanation.len() > MAX_EXPLANATION_BYTES {
-        return Err(format!("explanation exceeds {MAX_EXPLANATION_BYTES} bytes"));
-    }
+    explanation_ok(&knocks.explanation)?;
     let start = out.len();
     for (i, knock) in knocks.knocks.into_iter().enumerate() {
         let row =
@@ -688,10 +686,7 @@ fn knock_row(
 ) -> Result<KnockEventRow, String> {
     let port =
         u16::try_from(knock.port).map_err(|_| format!("port {} is over 65535", knock.port))?;
-    let protocol = match knock.protocol {
-        6 | 17 => knock.protocol as u8,
-        other => return Err(format!("protocol {other} is neither 6 (TCP) nor 17 (UDP)")),
-    };
+    let protocol = transport_protocol(knock.protocol)?;
     let first_seen = unix_seconds(knock.first_seen_unix_ms, "first_seen_unix_ms")?;
     let last_seen = unix_seconds(knock.last_seen_unix_ms, "last_seen_unix_ms")?;
     if last_seen < first_seen {
@@ -807,6 +802,15 @@ pub(crate) fn ip_from_bytes(bytes: &[u8], field: &str) -> Result<IpAddr, String>
 
 pub(crate) fn port(value: u32, field: &str) -> Result<u16, String> {
     u16::try_from(value).map_err(|_| format!("{field} {value} is over 65535"))
+}
+
+/// 6 (TCP) or 17 (UDP), the only transports knocks, flows and listeners
+/// name.
+pub(crate) fn transport_protocol(value: u32) -> Result<u8, String> {
+    match value {
+        6 | 17 => Ok(value as u8),
+        other => Err(format!("protocol {other} is neither 6 (TCP) nor 17 (UDP)")),
+    }
 }
 
 /// Refuses an explanation (or other text) over the size limit.

@@ -3,11 +3,12 @@
 //! ingest: a bad field names itself and refuses the batch.
 
 use doorwatch_proto::v1;
-use doorwatch_store::{
-    FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, anomaly_kind, episode_state, ip,
-};
+use doorwatch_store::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, anomaly_kind, ip};
 
-use crate::ingest::{Common, explanation_ok, ip_from_bytes, port, ports, unix_seconds, uuid_v7};
+use crate::ingest::{
+    Common, episode_state, explanation_ok, ip_from_bytes, port, ports, transport_protocol,
+    unix_seconds, uuid_v7,
+};
 
 /// Most flows, listeners and samples one event may list (the agent's
 /// limits).
@@ -29,13 +30,6 @@ fn process(p: Option<v1::ProcessInfo>) -> Result<(u32, String, String, String), 
         }
     }
     Ok((p.pid, p.name, p.exe, p.user))
-}
-
-fn protocol(value: u32) -> Result<u8, String> {
-    match value {
-        6 | 17 => Ok(value as u8),
-        other => Err(format!("protocol {other} is neither 6 (TCP) nor 17 (UDP)")),
-    }
 }
 
 pub(crate) fn flow_rows(
@@ -66,7 +60,7 @@ pub(crate) fn flow_rows(
             local_ip: ip::to_fixed16(ip_from_bytes(&flow.local_ip, "local_ip").map_err(at)?),
             remote: ip::to_fixed16(ip_from_bytes(&flow.remote_ip, "remote_ip").map_err(at)?),
             remote_port: port(flow.remote_port, "remote_port").map_err(at)?,
-            protocol: protocol(flow.protocol).map_err(at)?,
+            protocol: transport_protocol(flow.protocol).map_err(at)?,
             bytes_out: flow.bytes_out,
             bytes_in: flow.bytes_in,
             packets_out: flow.packets_out,
@@ -111,12 +105,7 @@ pub(crate) fn anomaly_row(
         Ok(v1::OutboundKind::FailedConnections) => anomaly_kind::FAILED_CONNECTIONS,
         _ => return Err(format!("unknown outbound kind {}", anomaly.kind)),
     };
-    let state = match v1::EpisodeState::try_from(anomaly.state) {
-        Ok(v1::EpisodeState::Detected) => episode_state::DETECTED,
-        Ok(v1::EpisodeState::Active) => episode_state::ACTIVE,
-        Ok(v1::EpisodeState::Closed) => episode_state::CLOSED,
-        _ => return Err(format!("unknown episode state {}", anomaly.state)),
-    };
+    let state = episode_state(anomaly.state)?;
     if anomaly.host_sample.len() > MAX_SAMPLE || anomaly.port_sample.len() > MAX_SAMPLE {
         return Err(format!(
             "host_sample and port_sample hold at most {MAX_SAMPLE} each"
@@ -202,7 +191,7 @@ pub(crate) fn listening_rows(
         let at = |e: String| format!("listener {i}: {e}");
         explanation_ok(&l.risk).map_err(at)?;
         rows.push(row(
-            protocol(l.protocol).map_err(at)?,
+            transport_protocol(l.protocol).map_err(at)?,
             ip::to_fixed16(ip_from_bytes(&l.local_ip, "local_ip").map_err(at)?),
             port(l.port, "port").map_err(at)?,
             process(l.process).map_err(at)?,
