@@ -6,13 +6,17 @@ use std::net::IpAddr;
 
 use doorwatch_proto::v1;
 
-use crate::detect::{EpisodeReport, EpisodeState, FloodReport, KnockReport, Report, ScanKind};
+use crate::detect::{
+    EpisodeReport, EpisodeState, FloodReport, KnockReport, Report, ScanKind, Severity,
+};
 use crate::outbound::inventory::Listener;
 use crate::outbound::{AnomalyKind, AnomalyReport, FlowMinute, OutboundReport};
 use crate::procfs::Process;
 
 /// Most companions sent with one episode.
 const MAX_COMPANIONS: usize = 64;
+/// Most exposures one scan report lists.
+const MAX_EXPOSED: usize = 64;
 
 /// Keeps the episode → UUID mapping for open episodes.
 #[derive(Debug, Default)]
@@ -150,6 +154,22 @@ fn scan_detail(report: &EpisodeReport, episode_id: uuid::Uuid) -> v1::ScanDetect
             .map(|&ip| ip_bytes(ip))
             .collect(),
         fragmented: report.fragmented,
+        exposed: report
+            .exposed
+            .iter()
+            .take(MAX_EXPOSED)
+            .map(|e| v1::Exposure {
+                protocol: u32::from(e.protocol),
+                port: u32::from(e.port),
+                process: e.process.clone(),
+                risk: e.risk.clone(),
+            })
+            .collect(),
+        severity: match report.severity() {
+            Severity::Low => v1::Severity::Low,
+            Severity::Medium => v1::Severity::Medium,
+            Severity::High => v1::Severity::High,
+        } as i32,
     }
 }
 

@@ -158,6 +158,17 @@ pub fn scan(report: &EpisodeReport) -> String {
         ));
         text.push_str(" Make sure these services are patched, or close them.");
     }
+    for e in report.exposed.iter().take(5) {
+        let program = if e.process.is_empty() {
+            String::new()
+        } else {
+            format!(", opened by {},", e.process)
+        };
+        text.push_str(&format!(
+            " Port {}{program} is a risky exposure. It is {}.",
+            e.port, e.risk
+        ));
+    }
     text
 }
 
@@ -353,8 +364,27 @@ mod tests {
             confidence: 90,
             companions: vec![],
             fragmented: false,
+            exposed: vec![],
             explanation: String::new(),
         }
+    }
+
+    #[test]
+    fn names_risky_exposures_reached() {
+        let mut r = report(vec![8080]);
+        r.exposed = vec![crate::detect::Exposure {
+            protocol: 6,
+            port: 8080,
+            process: "python3".to_owned(),
+            risk: "a proxy-style port".to_owned(),
+        }];
+        assert!(
+            scan(&r).ends_with(
+                " Port 8080, opened by python3, is a risky exposure. It is a proxy-style port."
+            ),
+            "{}",
+            scan(&r)
+        );
     }
 
     #[test]

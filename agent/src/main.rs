@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use doorwatch_agent::capture::Capture;
 use doorwatch_agent::config::{AgentConfig, ValidConfig};
-use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeState, Report};
+use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeReport, EpisodeState, Report};
 use doorwatch_agent::enroll::{self, Claims, IdentityFiles, Renewal};
 use doorwatch_agent::events::{self, EventBuilder};
 use doorwatch_agent::outbound::{Monitor, OutboundReport, ProcessRate, inventory};
@@ -423,6 +424,7 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
             status,
             status_path: status::path_for(&config.spool_dir),
             status_written_ms: 0,
+            exposed_episodes: HashSet::new(),
             base: config.detector.clone(),
             builder: EventBuilder::default(),
             events: event_tx,
@@ -476,6 +478,8 @@ struct CaptureLoop {
     status: Status,
     status_path: PathBuf,
     status_written_ms: u64,
+    /// Scan episodes already told to have reached a risky exposure.
+    exposed_episodes: HashSet<u64>,
     /// The configured thresholds; a pushed policy overrides them.
     base: DetectorConfig,
     builder: EventBuilder,
@@ -627,7 +631,10 @@ impl CaptureLoop {
 
     fn forward(&mut self, now: u64) {
         let reports: Vec<Report> = self.detector.drain_reports().collect();
-        for report in reports {
+        for mut report in reports {
+            if let Report::Scan(scan) = &mut report {
+                self.mark_exposures(scan, now);
+            }
             match &report {
                 Report::Scan(scan) if scan.state == EpisodeState::Detected => {
                     tracing::info!(scanner = %scan.scanner, target = %scan.target, kinds = ?scan.kinds, ports = scan.ports_probed, "scan detected");
@@ -654,6 +661,32 @@ impl CaptureLoop {
                 self.counters.dropped(&self.counters.dropped_queue_full, 1);
                 tracing::warn!("event queue full; dropped an event");
             }
+        }
+    }
+
+    /// Names the risky exposures of this PC (from the listening-port
+    /// inventory) that a scan found open, which makes the episode high
+    /// severity, and tells the log and status file once per episode.
+    fn mark_exposures(&mut self, scan: &mut EpisodeReport, now: u64) {
+        let Some(listeners) = self.outbound.as_ref().and_then(|o| o.listeners.as_deref()) else {
+            return;
+        };
+        scan.exposed = inventory::exposures(listeners, scan.target, &scan.open_ports);
+        let closed = scan.state == EpisodeState::Closed;
+        if scan.exposed.is_empty() {
+            if closed {
+                self.exposed_episodes.remove(&scan.episode);
+            }
+            return;
+        }
+        scan.explanation = explain::scan(scan);
+        if closed {
+            self.exposed_episodes.remove(&scan.episode);
+        } else if self.exposed_episodes.insert(scan.episode) {
+            let ports: Vec<u16> = scan.exposed.iter().map(|e| e.port).collect();
+            tracing::warn!(scanner = %scan.scanner, target = %scan.target, ?ports, "scan reached a risky open port");
+            self.status
+                .record(now, "scan reached a risky open port", &scan.explanation);
         }
     }
 }

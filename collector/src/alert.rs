@@ -180,6 +180,7 @@ impl Alert {
                 "sources": c.sources,
                 "ports": c.ports,
                 "open_ports": c.open_ports,
+                "exposed_ports": c.exposed_ports,
                 "first_seen": crate::report::rfc3339(c.first_seen),
                 "last_seen": crate::report::rfc3339(c.last_seen),
                 "explanation": c.explanation,
@@ -656,6 +657,7 @@ mod tests {
             explanation: "203.0.113.0/24 swept 12 campus PCs | a=b".into(),
             updated_at: 0,
             version: 0,
+            exposed_ports: 0,
         }
     }
 

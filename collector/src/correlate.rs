@@ -116,12 +116,16 @@ pub fn plan(active: &[CampaignRow], activity: &[Activity], now: u32, settings: &
                 explanation: String::new(),
                 updated_at: now,
                 version: 0,
+                exposed_ports: 0,
             },
         };
         seen.insert(row.campaign_id);
         row.first_seen = row.first_seen.min(a.row.activity_start);
         row.last_seen = row.last_seen.max(a.row.activity_end);
         row.open_ports = row.open_ports.max(a.row.open_ports_hit.len() as u32);
+        row.exposed_ports = row
+            .exposed_ports
+            .max(a.row.exposed_ports_hit.len() as u32);
         row.state = age(row.last_seen, now, settings);
         let member = |kind: i8, value: String| CampaignMemberRow {
             campaign_id: row.campaign_id,
@@ -242,7 +246,8 @@ fn version(row: &CampaignRow) -> u64 {
 }
 
 /// 1 low, 2 medium, 3 high, 4 critical: rises with breadth, with open
-/// ports hit, and with internal involvement.
+/// ports hit, again with risky exposures hit, and with internal
+/// involvement.
 pub fn severity(row: &CampaignRow) -> u8 {
     // Campus PCs doing it themselves start higher than outsiders.
     let mut level: u8 = if matches!(row.kind, kind::INTERNAL | kind::OUTBOUND) {
@@ -257,6 +262,11 @@ pub fn severity(row: &CampaignRow) -> u8 {
         level += 1;
     }
     if row.open_ports > 0 {
+        level += 1;
+    }
+    // It reached an open proxy, file sharing, remote desktop, telnet or an
+    // exposed database: the doors attackers want most.
+    if row.exposed_ports > 0 {
         level += 1;
     }
     level.min(4)
@@ -276,12 +286,20 @@ pub fn severity_label(level: u8) -> &'static str {
 pub fn explain(row: &CampaignRow) -> String {
     let pcs = plural(row.pcs, "campus PC", "campus PCs");
     let ports = plural(row.ports, "port", "ports");
-    let open = match row.open_ports {
-        0 => "No open port was hit.".to_owned(),
-        n => format!(
+    let open = match (row.open_ports, row.exposed_ports) {
+        (0, _) => "No open port was hit.".to_owned(),
+        (n, 0) => format!(
             "{} open on some PC {} hit: check those services.",
             plural(n, "port", "ports"),
             if n == 1 { "was" } else { "were" }
+        ),
+        (n, risky) => format!(
+            "{} open on some PC {} hit, {} of them a risky exposure (an open proxy, file \
+             sharing, remote desktop, telnet or a database open to the network): close or \
+             protect those first.",
+            plural(n, "port", "ports"),
+            if n == 1 { "was" } else { "were" },
+            risky.min(n),
         ),
     };
     match row.kind {
@@ -510,6 +528,7 @@ mod tests {
                 pcs: pcs.iter().map(|p| (*p).to_owned()).collect(),
                 ports: vec![22, 80],
                 open_ports_hit: vec![],
+                exposed_ports_hit: vec![],
                 activity_start: first,
                 activity_end: last,
             },
@@ -601,6 +620,9 @@ mod tests {
         row.open_ports = 1;
         assert_eq!(severity(&row), 3);
         assert!(explain(&row).contains("Campus address 198.18.0.12 scanned 2 campus PCs"));
+        row.exposed_ports = 1;
+        assert_eq!(severity(&row), 4, "a risky exposure reached is critical inside campus");
+        assert!(explain(&row).contains("1 of them a risky exposure"), "{}", explain(&row));
     }
 
     #[test]

@@ -57,6 +57,8 @@ const MAX_EXPLANATION_BYTES: usize = 4096;
 const MAX_OPEN_PORTS: usize = 1024;
 /// Most decoy companions listed for one episode.
 const MAX_COMPANIONS: usize = 64;
+/// Most risky exposures one scan report names.
+const MAX_EXPOSED: usize = 64;
 
 /// Limits applied to each agent separately.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -755,6 +757,31 @@ fn scan_row(common: &Common<'_>, scan: v1::ScanDetected) -> Result<ScanEventRow,
         .iter()
         .map(|c| ip_from_bytes(c, "companions").map(ip::to_fixed16))
         .collect::<Result<Vec<_>, _>>()?;
+    if scan.exposed.len() > MAX_EXPOSED {
+        return Err(format!(
+            "exposed has {} entries; at most {MAX_EXPOSED}",
+            scan.exposed.len()
+        ));
+    }
+    let mut exposed_ports = scan
+        .exposed
+        .iter()
+        .map(|e| {
+            u16::try_from(e.port)
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("exposed port {} is not a port", e.port))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    exposed_ports.sort_unstable();
+    exposed_ports.dedup();
+    // Agents older than the field send 0: judge from what they report.
+    let severity = match v1::Severity::try_from(scan.severity) {
+        Ok(v1::Severity::Unspecified) if scan.open_ports.is_empty() => 1,
+        Ok(v1::Severity::Unspecified) => 2,
+        Ok(s) => s as u8,
+        Err(_) => return Err(format!("unknown severity {}", scan.severity)),
+    };
     Ok(ScanEventRow {
         event_id: common.event_id,
         episode_id,
@@ -775,6 +802,8 @@ fn scan_row(common: &Common<'_>, scan: v1::ScanDetected) -> Result<ScanEventRow,
         explanation: scan.explanation,
         companions,
         fragmented: u8::from(scan.fragmented),
+        exposed_ports,
+        severity,
     })
 }
 
@@ -886,6 +915,8 @@ mod tests {
                 explanation: "a scan".into(),
                 companions: vec![vec![198, 18, 0, 3]],
                 fragmented: false,
+                exposed: vec![],
+                severity: v1::Severity::Medium as i32,
             })),
         }
     }

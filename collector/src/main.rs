@@ -569,6 +569,7 @@ fn campaign_json(row: &doorwatch_store::CampaignRow) -> serde_json::Value {
         "sources": row.sources,
         "ports": row.ports,
         "open_ports": row.open_ports,
+        "exposed_ports": row.exposed_ports,
         "explanation": row.explanation,
     })
 }

@@ -36,6 +36,8 @@ pub struct EventJson<'a> {
     pub confidence: u8,
     pub companions: Vec<String>,
     pub fragmented: bool,
+    pub exposed_ports: &'a [u16],
+    pub severity: &'static str,
     pub explanation: &'a str,
 }
 
@@ -100,6 +102,8 @@ impl<'a> From<&'a ScanEventRow> for EventJson<'a> {
                 .map(|c| ip::from_fixed16(*c).to_string())
                 .collect(),
             fragmented: row.fragmented != 0,
+            exposed_ports: &row.exposed_ports,
+            severity: crate::correlate::severity_label(row.severity),
             explanation: &row.explanation,
         }
     }

@@ -265,6 +265,24 @@ impl Episode {
             explanation: self.explain(target, state, last_seen_ms),
             companions: self.companions.clone(),
             fragmented: self.fragmented,
+            exposed: self
+                .open_ports
+                .iter()
+                .filter(|p| matches!(p, 445 | 3389 | 8080))
+                .map(|&port| v1::Exposure {
+                    protocol: 6,
+                    port,
+                    process: String::new(),
+                    risk: "a port attackers want most".to_owned(),
+                })
+                .collect(),
+            severity: if self.open_ports.iter().any(|p| matches!(p, 445 | 3389 | 8080)) {
+                v1::Severity::High
+            } else if self.open_ports.is_empty() {
+                v1::Severity::Low
+            } else {
+                v1::Severity::Medium
+            } as i32,
         }
     }
 

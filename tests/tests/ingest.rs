@@ -43,6 +43,8 @@ fn scan_event(explanation: String) -> v1::Event {
             explanation,
             companions: vec![],
             fragmented: false,
+            exposed: vec![],
+            severity: v1::Severity::Low as i32,
         })),
     }
 }

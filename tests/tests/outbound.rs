@@ -4,7 +4,7 @@
 //! the program, the flow minutes, and the listening-port inventory.
 //!
 //! Addresses: the PC is 198.18.0.10 (with two more PCs at .11 and .12 to
-//! be scanned), a web and upload server at .50, and a "mail farm" of 24
+//! be scanned; .12 also scans the PC), a web and upload server at .50, and a "mail farm" of 24
 //! SMTP listeners at .100 to .123. Needs root, curl, nmap, python3 and
 //! clickhouse-server; fails (never skips) without them.
 
@@ -205,6 +205,30 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
             .as_str()
             .is_some_and(|r| r.contains("proxy")),
         "{listening}"
+    );
+
+    //    A scan from another PC that finds 8080 open has reached a risky
+    //    exposure: the episode is high severity and says so.
+    let scanner = &lab.others[1];
+    let pc_ip = lab.pc.ipv4().to_string();
+    let out = run(scanner
+        .command("timeout")
+        .args(["60", "nmap", "-n", "-Pn", "-sS", "--max-retries", "1"])
+        .args(["--max-rate", "1000", "-p", "8050-8100", &pc_ip]));
+    assert!(out.contains("8080/tcp open"), "{out}");
+    let exposed = lab.wait_for(
+        "a scan event naming the exposure",
+        &["events", "--since", "5m"],
+        |e| e["kind"] == "scan" && e["exposed_ports"] == serde_json::json!([8080]),
+        30,
+    );
+    assert_eq!(exposed["severity"], "high", "{exposed}");
+    assert_eq!(exposed["scanner"], scanner.ipv4().to_string().as_str());
+    assert!(
+        exposed["explanation"].as_str().is_some_and(|t| t
+            .contains("Port 8080, opened by python3")
+            && t.contains("risky exposure")),
+        "{exposed}"
     );
 
     // 3. curl uploads 200 MiB: a volume anomaly naming curl, with the

@@ -29,6 +29,8 @@ fn row(scanner: &str, ports: u32) -> ScanEventRow {
         explanation: "a test scan with 'quotes' and ünïcode".into(),
         companions: vec![ip::to_fixed16("198.18.0.3".parse().expect("literal"))],
         fragmented: 1,
+        exposed_ports: vec![],
+        severity: 2,
     }
 }
 

@@ -174,7 +174,44 @@ pub struct EpisodeReport {
     pub companions: Vec<IpAddr>,
     /// Probes arrived as IP fragments (nmap -f).
     pub fragmented: bool,
+    /// Risky open ports of this PC the scan reached. The detector leaves
+    /// this empty; the agent fills it from its listening-port inventory.
+    pub exposed: Vec<Exposure>,
     pub explanation: String,
+}
+
+impl EpisodeReport {
+    /// Low when nothing was open, medium when the scanner found open
+    /// ports, high when it reached a risky exposure of this PC.
+    pub fn severity(&self) -> Severity {
+        if !self.exposed.is_empty() {
+            Severity::High
+        } else if !self.open_ports.is_empty() {
+            Severity::Medium
+        } else {
+            Severity::Low
+        }
+    }
+}
+
+/// A risky open port of this PC that a scan reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    /// 6 (TCP) or 17 (UDP).
+    pub protocol: u8,
+    pub port: u16,
+    /// The program listening, empty if unknown.
+    pub process: String,
+    /// Why it is risky, in plain words.
+    pub risk: String,
+}
+
+/// How serious an episode is for this PC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
 }
 
 /// What the detector reports.
@@ -872,6 +909,7 @@ fn report(
             .map(|e| e.companions.clone())
             .unwrap_or_default(),
         fragmented: pair.fragmented,
+        exposed: Vec::new(),
         explanation: String::new(),
     };
     report.explanation = explain::scan(&report);

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use crate::detect::Exposure;
 use crate::procfs::{Process, Protocol, Snapshot};
 
 /// Most listeners reported (the wire contract's limit).
@@ -90,9 +91,66 @@ pub fn listeners(snapshot: &Snapshot) -> Vec<Listener> {
     out
 }
 
+/// The risky listeners among `open_ports` that a scan of `target` found
+/// open: bound to `target` or to every interface. A scan only learns a port
+/// number, so TCP and UDP listeners on it both count.
+pub fn exposures(listeners: &[Listener], target: IpAddr, open_ports: &[u16]) -> Vec<Exposure> {
+    let mut out: Vec<Exposure> = listeners
+        .iter()
+        .filter(|l| !l.risk.is_empty() && open_ports.binary_search(&l.port).is_ok())
+        .filter(|l| l.local.is_unspecified() || same_address(l.local, target))
+        .map(|l| Exposure {
+            protocol: l.protocol,
+            port: l.port,
+            process: l.process.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            risk: l.risk.clone(),
+        })
+        .collect();
+    out.sort_by_key(|e| (e.port, e.protocol));
+    out.dedup_by(|a, b| a.protocol == b.protocol && a.port == b.port);
+    out
+}
+
+/// Equal addresses, an IPv4 address and its IPv6-mapped form included.
+fn same_address(a: IpAddr, b: IpAddr) -> bool {
+    a.to_canonical() == b.to_canonical()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listener(protocol: u8, local: &str, port: u16, process: &str) -> Listener {
+        let local: IpAddr = local.parse().expect("literal");
+        Listener {
+            protocol,
+            port,
+            local,
+            process: Some(ProcessName {
+                pid: 7,
+                name: process.to_owned(),
+                exe: String::new(),
+                user: "root".to_owned(),
+            }),
+            risk: risk(protocol, local, port).unwrap_or_default().to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_scan_reaching_a_risky_listener_is_an_exposure() {
+        let target: IpAddr = "198.18.0.10".parse().expect("literal");
+        let listeners = vec![
+            listener(6, "0.0.0.0", 22, "sshd"),
+            listener(6, "0.0.0.0", 8080, "python3"),
+            listener(6, "198.18.0.99", 3389, "xrdp"),
+            listener(6, "::ffff:198.18.0.10", 445, "smbd"),
+        ];
+        let found = exposures(&listeners, target, &[22, 445, 3389, 8080]);
+        let ports: Vec<u16> = found.iter().map(|e| e.port).collect();
+        assert_eq!(ports, vec![445, 8080], "not SSH (not risky), not RDP (another address)");
+        assert_eq!(found[1].process, "python3");
+        assert!(exposures(&listeners, target, &[22]).is_empty());
+    }
 
     #[test]
     fn proxies_sharing_remote_desktop_and_open_databases_are_risky() {

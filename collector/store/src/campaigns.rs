@@ -32,6 +32,9 @@ pub struct CampaignRow {
     pub updated_at: u32,
     /// Newest wins; see the correlator for how it is made.
     pub version: u64,
+    /// Risky open ports of campus PCs (proxies, file sharing, remote
+    /// desktop, telnet, open databases) that the campaign reached.
+    pub exposed_ports: u32,
 }
 
 /// Campaign kinds as stored in the `kind` Enum8 column.
@@ -100,6 +103,8 @@ pub struct ActivityRow {
     pub ports: Vec<u16>,
     /// Ports that were open on some PC and were hit.
     pub open_ports_hit: Vec<u16>,
+    /// Of those, the ones the PC flags as risky exposures.
+    pub exposed_ports_hit: Vec<u16>,
     /// First and last probe of the activity.
     pub activity_start: u32,
     pub activity_end: u32,
@@ -148,13 +153,13 @@ impl ActivityFilter {
     /// closed port of a PC once). Internal or outside sources only.
     fn activity(&self, internal: bool) -> String {
         format!(
-            "(SELECT scanner, agent_id, port_sample, open_ports, ports_probed, \
+            "(SELECT scanner, agent_id, port_sample, open_ports, exposed_ports, ports_probed, \
                      first_seen, last_seen \
               FROM scan_events WHERE {scans} \
               UNION ALL \
               SELECT source AS scanner, agent_id, [port] AS port_sample, \
-                     emptyArrayUInt16() AS open_ports, toUInt32(1) AS ports_probed, \
-                     first_seen, last_seen \
+                     emptyArrayUInt16() AS open_ports, emptyArrayUInt16() AS exposed_ports, \
+                     toUInt32(1) AS ports_probed, first_seen, last_seen \
               FROM knock_events WHERE {knocks})",
             scans = self.clause(internal, "scanner"),
             knocks = self.clause(internal, "source"),
@@ -183,6 +188,7 @@ pub(crate) async fn sweeps(
                 arraySlice(groupUniqArray(agent_id), 1, {MEMBERS}) AS pcs, \
                 arraySlice(groupUniqArrayArray(port_sample), 1, {MEMBERS}) AS ports, \
                 arraySlice(groupUniqArrayArray(open_ports), 1, {MEMBERS}) AS open_ports_hit, \
+                arraySlice(groupUniqArrayArray(exposed_ports), 1, {MEMBERS}) AS exposed_ports_hit, \
                 min(first_seen) AS activity_start, max(last_seen) AS activity_end \
          FROM {activity} \
          GROUP BY group_key HAVING uniqExact(agent_id) >= {min_pcs} \
@@ -208,6 +214,7 @@ pub(crate) async fn distributed(
                 arraySlice(groupUniqArray(agent_id), 1, {MEMBERS}) AS pcs, \
                 [any(port)] AS ports, \
                 arraySlice(groupUniqArrayArray(arrayFilter(p -> p = port, open_ports)), 1, {MEMBERS}) AS open_ports_hit, \
+                arraySlice(groupUniqArrayArray(arrayFilter(p -> p = port, exposed_ports)), 1, {MEMBERS}) AS exposed_ports_hit, \
                 min(first_seen) AS activity_start, max(last_seen) AS activity_end \
          FROM {activity} ARRAY JOIN port_sample AS port \
          WHERE ports_probed <= {max_ports} \
@@ -231,6 +238,7 @@ pub(crate) async fn internal(
                 arraySlice(groupUniqArray(agent_id), 1, {MEMBERS}) AS pcs, \
                 arraySlice(groupUniqArrayArray(port_sample), 1, {MEMBERS}) AS ports, \
                 arraySlice(groupUniqArrayArray(open_ports), 1, {MEMBERS}) AS open_ports_hit, \
+                arraySlice(groupUniqArrayArray(exposed_ports), 1, {MEMBERS}) AS exposed_ports_hit, \
                 min(first_seen) AS activity_start, max(last_seen) AS activity_end \
          FROM {activity} \
          GROUP BY scanner HAVING uniqExact(agent_id) >= {min_pcs} \
@@ -255,6 +263,7 @@ pub(crate) async fn outbound(
                 arraySlice(groupUniqArray(agent_id), 1, {MEMBERS}) AS pcs, \
                 arrayFilter(p -> p != 0, [any(remote_port)]) AS ports, \
                 emptyArrayUInt16() AS open_ports_hit, \
+                emptyArrayUInt16() AS exposed_ports_hit, \
                 min(first_seen) AS activity_start, max(last_seen) AS activity_end \
          FROM outbound_anomalies \
          WHERE first_seen >= toDateTime({oldest}) AND last_seen >= toDateTime({since}) \

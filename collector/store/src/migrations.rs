@@ -402,6 +402,29 @@ pub const MIGRATIONS: &[Migration] = &[
              kind Enum8('sweep' = 1, 'distributed' = 2, 'internal' = 3, 'outbound' = 4)",
         )],
     },
+    Migration {
+        version: 13,
+        name: "risky_exposures",
+        // Scans that reached a risky open port (from the PC's listening
+        // inventory), and the campaigns that did.
+        steps: &[
+            Step::AddColumn {
+                table: "scan_events",
+                column: "exposed_ports",
+                definition: "Array(UInt16)",
+            },
+            Step::AddColumn {
+                table: "scan_events",
+                column: "severity",
+                definition: "UInt8 DEFAULT 1",
+            },
+            Step::AddColumn {
+                table: "campaigns",
+                column: "exposed_ports",
+                definition: "UInt32 DEFAULT 0",
+            },
+        ],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

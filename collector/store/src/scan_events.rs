@@ -34,6 +34,11 @@ pub struct ScanEventRow {
     pub companions: Vec<[u8; 16]>,
     /// 1 if the probes arrived as IP fragments.
     pub fragmented: u8,
+    /// Open ports the scan reached that the PC flags as risky exposures.
+    pub exposed_ports: Vec<u16>,
+    /// The agent's judgement of the episode: 1 low, 2 medium, 3 high,
+    /// 4 critical.
+    pub severity: u8,
 }
 
 /// Episode states as stored in the `state` Enum8 column.

@@ -53,6 +53,8 @@ fn row(rng: &mut SmallRng, source: u32, pc: u32, first_seen: u32) -> ScanEventRo
         explanation: "A scan.".into(),
         companions: Vec::new(),
         fragmented: 0,
+        exposed_ports: vec![],
+        severity: 1,
     }
 }
 
