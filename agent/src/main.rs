@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,13 +18,13 @@ use doorwatch_agent::config::{AgentConfig, ValidConfig};
 use doorwatch_agent::detect::{Detector, DetectorConfig, EpisodeReport, EpisodeState, Report};
 use doorwatch_agent::enroll::{self, Claims, IdentityFiles, Renewal};
 use doorwatch_agent::events::{self, EventBuilder};
-use doorwatch_agent::outbound::{Monitor, OutboundReport, ProcessRate, inventory};
-use doorwatch_agent::procfs;
+use doorwatch_agent::outbound::{Baseline, Monitor, OutboundReport, ProcessRate, inventory};
 use doorwatch_agent::spool::Spool;
 use doorwatch_agent::status::{self, Status};
 use doorwatch_agent::tls::ClientTls;
 use doorwatch_agent::uplink::{Backoff, Counters, Uplink};
-use doorwatch_agent::{decode, explain, pcap};
+use doorwatch_agent::{decode, explain, pcap, state_file};
+use doorwatch_agent::{procfs, sockets};
 use doorwatch_proto::v1;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -407,10 +407,13 @@ fn run(config: ValidConfig) -> anyhow::Result<()> {
     let uplink = runtime.spawn(uplink.run());
 
     let capture_thread = {
-        let outbound = config
-            .outbound
-            .clone()
-            .map(|c| OutboundLoop::new(Monitor::new(c, local_ips.clone()), config.inventory_every));
+        let outbound = config.outbound.clone().map(|c| {
+            OutboundLoop::new(
+                Monitor::new(c, local_ips.clone()),
+                config.inventory_every,
+                state_file::beside_spool(&config.spool_dir, "baseline.json"),
+            )
+        });
         let detector = Detector::new(config.detector.clone(), local_ips);
         let status = Status {
             started_ms: unix_ms(),
@@ -530,6 +533,7 @@ impl CaptureLoop {
         self.forward(unix_ms());
         if let Some(o) = self.outbound.as_mut() {
             o.monitor.finish(unix_ms());
+            o.save_baseline(unix_ms(), true);
         }
         self.outbound_tick(unix_ms());
         self.write_status(unix_ms(), true);
@@ -607,6 +611,7 @@ impl CaptureLoop {
             return;
         };
         let mut events = o.tick(now);
+        o.save_baseline(now, false);
         for risk in o.new_risks.drain(..) {
             self.status.record(now, "risky open port", &risk);
         }
@@ -839,14 +844,31 @@ struct OutboundLoop {
     last_error_ms: u64,
     /// Plain words about risky ports newly open, for the status file.
     new_risks: Vec<String>,
+    /// Where the learned upload baseline is kept across restarts.
+    baseline_path: PathBuf,
+    baseline_saved: (u64, Baseline),
 }
 
 /// Least milliseconds between two procfs reads for owners.
 const OWNER_READ_MS: u64 = 500;
 
 impl OutboundLoop {
-    fn new(monitor: Monitor, inventory_every: Duration) -> Self {
+    /// Starts from the baseline saved at `baseline_path` by an earlier
+    /// run, if there is a readable one.
+    fn new(mut monitor: Monitor, inventory_every: Duration, baseline_path: PathBuf) -> Self {
+        match state_file::read::<Baseline>(&baseline_path) {
+            Ok(learned) => {
+                let hours = learned.per_hour_of_day.iter().flatten().count();
+                tracing::info!(path = %baseline_path.display(), hours_of_day = hours, "restored the upload baseline");
+                monitor.restore_baseline(learned);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %baseline_path.display(), error = %e, "cannot read the saved upload baseline; learning it anew");
+            }
+        }
         Self {
+            baseline_saved: (0, monitor.baseline()),
             monitor,
             inventory_every,
             last_read_ms: 0,
@@ -854,7 +876,24 @@ impl OutboundLoop {
             listeners: None,
             last_error_ms: 0,
             new_risks: Vec::new(),
+            baseline_path,
         }
+    }
+
+    /// Saves the baseline once a minute when it changed (or now, if
+    /// `force`): a crash loses at most a minute of learning.
+    fn save_baseline(&mut self, now: u64, force: bool) {
+        if !force && now.saturating_sub(self.baseline_saved.0) < 60_000 {
+            return;
+        }
+        let learned = self.monitor.baseline();
+        if learned == self.baseline_saved.1 {
+            return;
+        }
+        if let Err(e) = state_file::write(&self.baseline_path, &learned) {
+            tracing::warn!(path = %self.baseline_path.display(), error = %e, "cannot save the upload baseline");
+        }
+        self.baseline_saved = (now, learned);
     }
 
     /// Advances the monitor; returns a listening-ports event if they changed.
@@ -868,7 +907,7 @@ impl OutboundLoop {
             return Vec::new();
         }
         self.last_read_ms = now;
-        let snapshot = match procfs::read(Path::new("/proc"), Path::new("/etc/passwd")) {
+        let snapshot = match sockets::read() {
             Ok(s) => s,
             Err(e) => {
                 if now.saturating_sub(self.last_error_ms) >= 60_000 {
@@ -947,7 +986,7 @@ fn top(config: &ValidConfig, once: Option<u64>, format: Format) -> anyhow::Resul
         }
         last_refresh = now;
         monitor.tick(now);
-        match procfs::read(Path::new("/proc"), Path::new("/etc/passwd")) {
+        match sockets::read() {
             Ok(snapshot) => {
                 monitor.attribute(&snapshot);
             }

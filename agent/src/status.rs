@@ -5,7 +5,6 @@
 //! agent's state folder.
 
 use std::collections::VecDeque;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -42,12 +41,7 @@ pub struct Status {
 /// beside it, named after it (`/var/lib/doorwatch/spool.status.json`), so
 /// agents with different spools never share one.
 pub fn path_for(spool_dir: &Path) -> PathBuf {
-    let mut name = spool_dir
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "spool".into());
-    name.push(".status.json");
-    spool_dir.with_file_name(name)
+    crate::state_file::beside_spool(spool_dir, "status.json")
 }
 
 impl Status {
@@ -65,16 +59,11 @@ impl Status {
 
     /// Writes the file atomically.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        crate::state_file::write(path, self)
     }
 
     pub fn read(path: &Path) -> std::io::Result<Self> {
-        let bytes = std::fs::read(path)?;
-        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+        crate::state_file::read(path)
     }
 
     /// The plain-words report for the PC's user, as of `now_ms`.

@@ -123,9 +123,7 @@ pub fn plan(active: &[CampaignRow], activity: &[Activity], now: u32, settings: &
         row.first_seen = row.first_seen.min(a.row.activity_start);
         row.last_seen = row.last_seen.max(a.row.activity_end);
         row.open_ports = row.open_ports.max(a.row.open_ports_hit.len() as u32);
-        row.exposed_ports = row
-            .exposed_ports
-            .max(a.row.exposed_ports_hit.len() as u32);
+        row.exposed_ports = row.exposed_ports.max(a.row.exposed_ports_hit.len() as u32);
         row.state = age(row.last_seen, now, settings);
         let member = |kind: i8, value: String| CampaignMemberRow {
             campaign_id: row.campaign_id,
@@ -621,8 +619,16 @@ mod tests {
         assert_eq!(severity(&row), 3);
         assert!(explain(&row).contains("Campus address 198.18.0.12 scanned 2 campus PCs"));
         row.exposed_ports = 1;
-        assert_eq!(severity(&row), 4, "a risky exposure reached is critical inside campus");
-        assert!(explain(&row).contains("1 of them a risky exposure"), "{}", explain(&row));
+        assert_eq!(
+            severity(&row),
+            4,
+            "a risky exposure reached is critical inside campus"
+        );
+        assert!(
+            explain(&row).contains("1 of them a risky exposure"),
+            "{}",
+            explain(&row)
+        );
     }
 
     #[test]

@@ -276,7 +276,11 @@ impl Episode {
                     risk: "a port attackers want most".to_owned(),
                 })
                 .collect(),
-            severity: if self.open_ports.iter().any(|p| matches!(p, 445 | 3389 | 8080)) {
+            severity: if self
+                .open_ports
+                .iter()
+                .any(|p| matches!(p, 445 | 3389 | 8080))
+            {
                 v1::Severity::High
             } else if self.open_ports.is_empty() {
                 v1::Severity::Low

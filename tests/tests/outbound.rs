@@ -225,9 +225,9 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
     assert_eq!(exposed["severity"], "high", "{exposed}");
     assert_eq!(exposed["scanner"], scanner.ipv4().to_string().as_str());
     assert!(
-        exposed["explanation"].as_str().is_some_and(|t| t
-            .contains("Port 8080, opened by python3")
-            && t.contains("risky exposure")),
+        exposed["explanation"].as_str().is_some_and(
+            |t| t.contains("Port 8080, opened by python3") && t.contains("risky exposure")
+        ),
         "{exposed}"
     );
 
@@ -416,4 +416,33 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         assert!(status.contains(words), "status says {words:?}:\n{status}");
     }
     assert!(lab.agent.is_running(), "{}", lab.agent.log());
+
+    // 8. The upload baseline survives a restart: the agent saves it when
+    //    it stops (and every minute), with this hour's bytes in it, and
+    //    the next run starts from it.
+    assert!(
+        lab.agent.stop(Duration::from_secs(15)),
+        "the agent stops on SIGTERM"
+    );
+    let saved = lab.stack.dir.path().join("pc-0-spool.baseline.json");
+    let baseline: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&saved).unwrap_or_else(|e| panic!("{}: {e}", saved.display())),
+    )
+    .expect("the baseline file is JSON");
+    let counted = baseline["sent_this_hour"].as_u64().unwrap_or(0)
+        + baseline["per_hour_of_day"]
+            .as_array()
+            .map_or(0, |h| h.iter().filter_map(serde_json::Value::as_u64).sum());
+    assert!(
+        counted >= UPLOAD_BYTES,
+        "the upload is in the saved baseline: {baseline}"
+    );
+    let mut restarted = stack::start_agent(
+        lab.stack.dir.path(),
+        &lab.pc,
+        &lab.agent_config,
+        "pc-0-again",
+    );
+    restarted.wait_for_log("restored the upload baseline", Duration::from_secs(30));
+    restarted.wait_for_log("connected to collector", Duration::from_secs(30));
 }

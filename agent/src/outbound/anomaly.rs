@@ -22,6 +22,18 @@ const MAX_PORTS: usize = 1_024;
 /// Hosts and ports listed in one report.
 const SAMPLE: usize = 64;
 
+/// What the upload baseline has learned: kept across agent restarts (see
+/// [`crate::state_file`]) so that a reboot does not reset a PC to "no usual
+/// amount yet".
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Baseline {
+    /// The hour being counted (Unix hours) and the bytes sent in it so far.
+    pub hour: u64,
+    pub sent_this_hour: u64,
+    /// Usual bytes sent per hour, per hour of day (UTC); `None` until seen.
+    pub per_hour_of_day: [Option<u64>; 24],
+}
+
 /// What an anomaly is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AnomalyKind {
@@ -242,6 +254,22 @@ impl Anomalies {
             self.close(key, now);
         }
         std::mem::take(&mut self.reports)
+    }
+
+    /// What the baseline has learned so far.
+    pub fn baseline(&self) -> Baseline {
+        Baseline {
+            hour: self.hour.0,
+            sent_this_hour: self.hour.1,
+            per_hour_of_day: self.baseline,
+        }
+    }
+
+    /// Starts from a baseline learned earlier. The hour it was counting is
+    /// folded in at the next hour change, as if the agent had run on.
+    pub fn restore_baseline(&mut self, learned: Baseline) {
+        self.hour = (learned.hour, learned.sent_this_hour);
+        self.baseline = learned.per_hour_of_day;
     }
 
     fn roll_hour(&mut self, now: u64) {

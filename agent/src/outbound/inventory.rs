@@ -102,7 +102,11 @@ pub fn exposures(listeners: &[Listener], target: IpAddr, open_ports: &[u16]) -> 
         .map(|l| Exposure {
             protocol: l.protocol,
             port: l.port,
-            process: l.process.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+            process: l
+                .process
+                .as_ref()
+                .map(|p| p.name.clone())
+                .unwrap_or_default(),
             risk: l.risk.clone(),
         })
         .collect();
@@ -147,7 +151,11 @@ mod tests {
         ];
         let found = exposures(&listeners, target, &[22, 445, 3389, 8080]);
         let ports: Vec<u16> = found.iter().map(|e| e.port).collect();
-        assert_eq!(ports, vec![445, 8080], "not SSH (not risky), not RDP (another address)");
+        assert_eq!(
+            ports,
+            vec![445, 8080],
+            "not SSH (not risky), not RDP (another address)"
+        );
         assert_eq!(found[1].process, "python3");
         assert!(exposures(&listeners, target, &[22]).is_empty());
     }

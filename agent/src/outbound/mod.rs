@@ -24,7 +24,7 @@ pub mod inventory;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use anomaly::{AnomalyKind, AnomalyReport};
+pub use anomaly::{AnomalyKind, AnomalyReport, Baseline};
 pub use flows::{FlowMinute, FlowRow, ProcessRate};
 
 use crate::decode::Packet;
@@ -164,6 +164,16 @@ impl Monitor {
             pending: Vec::new(),
             ready: Vec::new(),
         }
+    }
+
+    /// What the upload baseline has learned, to keep across restarts.
+    pub fn baseline(&self) -> Baseline {
+        self.anomalies.baseline()
+    }
+
+    /// Starts from a baseline saved by an earlier run.
+    pub fn restore_baseline(&mut self, learned: Baseline) {
+        self.anomalies.restore_baseline(learned);
     }
 
     /// Feeds one packet seen at `now_ms`.

@@ -350,6 +350,10 @@ fn an_upload_is_judged_against_this_pcs_usual_amount_for_the_hour() {
     // The first day had no baseline yet: 2 GB was reported then. Since,
     // 2 GB at this hour is usual.
     assert_eq!(pc.uploads_detected().len(), 1, "{:#?}", pc.anomalies());
+    // The agent restarts: what it learned comes back from its file.
+    let saved = serde_json::to_string(&pc.m.baseline()).expect("baseline as JSON");
+    pc.m = Monitor::new(OutboundConfig::default(), [ip(PC)]);
+    pc.m.restore_baseline(serde_json::from_str(&saved).expect("baseline from JSON"));
     // 300 MB at this busy hour is nothing to report.
     pc.upload("198.18.0.61", 300);
     pc.advance(15_000);
