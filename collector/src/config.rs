@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use doorwatch_store::ClickHouseConfig;
+
 /// The whole configuration file. Unknown fields are errors, so a typo is
 /// caught at start instead of being silently ignored.
 #[derive(Debug, Deserialize)]
@@ -630,30 +632,6 @@ pub struct TlsConfig {
     pub server_key: PathBuf,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClickHouseConfig {
-    /// HTTP endpoint, e.g. "http://127.0.0.1:8123".
-    pub url: String,
-    /// Database for doorwatch's tables; created at start if missing.
-    #[serde(default = "default_database")]
-    pub database: String,
-    /// ClickHouse user.
-    #[serde(default = "default_user")]
-    pub user: String,
-    /// File holding the ClickHouse password (first line). Kept out of this
-    /// file so the config can be world-readable.
-    pub password_file: Option<PathBuf>,
-    /// LZ4-compress inserts: on when ClickHouse is on another host, off
-    /// saves collector CPU when it is on the same host.
-    #[serde(default = "default_compress")]
-    pub compress: bool,
-}
-
-fn default_compress() -> bool {
-    true
-}
-
 /// Detection settings sent to agents in `Policy`. Zero keeps the agent's
 /// own value.
 #[derive(Debug, Default, Deserialize)]
@@ -671,14 +649,6 @@ pub struct PolicyConfig {
     /// Sources never reported, such as the campus vulnerability scanners.
     #[serde(default)]
     pub allowlisted_sources: Vec<std::net::IpAddr>,
-}
-
-fn default_database() -> String {
-    "doorwatch".to_owned()
-}
-
-fn default_user() -> String {
-    "default".to_owned()
 }
 
 /// A configuration that passed validation.
@@ -857,29 +827,6 @@ impl IngestConfig {
             burst_events: self.agent_burst_events.into(),
         };
         Ok((writer, agent))
-    }
-}
-
-impl ClickHouseConfig {
-    /// Reads the password file, if any, into a store config.
-    pub fn store_config(&self) -> Result<doorwatch_store::StoreConfig, ConfigError> {
-        let password = match &self.password_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.clone(),
-                    source,
-                })?;
-                Some(text.lines().next().unwrap_or_default().to_owned())
-            }
-            None => None,
-        };
-        Ok(doorwatch_store::StoreConfig {
-            url: self.url.clone(),
-            database: self.database.clone(),
-            user: self.user.clone(),
-            password,
-            compress: self.compress,
-        })
     }
 }
 

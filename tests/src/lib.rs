@@ -21,6 +21,7 @@
 pub mod clickhouse;
 pub mod mix;
 pub mod netns;
+pub mod oidc;
 pub mod process;
 pub mod receivers;
 pub mod require;

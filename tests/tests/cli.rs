@@ -108,6 +108,10 @@ fn every_subcommand_has_help() {
                 "outbound",
             ],
         ),
+        (
+            "doorwatch-console",
+            vec!["serve", "check-config", "hash-password", "api-token"],
+        ),
     ] {
         for sub in subcommands {
             let output = Command::new(require::binary(binary))

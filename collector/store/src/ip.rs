@@ -25,8 +25,12 @@ pub fn from_fixed16(bytes: [u8; 16]) -> IpAddr {
 /// (no server-side parameters on 18.16). Built from bytes only, so it can
 /// never carry SQL.
 pub fn sql_literal(ip: IpAddr) -> String {
-    let hex: String = to_fixed16(ip).iter().map(|b| format!("{b:02X}")).collect();
-    format!("unhex('{hex}')")
+    format!("unhex('{}')", hex(&to_fixed16(ip)))
+}
+
+/// Upper-case hex of a stored address, as ClickHouse's `hex()` prints it.
+pub fn hex(bytes: &[u8; 16]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
 }
 
 /// A network in CIDR notation, e.g. `198.18.0.0/15` or `fd00:d00::/64`.
@@ -101,11 +105,10 @@ impl Cidr {
     /// network. Built from bytes only.
     pub fn sql_condition(&self, column: &str) -> String {
         let (first, last) = self.range();
-        let hex = |b: [u8; 16]| b.iter().map(|x| format!("{x:02X}")).collect::<String>();
         format!(
             "({column} >= unhex('{}') AND {column} <= unhex('{}'))",
-            hex(first),
-            hex(last)
+            hex(&first),
+            hex(&last)
         )
     }
 }

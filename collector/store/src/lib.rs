@@ -12,6 +12,8 @@
 #![forbid(unsafe_code)]
 
 mod campaigns;
+mod config;
+mod console;
 mod enrollment;
 mod error;
 mod flood_events;
@@ -28,6 +30,11 @@ mod server;
 pub use campaigns::{
     ActivityFilter, ActivityRow, AlertRow, CampaignMemberRow, CampaignRow, FeedSourceRow,
     MemberCounts, campaign_state, kind as campaign_kind, member,
+};
+pub use config::{ClickHouseConfig, PasswordFileError};
+pub use console::{
+    AuditRow, EpisodeRow, EventSearch, PcHitRow, PortRow, ScannerRow, TimeBucket, TriageRow,
+    triage_state,
 };
 pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenUse};
 pub use error::StoreError;
@@ -296,6 +303,108 @@ impl Store {
         min_pcs: u32,
     ) -> Result<Vec<ActivityRow>, StoreError> {
         campaigns::internal(&self.client, filter, min_pcs).await
+    }
+
+    /// Scan episodes that started per hour since `since`.
+    pub async fn scans_per_hour(&self, since: u32) -> Result<Vec<TimeBucket>, StoreError> {
+        console::scans_per_hour(&self.client, since).await
+    }
+
+    /// Sources that scanned most PCs since `since`.
+    pub async fn top_scanners(
+        &self,
+        since: u32,
+        limit: u64,
+    ) -> Result<Vec<ScannerRow>, StoreError> {
+        console::top_scanners(&self.client, since, limit).await
+    }
+
+    /// Ports probed by most sources since `since`.
+    pub async fn top_ports(&self, since: u32, limit: u64) -> Result<Vec<PortRow>, StoreError> {
+        console::top_ports(&self.client, since, limit).await
+    }
+
+    /// PCs scanned by most sources since `since`.
+    pub async fn pcs_hit(&self, since: u32, limit: u64) -> Result<Vec<PcHitRow>, StoreError> {
+        console::pcs_hit(&self.client, since, limit).await
+    }
+
+    /// Scan episodes matching `search` (newest report of each) and how
+    /// many match in all.
+    pub async fn search_episodes(
+        &self,
+        search: &EventSearch,
+    ) -> Result<(Vec<EpisodeRow>, u64), StoreError> {
+        console::search_episodes(&self.client, search).await
+    }
+
+    /// Scan episodes by one source (a stored address, see [`ip`]).
+    pub async fn episodes_by_source(
+        &self,
+        source: [u8; 16],
+        since: u32,
+        limit: u64,
+    ) -> Result<Vec<EpisodeRow>, StoreError> {
+        console::episodes_by_source(&self.client, source, since, limit).await
+    }
+
+    /// Scan episodes against one PC.
+    pub async fn episodes_against(
+        &self,
+        agent_id: &str,
+        since: u32,
+        limit: u64,
+    ) -> Result<Vec<EpisodeRow>, StoreError> {
+        console::episodes_against(&self.client, agent_id, since, limit).await
+    }
+
+    /// A campaign's scans and knocks per five minutes.
+    pub async fn campaign_timeline(
+        &self,
+        sources: &[[u8; 16]],
+        pcs: &[String],
+        first_seen: u32,
+        last_seen: u32,
+    ) -> Result<Vec<TimeBucket>, StoreError> {
+        console::campaign_timeline(&self.client, sources, pcs, first_seen, last_seen).await
+    }
+
+    /// Ids of the campaigns a source address (as text) took part in.
+    pub async fn campaigns_of_source(&self, source: &str) -> Result<Vec<uuid::Uuid>, StoreError> {
+        console::campaigns_of_source(&self.client, source).await
+    }
+
+    /// The newest version of each campaign in `ids`.
+    pub async fn campaigns_by_id(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<Vec<CampaignRow>, StoreError> {
+        console::campaigns_by_id(&self.client, ids).await
+    }
+
+    /// Alerts sent or given up for one campaign.
+    pub async fn alerts_of(&self, campaign_id: uuid::Uuid) -> Result<Vec<AlertRow>, StoreError> {
+        console::alerts_of(&self.client, campaign_id).await
+    }
+
+    /// Records a triage change.
+    pub async fn insert_triage(&self, row: &TriageRow) -> Result<(), StoreError> {
+        console::insert_triage(&self.client, row).await
+    }
+
+    /// Triage changes of campaigns `ids`, oldest first.
+    pub async fn triage_of(&self, ids: &[uuid::Uuid]) -> Result<Vec<TriageRow>, StoreError> {
+        console::triage_of(&self.client, ids).await
+    }
+
+    /// Records a change in the audit log.
+    pub async fn insert_audit(&self, row: &AuditRow) -> Result<(), StoreError> {
+        console::insert_audit(&self.client, row).await
+    }
+
+    /// Audit entries, newest first.
+    pub async fn audit_log(&self, offset: u64, limit: u64) -> Result<Vec<AuditRow>, StoreError> {
+        console::audit(&self.client, offset, limit).await
     }
 
     /// Campaigns not closed.

@@ -425,6 +425,40 @@ pub const MIGRATIONS: &[Migration] = &[
             },
         ],
     },
+    Migration {
+        version: 14,
+        name: "console",
+        steps: &[
+            // Each triage change of a campaign is a row: the newest is its
+            // state, all of them its history.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS campaign_triage (
+                campaign_id UUID,
+                state Enum8('new' = 1, 'acknowledged' = 2, 'resolved' = 3, 'false_positive' = 4),
+                note String,
+                actor String,
+                at DateTime
+            ) ENGINE = MergeTree() ORDER BY (campaign_id, at)",
+            ),
+            // Every change made through the console or its API. The key
+            // ends in audit_id, so a retried write is one entry.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS audit_log (
+                audit_id UUID,
+                at DateTime,
+                actor String,
+                role String,
+                action String,
+                target String,
+                detail String,
+                source_ip String,
+                user_agent String
+            ) ENGINE = ReplacingMergeTree()
+            PARTITION BY toYYYYMM(at)
+            ORDER BY (at, audit_id)",
+            ),
+        ],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -1,0 +1,449 @@
+//! The console's configuration file (TOML): where it listens, how staff
+//! sign in (campus OIDC, an optional local break-glass admin, API tokens
+//! for automation), and where ClickHouse is. [`ConsoleConfig::validate`]
+//! checks everything that can be checked without I/O and returns a
+//! [`ValidConfig`]; reading secret files is a separate step.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use doorwatch_store::ClickHouseConfig;
+use serde::Deserialize;
+
+use crate::auth::Role;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Address and port to listen on, e.g. "0.0.0.0:8443".
+    pub listen: SocketAddr,
+    /// The address staff type in their browser, e.g.
+    /// "https://doorwatch.campus.example". The OIDC redirect URI is this
+    /// plus "/auth/callback".
+    pub public_url: String,
+    /// Serve HTTPS with this certificate chain and key (PEM). Without it
+    /// the console speaks plain HTTP and must sit behind a TLS proxy, or
+    /// listen on loopback only.
+    pub tls: Option<TlsConfig>,
+    pub clickhouse: ClickHouseConfig,
+    /// Sign-in with the campus identity provider.
+    pub oidc: Option<OidcConfig>,
+    /// A local admin account for first setup and break-glass; off unless
+    /// configured.
+    pub local_admin: Option<LocalAdminConfig>,
+    /// Bearer tokens for scripts using `/api/v1`.
+    #[serde(default)]
+    pub api_tokens: Vec<ApiTokenConfig>,
+    /// Minutes a session lasts without activity.
+    #[serde(default = "default_idle_minutes")]
+    pub session_idle_minutes: u64,
+    /// Hours a session lasts at most, however active.
+    #[serde(default = "default_max_hours")]
+    pub session_max_hours: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The IdP's issuer URL; its discovery document must be at
+    /// ISSUER/.well-known/openid-configuration.
+    pub issuer: String,
+    pub client_id: String,
+    /// File holding the client secret (first line), kept out of this file.
+    pub client_secret_file: PathBuf,
+    /// Scopes asked for besides "openid".
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID-token claim listing the user's groups or roles, e.g.
+    /// "groups". A string or a list of strings.
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    /// Which claim values grant which role. A user gets the highest role
+    /// any of their values grants; a user with none cannot sign in.
+    pub roles: RoleMapping,
+    /// Extra CA certificates (PEM) to trust for the IdP, for campus CAs.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    #[serde(default)]
+    pub admin: Vec<String>,
+    #[serde(default)]
+    pub analyst: Vec<String>,
+    #[serde(default)]
+    pub viewer: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalAdminConfig {
+    pub username: String,
+    /// An argon2 PHC string, made with `doorwatch-console hash-password`.
+    pub password_hash: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// Who the token is for; shows in the audit log as "token:NAME".
+    pub name: String,
+    /// "viewer", "analyst" or "admin".
+    pub role: String,
+    /// Hex SHA-256 of the token, made with `doorwatch-console api-token`.
+    pub sha256: String,
+}
+
+fn default_idle_minutes() -> u64 {
+    30
+}
+
+fn default_max_hours() -> u64 {
+    12
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["profile".to_owned(), "email".to_owned()]
+}
+
+fn default_role_claim() -> String {
+    "groups".to_owned()
+}
+
+/// A bad configuration: which file or field, and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+fn invalid(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// A validated API token.
+#[derive(Debug, Clone)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: Role,
+    pub sha256: [u8; 32],
+}
+
+/// Role mapping from claim values.
+#[derive(Debug, Clone, Default)]
+pub struct Roles {
+    pub admin: BTreeSet<String>,
+    pub analyst: BTreeSet<String>,
+    pub viewer: BTreeSet<String>,
+}
+
+impl Roles {
+    /// The highest role any of `values` grants.
+    pub fn of<'a>(&self, values: impl IntoIterator<Item = &'a str>) -> Option<Role> {
+        values
+            .into_iter()
+            .filter_map(|v| {
+                if self.admin.contains(v) {
+                    Some(Role::Admin)
+                } else if self.analyst.contains(v) {
+                    Some(Role::Analyst)
+                } else if self.viewer.contains(v) {
+                    Some(Role::Viewer)
+                } else {
+                    None
+                }
+            })
+            .max()
+    }
+}
+
+/// OIDC settings that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidOidc {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: PathBuf,
+    pub scopes: Vec<String>,
+    pub role_claim: String,
+    pub roles: Roles,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub listen: SocketAddr,
+    /// Without a trailing slash.
+    pub public_url: String,
+    /// The public URL is https: cookies are marked Secure.
+    pub https: bool,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub clickhouse: ClickHouseConfig,
+    pub oidc: Option<ValidOidc>,
+    pub local_admin: Option<(String, String)>,
+    pub api_tokens: Vec<ApiToken>,
+    pub session_idle_secs: u64,
+    pub session_max_secs: u64,
+}
+
+impl ConsoleConfig {
+    /// Reads and parses `path`. Parse errors name the line and field.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks every field; pure.
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let public_url = self.public_url.trim_end_matches('/').to_owned();
+        let https = if public_url.starts_with("https://") {
+            true
+        } else if public_url.starts_with("http://") {
+            false
+        } else {
+            return Err(invalid(
+                "public_url",
+                "must start with https:// (or http:// behind a TLS proxy or on loopback)",
+            ));
+        };
+        if !https && self.tls.is_some() {
+            return Err(invalid("public_url", "is http:// but [tls] is set"));
+        }
+        if !https && !self.listen.ip().is_loopback() {
+            return Err(invalid(
+                "public_url",
+                "must be https:// when listening beyond loopback: sign-in cookies and tokens \
+                 must never cross the network in clear",
+            ));
+        }
+        if self.oidc.is_none() && self.local_admin.is_none() {
+            return Err(invalid(
+                "oidc",
+                "nobody could sign in: configure [oidc], or [local_admin] for first setup",
+            ));
+        }
+        let oidc = match self.oidc {
+            Some(o) => {
+                if !o.issuer.starts_with("https://") && !o.issuer.starts_with("http://127.") {
+                    return Err(invalid(
+                        "oidc.issuer",
+                        "must be https:// (http:// only for an IdP on loopback)",
+                    ));
+                }
+                if o.client_id.trim().is_empty() {
+                    return Err(invalid("oidc.client_id", "is empty"));
+                }
+                if o.role_claim.trim().is_empty() {
+                    return Err(invalid("oidc.role_claim", "is empty"));
+                }
+                let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
+                let roles = Roles {
+                    admin: set(o.roles.admin),
+                    analyst: set(o.roles.analyst),
+                    viewer: set(o.roles.viewer),
+                };
+                if roles.admin.is_empty() && roles.analyst.is_empty() && roles.viewer.is_empty() {
+                    return Err(invalid(
+                        "oidc.roles",
+                        "maps no claim value to a role: nobody could sign in",
+                    ));
+                }
+                Some(ValidOidc {
+                    issuer: o.issuer.trim_end_matches('/').to_owned(),
+                    client_id: o.client_id,
+                    client_secret_file: o.client_secret_file,
+                    scopes: o.scopes,
+                    role_claim: o.role_claim,
+                    roles,
+                    ca_file: o.ca_file,
+                })
+            }
+            None => None,
+        };
+        let local_admin = match self.local_admin {
+            Some(l) => {
+                if l.username.trim().is_empty() {
+                    return Err(invalid("local_admin.username", "is empty"));
+                }
+                if argon2::PasswordHash::new(&l.password_hash).is_err() {
+                    return Err(invalid(
+                        "local_admin.password_hash",
+                        "is not an argon2 PHC string (make one with `doorwatch-console hash-password`)",
+                    ));
+                }
+                Some((l.username, l.password_hash))
+            }
+            None => None,
+        };
+        let mut api_tokens = Vec::new();
+        for (i, t) in self.api_tokens.into_iter().enumerate() {
+            let field = format!("api_tokens[{i}]");
+            let role = Role::parse(&t.role)
+                .ok_or_else(|| invalid(&field, "role must be viewer, analyst or admin"))?;
+            let sha256 = decode_hex32(&t.sha256)
+                .ok_or_else(|| invalid(&field, "sha256 must be 64 hex digits"))?;
+            if t.name.trim().is_empty() {
+                return Err(invalid(&field, "name is empty"));
+            }
+            api_tokens.push(ApiToken {
+                name: t.name,
+                role,
+                sha256,
+            });
+        }
+        if self.session_idle_minutes == 0 || self.session_max_hours == 0 {
+            return Err(invalid(
+                "session_idle_minutes",
+                "sessions must last above zero",
+            ));
+        }
+        Ok(ValidConfig {
+            listen: self.listen,
+            public_url,
+            https,
+            tls: self.tls.map(|t| (t.cert, t.key)),
+            clickhouse: self.clickhouse,
+            oidc,
+            local_admin,
+            api_tokens,
+            session_idle_secs: self.session_idle_minutes * 60,
+            session_max_secs: self.session_max_hours * 3600,
+        })
+    }
+}
+
+fn decode_hex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Reads the first line of a secret file.
+pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let secret = text.lines().next().unwrap_or_default().trim().to_owned();
+    if secret.is_empty() {
+        return Err(invalid(&path.display().to_string(), "is empty"));
+    }
+    Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080/"
+
+[clickhouse]
+url = "http://127.0.0.1:8123"
+
+[oidc]
+issuer = "https://idp.campus.example"
+client_id = "doorwatch"
+client_secret_file = "/etc/doorwatch/oidc-secret"
+roles = { admin = ["sec-admins"], analyst = ["sec-team"], viewer = ["it-staff"] }
+"#;
+
+    fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
+        toml::from_str::<ConsoleConfig>(text)
+            .map_err(|e| ConfigError::Parse {
+                path: "t".into(),
+                source: Box::new(e),
+            })?
+            .validate()
+    }
+
+    #[test]
+    fn a_good_config_validates_and_maps_roles() {
+        let config = parse(GOOD).expect("valid");
+        assert_eq!(config.public_url, "http://127.0.0.1:8080");
+        let oidc = config.oidc.expect("oidc");
+        assert_eq!(oidc.role_claim, "groups");
+        assert_eq!(oidc.roles.of(["it-staff", "sec-team"]), Some(Role::Analyst));
+        assert_eq!(oidc.roles.of(["students"]), None);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        for (from, to, field) in [
+            ("http://127.0.0.1:8080/", "ftp://x", "public_url"),
+            ("127.0.0.1:8080", "0.0.0.0:8080", "public_url"),
+            (
+                "https://idp.campus.example",
+                "http://idp.campus.example",
+                "oidc.issuer",
+            ),
+            (
+                "admin = [\"sec-admins\"], analyst = [\"sec-team\"], viewer = [\"it-staff\"]",
+                "",
+                "oidc.roles",
+            ),
+        ] {
+            let text = GOOD.replace(from, to);
+            let err = parse(&text).expect_err(&text).to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        let err = parse(&GOOD.replace("[oidc]", "[oidc]\nissuerr = 1")).expect_err("typo");
+        assert!(err.to_string().contains("issuerr"), "{err}");
+        let local = format!(
+            "{GOOD}\n[local_admin]\nusername = \"breakglass\"\npassword_hash = \"not-a-hash\"\n"
+        );
+        assert!(
+            parse(&local)
+                .expect_err("bad hash")
+                .to_string()
+                .contains("password_hash")
+        );
+        let token =
+            format!("{GOOD}\n[[api_tokens]]\nname = \"siem\"\nrole = \"root\"\nsha256 = \"00\"\n");
+        assert!(
+            parse(&token)
+                .expect_err("bad role")
+                .to_string()
+                .contains("api_tokens[0]")
+        );
+    }
+}

@@ -1,0 +1,296 @@
+//! Sign-in with the campus identity provider over OpenID Connect: the
+//! authorization code flow with PKCE, state and nonce, and ID-token
+//! validation (signature, issuer, audience, expiry, nonce) by the
+//! `openidconnect` crate. The HTTP client never follows redirects (a
+//! redirect from the IdP's endpoints could aim it anywhere).
+//!
+//! The IdP's discovery document is fetched at start; if the IdP is down
+//! then, the console still starts (the local admin may be needed exactly
+//! then) and tries again at the next sign-in.
+
+use std::collections::HashMap;
+
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
+    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AdditionalClaims, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
+    EmptyExtraTokenFields, EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IdTokenFields, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope, StandardErrorResponse,
+    StandardTokenResponse, TokenResponse, reqwest,
+};
+use tokio::sync::RwLock;
+
+use crate::auth::User;
+use crate::config::ValidOidc;
+
+/// Every claim of the ID token beyond the standard ones, so the role
+/// claim can be any name the campus uses.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CampusClaims(HashMap<String, serde_json::Value>);
+
+impl AdditionalClaims for CampusClaims {}
+
+type CampusTokenResponse = StandardTokenResponse<
+    IdTokenFields<
+        CampusClaims,
+        EmptyExtraTokenFields,
+        CoreGenderClaim,
+        CoreJweContentEncryptionAlgorithm,
+        CoreJwsSigningAlgorithm,
+    >,
+    CoreTokenType,
+>;
+
+type CampusClient = Client<
+    CampusClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    CampusTokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Why a sign-in failed. The user sees a generic page; this goes to the
+/// log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OidcError {
+    #[error("the identity provider's discovery document could not be fetched: {0}")]
+    Discovery(String),
+    #[error("the token request failed: {0}")]
+    Token(String),
+    #[error("the identity provider returned no ID token")]
+    NoIdToken,
+    #[error("the ID token is not valid: {0}")]
+    IdToken(String),
+    #[error("the ID token's {0} claim maps to no doorwatch role")]
+    NoRole(String),
+    #[error("bad configuration: {0}")]
+    Config(String),
+}
+
+/// A finished sign-in.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    pub user: User,
+    /// The raw ID token, kept for the IdP's logout (`id_token_hint`).
+    pub id_token: String,
+}
+
+/// A sign-in to start: send the browser to `url`, remember the rest.
+#[derive(Debug)]
+pub struct Start {
+    pub url: String,
+    pub state: String,
+    pub nonce: String,
+    pub pkce_verifier: String,
+}
+
+/// The console's OIDC client.
+#[derive(Debug)]
+pub struct Oidc {
+    settings: ValidOidc,
+    secret: String,
+    redirect: String,
+    http: reqwest::Client,
+    discovered: RwLock<Option<(CampusClient, Option<EndSessionUrl>)>>,
+}
+
+impl Oidc {
+    /// Builds the client; `redirect` is PUBLIC_URL/auth/callback.
+    pub fn new(settings: ValidOidc, secret: String, redirect: String) -> Result<Self, OidcError> {
+        let mut builder = reqwest::ClientBuilder::new()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(10));
+        if let Some(path) = &settings.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| OidcError::Config(format!("{}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| OidcError::Config(format!("{}: {e}", path.display())))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
+            .build()
+            .map_err(|e| OidcError::Config(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            settings,
+            secret,
+            redirect,
+            http,
+            discovered: RwLock::new(None),
+        })
+    }
+
+    /// Fetches the discovery document and keys unless already done.
+    pub async fn discover(&self) -> Result<(), OidcError> {
+        if self.discovered.read().await.is_some() {
+            return Ok(());
+        }
+        let issuer = IssuerUrl::new(self.settings.issuer.clone())
+            .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
+        let redirect = RedirectUrl::new(self.redirect.clone())
+            .map_err(|e| OidcError::Config(format!("redirect URL: {e}")))?;
+        let client = CampusClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.settings.client_id.clone()),
+            Some(ClientSecret::new(self.secret.clone())),
+        )
+        .set_redirect_uri(redirect);
+        *self.discovered.write().await = Some((client, end_session));
+        tracing::info!(issuer = %self.settings.issuer, "identity provider discovered");
+        Ok(())
+    }
+
+    /// Starts a sign-in: a fresh state, nonce and PKCE pair.
+    pub async fn start(&self) -> Result<Start, OidcError> {
+        self.discover().await?;
+        let guard = self.discovered.read().await;
+        let (client, _) = guard
+            .as_ref()
+            .ok_or_else(|| OidcError::Discovery("not discovered".into()))?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in &self.settings.scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if !self
+            .settings
+            .scopes
+            .iter()
+            .any(|s| s == &self.settings.role_claim)
+            && self.settings.role_claim == "groups"
+        {
+            request = request.add_scope(Scope::new("groups".into()));
+        }
+        let (url, state, nonce) = request.url();
+        Ok(Start {
+            url: url.to_string(),
+            state: state.secret().clone(),
+            nonce: nonce.secret().clone(),
+            pkce_verifier: verifier.secret().clone(),
+        })
+    }
+
+    /// Finishes a sign-in: trades `code` for tokens and validates the ID
+    /// token against the nonce and PKCE verifier of the pending sign-in.
+    pub async fn finish(
+        &self,
+        code: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+    ) -> Result<SignedIn, OidcError> {
+        let guard = self.discovered.read().await;
+        let (client, _) = guard
+            .as_ref()
+            .ok_or_else(|| OidcError::Discovery("not discovered".into()))?;
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| OidcError::Config(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Token(error_chain(&e)))?;
+        let id_token = response.id_token().ok_or(OidcError::NoIdToken)?;
+        let verifier = client.id_token_verifier();
+        let claims = id_token
+            .claims(&verifier, &Nonce::new(nonce.to_owned()))
+            .map_err(|e| OidcError::IdToken(e.to_string()))?;
+        let values = claim_values(claims.additional_claims(), &self.settings.role_claim);
+        let role = self
+            .settings
+            .roles
+            .of(values.iter().map(String::as_str))
+            .ok_or_else(|| OidcError::NoRole(self.settings.role_claim.clone()))?;
+        let name = claims
+            .preferred_username()
+            .map(|n| n.as_str().to_owned())
+            .or_else(|| claims.email().map(|e| e.as_str().to_owned()))
+            .unwrap_or_else(|| claims.subject().as_str().to_owned());
+        Ok(SignedIn {
+            user: User { name, role },
+            id_token: id_token.to_string(),
+        })
+    }
+
+    /// Where to send the browser to end its IdP session too, if the IdP
+    /// offers RP-initiated logout.
+    pub async fn logout_url(&self, id_token: Option<&str>, after: &str) -> Option<String> {
+        let guard = self.discovered.read().await;
+        let (_, end_session) = guard.as_ref()?;
+        let mut request = LogoutRequest::from(end_session.clone()?)
+            .set_client_id(ClientId::new(self.settings.client_id.clone()));
+        if let Ok(after) = PostLogoutRedirectUrl::new(after.to_owned()) {
+            request = request.set_post_logout_redirect_uri(after);
+        }
+        let mut url = request.http_get_url();
+        if let Some(token) = id_token {
+            url.query_pairs_mut().append_pair("id_token_hint", token);
+        }
+        Some(url.to_string())
+    }
+}
+
+/// The string values of claim `name`: a string, or a list of strings.
+fn claim_values(claims: &CampusClaims, name: &str) -> Vec<String> {
+    match claims.0.get(name) {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An error with its sources, for the log.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_claims_may_be_a_string_or_a_list() {
+        let claims: CampusClaims =
+            serde_json::from_str(r#"{"groups": ["a", 3, "b"], "role": "admin"}"#).expect("json");
+        assert_eq!(claim_values(&claims, "groups"), vec!["a", "b"]);
+        assert_eq!(claim_values(&claims, "role"), vec!["admin"]);
+        assert!(claim_values(&claims, "missing").is_empty());
+    }
+}

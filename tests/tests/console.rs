@@ -1,0 +1,616 @@
+//! The admin console end to end: a real nmap sweep of three PC namespaces
+//! with real agents becomes a campaign in the real collector and
+//! ClickHouse; a real OIDC provider (oidc-provider on Node) signs staff in;
+//! headless Chromium walks login → overview → campaign → acknowledge →
+//! audit log, with screenshots of every main page kept in
+//! `target/test-artifacts/console/`. Then the refusals: tampered state,
+//! wrong nonce, an expired ID token, a token from another issuer (a rogue
+//! IdP), a viewer triaging, no session, a change without a CSRF token,
+//! and a wrong local-admin password (refused, then rate-limited).
+//!
+//! Everything listens on 127.0.0.1; the PCs are 198.18.0.10-12 and the
+//! scanner 198.18.0.100. Needs root, nmap, clickhouse-server, node,
+//! chromium and tests/oidc/node_modules; fails (never skips) without
+//! them.
+
+use std::io::{Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use doorwatch_e2e::netns::Campus;
+use doorwatch_e2e::oidc::{Provider, RogueIdp, browse};
+use doorwatch_e2e::process::{Process, free_port, run};
+use doorwatch_e2e::require;
+use doorwatch_e2e::stack::Stack;
+use serde_json::json;
+
+const CLIENT_ID: &str = "doorwatch-console";
+const CLIENT_SECRET: &str = "console-secret-0123456789";
+const LOCAL_ADMIN: &str = "breakglass";
+const LOCAL_PASSWORD: &str = "correct horse battery staple";
+
+/// One HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `name=value` of the Set-Cookie for `name`.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .filter_map(|(_, v)| v.split(';').next())
+            .find(|pair| pair.starts_with(&format!("{name}=")))
+            .map(str::to_owned)
+    }
+}
+
+/// A plain HTTP/1.1 request to 127.0.0.1:`port`.
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// GET an absolute `http://127.0.0.1:PORT/...` URL.
+fn get_url(url: &str, cookie: &str) -> Answer {
+    let rest = url
+        .strip_prefix("http://127.0.0.1:")
+        .expect("a loopback URL");
+    let (port, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let port: u16 = port.parse().expect("port");
+    let headers: Vec<(&str, &str)> = if cookie.is_empty() {
+        vec![]
+    } else {
+        vec![("Cookie", cookie)]
+    };
+    http(
+        port,
+        "GET",
+        if path.is_empty() { "/" } else { path },
+        &headers,
+        "",
+    )
+}
+
+/// The value of hidden input `name` in a page.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} field in:\n{page}"))
+        + marker.len();
+    page[start..]
+        .split('"')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// What every console of the test shares: API tokens (config entries)
+/// and the local admin's password hash.
+struct Extra {
+    tokens: String,
+    hash: String,
+}
+
+/// A console process with its config.
+struct Console {
+    process: Process,
+    port: u16,
+}
+
+impl Console {
+    /// Starts a console on `port` signing in with `issuer`.
+    fn start(
+        dir: &Path,
+        name: &str,
+        stack: &Stack,
+        issuer: &str,
+        config: &Extra,
+        port: u16,
+    ) -> Self {
+        let (tokens, hash) = (&config.tokens, &config.hash);
+        let secret = dir.join(format!("{name}.secret"));
+        std::fs::write(&secret, CLIENT_SECRET).expect("write the client secret");
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
+                 [clickhouse]\nurl = \"http://127.0.0.1:{ch}\"\ncompress = false\n\
+                 [oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{secret}\"\n\
+                 scopes = [\"profile\", \"email\", \"groups\"]\n\
+                 roles = {{ admin = [\"doorwatch-admins\"], analyst = [\"doorwatch-analysts\"], viewer = [\"doorwatch-viewers\"] }}\n\
+                 [local_admin]\nusername = \"{LOCAL_ADMIN}\"\npassword_hash = \"{hash}\"\n{tokens}",
+                ch = stack.clickhouse.http_port,
+                secret = secret.display(),
+            ),
+        )
+        .expect("write console.toml");
+        run(Command::new(require::binary("doorwatch-console"))
+            .args(["check-config", "--config"])
+            .arg(&config));
+        let mut command = Command::new(require::binary("doorwatch-console"));
+        command.args(["serve", "--config"]).arg(&config);
+        let mut process = Process::spawn(name, command, dir).expect("start the console");
+        process.wait_for_log("console listening", Duration::from_secs(60));
+        Self { process, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts a sign-in at the IdP: the browser cookie and where the
+    /// console sends the browser.
+    fn start_sign_in(&self) -> (String, String) {
+        let login = http(self.port, "GET", "/login", &[], "");
+        let browser = login
+            .cookie("__Host-doorwatch_browser")
+            .expect("browser cookie");
+        let start = http(
+            self.port,
+            "GET",
+            "/auth/start?next=/",
+            &[("Cookie", &browser)],
+            "",
+        );
+        assert_eq!(start.status, 303, "{start:?}");
+        (
+            browser,
+            start.header("location").expect("to the IdP").to_owned(),
+        )
+    }
+}
+
+/// `doorwatch-console hash-password` with the password on stdin.
+fn hash_password(password: &str) -> String {
+    let mut child = Command::new(require::binary("doorwatch-console"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run hash-password");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write the password");
+    let output = child.wait_with_output().expect("hash-password output");
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// `doorwatch-console api-token`: (token, config entry).
+fn api_token(name: &str, role: &str) -> (String, String) {
+    let out = run(Command::new(require::binary("doorwatch-console")).args([
+        "api-token",
+        "--name",
+        name,
+        "--role",
+        role,
+    ]));
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token (shown only now): "))
+        .expect("token line")
+        .to_owned();
+    let entry = out[out.find("[[api_tokens]]").expect("entry")..].to_owned();
+    (token, entry)
+}
+
+fn artifacts() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts/console");
+    std::fs::create_dir_all(&dir).expect("artifacts folder");
+    dir
+}
+
+#[test]
+fn staff_sign_in_triage_and_every_refusal() {
+    require::root();
+    require::tool("nmap", "nmap");
+    require::tool("clickhouse-server", "clickhouse-server");
+    let mut campus = Campus::new();
+    let (pcs, uplinks) = campus.linked_pcs(3);
+    let scanner = campus.add_host("scanner", &["198.18.0.100"]);
+    let stack = Stack::start_with(IpAddr::V4(uplinks[0].root_ip), |_| {
+        "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\n".to_owned()
+    });
+    let mut agents: Vec<Process> = pcs
+        .iter()
+        .enumerate()
+        .map(|(i, pc)| stack.agent(pc, &format!("pc-{i}"), ""))
+        .collect();
+    for agent in &mut agents {
+        agent.wait_for_log("connected to collector", Duration::from_secs(30));
+    }
+
+    // A real sweep: the campaign the console will show.
+    let targets: Vec<String> = pcs.iter().map(|p| p.ipv4().to_string()).collect();
+    let out = run(scanner
+        .command("timeout")
+        .args([
+            "120",
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            "--max-retries",
+            "1",
+            "-p",
+            "1-200",
+        ])
+        .args(&targets));
+    assert!(out.contains("Nmap done"), "{out}");
+    let start = Instant::now();
+    let campaign_id = loop {
+        let listed = run(Command::new(require::binary("doorwatch-collector"))
+            .args(["campaigns", "list", "--format", "json", "--config"])
+            .arg(&stack.collector_config));
+        if let Some(id) = listed
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|c| c["kind"] == "sweep" && c["pcs"] == 3)
+            .and_then(|c| c["campaign_id"].as_str().map(str::to_owned))
+        {
+            break id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no sweep campaign: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+
+    let dir = stack.dir.path();
+    let hash = hash_password(LOCAL_PASSWORD);
+    let (viewer_token, viewer_entry) = api_token("viewer-script", "viewer");
+    let (admin_token, admin_entry) = api_token("siem", "admin");
+    let tokens = format!("{viewer_entry}\n{admin_entry}");
+
+    let extra = Extra { tokens, hash };
+
+    // The IdP registers the console's redirect URI, so the console's port
+    // is chosen first.
+    let port = free_port();
+    let provider = Provider::start(
+        dir,
+        CLIENT_ID,
+        CLIENT_SECRET,
+        &format!("http://127.0.0.1:{port}/auth/callback"),
+        &format!("http://127.0.0.1:{port}/login"),
+    );
+    let console = Console::start(dir, "console", &stack, &provider.issuer, &extra, port);
+    let base = console.url();
+
+    // 1. The whole flow in a real browser, as ada (admin).
+    let shots = artifacts();
+    let result = browse(
+        dir,
+        &json!([
+            {"goto": format!("{base}/")},
+            {"expectUrl": "/login"},
+            {"screenshot": "login.png"},
+            {"click": "#sso"},
+            {"login": {"user": "ada"}},
+            {"expectText": "h1", "contains": "Overview"},
+            {"screenshot": "overview.png"},
+            {"click": "a.campaign-link"},
+            {"expectText": "h1", "contains": "Campaign"},
+            {"select": "select[name=state]", "value": "acknowledged"},
+            {"fill": "textarea[name=note]", "value": "seen by the SOC; scanner blocked at the border"},
+            {"click": "#triage-submit"},
+            {"expectText": ".triage-state", "contains": "acknowledged"},
+            {"screenshot": "campaign.png"},
+            {"click": "a.host-link"},
+            {"expectText": "h1", "contains": "PC pc-"},
+            {"screenshot": "host.png"},
+            {"goto": format!("{base}/sources/198.18.0.100")},
+            {"expectText": "h1", "contains": "198.18.0.100"},
+            {"screenshot": "source.png"},
+            {"goto": format!("{base}/search?source=198.18.0.100")},
+            {"expectText": "main", "contains": "scans."},
+            {"screenshot": "search.png"},
+            {"goto": format!("{base}/agents")},
+            {"expectText": "table.agents", "contains": "pc-0"},
+            {"screenshot": "agents.png"},
+            {"goto": format!("{base}/audit")},
+            {"expectText": "table.audit", "contains": "campaign.triage"},
+            {"expectText": "table.audit", "contains": "seen by the SOC"},
+            {"screenshot": "audit.png"},
+        ]),
+        &shots,
+    );
+    eprintln!("browser: {result}");
+    assert_eq!(
+        result["console_errors"],
+        json!([]),
+        "CSP or script errors: {result}"
+    );
+    assert_eq!(result["csp_violations"], json!([]), "{result}");
+
+    // The API shows the same, to a bearer token.
+    let bearer = format!("Bearer {admin_token}");
+    let api = http(
+        console.port,
+        "GET",
+        &format!("/api/v1/campaigns/{campaign_id}"),
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(api.status, 200, "{api:?}");
+    let detail: serde_json::Value = serde_json::from_str(&api.body).expect("json");
+    assert_eq!(detail["campaign"]["triage"], "acknowledged", "{detail}");
+    assert_eq!(
+        detail["triage_history"][0]["actor"], "ada@campus.test",
+        "{detail}"
+    );
+    let audit = http(
+        console.port,
+        "GET",
+        "/api/v1/audit",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert!(
+        audit.body.contains("campaign.triage") && audit.body.contains("\"login\""),
+        "{audit:?}"
+    );
+
+    // 2. No session: pages redirect to sign-in, the API says 401.
+    let page = http(console.port, "GET", "/campaigns", &[], "");
+    assert_eq!(page.status, 303);
+    assert_eq!(page.header("location"), Some("/login?next=%2Fcampaigns"));
+    assert_eq!(
+        http(console.port, "GET", "/api/v1/overview", &[], "").status,
+        401
+    );
+    assert_eq!(
+        http(
+            console.port,
+            "GET",
+            "/api/v1/overview",
+            &[("Authorization", "Bearer nope")],
+            ""
+        )
+        .status,
+        401
+    );
+
+    // 3. A viewer may read but not triage.
+    let viewer = format!("Bearer {viewer_token}");
+    assert_eq!(
+        http(
+            console.port,
+            "GET",
+            "/api/v1/overview",
+            &[("Authorization", &viewer)],
+            ""
+        )
+        .status,
+        200
+    );
+    let refused = http(
+        console.port,
+        "POST",
+        &format!("/api/v1/campaigns/{campaign_id}/triage"),
+        &[
+            ("Authorization", &viewer),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"state": "resolved"}"#,
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(
+        http(
+            console.port,
+            "GET",
+            "/api/v1/audit",
+            &[("Authorization", &viewer)],
+            ""
+        )
+        .status,
+        403
+    );
+
+    // 4. Local admin: a wrong password is refused, and after five tries
+    //    from one address the sixth is rate-limited even if right.
+    let login = http(console.port, "GET", "/login", &[], "");
+    let browser = login
+        .cookie("__Host-doorwatch_browser")
+        .expect("browser cookie");
+    let browser_field = hidden(&login.body, "browser");
+    let form = |password: &str| {
+        format!(
+            "username={LOCAL_ADMIN}&password={}&browser={browser_field}&next=%2F",
+            password.replace(' ', "+")
+        )
+    };
+    let local = |body: String| {
+        http(
+            console.port,
+            "POST",
+            "/login/local",
+            &[
+                ("Cookie", &browser),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            &body,
+        )
+    };
+    let good = local(form(LOCAL_PASSWORD));
+    assert_eq!(good.status, 303, "{good:?}");
+    let session = good.cookie("__Host-doorwatch_session").expect("a session");
+    for _ in 0..5 {
+        let wrong = local(form("guess"));
+        assert_eq!(
+            wrong.header("location"),
+            Some("/login?error=password"),
+            "{wrong:?}"
+        );
+        assert!(wrong.cookie("__Host-doorwatch_session").is_none());
+    }
+    let limited = local(form(LOCAL_PASSWORD));
+    assert_eq!(limited.status, 429, "{limited:?}");
+
+    // 5. A change without the CSRF token, or from another origin, is
+    //    refused; with it, it goes through.
+    let page = http(
+        console.port,
+        "GET",
+        &format!("/campaigns/{campaign_id}"),
+        &[("Cookie", &session)],
+        "",
+    );
+    assert_eq!(page.status, 200);
+    let csrf = hidden(&page.body, "csrf");
+    let triage = |body: &str, origin: &str| {
+        http(
+            console.port,
+            "POST",
+            &format!("/campaigns/{campaign_id}/triage"),
+            &[
+                ("Cookie", &session),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", origin),
+            ],
+            body,
+        )
+    };
+    assert_eq!(triage("state=resolved&note=x", &base).status, 403);
+    assert_eq!(
+        triage("state=resolved&note=x&csrf=forged", &base).status,
+        403
+    );
+    assert_eq!(
+        triage(
+            &format!("state=resolved&note=x&csrf={csrf}"),
+            "http://evil.example"
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        triage(&format!("state=resolved&note=closed&csrf={csrf}"), &base).status,
+        303
+    );
+
+    // 6. A tampered state: the callback finds no sign-in and refuses.
+    let (browser, to_idp) = console.start_sign_in();
+    assert!(to_idp.starts_with(&provider.issuer), "{to_idp}");
+    let tampered = http(
+        console.port,
+        "GET",
+        "/auth/callback?code=abc&state=tampered",
+        &[("Cookie", &browser)],
+        "",
+    );
+    assert_eq!(
+        tampered.header("location"),
+        Some("/login?error=failed"),
+        "{tampered:?}"
+    );
+    assert!(tampered.cookie("__Host-doorwatch_session").is_none());
+    console.process_log_contains("unknown, used or expired state");
+
+    // 7. A rogue IdP: the right nonce and issuer sign in (the control);
+    //    a wrong nonce, an expired token, another issuer do not.
+    for (mode, reason) in [
+        ("ok", ""),
+        ("wrong-nonce", "nonce"),
+        ("expired", "expired"),
+        ("other-issuer", "issuer"),
+    ] {
+        let rogue = RogueIdp::start(dir, mode, CLIENT_ID);
+        let rogue_console = Console::start(
+            dir,
+            &format!("console-{mode}"),
+            &stack,
+            &rogue.issuer,
+            &extra,
+            free_port(),
+        );
+        let (browser, to_idp) = rogue_console.start_sign_in();
+        let back = get_url(&to_idp, "");
+        let callback = back
+            .header("location")
+            .expect("the IdP redirects back")
+            .to_owned();
+        let path = callback
+            .strip_prefix(&rogue_console.url())
+            .unwrap_or_else(|| panic!("callback {callback}"));
+        let answer = http(rogue_console.port, "GET", path, &[("Cookie", &browser)], "");
+        if mode == "ok" {
+            assert!(
+                answer.cookie("__Host-doorwatch_session").is_some(),
+                "{mode}: {answer:?}"
+            );
+            continue;
+        }
+        assert_eq!(
+            answer.header("location"),
+            Some("/login?error=failed"),
+            "{mode}: {answer:?}"
+        );
+        assert!(
+            answer.cookie("__Host-doorwatch_session").is_none(),
+            "{mode}"
+        );
+        let log = rogue_console.process.log();
+        let refusal = log
+            .lines()
+            .find(|l| l.contains("sign-in refused"))
+            .unwrap_or_else(|| panic!("{mode}: no refusal logged:\n{log}"));
+        eprintln!("{mode}: {refusal}");
+        assert!(refusal.to_lowercase().contains(reason), "{mode}: {refusal}");
+    }
+}
+
+impl Console {
+    fn process_log_contains(&self, needle: &str) {
+        let log = self.process.log();
+        assert!(log.contains(needle), "console log lacks {needle:?}:\n{log}");
+    }
+}
