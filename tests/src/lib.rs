@@ -11,14 +11,18 @@
 //! get no default route, so nothing a scanner sends can leave them.
 //!
 //! [`mix`] makes realistic agent events for the load generator
-//! (`doorwatch-loadgen`) and benchmarks.
+//! (`doorwatch-loadgen`) and benchmarks; [`bulk`] fills a store with a
+//! month of scanning for the large-store benchmarks.
 //!
 //! This crate never skips: a missing tool or privilege fails with a message
 //! that says what to install (see [`require`]).
 
 #![forbid(unsafe_code)]
 
+pub mod bulk;
 pub mod clickhouse;
+pub mod console;
+pub mod http;
 pub mod mix;
 pub mod netns;
 pub mod oidc;

@@ -13,12 +13,13 @@
 //! chromium and tests/oidc/node_modules; fails (never skips) without
 //! them.
 
-use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use doorwatch_e2e::console::{CLIENT_ID, CLIENT_SECRET, Console, api_token, hash_password};
+use doorwatch_e2e::http::{get_url, hidden_field as hidden, request as http};
 use doorwatch_e2e::netns::Campus;
 use doorwatch_e2e::oidc::{Provider, RogueIdp, browse};
 use doorwatch_e2e::process::{Process, free_port, run};
@@ -26,219 +27,28 @@ use doorwatch_e2e::require;
 use doorwatch_e2e::stack::Stack;
 use serde_json::json;
 
-const CLIENT_ID: &str = "doorwatch-console";
-const CLIENT_SECRET: &str = "console-secret-0123456789";
 const LOCAL_ADMIN: &str = "breakglass";
 const LOCAL_PASSWORD: &str = "correct horse battery staple";
 
-/// One HTTP answer.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// `name=value` of the Set-Cookie for `name`.
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-            .filter_map(|(_, v)| v.split(';').next())
-            .find(|pair| pair.starts_with(&format!("{name}=")))
-            .map(str::to_owned)
-    }
-}
-
-/// A plain HTTP/1.1 request to 127.0.0.1:`port`.
-fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-/// GET an absolute `http://127.0.0.1:PORT/...` URL.
-fn get_url(url: &str, cookie: &str) -> Answer {
-    let rest = url
-        .strip_prefix("http://127.0.0.1:")
-        .expect("a loopback URL");
-    let (port, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let port: u16 = port.parse().expect("port");
-    let headers: Vec<(&str, &str)> = if cookie.is_empty() {
-        vec![]
-    } else {
-        vec![("Cookie", cookie)]
-    };
-    http(
-        port,
+/// Starts a sign-in at the IdP: the browser cookie and where the console
+/// sends the browser.
+fn start_sign_in(console: &Console) -> (String, String) {
+    let login = http(console.port, "GET", "/login", &[], "");
+    let browser = login
+        .cookie("__Host-doorwatch_browser")
+        .expect("browser cookie");
+    let start = http(
+        console.port,
         "GET",
-        if path.is_empty() { "/" } else { path },
-        &headers,
+        "/auth/start?next=/",
+        &[("Cookie", &browser)],
         "",
+    );
+    assert_eq!(start.status, 303, "{start:?}");
+    (
+        browser,
+        start.header("location").expect("to the IdP").to_owned(),
     )
-}
-
-/// The value of hidden input `name` in a page.
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in:\n{page}"))
-        + marker.len();
-    page[start..]
-        .split('"')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// What every console of the test shares: API tokens (config entries)
-/// and the local admin's password hash.
-struct Extra {
-    tokens: String,
-    hash: String,
-}
-
-/// A console process with its config.
-struct Console {
-    process: Process,
-    port: u16,
-}
-
-impl Console {
-    /// Starts a console on `port` signing in with `issuer`.
-    fn start(
-        dir: &Path,
-        name: &str,
-        stack: &Stack,
-        issuer: &str,
-        config: &Extra,
-        port: u16,
-    ) -> Self {
-        let (tokens, hash) = (&config.tokens, &config.hash);
-        let secret = dir.join(format!("{name}.secret"));
-        std::fs::write(&secret, CLIENT_SECRET).expect("write the client secret");
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(
-            &config,
-            format!(
-                "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-                 [clickhouse]\nurl = \"http://127.0.0.1:{ch}\"\ncompress = false\n\
-                 [oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret_file = \"{secret}\"\n\
-                 scopes = [\"profile\", \"email\", \"groups\"]\n\
-                 roles = {{ admin = [\"doorwatch-admins\"], analyst = [\"doorwatch-analysts\"], viewer = [\"doorwatch-viewers\"] }}\n\
-                 [local_admin]\nusername = \"{LOCAL_ADMIN}\"\npassword_hash = \"{hash}\"\n{tokens}",
-                ch = stack.clickhouse.http_port,
-                secret = secret.display(),
-            ),
-        )
-        .expect("write console.toml");
-        run(Command::new(require::binary("doorwatch-console"))
-            .args(["check-config", "--config"])
-            .arg(&config));
-        let mut command = Command::new(require::binary("doorwatch-console"));
-        command.args(["serve", "--config"]).arg(&config);
-        let mut process = Process::spawn(name, command, dir).expect("start the console");
-        process.wait_for_log("console listening", Duration::from_secs(60));
-        Self { process, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts a sign-in at the IdP: the browser cookie and where the
-    /// console sends the browser.
-    fn start_sign_in(&self) -> (String, String) {
-        let login = http(self.port, "GET", "/login", &[], "");
-        let browser = login
-            .cookie("__Host-doorwatch_browser")
-            .expect("browser cookie");
-        let start = http(
-            self.port,
-            "GET",
-            "/auth/start?next=/",
-            &[("Cookie", &browser)],
-            "",
-        );
-        assert_eq!(start.status, 303, "{start:?}");
-        (
-            browser,
-            start.header("location").expect("to the IdP").to_owned(),
-        )
-    }
-}
-
-/// `doorwatch-console hash-password` with the password on stdin.
-fn hash_password(password: &str) -> String {
-    let mut child = Command::new(require::binary("doorwatch-console"))
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run hash-password");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write the password");
-    let output = child.wait_with_output().expect("hash-password output");
-    assert!(output.status.success());
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
-
-/// `doorwatch-console api-token`: (token, config entry).
-fn api_token(name: &str, role: &str) -> (String, String) {
-    let out = run(Command::new(require::binary("doorwatch-console")).args([
-        "api-token",
-        "--name",
-        name,
-        "--role",
-        role,
-    ]));
-    let token = out
-        .lines()
-        .find_map(|l| l.strip_prefix("token (shown only now): "))
-        .expect("token line")
-        .to_owned();
-    let entry = out[out.find("[[api_tokens]]").expect("entry")..].to_owned();
-    (token, entry)
 }
 
 fn artifacts() -> PathBuf {
@@ -308,9 +118,10 @@ fn staff_sign_in_triage_and_every_refusal() {
     let hash = hash_password(LOCAL_PASSWORD);
     let (viewer_token, viewer_entry) = api_token("viewer-script", "viewer");
     let (admin_token, admin_entry) = api_token("siem", "admin");
-    let tokens = format!("{viewer_entry}\n{admin_entry}");
-
-    let extra = Extra { tokens, hash };
+    let extra = format!(
+        "[local_admin]\nusername = \"{LOCAL_ADMIN}\"\npassword_hash = \"{hash}\"\n{viewer_entry}\n{admin_entry}"
+    );
+    let ch = stack.clickhouse.http_port;
 
     // The IdP registers the console's redirect URI, so the console's port
     // is chosen first.
@@ -322,7 +133,7 @@ fn staff_sign_in_triage_and_every_refusal() {
         &format!("http://127.0.0.1:{port}/auth/callback"),
         &format!("http://127.0.0.1:{port}/login"),
     );
-    let console = Console::start(dir, "console", &stack, &provider.issuer, &extra, port);
+    let console = Console::start(dir, "console", port, ch, Some(&provider.issuer), &extra);
     let base = console.url();
 
     // 1. The whole flow in a real browser, as ada (admin).
@@ -538,7 +349,7 @@ fn staff_sign_in_triage_and_every_refusal() {
     );
 
     // 6. A tampered state: the callback finds no sign-in and refuses.
-    let (browser, to_idp) = console.start_sign_in();
+    let (browser, to_idp) = start_sign_in(&console);
     assert!(to_idp.starts_with(&provider.issuer), "{to_idp}");
     let tampered = http(
         console.port,
@@ -553,7 +364,8 @@ fn staff_sign_in_triage_and_every_refusal() {
         "{tampered:?}"
     );
     assert!(tampered.cookie("__Host-doorwatch_session").is_none());
-    console.process_log_contains("unknown, used or expired state");
+    let log = console.process.log();
+    assert!(log.contains("unknown, used or expired state"), "{log}");
 
     // 7. A rogue IdP: the right nonce and issuer sign in (the control);
     //    a wrong nonce, an expired token, another issuer do not.
@@ -567,12 +379,12 @@ fn staff_sign_in_triage_and_every_refusal() {
         let rogue_console = Console::start(
             dir,
             &format!("console-{mode}"),
-            &stack,
-            &rogue.issuer,
-            &extra,
             free_port(),
+            ch,
+            Some(&rogue.issuer),
+            &extra,
         );
-        let (browser, to_idp) = rogue_console.start_sign_in();
+        let (browser, to_idp) = start_sign_in(&rogue_console);
         let back = get_url(&to_idp, "");
         let callback = back
             .header("location")
@@ -605,12 +417,5 @@ fn staff_sign_in_triage_and_every_refusal() {
             .unwrap_or_else(|| panic!("{mode}: no refusal logged:\n{log}"));
         eprintln!("{mode}: {refusal}");
         assert!(refusal.to_lowercase().contains(reason), "{mode}: {refusal}");
-    }
-}
-
-impl Console {
-    fn process_log_contains(&self, needle: &str) {
-        let log = self.process.log();
-        assert!(log.contains(needle), "console log lacks {needle:?}:\n{log}");
     }
 }
