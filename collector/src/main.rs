@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use doorwatch_collector::config::{CollectorConfig, ValidConfig};
-use doorwatch_collector::enroll::{self, EnrollmentService, EnrollmentSettings, Token};
+use doorwatch_collector::enroll::{self, EnrollmentService, EnrollmentSettings};
 use doorwatch_collector::ingest::{IngestService, unix_now};
 use doorwatch_collector::pki::AgentIssuer;
 use doorwatch_collector::policy::{self, PolicyChange};
@@ -21,6 +21,7 @@ use doorwatch_collector::writer::Writer;
 use doorwatch_collector::{alert, correlate};
 use doorwatch_collector::{pki, tls};
 use doorwatch_store::Store;
+use doorwatch_store::Token;
 use doorwatch_store::TokenUse;
 use tokio::sync::watch;
 

@@ -438,10 +438,44 @@ pub fn agents(ctx: &PageContext, a: &AgentsView) -> Markup {
                     } }
                 } } } }
             h2 { "Enrollment tokens" }
-            p.small { "Create tokens with " code { "doorwatch-collector token create" } "; the secret is shown once." }
-            table { thead { tr { th { "Token" } th { "Group" } th { "Expires" } th { "Uses" } th { "State" } } }
+            form #new-token method="post" action="/agents/tokens" {
+                input type="hidden" name="csrf" value=(ctx.csrf);
+                label { "Group (site) " input name="group" required pattern="[A-Za-z0-9._\\-]{1,128}" placeholder="library"; }
+                label { "Valid for (days) " input name="days" value="7" inputmode="numeric"; }
+                label { "Up to this many PCs " input name="max_uses" value="100" inputmode="numeric"; }
+                button #create-token type="submit" { "Create token" }
+            }
+            table.tokens { thead { tr { th { "Token" } th { "Group" } th { "Expires" } th { "Uses" } th { "State" } th { "" } } }
                 tbody { @for t in &a.tokens { tr { td { (t.token_id) } td { (t.group) } td { (when(t.expires_at)) }
-                    td { (t.uses) " of " (t.max_uses) } td { @if t.revoked { "revoked" } @else { "active" } } } } } }
+                    td { (t.uses) " of " (t.max_uses) } td { @if t.revoked { "revoked" } @else { "active" } }
+                    td { @if !t.revoked {
+                        form method="post" action={ "/agents/tokens/" (t.token_id) "/revoke" } {
+                            input type="hidden" name="csrf" value=(ctx.csrf);
+                            button.danger type="submit" { "Revoke" }
+                        }
+                    } } } } } }
+        },
+    )
+}
+
+/// A new token, shown once.
+pub fn new_token(
+    ctx: &PageContext,
+    token: &str,
+    group: &str,
+    max_uses: u32,
+    expires_at: u32,
+) -> Markup {
+    layout(
+        Some(ctx),
+        "New enrollment token",
+        html! {
+            h1 { "New enrollment token" }
+            p { "Put this token in the agent configuration (" code { "collector.token" } ") of the PCs of group "
+                strong { (group) } ". Up to " (max_uses) " PCs can enroll with it until " (when(expires_at)) "." }
+            p.error { "It is shown only now: copy it before leaving this page." }
+            pre #token { (token) }
+            p { a href="/agents" { "Back to the agents" } }
         },
     )
 }

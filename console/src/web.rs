@@ -65,6 +65,8 @@ pub fn router(app: Shared) -> Router {
         .route("/search.csv", get(search_csv))
         .route("/agents", get(agents_page))
         .route("/agents/{id}/revoke", post(revoke_form))
+        .route("/agents/tokens", post(create_token_form))
+        .route("/agents/tokens/{id}/revoke", post(revoke_token_form))
         .route("/audit", get(audit_page))
         .route("/static/console.css", get(stylesheet))
         .route("/api/v1/overview", get(api_overview))
@@ -948,6 +950,107 @@ async fn revoke_form(
             revoked_by: caller.user.name.clone(),
         })
         .await?;
+    Ok(Redirect::to("/agents").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct NewTokenForm {
+    #[serde(default)]
+    csrf: String,
+    group: String,
+    days: String,
+    max_uses: String,
+}
+
+/// Longest a token may be valid, and most PCs one may enroll.
+const MAX_TOKEN_DAYS: u32 = 90;
+const MAX_TOKEN_USES: u32 = 100_000;
+
+async fn create_token_form(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<NewTokenForm>,
+) -> Result<Response, PageError> {
+    let caller = caller(&app, &headers, peer, "/agents")?;
+    check_csrf(&app, &caller, &headers, Some(&form.csrf))?;
+    caller.require(Role::Admin)?;
+    let group = form.group.trim();
+    if group.is_empty()
+        || group.len() > 128
+        || !group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(WebError::BadRequest("group: 1 to 128 of A-Z a-z 0-9 . _ -".into()).into());
+    }
+    let days: u32 = form
+        .days
+        .trim()
+        .parse()
+        .ok()
+        .filter(|d| (1..=MAX_TOKEN_DAYS).contains(d))
+        .ok_or_else(|| WebError::BadRequest(format!("valid for: 1 to {MAX_TOKEN_DAYS} days")))?;
+    let max_uses: u32 = form
+        .max_uses
+        .trim()
+        .parse()
+        .ok()
+        .filter(|u| (1..=MAX_TOKEN_USES).contains(u))
+        .ok_or_else(|| WebError::BadRequest(format!("PCs: 1 to {MAX_TOKEN_USES}")))?;
+    let token =
+        doorwatch_store::Token::generate().map_err(|e| WebError::Internal(e.to_string()))?;
+    let now = unix_now();
+    let expires_at = now.saturating_add(days * 86_400);
+    audit(
+        &app,
+        &caller,
+        "token.create",
+        &token.id,
+        &format!("group {group}, {max_uses} PCs, {days} days"),
+    )
+    .await?;
+    app.store
+        .insert_token(&doorwatch_store::TokenRow {
+            token_id: token.id.clone(),
+            secret_sha256: token.secret_sha256(),
+            agent_group: group.to_owned(),
+            created_at: now,
+            expires_at,
+            max_uses,
+            revoked: 0,
+            revoked_at: 0,
+            changed_by: caller.user.name.clone(),
+            version: 1,
+        })
+        .await?;
+    Ok(html(views::new_token(
+        &caller.page(),
+        &token.reveal(),
+        group,
+        max_uses,
+        expires_at,
+    )))
+}
+
+async fn revoke_token_form(
+    State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    let caller = caller(&app, &headers, peer, "/agents")?;
+    check_csrf(&app, &caller, &headers, Some(&form.csrf))?;
+    caller.require(Role::Admin)?;
+    let found = app.store.token(&id).await?.ok_or(WebError::NotFound)?;
+    audit(&app, &caller, "token.revoke", &id, "").await?;
+    let mut row = found.token;
+    row.revoked = 1;
+    row.revoked_at = unix_now();
+    row.changed_by = caller.user.name.clone();
+    row.version += 1;
+    app.store.insert_token(&row).await?;
     Ok(Redirect::to("/agents").into_response())
 }
 

@@ -167,9 +167,13 @@ fn staff_sign_in_triage_and_every_refusal() {
             {"goto": format!("{base}/agents")},
             {"expectText": "table.agents", "contains": "pc-0"},
             {"screenshot": "agents.png"},
+            {"fill": "input[name=group]", "value": "library"},
+            {"click": "#create-token"},
+            {"expectText": "#token", "contains": "dwt1-"},
             {"goto": format!("{base}/audit")},
             {"expectText": "table.audit", "contains": "campaign.triage"},
             {"expectText": "table.audit", "contains": "seen by the SOC"},
+            {"expectText": "table.audit", "contains": "token.create"},
             {"screenshot": "audit.png"},
         ]),
         &shots,
@@ -205,6 +209,14 @@ fn staff_sign_in_triage_and_every_refusal() {
         &[("Authorization", &bearer)],
         "",
     );
+    let agents = http(
+        console.port,
+        "GET",
+        "/api/v1/agents",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert!(agents.body.contains("\"group\":\"library\""), "{agents:?}");
     assert!(
         audit.body.contains("campaign.triage") && audit.body.contains("\"login\""),
         "{audit:?}"

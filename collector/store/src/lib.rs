@@ -26,6 +26,7 @@ mod outbound;
 mod policies;
 mod scan_events;
 mod server;
+mod token;
 
 pub use campaigns::{
     ActivityFilter, ActivityRow, AlertRow, CampaignMemberRow, CampaignRow, FeedSourceRow,
@@ -47,6 +48,7 @@ pub use outbound::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, TalkerRo
 pub use policies::PolicyRow;
 pub use scan_events::{ScanEventRow, state as episode_state};
 pub use server::{ServerInfo, SqlPath};
+pub use token::{MalformedToken, NoRandomness, Token, hex_sha256};
 
 /// Where and how to reach ClickHouse.
 #[derive(Debug, Clone)]

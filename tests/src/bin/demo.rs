@@ -5,7 +5,8 @@
 //! namespaces with it (the way campus IT rolls agents out), sweeps the PCs
 //! with a real nmap SYN scan from a "scanner" namespace, and prints the
 //! events the scan produced and the campus-wide campaign the collector
-//! made of them, as stored in ClickHouse. The stack stays up until you press Enter, then
+//! made of them, as stored in ClickHouse, and starts the console (local
+//! admin sign-in) showing it. The stack stays up until you press Enter, then
 //! everything is torn down (the ClickHouse data stays in `demo-data/`).
 //!
 //! Traffic stays inside namespaces on 198.18.0.0/15 with no default route.
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use doorwatch_e2e::clickhouse::ClickHouse;
+use doorwatch_e2e::console::{Console, hash_password};
+use doorwatch_e2e::http::request;
 use doorwatch_e2e::netns::Campus;
 use doorwatch_e2e::process::{Process, free_port, run};
 use doorwatch_e2e::{require, stack};
@@ -191,6 +194,46 @@ fn main() -> anyhow::Result<()> {
     );
     println!("{campaigns}");
 
+    println!("== starting the console, with a local admin for the demo (no campus IdP here)");
+    let password: String = (0..4)
+        .map(|_| format!("{:04x}", rand::random::<u16>()))
+        .collect::<Vec<_>>()
+        .join("-");
+    let console = Console::start(
+        &data,
+        "console",
+        free_port(),
+        clickhouse.http_port,
+        None,
+        &format!(
+            "[local_admin]\nusername = \"demo\"\npassword_hash = \"{}\"\n",
+            hash_password(&password)
+        ),
+    );
+    let session = console.local_session("demo", &password);
+    let overview = request(console.port, "GET", "/", &[("Cookie", &session)], "");
+    let shown = overview
+        .body
+        .split("class=\"campaign-link\"")
+        .nth(1)
+        .and_then(|rest| rest.split('>').nth(1))
+        .and_then(|rest| rest.split('<').next())
+        .unwrap_or_default()
+        .to_owned();
+    if overview.status != 200 || shown.is_empty() {
+        bail!(
+            "the console's overview does not show the campaign (status {}); see {}",
+            overview.status,
+            data.join("console.log").display()
+        );
+    }
+    println!("$ GET {}/  (signed in as demo)", console.url());
+    println!("   overview lists the open campaign: {shown}");
+    println!();
+    println!(
+        "Console:          {}  (user demo, password {password})",
+        console.url()
+    );
     println!(
         "ClickHouse HTTP:  {}  (database `doorwatch`)",
         clickhouse.url()
@@ -202,6 +245,7 @@ fn main() -> anyhow::Result<()> {
     println!("Press Enter to stop the demo and remove its namespaces.");
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
+    drop(console);
     drop(agents);
     drop(collector);
     Ok(())
