@@ -490,6 +490,13 @@ pub async fn pass(
 /// Runs a pass every `settings.interval` until shutdown. A failed pass is
 /// logged (once until it works again) and retried at the next interval.
 pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver<bool>) {
+    let recorded = doorwatch_store::AllowlistRow {
+        networks: settings.allowlist.iter().map(ToString::to_string).collect(),
+        updated_at: crate::ingest::unix_now(),
+    };
+    if let Err(e) = store.insert_allowlist(&recorded).await {
+        tracing::warn!(error = %e, "cannot record the allowlist for the console");
+    }
     let mut failing = false;
     loop {
         tokio::select! {

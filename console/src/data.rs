@@ -163,11 +163,80 @@ pub struct Overview {
     /// Open and quiet campaigns per severity: low, medium, high, critical.
     pub open_by_severity: [usize; 4],
     pub campaigns: Vec<CampaignView>,
+    pub agents: AgentCounts,
+    /// The 24-hour aggregates, at most [`AGGREGATES_MAX_AGE`] old.
+    #[serde(flatten)]
+    pub aggregates: Aggregates,
+}
+
+/// The overview's aggregates over the last 24 hours: the expensive part
+/// (four scans of a day of events), computed in the background every
+/// [`AGGREGATES_REFRESH`] and served from memory.
+#[derive(Debug, Clone, Serialize)]
+pub struct Aggregates {
+    /// When they were computed (Unix seconds).
+    pub computed_at: u32,
     pub scans_per_hour: Vec<TimeBucket>,
     pub top_scanners: Vec<ScannerView>,
     pub top_ports: Vec<PortRow>,
     pub pcs_hit: Vec<PcHitRow>,
-    pub agents: AgentCounts,
+}
+
+/// How often the background task recomputes the aggregates, and the age
+/// beyond which a request computes them itself.
+pub const AGGREGATES_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+pub const AGGREGATES_MAX_AGE: u32 = 60;
+
+/// Computes the aggregates, the four queries at once.
+pub async fn aggregates(store: &Store) -> Result<Aggregates, StoreError> {
+    let now = unix_now();
+    let since = now.saturating_sub(OVERVIEW_HOURS * 3600);
+    let (hours, scanners, ports, pcs) = tokio::try_join!(
+        store.scans_per_hour(since),
+        store.top_scanners(since, TOP),
+        store.top_ports(since, TOP),
+        store.pcs_hit(since, TOP),
+    )?;
+    Ok(Aggregates {
+        computed_at: now,
+        scans_per_hour: fill_buckets(&hours, since, now, 3600, 25),
+        top_scanners: scanners
+            .into_iter()
+            .map(|s| ScannerView {
+                source: ip::from_fixed16(s.scanner).to_string(),
+                pcs: s.pcs,
+                scans: s.scans,
+                last_seen: s.last_seen,
+            })
+            .collect(),
+        top_ports: ports,
+        pcs_hit: pcs,
+    })
+}
+
+/// The newest aggregates, shared by requests and the refresher.
+#[derive(Debug, Default)]
+pub struct AggregatesCache {
+    latest: tokio::sync::RwLock<Option<Aggregates>>,
+}
+
+impl AggregatesCache {
+    /// Recomputes and keeps the result.
+    pub async fn refresh(&self, store: &Store) -> Result<Aggregates, StoreError> {
+        let fresh = aggregates(store).await?;
+        *self.latest.write().await = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// The kept aggregates if recent enough, else fresh ones.
+    pub async fn get(&self, store: &Store) -> Result<Aggregates, StoreError> {
+        if let Some(kept) = self.latest.read().await.as_ref()
+            && unix_now().saturating_sub(kept.computed_at) <= AGGREGATES_MAX_AGE
+        {
+            return Ok(kept.clone());
+        }
+        self.refresh(store).await
+    }
 }
 
 /// The newest triage state per campaign.
@@ -203,10 +272,15 @@ async fn campaign_views(
         .collect())
 }
 
-pub async fn overview(store: &Store) -> Result<Overview, StoreError> {
+/// The overview: campaigns and agent health live, the aggregates from
+/// `cache`.
+pub async fn overview(store: &Store, cache: &AggregatesCache) -> Result<Overview, StoreError> {
     let now = unix_now();
-    let since = now.saturating_sub(OVERVIEW_HOURS * 3600);
-    let mut active = store.active_campaigns().await?;
+    let (mut active, health, aggregates) = tokio::try_join!(
+        store.active_campaigns(),
+        store.agent_health(0),
+        cache.get(store)
+    )?;
     active.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -219,7 +293,7 @@ pub async fn overview(store: &Store) -> Result<Overview, StoreError> {
     active.truncate(50);
     let campaigns = campaign_views(store, &active).await?;
     let mut agents = AgentCounts::default();
-    for a in store.agent_health(0).await? {
+    for a in health {
         match Health::from_age(now.saturating_sub(a.last_seen)) {
             Health::Online => agents.online += 1,
             Health::Stale => agents.stale += 1,
@@ -230,21 +304,8 @@ pub async fn overview(store: &Store) -> Result<Overview, StoreError> {
         hours: OVERVIEW_HOURS,
         open_by_severity,
         campaigns,
-        scans_per_hour: fill_buckets(&store.scans_per_hour(since).await?, since, now, 3600, 25),
-        top_scanners: store
-            .top_scanners(since, TOP)
-            .await?
-            .into_iter()
-            .map(|s| ScannerView {
-                source: ip::from_fixed16(s.scanner).to_string(),
-                pcs: s.pcs,
-                scans: s.scans,
-                last_seen: s.last_seen,
-            })
-            .collect(),
-        top_ports: store.top_ports(since, TOP).await?,
-        pcs_hit: store.pcs_hit(since, TOP).await?,
         agents,
+        aggregates,
     })
 }
 
@@ -341,22 +402,13 @@ pub async fn campaign(store: &Store, id: uuid::Uuid) -> Result<Option<CampaignDe
             .map_or(row.first_seen, |b| b.at.min(row.first_seen));
         fill_buckets(&timeline, start, row.last_seen, 300, 288)
     };
-    let mut open_ports: BTreeMap<String, Vec<u16>> = BTreeMap::new();
-    if row.kind != campaign_kind::OUTBOUND {
-        for source in source_bytes.iter().take(50) {
-            for e in store
-                .episodes_by_source(*source, row.first_seen.saturating_sub(86_400), 200)
-                .await?
-            {
-                if !e.open_ports.is_empty() && pcs.contains(&e.agent_id) {
-                    let list = open_ports.entry(e.agent_id).or_default();
-                    list.extend(e.open_ports);
-                    list.sort_unstable();
-                    list.dedup();
-                }
-            }
-        }
-    }
+    let open_ports = if row.kind == campaign_kind::OUTBOUND {
+        Vec::new()
+    } else {
+        store
+            .campaign_open_ports(&source_bytes, &pcs, row.first_seen, row.last_seen)
+            .await?
+    };
     let history = store.triage_of(&[id]).await?;
     let triage = history.last().map_or(triage_state::NEW, |t| t.state);
     Ok(Some(CampaignDetail {
@@ -364,7 +416,7 @@ pub async fn campaign(store: &Store, id: uuid::Uuid) -> Result<Option<CampaignDe
         sources,
         pcs,
         ports,
-        open_ports: open_ports.into_iter().collect(),
+        open_ports,
         timeline,
         alerts: store
             .alerts_of(id)
@@ -463,8 +515,15 @@ pub async fn host(store: &Store, agent_id: &str) -> Result<HostView, StoreError>
         agent_id: agent_id.to_owned(),
         health,
         scans: store
-            .episodes_against(agent_id, now.saturating_sub(7 * 86_400), 100)
+            .search_episodes(&EventSearch {
+                since: now.saturating_sub(7 * 86_400),
+                until: now.saturating_add(3600),
+                agent_id: Some(agent_id.to_owned()),
+                limit: 100,
+                ..EventSearch::default()
+            })
             .await?
+            .0
             .into_iter()
             .map(EpisodeView::from)
             .collect(),
@@ -488,6 +547,9 @@ pub struct SourceView {
     /// In the blocklist feed (a sweep or distributed campaign in the last
     /// 30 days), with when it was last active.
     pub blocklisted_until_quiet_since: Option<u32>,
+    /// The correlation allowlist network holding it, if any: it is never
+    /// made into campaigns, alerted or published.
+    pub allowlisted_by: Option<String>,
     pub campaigns: Vec<CampaignView>,
     pub scans: Vec<EpisodeView>,
     pub pcs: Vec<String>,
@@ -497,12 +559,15 @@ pub async fn source(store: &Store, address: IpAddr) -> Result<SourceView, StoreE
     let now = unix_now();
     let text = address.to_string();
     let scans: Vec<EpisodeView> = store
-        .episodes_by_source(
-            ip::to_fixed16(address),
-            now.saturating_sub(30 * 86_400),
-            200,
-        )
+        .search_episodes(&EventSearch {
+            since: now.saturating_sub(30 * 86_400),
+            until: now.saturating_add(3600),
+            source_range: Some((ip::to_fixed16(address), ip::to_fixed16(address))),
+            limit: 200,
+            ..EventSearch::default()
+        })
         .await?
+        .0
         .into_iter()
         .map(EpisodeView::from)
         .collect();
@@ -517,9 +582,15 @@ pub async fn source(store: &Store, address: IpAddr) -> Result<SourceView, StoreE
         .into_iter()
         .find(|f| f.source == text)
         .map(|f| f.last_active);
+    let allowlisted_by = store.allowlist().await?.and_then(|list| {
+        list.networks
+            .into_iter()
+            .find(|n| n.parse::<Cidr>().is_ok_and(|c| c.contains(address)))
+    });
     Ok(SourceView {
         source: text,
         blocklisted_until_quiet_since: feed,
+        allowlisted_by,
         campaigns: campaign_views(store, &rows).await?,
         scans,
         pcs,
@@ -599,6 +670,7 @@ impl SearchForm {
             scan_type,
             offset: self.page.saturating_mul(limit),
             limit,
+            count: true,
         })
     }
 }

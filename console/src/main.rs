@@ -237,7 +237,13 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         store,
         oidc,
         config,
+        aggregates: doorwatch_console::data::AggregatesCache::default(),
     });
+    // The first overview should not wait for the counts either.
+    if let Err(e) = app.aggregates.refresh(&app.store).await {
+        tracing::warn!(error = %e, "cannot compute the overview counts yet");
+    }
+    tokio::spawn(refresh_aggregates(app.clone(), stop.clone()));
     let router = web::router(app);
     tracing::info!(address = %local, tls = tls.is_some(), "console listening");
     let mut stop_serving = stop.clone();
@@ -256,6 +262,29 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
     }
     tracing::info!("console stopped");
     Ok(())
+}
+
+/// Keeps the overview's aggregates fresh, so no request waits for them.
+async fn refresh_aggregates(app: Arc<App>, mut stop: watch::Receiver<bool>) {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(doorwatch_console::data::AGGREGATES_REFRESH) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match app.aggregates.refresh(&app.store).await {
+            Ok(_) if failing => {
+                failing = false;
+                tracing::info!("overview counts computed again");
+            }
+            Ok(_) => {}
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot compute the overview counts");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// HTTPS: one task per connection, each request told its peer address.

@@ -192,28 +192,29 @@ pub fn overview(ctx: &PageContext, o: &Overview) -> Markup {
                 div.card { span.big { (o.agents.offline) } " offline" }
             }
             h2 { "Scans per hour, last " (o.hours) " hours" }
-            (bar_chart(&o.scans_per_hour, "scan episodes started per hour"))
+            p.small { "Counts as of " (when(o.aggregates.computed_at)) "; campaigns and agents are live." }
+            (bar_chart(&o.aggregates.scans_per_hour, "scan episodes started per hour"))
             h2 { "Open campaigns" }
             (campaign_table(&o.campaigns))
             div.columns {
                 section {
                     h2 { "Top scanners" }
                     table { thead { tr { th { "Source" } th { "PCs" } th { "Scans" } } }
-                        tbody { @for s in &o.top_scanners { tr {
+                        tbody { @for s in &o.aggregates.top_scanners { tr {
                             td { a.source-link href={ "/sources/" (s.source) } { (s.source) } }
                             td { (s.pcs) } td { (s.scans) } } } } }
                 }
                 section {
                     h2 { "Top targeted ports" }
                     table { thead { tr { th { "Port" } th { "Sources" } th { "PCs" } } }
-                        tbody { @for p in &o.top_ports { tr {
+                        tbody { @for p in &o.aggregates.top_ports { tr {
                             td { a href={ "/search?port=" (p.port) } { (p.port) } }
                             td { (p.sources) } td { (p.pcs) } } } } }
                 }
                 section {
                     h2 { "PCs hit" }
                     table { thead { tr { th { "PC" } th { "Sources" } th { "Scans" } } }
-                        tbody { @for p in &o.pcs_hit { tr {
+                        tbody { @for p in &o.aggregates.pcs_hit { tr {
                             td { a.host-link href={ "/hosts/" (p.agent_id) } { (p.agent_id) } }
                             td { (p.sources) } td { (p.scans) } } } } }
                 }
@@ -361,6 +362,11 @@ pub fn source(ctx: &PageContext, s: &SourceView) -> Markup {
                     Some(t) => { "On the blocklist feed (last active " (when(t)) ")." }
                     None => { "Not on the blocklist feed." }
                 }
+                " "
+                @match &s.allowlisted_by {
+                    Some(n) => { "Allowlisted (" (n) "): never made into campaigns, alerted or published." }
+                    None => { "Not allowlisted." }
+                }
             }
             p { "Scanned " (s.pcs.len()) " campus PCs in the last 30 days." }
             h2 { "Campaigns" }
@@ -405,7 +411,7 @@ pub fn search(
             }
             @if let Some(e) = error { p.error { (e) } }
             @if let Some(r) = result {
-                p { (r.total) " scans. " a #csv href={ "/search.csv?" (query(0)) } { "Export as CSV" } }
+                p { @if r.total >= 65_536 { "About " } (r.total) " scans. " a #csv href={ "/search.csv?" (query(0)) } { "Export as CSV" } }
                 (episodes_table(&r.episodes))
                 nav.pages {
                     @if r.page > 0 { a href={ "/search?" (query(r.page - 1)) } { "← newer" } }

@@ -43,6 +43,8 @@ pub struct App {
     pub sessions: Sessions,
     pub limiter: LoginLimiter,
     pub oidc: Option<Oidc>,
+    /// The overview's 24-hour aggregates, refreshed in the background.
+    pub aggregates: data::AggregatesCache,
 }
 
 type Shared = Arc<App>;
@@ -717,7 +719,7 @@ async fn overview_page(
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
     let caller = caller(&app, &headers, peer, "/")?;
-    let o = data::overview(&app.store).await?;
+    let o = data::overview(&app.store, &app.aggregates).await?;
     Ok(html(views::overview(&caller.page(), &o)))
 }
 
@@ -1087,7 +1089,7 @@ async fn api_overview(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     caller(&app, &headers, peer, "/")?;
-    Ok(json(&data::overview(&app.store).await?))
+    Ok(json(&data::overview(&app.store, &app.aggregates).await?))
 }
 
 async fn api_campaigns(

@@ -66,7 +66,9 @@ fn staff_sign_in_triage_and_every_refusal() {
     let (pcs, uplinks) = campus.linked_pcs(3);
     let scanner = campus.add_host("scanner", &["198.18.0.100"]);
     let stack = Stack::start_with(IpAddr::V4(uplinks[0].root_ip), |_| {
-        "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\n".to_owned()
+        "[correlation]\ninterval_seconds = 1\ncampus_networks = [\"198.18.0.0/28\"]\n\
+         allowlist = [\"198.18.0.96/30\"]\n"
+            .to_owned()
     });
     let mut agents: Vec<Process> = pcs
         .iter()
@@ -160,6 +162,8 @@ fn staff_sign_in_triage_and_every_refusal() {
             {"screenshot": "host.png"},
             {"goto": format!("{base}/sources/198.18.0.100")},
             {"expectText": "h1", "contains": "198.18.0.100"},
+            {"expectText": "main", "contains": "On the blocklist feed"},
+            {"expectText": "main", "contains": "Not allowlisted."},
             {"screenshot": "source.png"},
             {"goto": format!("{base}/search?source=198.18.0.100")},
             {"expectText": "main", "contains": "scans."},
@@ -175,6 +179,10 @@ fn staff_sign_in_triage_and_every_refusal() {
             {"expectText": "table.audit", "contains": "seen by the SOC"},
             {"expectText": "table.audit", "contains": "token.create"},
             {"screenshot": "audit.png"},
+            {"click": "form.signout button"},
+            {"expectUrl": "/login"},
+            {"goto": format!("{base}/campaigns")},
+            {"expectUrl": "/login?next=%2Fcampaigns"},
         ]),
         &shots,
     );
@@ -208,6 +216,19 @@ fn staff_sign_in_triage_and_every_refusal() {
         "/api/v1/audit",
         &[("Authorization", &bearer)],
         "",
+    );
+    let allowed = http(
+        console.port,
+        "GET",
+        "/api/v1/sources/198.18.0.97",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert!(
+        allowed
+            .body
+            .contains("\"allowlisted_by\":\"198.18.0.96/30\""),
+        "{allowed:?}"
     );
     let agents = http(
         console.port,

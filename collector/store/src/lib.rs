@@ -45,7 +45,7 @@ pub use inserter::{EventInserter, EventRows, InsertLimits};
 pub use knock_events::KnockEventRow;
 pub use migrations::{MIGRATIONS, Migration, Step};
 pub use outbound::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, TalkerRow, anomaly_kind};
-pub use policies::PolicyRow;
+pub use policies::{AllowlistRow, PolicyRow};
 pub use scan_events::{ScanEventRow, state as episode_state};
 pub use server::{ServerInfo, SqlPath};
 pub use token::{MalformedToken, NoRandomness, Token, hex_sha256};
@@ -331,33 +331,13 @@ impl Store {
         console::pcs_hit(&self.client, since, limit).await
     }
 
-    /// Scan episodes matching `search` (newest report of each) and how
-    /// many match in all.
+    /// Scan episodes matching `search` (newest report of each) and about
+    /// how many match in all.
     pub async fn search_episodes(
         &self,
         search: &EventSearch,
     ) -> Result<(Vec<EpisodeRow>, u64), StoreError> {
         console::search_episodes(&self.client, search).await
-    }
-
-    /// Scan episodes by one source (a stored address, see [`ip`]).
-    pub async fn episodes_by_source(
-        &self,
-        source: [u8; 16],
-        since: u32,
-        limit: u64,
-    ) -> Result<Vec<EpisodeRow>, StoreError> {
-        console::episodes_by_source(&self.client, source, since, limit).await
-    }
-
-    /// Scan episodes against one PC.
-    pub async fn episodes_against(
-        &self,
-        agent_id: &str,
-        since: u32,
-        limit: u64,
-    ) -> Result<Vec<EpisodeRow>, StoreError> {
-        console::episodes_against(&self.client, agent_id, since, limit).await
     }
 
     /// A campaign's scans and knocks per five minutes.
@@ -369,6 +349,17 @@ impl Store {
         last_seen: u32,
     ) -> Result<Vec<TimeBucket>, StoreError> {
         console::campaign_timeline(&self.client, sources, pcs, first_seen, last_seen).await
+    }
+
+    /// Open ports a campaign's sources found on its PCs: (PC, ports).
+    pub async fn campaign_open_ports(
+        &self,
+        sources: &[[u8; 16]],
+        pcs: &[String],
+        first_seen: u32,
+        last_seen: u32,
+    ) -> Result<Vec<(String, Vec<u16>)>, StoreError> {
+        console::campaign_open_ports(&self.client, sources, pcs, first_seen, last_seen).await
     }
 
     /// Ids of the campaigns a source address (as text) took part in.
@@ -387,6 +378,16 @@ impl Store {
     /// Alerts sent or given up for one campaign.
     pub async fn alerts_of(&self, campaign_id: uuid::Uuid) -> Result<Vec<AlertRow>, StoreError> {
         console::alerts_of(&self.client, campaign_id).await
+    }
+
+    /// Records the correlation allowlist in force.
+    pub async fn insert_allowlist(&self, row: &AllowlistRow) -> Result<(), StoreError> {
+        policies::insert_allowlist(&self.client, row).await
+    }
+
+    /// The newest correlation allowlist recorded, if any.
+    pub async fn allowlist(&self) -> Result<Option<AllowlistRow>, StoreError> {
+        policies::allowlist(&self.client).await
     }
 
     /// Records a triage change.

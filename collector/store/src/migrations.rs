@@ -459,6 +459,18 @@ pub const MIGRATIONS: &[Migration] = &[
             ),
         ],
     },
+    Migration {
+        version: 15,
+        name: "correlation_allowlist",
+        // The collectors' correlation allowlist, recorded at start so the
+        // console can tell staff that a source is allowlisted.
+        steps: &[Step::Sql(
+            "CREATE TABLE IF NOT EXISTS correlation_allowlist (
+            networks Array(String),
+            updated_at DateTime
+        ) ENGINE = MergeTree() ORDER BY updated_at",
+        )],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

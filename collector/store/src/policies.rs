@@ -39,3 +39,30 @@ pub(crate) async fn latest(
 pub(crate) async fn insert(client: &clickhouse::Client, row: &PolicyRow) -> Result<(), StoreError> {
     crate::insert_all(client, "policies", std::slice::from_ref(row)).await
 }
+
+/// The correlation allowlist in force (sources never made into campaigns,
+/// alerted or published), as the collector's config has it, so the
+/// console can show it. One row per change; the newest wins.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct AllowlistRow {
+    /// Networks in CIDR notation.
+    pub networks: Vec<String>,
+    pub updated_at: u32,
+}
+
+pub(crate) async fn insert_allowlist(
+    client: &clickhouse::Client,
+    row: &AllowlistRow,
+) -> Result<(), StoreError> {
+    crate::insert_all(client, "correlation_allowlist", std::slice::from_ref(row)).await
+}
+
+pub(crate) async fn allowlist(
+    client: &clickhouse::Client,
+) -> Result<Option<AllowlistRow>, StoreError> {
+    client
+        .query("SELECT ?fields FROM correlation_allowlist ORDER BY updated_at DESC LIMIT 1")
+        .fetch_optional::<AllowlistRow>()
+        .await
+        .map_err(StoreError::query("select the allowlist"))
+}

@@ -10,6 +10,8 @@
 //!
 //! Run (as root): cargo build --release --workspace --bins &&
 //!   target/release/doorwatch-bench-console [EVENTS] [REPEATS]
+//! With DOORWATCH_BENCH_HOLD=1 it keeps ClickHouse and the console up
+//! afterwards (for an hour) to look at queries by hand.
 
 use std::time::Instant;
 
@@ -139,6 +141,15 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!("\nbulk load: {load_s:.0} s");
+    // For profiling queries by hand: keep the store and console up.
+    if std::env::var_os("DOORWATCH_BENCH_HOLD").is_some() {
+        eprintln!(
+            "holding: ClickHouse {} and the console {} (bearer {token}); kill to stop",
+            clickhouse.url(),
+            console.url()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
     drop(console);
     drop(clickhouse);
     Ok(())
