@@ -100,12 +100,11 @@ async fn security_headers(
     let set = |h: &mut HeaderMap, name: &'static str, value: &'static str| {
         h.insert(name, HeaderValue::from_static(value));
     };
-    set(
-        h,
-        "content-security-policy",
-        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-         frame-ancestors 'none'; base-uri 'none'",
-    );
+    if let Ok(csp) = HeaderValue::from_str(&content_security_policy(
+        app.config.oidc.as_ref().map(|o| o.issuer.as_str()),
+    )) {
+        h.insert("content-security-policy", csp);
+    }
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
     set(h, "referrer-policy", "no-referrer");
@@ -117,6 +116,23 @@ async fn security_headers(
         set(h, "strict-transport-security", "max-age=31536000");
     }
     response
+}
+
+/// The policy: nothing but this console's own stylesheet, images and
+/// forms. Signing out sends the form on to the IdP's logout page, so its
+/// origin may receive forms too.
+pub fn content_security_policy(issuer: Option<&str>) -> String {
+    let idp = issuer
+        .and_then(|url| {
+            let (scheme, rest) = url.split_once("://")?;
+            let host = rest.split('/').next()?;
+            Some(format!(" {scheme}://{host}"))
+        })
+        .unwrap_or_default();
+    format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'{idp}; \
+         frame-ancestors 'none'; base-uri 'none'"
+    )
 }
 
 /// What went wrong, for the page or the API.
@@ -1212,6 +1228,16 @@ mod tests {
         assert_eq!(safe_next("//evil.example/"), "/");
         assert_eq!(safe_next("https://evil.example/"), "/");
         assert_eq!(safe_next("/\\evil.example"), "/");
+    }
+
+    #[test]
+    fn forms_may_go_to_the_idp_and_nowhere_else() {
+        let csp = content_security_policy(Some("https://idp.campus.example/realms/campus"));
+        assert!(
+            csp.contains("form-action 'self' https://idp.campus.example;"),
+            "{csp}"
+        );
+        assert!(content_security_policy(None).contains("form-action 'self';"));
     }
 
     #[test]
