@@ -285,6 +285,51 @@ struct Caller {
     csrf: Option<String>,
     ip: IpAddr,
     user_agent: String,
+    /// The request's `Origin` and `X-CSRF-Token` headers, for changes.
+    origin: Option<String>,
+    csrf_header: Option<String>,
+}
+
+/// A signed-in caller of a page; without one, the page redirects to
+/// sign-in.
+#[derive(Debug)]
+struct PageCaller(Caller);
+
+/// A caller of `/api/v1`; without one, 401.
+#[derive(Debug)]
+struct ApiCaller(Caller);
+
+impl axum::extract::FromRequestParts<Shared> for PageCaller {
+    type Rejection = PageError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(resolve_caller(parts, app)?))
+    }
+}
+
+impl axum::extract::FromRequestParts<Shared> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        app: &Shared,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(resolve_caller(parts, app)?))
+    }
+}
+
+/// The caller of a request, from its parts.
+fn resolve_caller(parts: &axum::http::request::Parts, app: &App) -> Result<Caller, WebError> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .ok_or_else(|| WebError::Internal("no peer address on the request".into()))?;
+    let next = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    caller(app, &parts.headers, peer, next)
 }
 
 impl Caller {
@@ -363,6 +408,8 @@ fn caller(
                 csrf: None,
                 ip,
                 user_agent: agent,
+                origin: None,
+                csrf_header: None,
             }),
             None => {
                 tracing::warn!(%ip, "refused: unknown API token");
@@ -377,26 +424,29 @@ fn caller(
         .ok_or_else(|| WebError::NotSignedIn {
             next: path.to_owned(),
         })?;
+    let text = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     Ok(Caller {
         user: session.user,
         csrf: Some(session.csrf),
         ip,
         user_agent: agent,
+        origin: text(header::ORIGIN),
+        csrf_header: text(header::HeaderName::from_static("x-csrf-token")),
     })
 }
 
 /// A change from a session must carry its CSRF token and, if the browser
 /// says where it comes from, come from this console.
-fn check_csrf(
-    app: &App,
-    caller: &Caller,
-    headers: &HeaderMap,
-    sent: Option<&str>,
-) -> Result<(), WebError> {
+fn check_csrf(app: &App, caller: &Caller, sent: Option<&str>) -> Result<(), WebError> {
     let Some(expected) = &caller.csrf else {
         return Ok(());
     };
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
+    if let Some(origin) = caller.origin.as_deref()
         && origin != "null"
         && !app.config.public_url.starts_with(origin)
     {
@@ -405,12 +455,7 @@ fn check_csrf(
     }
     let sent = sent
         .map(str::to_owned)
-        .or_else(|| {
-            headers
-                .get("x-csrf-token")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        })
+        .or_else(|| caller.csrf_header.clone())
         .unwrap_or_default();
     if sent.is_empty() || !same_secret(&sent, expected) {
         tracing::warn!(user = %caller.user.name, ip = %caller.ip, "refused: missing or wrong CSRF token");
@@ -706,12 +751,11 @@ struct CsrfForm {
 
 async fn logout(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    PageCaller(caller): PageCaller,
     headers: HeaderMap,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/")?;
-    check_csrf(&app, &caller, &headers, Some(&form.csrf))?;
+    check_csrf(&app, &caller, Some(&form.csrf))?;
     let session: Option<Session> =
         cookie(&headers, SESSION_COOKIE).and_then(|id| app.sessions.remove(&id));
     audit(&app, &caller, "logout", "", "").await?;
@@ -731,20 +775,16 @@ async fn logout(
 
 async fn overview_page(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/")?;
     let o = data::overview(&app.store, &app.aggregates).await?;
     Ok(html(views::overview(&caller.page(), &o)))
 }
 
 async fn campaigns_page(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/campaigns")?;
     let list = data::campaigns(&app.store, 30).await?;
     Ok(html(views::campaigns(&caller.page(), &list)))
 }
@@ -755,11 +795,9 @@ fn campaign_id(text: &str) -> Result<uuid::Uuid, WebError> {
 
 async fn campaign_page(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, &format!("/campaigns/{id}"))?;
     let id = campaign_id(&id)?;
     let detail = data::campaign(&app.store, id)
         .await?
@@ -818,13 +856,11 @@ async fn triage(
 
 async fn triage_form(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Path(id): Path<String>,
     Form(form): Form<TriageForm>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, &format!("/campaigns/{id}"))?;
-    check_csrf(&app, &caller, &headers, Some(&form.csrf))?;
+    check_csrf(&app, &caller, Some(&form.csrf))?;
     let id = campaign_id(&id)?;
     triage(&app, &caller, id, &form.state, &form.note).await?;
     Ok(Redirect::to(&format!("/campaigns/{id}")).into_response())
@@ -832,11 +868,9 @@ async fn triage_form(
 
 async fn host_page(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Path(id): Path<String>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, &format!("/hosts/{id}"))?;
     let view = data::host(&app.store, &id).await?;
     Ok(html(views::host(&caller.page(), &view)))
 }
@@ -848,22 +882,18 @@ fn address(text: &str) -> Result<IpAddr, WebError> {
 
 async fn source_page(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Path(ip): Path<String>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, &format!("/sources/{ip}"))?;
     let view = data::source(&app.store, address(&ip)?).await?;
     Ok(html(views::source(&caller.page(), &view)))
 }
 
 async fn search_page(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Query(form): Query<SearchForm>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/search")?;
     let page = match form.to_search(PAGE_ROWS) {
         Ok(search) => {
             let result = data::search(&app.store, &search).await?;
@@ -887,11 +917,9 @@ fn csv_field(text: &str) -> String {
 
 async fn search_csv(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Query(form): Query<SearchForm>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/search")?;
     let mut search = form
         .to_search(CSV_ROWS)
         .map_err(|bad| WebError::BadRequest(bad.0))?;
@@ -937,10 +965,8 @@ async fn search_csv(
 
 async fn agents_page(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/agents")?;
     caller.require(Role::Admin)?;
     let view = data::agents(&app.store).await?;
     Ok(html(views::agents(&caller.page(), &view)))
@@ -948,13 +974,11 @@ async fn agents_page(
 
 async fn revoke_form(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/agents")?;
-    check_csrf(&app, &caller, &headers, Some(&form.csrf))?;
+    check_csrf(&app, &caller, Some(&form.csrf))?;
     caller.require(Role::Admin)?;
     if id.is_empty() || id.len() > 128 {
         return Err(WebError::BadRequest("not an agent id".into()).into());
@@ -986,12 +1010,10 @@ const MAX_TOKEN_USES: u32 = 100_000;
 
 async fn create_token_form(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Form(form): Form<NewTokenForm>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/agents")?;
-    check_csrf(&app, &caller, &headers, Some(&form.csrf))?;
+    check_csrf(&app, &caller, Some(&form.csrf))?;
     caller.require(Role::Admin)?;
     let group = form.group.trim();
     if group.is_empty()
@@ -1053,13 +1075,11 @@ async fn create_token_form(
 
 async fn revoke_token_form(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/agents")?;
-    check_csrf(&app, &caller, &headers, Some(&form.csrf))?;
+    check_csrf(&app, &caller, Some(&form.csrf))?;
     caller.require(Role::Admin)?;
     let found = app.store.token(&id).await?.ok_or(WebError::NotFound)?;
     audit(&app, &caller, "token.revoke", &id, "").await?;
@@ -1080,11 +1100,9 @@ struct PageQuery {
 
 async fn audit_page(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    PageCaller(caller): PageCaller,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, PageError> {
-    let caller = caller(&app, &headers, peer, "/audit")?;
     caller.require(Role::Admin)?;
     let rows = app
         .store
@@ -1099,31 +1117,19 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
     Json(value).into_response()
 }
 
-async fn api_overview(
-    State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    caller(&app, &headers, peer, "/")?;
+async fn api_overview(State(app): State<Shared>, _: ApiCaller) -> Result<Response, ApiError> {
     Ok(json(&data::overview(&app.store, &app.aggregates).await?))
 }
 
-async fn api_campaigns(
-    State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    caller(&app, &headers, peer, "/campaigns")?;
+async fn api_campaigns(State(app): State<Shared>, _: ApiCaller) -> Result<Response, ApiError> {
     Ok(json(&data::campaigns(&app.store, 30).await?))
 }
 
 async fn api_campaign(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: ApiCaller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller(&app, &headers, peer, "/campaigns")?;
     let detail = data::campaign(&app.store, campaign_id(&id)?)
         .await?
         .ok_or(WebError::NotFound)?;
@@ -1139,13 +1145,11 @@ struct TriageBody {
 
 async fn api_triage(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ApiCaller(caller): ApiCaller,
     Path(id): Path<String>,
     Json(body): Json<TriageBody>,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&app, &headers, peer, "/campaigns")?;
-    check_csrf(&app, &caller, &headers, None)?;
+    check_csrf(&app, &caller, None)?;
     let id = campaign_id(&id)?;
     triage(&app, &caller, id, &body.state, &body.note).await?;
     Ok(json(
@@ -1155,31 +1159,25 @@ async fn api_triage(
 
 async fn api_host(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: ApiCaller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller(&app, &headers, peer, "/hosts")?;
     Ok(json(&data::host(&app.store, &id).await?))
 }
 
 async fn api_source(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: ApiCaller,
     Path(ip): Path<String>,
 ) -> Result<Response, ApiError> {
-    caller(&app, &headers, peer, "/sources")?;
     Ok(json(&data::source(&app.store, address(&ip)?).await?))
 }
 
 async fn api_events(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: ApiCaller,
     Query(form): Query<SearchForm>,
 ) -> Result<Response, ApiError> {
-    caller(&app, &headers, peer, "/search")?;
     let search = form
         .to_search(PAGE_ROWS)
         .map_err(|bad| WebError::BadRequest(bad.0))?;
@@ -1188,20 +1186,18 @@ async fn api_events(
 
 async fn api_agents(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ApiCaller(caller): ApiCaller,
 ) -> Result<Response, ApiError> {
-    caller(&app, &headers, peer, "/agents")?.require(Role::Admin)?;
+    caller.require(Role::Admin)?;
     Ok(json(&data::agents(&app.store).await?))
 }
 
 async fn api_audit(
     State(app): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ApiCaller(caller): ApiCaller,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
-    caller(&app, &headers, peer, "/audit")?.require(Role::Admin)?;
+    caller.require(Role::Admin)?;
     let rows = app
         .store
         .audit_log(q.page.saturating_mul(AUDIT_ROWS), AUDIT_ROWS)
