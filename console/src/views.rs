@@ -337,7 +337,7 @@ pub fn host(ctx: &PageContext, h: &HostView) -> Markup {
                 None => p.empty { "No heartbeat from this agent yet." },
             }
             h2 { "Open ports" }
-            @if h.listening.is_empty() { p.empty { "No listening-port inventory yet." } }
+            @if h.listening.is_empty() { p.empty { "No listening ports reported: none are open, or the agent has not sent its inventory yet." } }
             @else { table { thead { tr { th { "Port" } th { "Address" } th { "Program" } th { "User" } th { "Risk" } } }
                 tbody { @for l in &h.listening { tr { td { (l.port) "/" (l.protocol) } td { (l.address) }
                     td { (l.process) } td { (l.user) } td.risk { (l.risk) } } } } } }
