@@ -270,15 +270,7 @@ pub fn severity(row: &CampaignRow) -> u8 {
     level.min(4)
 }
 
-/// Severity as a word.
-pub fn severity_label(level: u8) -> &'static str {
-    match level {
-        0 | 1 => "low",
-        2 => "medium",
-        3 => "high",
-        _ => "critical",
-    }
-}
+pub use doorwatch_store::severity_label;
 
 /// The campaign in plain words.
 pub fn explain(row: &CampaignRow) -> String {

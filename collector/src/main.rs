@@ -628,7 +628,7 @@ async fn run_outbound(command: OutboundCommand) -> anyhow::Result<()> {
         OutboundCommand::Listening { config, format } => {
             let store = connect_store(&load_config(&config)?).await?;
             let rows = store
-                .listening_ports()
+                .listening_ports(None)
                 .await
                 .context("cannot read listening ports")?;
             print_lines(rows.iter().map(listening_json), format == Format::Json);

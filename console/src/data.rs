@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use doorwatch_store::ip::{self, Cidr};
 use doorwatch_store::{
     AlertRow, CampaignRow, EpisodeRow, EventSearch, Health, PcHitRow, PortRow, Store, StoreError,
-    TimeBucket, campaign_kind, campaign_state, member, triage_state,
+    TimeBucket, campaign_kind, campaign_state, member, severity_label, triage_state,
 };
 use serde::Serialize;
 
@@ -74,16 +74,6 @@ pub struct CampaignView {
     pub explanation: String,
     /// "new" until someone triages it.
     pub triage: &'static str,
-}
-
-/// Severity as a word (1 low … 4 critical).
-pub fn severity_label(level: u8) -> &'static str {
-    match level {
-        0 | 1 => "low",
-        2 => "medium",
-        3 => "high",
-        _ => "critical",
-    }
 }
 
 impl CampaignView {
@@ -498,10 +488,9 @@ pub async fn host(store: &Store, agent_id: &str) -> Result<HostView, StoreError>
             kernel_drops: a.kernel_drops,
         });
     let listening = store
-        .listening_ports()
+        .listening_ports(Some(agent_id))
         .await?
         .into_iter()
-        .filter(|l| l.agent_id == agent_id)
         .map(|l| ListenerView {
             protocol: if l.protocol == 17 { "udp" } else { "tcp" },
             address: ip::from_fixed16(l.local_ip).to_string(),

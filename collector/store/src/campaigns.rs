@@ -56,6 +56,17 @@ pub mod kind {
     }
 }
 
+/// Severity (campaigns, scan episodes, alerts) as a word: 1 low,
+/// 2 medium, 3 high, 4 critical.
+pub fn severity_label(level: u8) -> &'static str {
+    match level {
+        0 | 1 => "low",
+        2 => "medium",
+        3 => "high",
+        _ => "critical",
+    }
+}
+
 /// Campaign states as stored in the `state` Enum8 column.
 pub mod campaign_state {
     pub const OPEN: i8 = 1;

@@ -30,7 +30,7 @@ mod token;
 
 pub use campaigns::{
     ActivityFilter, ActivityRow, AlertRow, CampaignMemberRow, CampaignRow, FeedSourceRow,
-    MemberCounts, campaign_state, kind as campaign_kind, member,
+    MemberCounts, campaign_state, kind as campaign_kind, member, severity_label,
 };
 pub use config::{ClickHouseConfig, PasswordFileError};
 pub use console::{
@@ -293,9 +293,12 @@ impl Store {
         outbound::anomalies(&self.client, since_unix, limit).await
     }
 
-    /// Every PC's newest listening-port inventory.
-    pub async fn listening_ports(&self) -> Result<Vec<ListeningPortRow>, StoreError> {
-        outbound::listening(&self.client).await
+    /// The newest listening-port inventory of every PC, or of one.
+    pub async fn listening_ports(
+        &self,
+        agent_id: Option<&str>,
+    ) -> Result<Vec<ListeningPortRow>, StoreError> {
+        outbound::listening(&self.client, agent_id).await
     }
 
     /// Campus sources scanning at least `min_pcs` PCs.

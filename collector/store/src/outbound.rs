@@ -174,18 +174,23 @@ pub(crate) async fn anomalies(
 
 /// Each PC's newest inventory: the rows of its latest listening-ports
 /// report.
+/// The newest inventory of every PC, or of `agent_id` only.
 pub(crate) async fn listening(
     client: &clickhouse::Client,
+    agent_id: Option<&str>,
 ) -> Result<Vec<ListeningPortRow>, StoreError> {
+    let agent = agent_id.unwrap_or_default();
     client
         .query(
             "SELECT ?fields FROM listening_ports FINAL \
              WHERE (agent_id, event_id) IN ( \
                  SELECT agent_id, argMax(event_id, created_at) FROM listening_ports \
-                 GROUP BY agent_id) \
+                 WHERE ? = '' OR agent_id = ? GROUP BY agent_id) \
                AND protocol != 0 \
              ORDER BY agent_id, protocol, port",
         )
+        .bind(agent)
+        .bind(agent)
         .fetch_all::<ListeningPortRow>()
         .await
         .map_err(StoreError::query("select listening ports"))
