@@ -47,6 +47,18 @@ impl ClickHouse {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// How a store reaches `database` here: the default user, no
+    /// compression (the server is on this host).
+    pub fn store_config(&self, database: &str) -> doorwatch_store::StoreConfig {
+        doorwatch_store::StoreConfig {
+            url: self.url(),
+            database: database.to_owned(),
+            user: "default".into(),
+            password: None,
+            compress: false,
+        }
+    }
+
     /// Starts the server again (after [`ClickHouse::stop`]) on the same
     /// ports and data.
     pub fn restart(&mut self) {

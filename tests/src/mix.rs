@@ -248,6 +248,14 @@ impl Episode {
         now_ms: i64,
     ) -> v1::ScanDetected {
         let last_seen_ms = now_ms.max(self.first_seen_ms);
+        // Remote desktop, file sharing and proxy ports found open are the
+        // PC's risky exposures.
+        let exposed: Vec<u32> = self
+            .open_ports
+            .iter()
+            .copied()
+            .filter(|p| matches!(p, 445 | 3389 | 8080))
+            .collect();
         v1::ScanDetected {
             episode_id: self.id.to_vec(),
             state: state as i32,
@@ -265,10 +273,8 @@ impl Episode {
             explanation: self.explain(target, state, last_seen_ms),
             companions: self.companions.clone(),
             fragmented: self.fragmented,
-            exposed: self
-                .open_ports
+            exposed: exposed
                 .iter()
-                .filter(|p| matches!(p, 445 | 3389 | 8080))
                 .map(|&port| v1::Exposure {
                     protocol: 6,
                     port,
@@ -276,11 +282,7 @@ impl Episode {
                     risk: "a port attackers want most".to_owned(),
                 })
                 .collect(),
-            severity: if self
-                .open_ports
-                .iter()
-                .any(|p| matches!(p, 445 | 3389 | 8080))
-            {
+            severity: if !exposed.is_empty() {
                 v1::Severity::High
             } else if self.open_ports.is_empty() {
                 v1::Severity::Low

@@ -23,7 +23,7 @@ use doorwatch_e2e::console::{Console, api_token, hash_password};
 use doorwatch_e2e::http::request;
 use doorwatch_e2e::process::free_port;
 use doorwatch_e2e::require;
-use doorwatch_store::{Store, StoreConfig};
+use doorwatch_store::Store;
 
 fn main() -> anyhow::Result<()> {
     require::root();
@@ -45,14 +45,7 @@ fn main() -> anyhow::Result<()> {
     let clickhouse = ClickHouse::start(&dir.path().join("clickhouse"), dir.path());
     let runtime = tokio::runtime::Runtime::new()?;
     let (load_s, campaign) = runtime.block_on(async {
-        let store = Store::open(&StoreConfig {
-            url: clickhouse.url(),
-            database: "doorwatch".into(),
-            user: "default".into(),
-            password: None,
-            compress: false,
-        })
-        .await?;
+        let store = Store::open(&clickhouse.store_config("doorwatch")).await?;
         eprintln!("inserting {events} events over {} days...", bulk::DAYS);
         let load_s = bulk::load_month(&store, events, 11).await?.as_secs_f64();
         let changed =

@@ -17,7 +17,7 @@ use doorwatch_collector::correlate;
 use doorwatch_e2e::bulk;
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_e2e::require;
-use doorwatch_store::{Store, StoreConfig};
+use doorwatch_store::Store;
 
 fn main() -> anyhow::Result<()> {
     require::root();
@@ -39,14 +39,7 @@ fn main() -> anyhow::Result<()> {
     let clickhouse = ClickHouse::start(&dir.path().join("clickhouse"), dir.path());
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let store = Store::open(&StoreConfig {
-            url: clickhouse.url(),
-            database: "doorwatch".into(),
-            user: "default".into(),
-            password: None,
-            compress: false,
-        })
-        .await?;
+        let store = Store::open(&clickhouse.store_config("doorwatch")).await?;
         eprintln!("inserting {events} events over {} days...", bulk::DAYS);
         let load_s = bulk::load_month(&store, events, 7).await?.as_secs_f64();
         eprintln!("loaded in {load_s:.0} s");
