@@ -75,7 +75,10 @@ pub struct AgentLimits {
 impl Default for AgentLimits {
     fn default() -> Self {
         Self {
-            in_flight_batches: 8,
+            // Small batches are normal (an agent sends what it has), so
+            // the count must not bind before the byte budget and the rate
+            // do: 64 batches with a 1 s insert period is 64 batches/s.
+            in_flight_batches: 64,
             events_per_second: 2_000.0,
             burst_events: 100_000.0,
         }
@@ -851,10 +854,12 @@ pub(crate) fn explanation_ok(text: &str) -> Result<(), String> {
 }
 
 pub(crate) fn ports(values: &[u32], field: &str) -> Result<Vec<u16>, String> {
-    values
-        .iter()
-        .map(|&p| u16::try_from(p).map_err(|_| format!("{field} holds {p}, not a port")))
-        .collect()
+    // Checked first so the conversion below allocates once (collecting
+    // `Result`s grows the vector step by step; this runs for every row).
+    if let Some(p) = values.iter().find(|&&p| p > u32::from(u16::MAX)) {
+        return Err(format!("{field} holds {p}, not a port"));
+    }
+    Ok(values.iter().map(|&p| p as u16).collect())
 }
 
 /// Unix milliseconds to the `DateTime` column's seconds, refusing values
