@@ -120,6 +120,11 @@ struct Cli {
     /// Spread the agents' first connects evenly over this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     ramp: u64,
+    /// Seconds after every agent has connected before the steady-state
+    /// rate starts counting (`acked_per_s_steady`): connecting 1,000 agents
+    /// costs TLS handshakes that a sustained rate should not include.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    warmup: u64,
     /// After --duration, wait at most this long for outstanding
     /// acknowledgements (seconds).
     #[arg(long, value_name = "SECS", default_value_t = 120)]
@@ -383,6 +388,9 @@ struct Outcome {
     panicked: u64,
     window: Duration,
     acked_in_window: u64,
+    /// From the end of the warm-up to the end of generation: how long, and
+    /// how many events were acknowledged (`None`: generation ended first).
+    steady: Option<(Duration, u64)>,
     connected_at_stop: u64,
     total: Duration,
     drain: Duration,
@@ -405,15 +413,24 @@ async fn run(cli: &Cli, shared: Arc<Shared>) -> anyhow::Result<Outcome> {
         ));
     }
 
-    // Generate until --duration or an interrupt.
+    // Generate until --duration or an interrupt, marking the end of the
+    // warm-up on the way.
     let mut phase = phase_rx.clone();
     let end = shared.started + Duration::from_secs(cli.duration);
-    tokio::select! {
-        _ = tokio::time::sleep_until(end) => {}
-        _ = phase.wait_for(|p| *p != Phase::Run) => {}
+    let warmed_up = warm_up(&shared, Duration::from_secs(cli.warmup));
+    tokio::pin!(warmed_up);
+    let mut steady_from = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end) => break,
+            _ = phase.wait_for(|p| *p != Phase::Run) => break,
+            mark = &mut warmed_up, if steady_from.is_none() => steady_from = Some(mark),
+        }
     }
     let window = shared.started.elapsed();
     let acked_in_window = Stats::get(&shared.stats.acked);
+    let steady = steady_from
+        .map(|(at, acked): (Instant, u64)| (at.elapsed(), acked_in_window.saturating_sub(acked)));
     let connected_at_stop = Stats::get(&shared.stats.connected);
     phase_tx.send_if_modified(|p| {
         let run = *p == Phase::Run;
@@ -457,11 +474,22 @@ async fn run(cli: &Cli, shared: Arc<Shared>) -> anyhow::Result<Outcome> {
         panicked,
         window,
         acked_in_window,
+        steady,
         connected_at_stop,
         total: shared.started.elapsed(),
         drain: drain_start.elapsed(),
         drain_timed_out,
     })
+}
+
+/// Resolves `warmup` after every agent has connected, with the time and
+/// the events acknowledged so far.
+async fn warm_up(shared: &Shared, warmup: Duration) -> (Instant, u64) {
+    while Stats::get(&shared.stats.all_connected_ms) == 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(warmup).await;
+    (Instant::now(), Stats::get(&shared.stats.acked))
 }
 
 /// First Ctrl-C or SIGTERM: stop generating and drain. Second: give up.
@@ -1104,6 +1132,8 @@ struct Report {
     refused_events: u64,
     window_s: f64,
     acked_per_s_window: f64,
+    steady_s: Option<f64>,
+    acked_per_s_steady: Option<f64>,
     total_s: f64,
     acked_per_s_overall: f64,
     drain_s: f64,
@@ -1149,6 +1179,10 @@ impl Report {
             refused_events: Stats::get(&s.refused_events),
             window_s,
             acked_per_s_window: outcome.acked_in_window as f64 / window_s.max(1e-9),
+            steady_s: outcome.steady.map(|(d, _)| d.as_secs_f64()),
+            acked_per_s_steady: outcome
+                .steady
+                .map(|(d, acked)| acked as f64 / d.as_secs_f64().max(1e-9)),
             total_s,
             acked_per_s_overall: acked as f64 / total_s.max(1e-9),
             drain_s: outcome.drain.as_secs_f64(),
@@ -1184,6 +1218,7 @@ impl Report {
              events generated:       {generated}\n\
              events acknowledged:    {acked} ({not_acked} not acknowledged, {refused} refused as invalid)\n\
              acknowledged per second: {window:.0} over the {window_s:.1} s generating window, {overall:.0} overall ({total_s:.1} s)\n\
+             steady state:           {steady}\n\
              drain:                  {drain_s:.1} s{timed_out}\n\
              batches acknowledged:   {batches}\n\
              ack latency:            {latency}\n\
@@ -1200,6 +1235,13 @@ impl Report {
             not_acked = self.not_acked(),
             refused = self.refused_events,
             window = self.acked_per_s_window,
+            steady = match (self.acked_per_s_steady, self.steady_s) {
+                (Some(rate), Some(s)) => {
+                    format!("{rate:.0} acknowledged per second over the last {s:.1} s")
+                }
+                _ => "not reached (generation ended before every agent connected and warmed up)"
+                    .into(),
+            },
             window_s = self.window_s,
             overall = self.acked_per_s_overall,
             total_s = self.total_s,
@@ -1235,6 +1277,8 @@ impl Report {
             "refused_events": self.refused_events,
             "window_s": self.window_s,
             "acked_per_s_window": self.acked_per_s_window,
+            "steady_s": self.steady_s,
+            "acked_per_s_steady": self.acked_per_s_steady,
             "total_s": self.total_s,
             "acked_per_s_overall": self.acked_per_s_overall,
             "drain_s": self.drain_s,
