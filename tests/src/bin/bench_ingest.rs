@@ -9,7 +9,7 @@
 //! Prints a Markdown table for BENCHMARKS.md.
 //!
 //! Run (as root): cargo build --release --workspace --bins &&
-//!   target/release/doorwatch-bench-ingest --agents 1000 --rate 300000 --seconds 30 --idle-agents 10000
+//!   target/release/doorwatch-bench-ingest --agents 1000 --rate 150000 --idle-agents 10000
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -40,9 +40,24 @@ struct Args {
     /// Offered load for the throughput run, events per second in total.
     #[arg(long, default_value_t = 300_000)]
     rate: u64,
-    /// Length of the throughput run.
-    #[arg(long, default_value_t = 30)]
+    /// Length of the throughput run, including the 5 s ramp.
+    #[arg(long, default_value_t = 45)]
     seconds: u64,
+    /// Seconds after every agent has connected before the sustained rate
+    /// counts (1,000 TLS handshakes are not ingest).
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
+    /// Raw inserts of the same rows, each into a fresh database; the
+    /// median counts (ClickHouse's own speed varies from run to run).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    raw_runs: u32,
+    /// Runs of the search for the highest rate carried in full, between
+    /// --min-rate and --rate (0: only the saturation run at --rate).
+    #[arg(long, default_value_t = 5)]
+    search_steps: u32,
+    /// Lower end of that search, events per second.
+    #[arg(long, default_value_t = 20_000)]
+    min_rate: u64,
     /// Offered load for the latency run (a busy campus, not saturation).
     #[arg(long, default_value_t = 20_000)]
     latency_rate: u64,
@@ -57,6 +72,14 @@ struct Args {
     /// INSERTs, less ClickHouse CPU per event, higher ack latency).
     #[arg(long, default_value_t = 200)]
     insert_period_ms: u64,
+    /// The collector's `ingest.insert_period_max_ms`: how far the period
+    /// grows while ingest is busy.
+    #[arg(long, default_value_t = 1000)]
+    insert_period_max_ms: u64,
+    /// Turn the collector's correlation passes off, to see what ingest
+    /// alone costs (by default they run every 2 s, as in production).
+    #[arg(long)]
+    no_correlation: bool,
     /// Which measurements to make.
     #[arg(
         long,
@@ -93,6 +116,14 @@ fn settle(clickhouse: &ClickHouse) {
     std::thread::sleep(Duration::from_secs(2));
 }
 
+/// One raw insert: rows per second and CPU per row.
+#[derive(Debug, Clone, Copy)]
+struct RawRun {
+    rate: f64,
+    inserter_us: f64,
+    clickhouse_us: f64,
+}
+
 /// What one loadgen run reported (its `--format json` line).
 struct Run {
     report: serde_json::Value,
@@ -122,11 +153,65 @@ struct Target<'a> {
     pki: &'a Path,
     agents: u32,
     flush_ms: u64,
+    warmup: u64,
+}
+
+/// Prints a run's CPU per event and ack latency.
+fn report_run(run: &Measured, name: &str) {
+    println!(
+        "| CPU per stored event at {name}: collector / ClickHouse | {:.1} µs / {:.1} µs |",
+        run.collector_us, run.clickhouse_us
+    );
+    println!(
+        "| ack latency at {name}: p50 / p99 | {:.1} ms / {:.1} ms |",
+        run.latency_ms("p50"),
+        run.latency_ms("p99")
+    );
+    eprintln!("{name} report: {}", run.report);
+}
+
+/// A run is carried in full when at least 95 % of the offered rate is
+/// acknowledged in the steady state and the p99 ack latency stays under
+/// this (a growing backlog shows here first).
+const SUSTAINED_P99_MS: f64 = 5_000.0;
+
+/// A loadgen run with the CPU the collector and ClickHouse used per
+/// acknowledged event, in µs.
+struct Measured {
+    run: Run,
+    collector_us: f64,
+    clickhouse_us: f64,
+}
+
+impl std::ops::Deref for Measured {
+    type Target = Run;
+    fn deref(&self) -> &Run {
+        &self.run
+    }
+}
+
+/// [`loadgen`], measuring the CPU of the processes in `pids` (collector,
+/// ClickHouse).
+fn measured(
+    target: &Target<'_>,
+    rate: u64,
+    seconds: u64,
+    prefix: &str,
+    pids: (u32, u32),
+) -> anyhow::Result<Measured> {
+    let before = (cpu_seconds(pids.0), cpu_seconds(pids.1));
+    let run = loadgen(target, rate, seconds, prefix)?;
+    let acked = run.number("acked");
+    Ok(Measured {
+        collector_us: (cpu_seconds(pids.0) - before.0) / acked * 1e6,
+        clickhouse_us: (cpu_seconds(pids.1) - before.1) / acked * 1e6,
+        run,
+    })
 }
 
 /// Runs `doorwatch-loadgen` at `rate` for `seconds` and reads its report.
 fn loadgen(target: &Target<'_>, rate: u64, seconds: u64, prefix: &str) -> anyhow::Result<Run> {
-    let (dir, flush_ms) = (target.dir, target.flush_ms);
+    let (dir, flush_ms, warmup) = (target.dir, target.flush_ms, target.warmup);
     let out = Command::new(require::binary("doorwatch-loadgen"))
         .args(["--collector", &target.collector.to_string(), "--pki"])
         .arg(target.pki)
@@ -143,6 +228,8 @@ fn loadgen(target: &Target<'_>, rate: u64, seconds: u64, prefix: &str) -> anyhow
             prefix,
             "--flush-ms",
             &flush_ms.to_string(),
+            "--warmup",
+            &warmup.to_string(),
             "--format",
             "json",
         ])
@@ -234,17 +321,20 @@ fn rows(count: usize, agents: u32) -> anyhow::Result<(Vec<ScanEventRow>, Vec<Flo
     Ok((scans, floods))
 }
 
-/// Inserts the rows with the collector's batched inserter and limits,
-/// ending a full INSERT in the background while the next fills (at most two
-/// at once, as the collector's writer does). Returns rows per second.
+/// Inserts the rows into `database` with the collector's batched inserter
+/// and limits, ending a full INSERT in the background while the next fills
+/// (at most two at once, as the collector's writer does). Returns rows per
+/// second.
 async fn raw_insert(
     url: &str,
+    database: &str,
+    clickhouse_pid: u32,
     scans: &[ScanEventRow],
     floods: &[FloodEventRow],
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<RawRun> {
     let store = Store::open(&StoreConfig {
         url: url.to_owned(),
-        database: "doorwatch_raw".into(),
+        database: database.into(),
         user: "default".into(),
         password: None,
         compress: false,
@@ -271,6 +361,7 @@ async fn raw_insert(
         floods: flood_rows.cloned().collect(),
         ..EventRows::default()
     };
+    let cpu_before = (cpu_seconds(std::process::id()), cpu_seconds(clickhouse_pid));
     let started = Instant::now();
     let mut inserter = store.event_inserter(limits);
     let mut ending = tokio::task::JoinSet::new();
@@ -291,7 +382,12 @@ async fn raw_insert(
     while let Some(done) = ending.join_next().await {
         done??;
     }
-    Ok((scans.len() + floods.len()) as f64 / started.elapsed().as_secs_f64())
+    let rows = (scans.len() + floods.len()) as f64;
+    Ok(RawRun {
+        rate: rows / started.elapsed().as_secs_f64(),
+        inserter_us: (cpu_seconds(std::process::id()) - cpu_before.0) / rows * 1e6,
+        clickhouse_us: (cpu_seconds(clickhouse_pid) - cpu_before.1) / rows * 1e6,
+    })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -310,9 +406,13 @@ fn main() -> anyhow::Result<()> {
     // ClickHouse is on this host: no LZ4 on the way (the raw peer skips it too).
     text.push_str("compress = false\n");
     text.push_str(&format!(
-        "[ingest]\nagent_events_per_second = 1000000\nagent_burst_events = 10000000\ninsert_period_ms = {}\n",
-        args.insert_period_ms
+        "[ingest]\nagent_events_per_second = 1000000\nagent_burst_events = 10000000\n\
+         insert_period_ms = {}\ninsert_period_max_ms = {}\n",
+        args.insert_period_ms, args.insert_period_max_ms
     ));
+    if args.no_correlation {
+        text.push_str("[correlation]\nenabled = false\n");
+    }
     std::fs::write(&config, text)?;
 
     let mut collector = stack::start_collector(dir.path(), &config);
@@ -322,26 +422,60 @@ fn main() -> anyhow::Result<()> {
         pki: &pki,
         agents: args.agents,
         flush_ms: args.flush_ms,
+        warmup: args.warmup,
     };
     let mut latency = None;
-    let mut throughput = None;
-    let mut raw_rate = f64::NAN;
+    let mut throughput: Option<Measured> = None;
+    let mut sustained: Option<(f64, Measured)> = None;
+    let mut raw = Vec::new();
     let mut collector_peak = 0;
-    let mut cpu_per_event = None;
     if args.phases.contains(&Phase::Latency) {
         latency = Some(loadgen(&target, args.latency_rate, 20, "lat")?);
         settle(&clickhouse);
     }
     if args.phases.contains(&Phase::Throughput) {
         let clickhouse_pid = clickhouse.pid().unwrap_or(0);
-        let cpu_before = (cpu_seconds(collector.pid()), cpu_seconds(clickhouse_pid));
-        let run = loadgen(&target, args.rate, args.seconds, "tp")?;
+        let pids = (collector.pid(), clickhouse_pid);
+        let run = measured(&target, args.rate, args.seconds, "tp", pids)?;
         let acked = run.number("acked");
-        cpu_per_event = Some((
-            (cpu_seconds(collector.pid()) - cpu_before.0) / acked * 1e6,
-            (cpu_seconds(clickhouse_pid) - cpu_before.1) / acked * 1e6,
-        ));
         collector_peak = memory_kib(collector.pid(), "VmHWM:");
+        settle(&clickhouse);
+        // The highest rate carried in full: at saturation the generator
+        // makes events the path cannot take, and its CPU is taken from the
+        // collector and ClickHouse.
+        let (mut low, mut high) = (args.min_rate as f64, args.rate as f64);
+        for step in 0..args.search_steps {
+            let rate = ((low + high) / 2.0 / 1000.0).round() * 1000.0;
+            let run = measured(
+                &target,
+                rate as u64,
+                args.seconds,
+                &format!("s{step}"),
+                pids,
+            )?;
+            settle(&clickhouse);
+            let carried = run.number("acked_per_s_steady");
+            let p99 = run.latency_ms("p99");
+            let full = carried >= 0.95 * rate && p99 <= SUSTAINED_P99_MS;
+            eprintln!(
+                "search {step}: offered {rate:.0}/s, carried {carried:.0}/s, ack p99 {p99:.0} ms: {}",
+                if full {
+                    "carried in full"
+                } else {
+                    "not carried"
+                }
+            );
+            if full {
+                low = rate;
+                sustained = Some((rate, run));
+            } else {
+                high = rate;
+            }
+        }
+        // The collector goes first: its correlation passes would keep
+        // reading the millions of rows just stored and take ClickHouse's CPU
+        // from the raw peer (which made the raw rate vary 93k-265k rows/s).
+        collector.stop(Duration::from_secs(30));
         settle(&clickhouse);
         // The raw peer inserts as many rows as went through the collector.
         let count = if acked.is_finite() {
@@ -353,7 +487,22 @@ fn main() -> anyhow::Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        raw_rate = runtime.block_on(raw_insert(&clickhouse.url(), &scans, &floods))?;
+        for i in 1..=args.raw_runs {
+            let database = format!("doorwatch_raw_{i}");
+            let raw_run = runtime.block_on(raw_insert(
+                &clickhouse.url(),
+                &database,
+                clickhouse_pid,
+                &scans,
+                &floods,
+            ))?;
+            eprintln!(
+                "raw insert {i}: {:.0} rows/s, CPU per row: inserter {:.1} µs, ClickHouse {:.1} µs",
+                raw_run.rate, raw_run.inserter_us, raw_run.clickhouse_us
+            );
+            raw.push(raw_run);
+            settle(&clickhouse);
+        }
         throughput = Some(run);
     }
 
@@ -402,32 +551,66 @@ fn main() -> anyhow::Result<()> {
     println!("| measure | value |");
     println!("|---|---|");
     if let Some(run) = &throughput {
-        let through = run.number("acked_per_s_window");
+        raw.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+        let median = raw.get(raw.len() / 2).copied().unwrap_or(RawRun {
+            rate: f64::NAN,
+            inserter_us: f64::NAN,
+            clickhouse_us: f64::NAN,
+        });
+        let rates: Vec<String> = raw.iter().map(|r| format!("{:.0}", r.rate)).collect();
         println!(
-            "| offered load | {} agents, {} events/s for {} s (generated {:.0}/s) |",
+            "| raw batched insert of the same rows, median of {} ({}) | {:.0} rows/s |",
+            raw.len(),
+            rates.join(", "),
+            median.rate
+        );
+        println!(
+            "| CPU per row of the median raw insert: inserter / ClickHouse | {:.1} µs / {:.1} µs |",
+            median.inserter_us, median.clickhouse_us
+        );
+        match &sustained {
+            Some((rate, best)) => {
+                let carried = best.number("acked_per_s_steady");
+                println!(
+                    "| **sustained**: highest offered rate carried in full ({} agents, {}-step search) | {rate:.0} events/s offered, {carried:.0} acknowledged/s |",
+                    args.agents, args.search_steps
+                );
+                println!(
+                    "| **ratio** (sustained / raw) | {:.2} |",
+                    carried / median.rate
+                );
+                report_run(best, "sustained rate");
+            }
+            None if args.search_steps > 0 => println!(
+                "| sustained | no rate from {} events/s up was carried in full |",
+                args.min_rate
+            ),
+            None => {}
+        }
+        // Agents that connect while the others saturate the machine can
+        // take long enough that the warm-up never ends; then the whole
+        // generating window counts.
+        let (through, counted) = match run.number("acked_per_s_steady") {
+            steady if steady.is_finite() => {
+                (steady, format!("the last {:.0} s", run.number("steady_s")))
+            }
+            _ => (
+                run.number("acked_per_s_window"),
+                format!("the whole {:.0} s window", run.number("window_s")),
+            ),
+        };
+        println!(
+            "| at saturation: {} agents offered {} events/s, generated {:.0}/s, acknowledged over {counted} | {through:.0} events/s |",
             args.agents,
             args.rate,
-            args.seconds,
-            run.number("generated") / run.number("window_s")
+            run.number("generated") / run.number("window_s"),
         );
-        println!("| through the collector into ClickHouse | {through:.0} events/s |");
-        println!("| raw batched insert of the same rows | {raw_rate:.0} rows/s |");
-        println!("| ratio | {:.2} |", through / raw_rate);
+        println!("| ratio at saturation | {:.2} |", through / median.rate);
+        report_run(run, "saturation");
         println!(
             "| collector peak RSS | {:.1} MiB |",
             collector_peak as f64 / 1024.0
         );
-        if let Some((collector_us, clickhouse_us)) = cpu_per_event {
-            println!(
-                "| CPU per stored event: collector / ClickHouse | {collector_us:.1} µs / {clickhouse_us:.1} µs |"
-            );
-        }
-        println!(
-            "| ack latency at saturation: p50 / p99 | {:.1} ms / {:.1} ms |",
-            run.latency_ms("p50"),
-            run.latency_ms("p99")
-        );
-        eprintln!("throughput report: {}", run.report);
     }
     if let Some(run) = &latency {
         println!(
