@@ -203,8 +203,8 @@ fn measured(
     let run = loadgen(target, rate, seconds, prefix)?;
     let acked = run.number("acked");
     Ok(Measured {
-        collector_us: (cpu_seconds(pids.0) - before.0) / acked * 1e6,
-        clickhouse_us: (cpu_seconds(pids.1) - before.1) / acked * 1e6,
+        collector_us: cpu_us_per(pids.0, before.0, acked),
+        clickhouse_us: cpu_us_per(pids.1, before.1, acked),
         run,
     })
 }
@@ -270,6 +270,12 @@ fn cpu_seconds(pid: u32) -> f64 {
             Some((utime + stime) / 100.0)
         })
         .unwrap_or(f64::NAN)
+}
+
+/// CPU µs per item that process `pid` used since it stood at `before`
+/// CPU seconds.
+fn cpu_us_per(pid: u32, before: f64, items: f64) -> f64 {
+    (cpu_seconds(pid) - before) / items * 1e6
 }
 
 /// `VmRSS` or `VmHWM` of a process, in KiB.
@@ -385,8 +391,8 @@ async fn raw_insert(
     let rows = (scans.len() + floods.len()) as f64;
     Ok(RawRun {
         rate: rows / started.elapsed().as_secs_f64(),
-        inserter_us: (cpu_seconds(std::process::id()) - cpu_before.0) / rows * 1e6,
-        clickhouse_us: (cpu_seconds(clickhouse_pid) - cpu_before.1) / rows * 1e6,
+        inserter_us: cpu_us_per(std::process::id(), cpu_before.0, rows),
+        clickhouse_us: cpu_us_per(clickhouse_pid, cpu_before.1, rows),
     })
 }
 
@@ -550,13 +556,9 @@ fn main() -> anyhow::Result<()> {
 
     println!("| measure | value |");
     println!("|---|---|");
-    if let Some(run) = &throughput {
-        raw.sort_by(|a, b| a.rate.total_cmp(&b.rate));
-        let median = raw.get(raw.len() / 2).copied().unwrap_or(RawRun {
-            rate: f64::NAN,
-            inserter_us: f64::NAN,
-            clickhouse_us: f64::NAN,
-        });
+    raw.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    // --raw-runs is at least 1, so a throughput run always has a median.
+    if let (Some(run), Some(median)) = (&throughput, raw.get(raw.len() / 2)) {
         let rates: Vec<String> = raw.iter().map(|r| format!("{:.0}", r.rate)).collect();
         println!(
             "| raw batched insert of the same rows, median of {} ({}) | {:.0} rows/s |",

@@ -1132,8 +1132,8 @@ struct Report {
     refused_events: u64,
     window_s: f64,
     acked_per_s_window: f64,
-    steady_s: Option<f64>,
-    acked_per_s_steady: Option<f64>,
+    /// Seconds after the warm-up, and events acknowledged per second in them.
+    steady: Option<(f64, f64)>,
     total_s: f64,
     acked_per_s_overall: f64,
     drain_s: f64,
@@ -1179,10 +1179,10 @@ impl Report {
             refused_events: Stats::get(&s.refused_events),
             window_s,
             acked_per_s_window: outcome.acked_in_window as f64 / window_s.max(1e-9),
-            steady_s: outcome.steady.map(|(d, _)| d.as_secs_f64()),
-            acked_per_s_steady: outcome
-                .steady
-                .map(|(d, acked)| acked as f64 / d.as_secs_f64().max(1e-9)),
+            steady: outcome.steady.map(|(d, acked)| {
+                let s = d.as_secs_f64();
+                (s, acked as f64 / s.max(1e-9))
+            }),
             total_s,
             acked_per_s_overall: acked as f64 / total_s.max(1e-9),
             drain_s: outcome.drain.as_secs_f64(),
@@ -1235,11 +1235,11 @@ impl Report {
             not_acked = self.not_acked(),
             refused = self.refused_events,
             window = self.acked_per_s_window,
-            steady = match (self.acked_per_s_steady, self.steady_s) {
-                (Some(rate), Some(s)) => {
+            steady = match self.steady {
+                Some((s, rate)) => {
                     format!("{rate:.0} acknowledged per second over the last {s:.1} s")
                 }
-                _ => "not reached (generation ended before every agent connected and warmed up)"
+                None => "not reached (generation ended before every agent connected and warmed up)"
                     .into(),
             },
             window_s = self.window_s,
@@ -1277,8 +1277,8 @@ impl Report {
             "refused_events": self.refused_events,
             "window_s": self.window_s,
             "acked_per_s_window": self.acked_per_s_window,
-            "steady_s": self.steady_s,
-            "acked_per_s_steady": self.acked_per_s_steady,
+            "steady_s": self.steady.map(|(s, _)| s),
+            "acked_per_s_steady": self.steady.map(|(_, rate)| rate),
             "total_s": self.total_s,
             "acked_per_s_overall": self.acked_per_s_overall,
             "drain_s": self.drain_s,
