@@ -377,12 +377,19 @@ pub async fn campaign(store: &Store, id: uuid::Uuid) -> Result<Option<CampaignDe
         .filter_map(|s| s.parse::<IpAddr>().ok())
         .map(ip::to_fixed16)
         .collect();
-    let timeline = if row.kind == campaign_kind::OUTBOUND {
-        Vec::new()
+    // Outbound campaigns have no scans: no timeline, no open ports found.
+    let (timeline, open_ports) = if row.kind == campaign_kind::OUTBOUND {
+        (Vec::new(), Vec::new())
     } else {
-        store
-            .campaign_timeline(&source_bytes, &pcs, row.first_seen, row.last_seen)
-            .await?
+        let (first, last) = (row.first_seen, row.last_seen);
+        (
+            store
+                .campaign_timeline(&source_bytes, &pcs, first, last)
+                .await?,
+            store
+                .campaign_open_ports(&source_bytes, &pcs, first, last)
+                .await?,
+        )
     };
     let timeline = if timeline.is_empty() {
         timeline
@@ -391,13 +398,6 @@ pub async fn campaign(store: &Store, id: uuid::Uuid) -> Result<Option<CampaignDe
             .first()
             .map_or(row.first_seen, |b| b.at.min(row.first_seen));
         fill_buckets(&timeline, start, row.last_seen, 300, 288)
-    };
-    let open_ports = if row.kind == campaign_kind::OUTBOUND {
-        Vec::new()
-    } else {
-        store
-            .campaign_open_ports(&source_bytes, &pcs, row.first_seen, row.last_seen)
-            .await?
     };
     let history = store.triage_of(&[id]).await?;
     let triage = history.last().map_or(triage_state::NEW, |t| t.state);
