@@ -1,5 +1,10 @@
-//! A real ClickHouse server on loopback, with its data in a folder of the
+//! A real ClickHouse engine on loopback, with its data in a folder of the
 //! caller's choosing, and a tiny HTTP client for assertions in SQL.
+//!
+//! Two engines stand behind the same HTTP interface, chosen by one switch,
+//! `DOORWATCH_TEST_CLICKHOUSE` (see [`Engine`]): Debian's `clickhouse-server`
+//! 18.16, and the ClickHouse 26.9 engine (PyPI's chdb-core) behind
+//! `tests/chdb/clickhouse_http.py`. `tests/run` runs the suite on both.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,9 +15,40 @@ use std::time::{Duration, Instant};
 use crate::process::{self, Process};
 use crate::require;
 
-/// A running ClickHouse server, stopped on drop.
+/// Which ClickHouse engine a test talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Debian's `clickhouse-server` 18.16, a real server (the default).
+    Server,
+    /// The ClickHouse 26.9 engine, in-process in chdb-core, behind a small
+    /// HTTP front (`tests/chdb/clickhouse_http.py`). No users, grants or
+    /// clusters: see docs/clickhouse.md.
+    Chdb,
+}
+
+/// The environment variable that picks the engine: `server` or `chdb`.
+pub const ENGINE_VARIABLE: &str = "DOORWATCH_TEST_CLICKHOUSE";
+
+impl Engine {
+    /// The engine `DOORWATCH_TEST_CLICKHOUSE` names; `server` when unset.
+    ///
+    /// # Panics
+    /// On any other value, naming the ones it takes.
+    pub fn from_env() -> Self {
+        match std::env::var(ENGINE_VARIABLE).as_deref() {
+            Err(_) | Ok("") | Ok("server") => Self::Server,
+            Ok("chdb") => Self::Chdb,
+            Ok(other) => panic!(
+                "{ENGINE_VARIABLE}={other:?}: use \"server\" (ClickHouse 18.16) or \"chdb\" (ClickHouse 26.9)"
+            ),
+        }
+    }
+}
+
+/// A running ClickHouse engine, stopped on drop.
 #[derive(Debug)]
 pub struct ClickHouse {
+    engine: Engine,
     process: Option<Process>,
     data: PathBuf,
     logs: PathBuf,
@@ -22,10 +58,24 @@ pub struct ClickHouse {
 }
 
 impl ClickHouse {
-    /// Starts a server with its data in `data` and waits until it answers.
+    /// Starts the engine `DOORWATCH_TEST_CLICKHOUSE` names (see
+    /// [`Engine::from_env`]) with its data in `data`, and waits until it
+    /// answers.
     pub fn start(data: &Path, logs: &Path) -> Self {
-        require::tool("clickhouse-server", "clickhouse-server");
+        Self::start_engine(Engine::from_env(), data, logs)
+    }
+
+    /// Starts Debian's 18.16 server whatever the switch says: for tests
+    /// that need what only a server has (its own process to measure,
+    /// users.xml, several instances).
+    pub fn start_server(data: &Path, logs: &Path) -> Self {
+        Self::start_engine(Engine::Server, data, logs)
+    }
+
+    /// Starts `engine` with its data in `data` and waits until it answers.
+    pub fn start_engine(engine: Engine, data: &Path, logs: &Path) -> Self {
         let mut server = Self {
+            engine,
             process: None,
             data: data.to_owned(),
             logs: logs.to_owned(),
@@ -35,6 +85,11 @@ impl ClickHouse {
         };
         server.restart();
         server
+    }
+
+    /// Which engine this is.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// The server's process id, if it is running.
@@ -59,10 +114,37 @@ impl ClickHouse {
         }
     }
 
-    /// Starts the server again (after [`ClickHouse::stop`]) on the same
+    /// Starts the engine again (after [`ClickHouse::stop`]) on the same
     /// ports and data.
     pub fn restart(&mut self) {
         std::fs::create_dir_all(self.data.join("tmp")).expect("clickhouse data folder");
+        let command = match self.engine {
+            Engine::Server => self.server_command(),
+            Engine::Chdb => self.chdb_command(),
+        };
+        let process = Process::spawn("clickhouse", command, &self.logs).expect("start clickhouse");
+        self.process = Some(process);
+        let start = Instant::now();
+        while self.query("SELECT 1").as_deref() != Ok("1\n") {
+            if let Some(p) = self.process.as_mut()
+                && !p.is_running()
+            {
+                panic!(
+                    "clickhouse ({:?}) exited at start:\n{}",
+                    self.engine,
+                    p.log()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "clickhouse ({:?}) did not answer within 60 s",
+                self.engine
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn server_command(&self) -> Command {
         let d = self.data.display();
         let l = self.logs.display();
         let mut command = Command::new(require::tool("clickhouse-server", "clickhouse-server"));
@@ -79,22 +161,24 @@ impl ClickHouse {
             format!("--interserver_http_port={}", self.interserver_port),
             "--listen_host=127.0.0.1".to_owned(),
         ]);
-        let process =
-            Process::spawn("clickhouse", command, &self.logs).expect("start clickhouse-server");
-        self.process = Some(process);
-        let start = Instant::now();
-        while self.query("SELECT 1").as_deref() != Ok("1\n") {
-            if let Some(p) = self.process.as_mut()
-                && !p.is_running()
-            {
-                panic!("clickhouse-server exited at start:\n{}", p.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "clickhouse-server did not answer within 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        command
+    }
+
+    fn chdb_command(&self) -> Command {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("chdb");
+        let python = fixture.join(".venv/bin/python");
+        assert!(
+            python.is_file(),
+            "the ClickHouse 26.9 test engine is missing ({}): run `deploy/install-deps` (tests/run does this)",
+            python.display()
+        );
+        let mut command = Command::new(python);
+        command
+            .arg(fixture.join("clickhouse_http.py"))
+            .arg("--path")
+            .arg(&self.data)
+            .args(["--port", &self.http_port.to_string()]);
+        command
     }
 
     /// Stops the server (SIGTERM), keeping its data.
