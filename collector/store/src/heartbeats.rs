@@ -28,16 +28,28 @@ pub struct HeartbeatRow {
 }
 
 /// The newest heartbeat of one agent.
+///
+/// Each `argMax` column has an alias of its own (`newest_…`): current
+/// servers name an unaliased column by its expression, which row
+/// validation refuses, and an alias equal to the column name would turn the
+/// aggregate's argument into itself on older servers.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
 pub struct AgentHealthRow {
     pub agent_id: String,
     pub last_seen: u32,
+    #[serde(rename = "newest_agent_version")]
     pub agent_version: String,
+    #[serde(rename = "newest_claimed_hostname")]
     pub claimed_hostname: String,
+    #[serde(rename = "newest_pending_events")]
     pub pending_events: u64,
+    #[serde(rename = "newest_events_dropped")]
     pub events_dropped: u64,
+    #[serde(rename = "newest_kernel_drops")]
     pub kernel_drops: u64,
+    #[serde(rename = "newest_policy_version")]
     pub policy_version: u64,
+    #[serde(rename = "newest_events_created")]
     pub events_created: u64,
 }
 
@@ -78,10 +90,13 @@ pub(crate) async fn latest(
     client
         .query(
             "SELECT agent_id, max(received_at) AS last_seen, \
-             argMax(agent_version, received_at), argMax(claimed_hostname, received_at), \
-             argMax(pending_events, received_at), argMax(events_dropped, received_at), \
-             argMax(kernel_drops, received_at), argMax(policy_version, received_at), \
-             argMax(events_created, received_at) \
+             argMax(agent_version, received_at) AS newest_agent_version, \
+             argMax(claimed_hostname, received_at) AS newest_claimed_hostname, \
+             argMax(pending_events, received_at) AS newest_pending_events, \
+             argMax(events_dropped, received_at) AS newest_events_dropped, \
+             argMax(kernel_drops, received_at) AS newest_kernel_drops, \
+             argMax(policy_version, received_at) AS newest_policy_version, \
+             argMax(events_created, received_at) AS newest_events_created \
              FROM agent_heartbeats WHERE received_at >= toDateTime(?) \
              GROUP BY agent_id ORDER BY agent_id",
         )
