@@ -436,66 +436,11 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Seconds of one alerting lease term.
-const LEASE_TERM: u64 = 10;
-/// Into a term, how long claims are given to arrive before the holder is
-/// read.
-const LEASE_SETTLE: u64 = 2;
-
-/// Whether this collector sends alerts: of all collectors with alert
-/// channels, the one with the smallest instance id among those that
-/// claimed the current term. It keeps the lease for as long as it runs, so
-/// the sender changes only when it stops (or one with a smaller id starts).
-struct Lease {
-    me: String,
-    claimed: Option<u64>,
-    known: Option<(u64, bool)>,
-}
-
-impl Lease {
-    fn new() -> Self {
-        Self {
-            me: uuid::Uuid::new_v4().to_string(),
-            claimed: None,
-            known: None,
-        }
-    }
-
-    /// Claims the current term and says whether we hold it (`None`: not
-    /// known yet, claims are still arriving).
-    async fn held(&mut self, store: &Store) -> Result<Option<bool>, doorwatch_store::StoreError> {
-        let now = crate::enroll::unix_now();
-        let term = now / LEASE_TERM;
-        if self.claimed != Some(term) {
-            store
-                .claim_lease("alerts", term, &self.me, crate::enroll::seconds(now))
-                .await?;
-            self.claimed = Some(term);
-        }
-        if let Some((known_term, held)) = self.known
-            && known_term == term
-        {
-            return Ok(Some(held));
-        }
-        if now % LEASE_TERM < LEASE_SETTLE {
-            // Too early in the term: keep the previous term's answer.
-            return Ok(self.known.map(|(_, held)| held));
-        }
-        let holder = store.lease_holder("alerts", term).await?;
-        let held = holder.as_deref() == Some(self.me.as_str());
-        if self.known.map(|(_, was)| was) != Some(held) {
-            tracing::info!(instance = %self.me, sending = held, "alerting lease");
-        }
-        self.known = Some((term, held));
-        Ok(Some(held))
-    }
-}
-
 /// Finds campaigns whose severity is above what each channel was told,
 /// and hands them to the channel workers, until shutdown. Only the holder
 /// of the alerting lease does, so several collectors send each alert once.
 pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver<bool>) {
-    let mut lease = Lease::new();
+    let mut lease = crate::lease::Lease::new();
     let mut workers = HashMap::new();
     for channel in &settings.channels {
         let (tx, rx) = mpsc::channel::<Alert>(1024);

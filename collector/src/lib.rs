@@ -19,6 +19,7 @@ pub mod error;
 pub mod feed;
 pub mod identity;
 pub mod ingest;
+pub mod lease;
 mod outbound_rows;
 pub mod pki;
 pub mod policy;
