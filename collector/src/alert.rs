@@ -440,7 +440,7 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 /// and hands them to the channel workers, until shutdown. Only the holder
 /// of the alerting lease does, so several collectors send each alert once.
 pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver<bool>) {
-    let mut lease = crate::lease::Lease::new();
+    let mut lease = crate::lease::Lease::new("alerts");
     let mut workers = HashMap::new();
     for channel in &settings.channels {
         let (tx, rx) = mpsc::channel::<Alert>(1024);

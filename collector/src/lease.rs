@@ -6,26 +6,30 @@
 
 use doorwatch_store::Store;
 
-/// Seconds of one alerting lease term.
+/// Seconds of one lease term.
 const LEASE_TERM: u64 = 10;
 /// Into a term, how long claims are given to arrive before the holder is
 /// read.
 const LEASE_SETTLE: u64 = 2;
 
-/// Whether this collector sends alerts: of all collectors with alert
-/// channels, the one with the smallest instance id among those that
-/// claimed the current term. It keeps the lease for as long as it runs, so
-/// the sender changes only when it stops (or one with a smaller id starts).
+/// Whether this collector does the job named by the lease (sending
+/// alerts, applying retention): of all collectors that want it, the one
+/// with the smallest instance id among those that claimed the current
+/// term. It keeps the lease for as long as it runs and keeps claiming, so
+/// the holder changes only when it stops (or one with a smaller id starts).
 #[derive(Debug)]
 pub struct Lease {
+    name: &'static str,
     me: String,
     claimed: Option<u64>,
     known: Option<(u64, bool)>,
 }
 
 impl Lease {
-    pub fn new() -> Self {
+    /// A lease on the job `name` (`alerts`, `retention`), not claimed yet.
+    pub fn new(name: &'static str) -> Self {
         Self {
+            name,
             me: uuid::Uuid::new_v4().to_string(),
             claimed: None,
             known: None,
@@ -42,7 +46,7 @@ impl Lease {
         let term = now / LEASE_TERM;
         if self.claimed != Some(term) {
             store
-                .claim_lease("alerts", term, &self.me, crate::enroll::seconds(now))
+                .claim_lease(self.name, term, &self.me, crate::enroll::seconds(now))
                 .await?;
             self.claimed = Some(term);
         }
@@ -55,10 +59,10 @@ impl Lease {
             // Too early in the term: keep the previous term's answer.
             return Ok(self.known.map(|(_, held)| held));
         }
-        let holder = store.lease_holder("alerts", term).await?;
+        let holder = store.lease_holder(self.name, term).await?;
         let held = holder.as_deref() == Some(self.me.as_str());
         if self.known.map(|(_, was)| was) != Some(held) {
-            tracing::info!(instance = %self.me, sending = held, "alerting lease");
+            tracing::info!(lease = self.name, instance = %self.me, held, "lease holder changed");
         }
         self.known = Some((term, held));
         Ok(Some(held))

@@ -24,6 +24,7 @@ mod outbound_rows;
 pub mod pki;
 pub mod policy;
 pub mod report;
+pub mod retention;
 pub mod revocation;
 pub mod tls;
 pub mod writer;

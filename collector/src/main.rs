@@ -100,6 +100,9 @@ enum Command {
     /// listening ports.
     #[command(subcommand)]
     Outbound(OutboundCommand),
+    /// How long data is kept, and what goes when ([retention] in the config).
+    #[command(subcommand)]
+    Retention(RetentionCommand),
     /// Check a configuration file and exit.
     CheckConfig(ConfigArg),
 }
@@ -109,6 +112,24 @@ struct ConfigArg {
     /// Path to collector.toml.
     #[arg(long, default_value = "/etc/doorwatch/collector.toml")]
     config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum RetentionCommand {
+    /// Every partition retention looks after, with its rows, size and when
+    /// it goes ("due" when already out of the window), and the campaigns
+    /// whose last activity left the window. Changes nothing.
+    Show {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// table for people, json for scripts (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Apply retention once, now, whoever holds the retention lease: drop
+    /// what `show` calls due. Safe to repeat; a running collector does the
+    /// same every [retention] check_minutes.
+    Apply(ConfigArg),
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +367,7 @@ fn main() -> anyhow::Result<()> {
         Command::Token(command) => runtime()?.block_on(run_token(command)),
         Command::Campaigns(command) => runtime()?.block_on(run_campaigns(command)),
         Command::Outbound(command) => runtime()?.block_on(run_outbound(command)),
+        Command::Retention(command) => runtime()?.block_on(run_retention(command)),
         Command::CheckConfig(arg) => {
             let config = load_config(&arg)?;
             load_issuer(&config)?;
@@ -457,7 +479,7 @@ async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
     }
     let store = Store::open(&config.clickhouse.store_config()?)
         .await
-        .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))?;
+        .context("connecting to ClickHouse")?;
     let current = store
         .latest_policy(&group)
         .await
@@ -554,7 +576,7 @@ fn print_policy(row: &doorwatch_store::PolicyRow, format: Format) {
 async fn connect_store(config: &ValidConfig) -> anyhow::Result<Store> {
     Store::connect(&config.clickhouse.store_config()?)
         .await
-        .with_context(|| format!("cannot reach ClickHouse at {}", config.clickhouse.url))
+        .context("connecting to ClickHouse")
 }
 
 fn campaign_json(row: &doorwatch_store::CampaignRow) -> serde_json::Value {
@@ -930,6 +952,39 @@ async fn revoke_agent(config: ValidConfig, id: String, reason: String) -> anyhow
     Ok(())
 }
 
+async fn run_retention(command: RetentionCommand) -> anyhow::Result<()> {
+    use doorwatch_collector::retention;
+    match command {
+        RetentionCommand::Show { config, format } => {
+            let config = load_config(&config)?;
+            let store = connect_store(&config).await?;
+            let now = enroll::unix_now();
+            let review = retention::review(&store, &config.retention, now)
+                .await
+                .context("cannot read what retention would drop")?;
+            print!(
+                "{}",
+                report::retention(&config.retention, &review, now, format)
+            );
+        }
+        RetentionCommand::Apply(config) => {
+            let config = load_config(&config)?;
+            let store = connect_store(&config).await?;
+            let done = retention::apply(&store, &config.retention, enroll::unix_now())
+                .await
+                .context("retention pass failed")?;
+            println!(
+                "dropped {} partitions ({} rows), deleted {} campaigns and {} lease claims",
+                done.partitions_dropped,
+                done.rows_dropped,
+                done.campaigns_deleted,
+                done.lease_claims_deleted
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()> {
     let store = connect_store(&config).await?;
     let now = unix_now();
@@ -1060,6 +1115,24 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
             tokio::spawn(correlate::run(store.clone(), settings, stop_rx.clone()));
         }
         None => tracing::info!("correlation off in this collector"),
+    }
+    if config.retention.enabled {
+        let r = &config.retention;
+        tracing::info!(
+            events_days = r.events_days,
+            outbound_days = r.outbound_days,
+            heartbeats_days = r.heartbeats_days,
+            campaigns_days = r.campaigns_days,
+            audit_days = r.audit_days,
+            "applying retention when holding its lease (0 keeps forever)"
+        );
+        tokio::spawn(doorwatch_collector::retention::run(
+            store.clone(),
+            config.retention.clone(),
+            stop_rx.clone(),
+        ));
+    } else {
+        tracing::info!("retention off in this collector");
     }
     if let Some(feed) = &config.feed {
         let token = std::fs::read_to_string(&feed.token_file)

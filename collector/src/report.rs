@@ -282,3 +282,86 @@ pub fn listening_json(row: &ListeningPortRow) -> serde_json::Value {
         "reported_at": rfc3339(row.created_at),
     })
 }
+
+/// What retention keeps and drops: the windows, then each partition with
+/// when it goes, then the campaigns out of the window.
+pub fn retention(
+    settings: &crate::retention::Settings,
+    review: &crate::retention::Review,
+    now: u64,
+    format: Format,
+) -> String {
+    use crate::retention::Family;
+    use std::fmt::Write as _;
+    let goes = |at: Option<u64>| match at {
+        Some(at) if at <= now => "due".to_owned(),
+        Some(at) => rfc3339(crate::enroll::seconds(at)),
+        None => "kept".to_owned(),
+    };
+    let mut out = String::new();
+    match format {
+        Format::Json => {
+            for family in Family::ALL {
+                let line = serde_json::json!({
+                    "family": family,
+                    "tables": family.tables(),
+                    "keep_days": settings.keep_days(family),
+                });
+                let _ = writeln!(out, "{line}");
+            }
+            for p in &review.partitions {
+                let line = serde_json::json!({
+                    "table": p.table,
+                    "family": p.family,
+                    "partition": p.partition,
+                    "rows": p.rows,
+                    "bytes": p.bytes,
+                    "goes_at": p.goes_at.map(|at| rfc3339(crate::enroll::seconds(at))),
+                    "due": p.due(now),
+                });
+                let _ = writeln!(out, "{line}");
+            }
+            let line = serde_json::json!({
+                "expired_campaigns": review.expired_campaigns.len(),
+            });
+            let _ = writeln!(out, "{line}");
+        }
+        Format::Table => {
+            let _ = writeln!(out, "{:<12}  {:>10}  TABLES", "FAMILY", "KEEP");
+            for family in Family::ALL {
+                let keep = settings
+                    .keep_days(family)
+                    .map_or_else(|| "forever".to_owned(), |d| format!("{d} days"));
+                let _ = writeln!(
+                    out,
+                    "{:<12}  {:>10}  {}",
+                    family.label(),
+                    keep,
+                    family.tables().join(", ")
+                );
+            }
+            let _ = writeln!(
+                out,
+                "\n{:<20}  {:<9}  {:>10}  {:>10}  GOES",
+                "TABLE", "PARTITION", "ROWS", "BYTES"
+            );
+            for p in &review.partitions {
+                let _ = writeln!(
+                    out,
+                    "{:<20}  {:<9}  {:>10}  {:>10}  {}",
+                    p.table,
+                    p.partition,
+                    p.rows,
+                    p.bytes,
+                    goes(p.goes_at)
+                );
+            }
+            let _ = writeln!(
+                out,
+                "\ncampaigns whose last activity left the window (due): {}",
+                review.expired_campaigns.len()
+            );
+        }
+    }
+    out
+}

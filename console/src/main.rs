@@ -213,12 +213,19 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
     let store_config = config.clickhouse.store_config()?;
     let mut delay = Duration::from_millis(500);
     let store = loop {
-        match Store::open(&store_config).await {
+        // The console never changes the schema: it waits for a collector
+        // to create and migrate it, and needs only its own grants.
+        let connected = async {
+            let store = Store::connect(&store_config).await?;
+            store.check_grants(doorwatch_store::grants::CONSOLE).await?;
+            Ok::<_, doorwatch_store::StoreError>(store)
+        };
+        match connected.await {
             Ok(store) => break store,
             Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, url = %store_config.url, retry_in = ?delay, "clickhouse unreachable");
+                tracing::warn!(error = %e, retry_in = ?delay, "clickhouse not ready");
             }
-            Err(e) => return Err(e).context("cannot prepare the ClickHouse schema"),
+            Err(e) => return Err(e).context("cannot use ClickHouse"),
         }
         let mut stop = stop.clone();
         tokio::select! {

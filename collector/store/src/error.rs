@@ -18,6 +18,36 @@ pub enum StoreError {
     /// An operation did not finish in time.
     #[error("clickhouse {step} timed out")]
     Timeout { step: &'static str },
+    /// The first request to the server failed: unreachable, refused, or
+    /// the sign-in was not accepted.
+    #[error("cannot use ClickHouse at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// The server is older than any doorwatch supports.
+    #[error(
+        "ClickHouse {version} at {url} is not supported: doorwatch needs {minimum} or newer (see docs/clickhouse.md)"
+    )]
+    UnsupportedVersion {
+        version: String,
+        url: String,
+        minimum: &'static str,
+    },
+    /// The database or its schema is not there yet: a collector creates
+    /// and migrates it at start.
+    #[error("{problem} at {url}: start (or upgrade) a collector, which creates and migrates it")]
+    SchemaNotReady { url: String, problem: String },
+    /// The ClickHouse user lacks privileges doorwatch needs.
+    #[error(
+        "ClickHouse user {user} at {url} lacks {missing}: grant them as in deploy/clickhouse/users.sql"
+    )]
+    MissingGrants {
+        user: String,
+        url: String,
+        missing: String,
+    },
 }
 
 impl StoreError {
@@ -36,8 +66,15 @@ impl StoreError {
                 source,
                 clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
             ),
-            Self::Timeout { .. } => true,
-            Self::Unexpected { .. } => false,
+            Self::Connect { source, .. } => matches!(
+                source,
+                clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+            ),
+            // A collector may be starting and migrating right now.
+            Self::Timeout { .. } | Self::SchemaNotReady { .. } => true,
+            Self::Unexpected { .. }
+            | Self::UnsupportedVersion { .. }
+            | Self::MissingGrants { .. } => false,
         }
     }
 }

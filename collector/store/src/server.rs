@@ -20,6 +20,9 @@ pub struct ServerInfo {
     pub minor: u32,
 }
 
+/// The oldest server doorwatch runs on: Debian's package, tested in CI.
+pub const MINIMUM_VERSION: (u32, u32) = (18, 16);
+
 impl ServerInfo {
     /// Parses `version()` output such as `18.16.1` or `24.8.4.13`.
     pub fn parse(version: &str) -> Option<Self> {
@@ -33,6 +36,17 @@ impl ServerInfo {
         })
     }
 
+    /// Whether doorwatch supports this server at all.
+    pub fn supported(&self) -> bool {
+        (self.major, self.minor) >= MINIMUM_VERSION
+    }
+
+    /// Whether the server has SQL users and grants (`SHOW GRANTS`), which
+    /// came in 20.5; older ones have only users.xml.
+    pub fn has_access_control(&self) -> bool {
+        (self.major, self.minor) >= (20, 5)
+    }
+
     /// The SQL path for this server. Row validation needs the
     /// `RowBinaryWithNamesAndTypes` format and settings that old servers lack.
     pub fn path(&self) -> SqlPath {
@@ -44,16 +58,32 @@ impl ServerInfo {
     }
 }
 
-pub(crate) async fn detect(client: &clickhouse::Client) -> Result<ServerInfo, StoreError> {
+/// Asks `url` its version; refuses a server older than
+/// [`MINIMUM_VERSION`], naming its version and address.
+pub(crate) async fn detect(
+    client: &clickhouse::Client,
+    url: &str,
+) -> Result<ServerInfo, StoreError> {
     let version: String = client
         .query("SELECT version()")
         .fetch_one()
         .await
-        .map_err(StoreError::query("version detection"))?;
-    ServerInfo::parse(&version).ok_or_else(|| StoreError::Unexpected {
+        .map_err(|source| StoreError::Connect {
+            url: url.to_owned(),
+            source,
+        })?;
+    let info = ServerInfo::parse(&version).ok_or_else(|| StoreError::Unexpected {
         step: "version detection",
-        detail: format!("unparseable version {version:?}"),
-    })
+        detail: format!("unparseable version {version:?} at {url}"),
+    })?;
+    if !info.supported() {
+        return Err(StoreError::UnsupportedVersion {
+            version: info.version,
+            url: url.to_owned(),
+            minimum: "18.16",
+        });
+    }
+    Ok(info)
 }
 
 #[cfg(test)]
@@ -70,6 +100,24 @@ mod tests {
     fn current_server_takes_current_path() {
         let info = ServerInfo::parse("25.3.2.39").expect("parses");
         assert_eq!(info.path(), SqlPath::Current);
+    }
+
+    #[test]
+    fn servers_before_18_16_are_not_supported() {
+        let old = ServerInfo::parse("1.1.54390").expect("parses");
+        assert!(!old.supported());
+        assert!(!ServerInfo::parse("18.14.19").expect("parses").supported());
+        assert!(ServerInfo::parse("18.16.1").expect("parses").supported());
+        assert!(
+            !ServerInfo::parse("18.16.1")
+                .expect("parses")
+                .has_access_control()
+        );
+        assert!(
+            ServerInfo::parse("26.9.2.1")
+                .expect("parses")
+                .has_access_control()
+        );
     }
 
     #[test]
