@@ -26,6 +26,12 @@ pub enum Engine {
     Chdb,
 }
 
+/// The console's ClickHouse user on the 18.16 server, from
+/// `deploy/clickhouse/users-18.16.xml` (the chdb engine has no users).
+pub const CONSOLE_USER: &str = "doorwatch_console";
+/// Its password in tests.
+pub const CONSOLE_PASSWORD: &str = "console-test-password";
+
 /// The environment variable that picks the engine: `server` or `chdb`.
 pub const ENGINE_VARIABLE: &str = "DOORWATCH_TEST_CLICKHOUSE";
 
@@ -144,7 +150,51 @@ impl ClickHouse {
         }
     }
 
+    /// The server's users: Debian's users.xml (the `default` user) with
+    /// doorwatch's shipped `users-18.16.xml` in its users.d/, as a campus
+    /// installs it, passwords filled in. Returns the users.xml path.
+    fn write_users(&self) -> PathBuf {
+        let dir = self.data.with_extension("users");
+        std::fs::create_dir_all(dir.join("users.d")).expect("users folder");
+        let debian = std::fs::read_to_string("/etc/clickhouse-server/users.xml")
+            .expect("Debian's /etc/clickhouse-server/users.xml (package clickhouse-server)");
+        std::fs::write(dir.join("users.xml"), debian).expect("write users.xml");
+        let shipped =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/clickhouse/users-18.16.xml");
+        let doorwatch = std::fs::read_to_string(&shipped)
+            .expect("deploy/clickhouse/users-18.16.xml")
+            .replace(
+                "CONSOLE-SHA256-HEX",
+                &doorwatch_store::hex_sha256(CONSOLE_PASSWORD.as_bytes()),
+            )
+            .replace(
+                "COLLECTOR-SHA256-HEX",
+                &doorwatch_store::hex_sha256(b"collector-test-password"),
+            );
+        std::fs::write(dir.join("users.d/doorwatch.xml"), doorwatch).expect("write users.d");
+        dir.join("users.xml")
+    }
+
+    /// The `[clickhouse]` table of a console.toml for this engine: on the
+    /// 18.16 server the console signs in as the restricted
+    /// [`CONSOLE_USER`]; the chdb engine has no users.
+    pub fn console_table(&self, dir: &Path) -> String {
+        let common = format!("[clickhouse]\nurl = \"{}\"\ncompress = false\n", self.url());
+        match self.engine {
+            Engine::Chdb => common,
+            Engine::Server => {
+                let password = dir.join("console-clickhouse.password");
+                std::fs::write(&password, CONSOLE_PASSWORD).expect("write the password file");
+                format!(
+                    "{common}user = \"{CONSOLE_USER}\"\npassword_file = \"{}\"\n",
+                    password.display()
+                )
+            }
+        }
+    }
+
     fn server_command(&self) -> Command {
+        let users = self.write_users();
         let d = self.data.display();
         let l = self.logs.display();
         let mut command = Command::new(require::tool("clickhouse-server", "clickhouse-server"));
@@ -160,6 +210,7 @@ impl ClickHouse {
             format!("--tcp_port={}", self.tcp_port),
             format!("--interserver_http_port={}", self.interserver_port),
             "--listen_host=127.0.0.1".to_owned(),
+            format!("--users_config={}", users.display()),
         ]);
         command
     }
@@ -190,7 +241,12 @@ impl ClickHouse {
 
     /// Runs `sql` over HTTP and returns the body, or the error text.
     pub fn query(&self, sql: &str) -> Result<String, String> {
-        http_post(self.http_port, sql)
+        http_post(self.http_port, sql, None)
+    }
+
+    /// [`ClickHouse::query`] signed in as `user` with `password`.
+    pub fn query_as(&self, user: &str, password: &str, sql: &str) -> Result<String, String> {
+        http_post(self.http_port, sql, Some((user, password)))
     }
 
     /// Like [`ClickHouse::query`], panicking on error.
@@ -220,13 +276,16 @@ impl Drop for ClickHouse {
 }
 
 /// A minimal HTTP/1.0 POST to loopback, enough for ClickHouse's interface.
-fn http_post(port: u16, body: &str) -> Result<String, String> {
+fn http_post(port: u16, body: &str, auth: Option<(&str, &str)>) -> Result<String, String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(|e| e.to_string())?;
+    let auth = auth.map_or_else(String::new, |(user, password)| {
+        format!("X-ClickHouse-User: {user}\r\nX-ClickHouse-Key: {password}\r\n")
+    });
     let request = format!(
-        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::clickhouse::ClickHouse;
 use crate::http::{hidden_field, request};
 use crate::process::{Process, run};
 use crate::require;
@@ -24,8 +25,8 @@ pub struct Console {
 }
 
 impl Console {
-    /// Starts a console on 127.0.0.1:`port` reading ClickHouse at
-    /// 127.0.0.1:`clickhouse_port`; with `issuer`, staff sign in there
+    /// Starts a console on 127.0.0.1:`port` reading `clickhouse` (as the
+    /// restricted console user on the 18.16 server); with `issuer`, staff sign in there
     /// (client [`CLIENT_ID`], groups doorwatch-admins, -analysts and
     /// -viewers). `extra` is appended to the config (`[local_admin]`,
     /// `[[api_tokens]]`).
@@ -33,7 +34,7 @@ impl Console {
         dir: &Path,
         name: &str,
         port: u16,
-        clickhouse_port: u16,
+        clickhouse: &ClickHouse,
         issuer: Option<&str>,
         extra: &str,
     ) -> Self {
@@ -56,8 +57,8 @@ impl Console {
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\npublic_url = \"http://127.0.0.1:{port}\"\n\
-                 [clickhouse]\nurl = \"http://127.0.0.1:{clickhouse_port}\"\ncompress = false\n\
-                 {oidc}{extra}"
+                 {}{oidc}{extra}",
+                clickhouse.console_table(dir)
             ),
         )
         .expect("write console.toml");

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use doorwatch_e2e::clickhouse::{CONSOLE_USER, Engine};
 use doorwatch_e2e::console::{CLIENT_ID, CLIENT_SECRET, Console, api_token, hash_password};
 use doorwatch_e2e::http::{get_url, hidden_field as hidden, request as http};
 use doorwatch_e2e::netns::Campus;
@@ -123,7 +124,7 @@ fn staff_sign_in_triage_and_every_refusal() {
     let extra = format!(
         "[local_admin]\nusername = \"{LOCAL_ADMIN}\"\npassword_hash = \"{hash}\"\n{viewer_entry}\n{admin_entry}"
     );
-    let ch = stack.clickhouse.http_port;
+    let ch = &stack.clickhouse;
 
     // The IdP registers the console's redirect URI, so the console's port
     // is chosen first.
@@ -137,6 +138,14 @@ fn staff_sign_in_triage_and_every_refusal() {
     );
     let console = Console::start(dir, "console", port, ch, Some(&provider.issuer), &extra);
     let base = console.url();
+    if ch.engine() == Engine::Server {
+        // Everything below runs as the least-privileged console user.
+        let config = std::fs::read_to_string(dir.join("console.toml")).expect("console.toml");
+        assert!(
+            config.contains(&format!("user = \"{CONSOLE_USER}\"")),
+            "{config}"
+        );
+    }
 
     // 1. The whole flow in a real browser, as ada (admin).
     let shots = artifacts();

@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         dir.path(),
         "console",
         free_port(),
-        clickhouse.http_port,
+        &clickhouse,
         None,
         &extra,
     );

@@ -203,7 +203,7 @@ fn main() -> anyhow::Result<()> {
         &data,
         "console",
         free_port(),
-        clickhouse.http_port,
+        &clickhouse,
         None,
         &format!(
             "[local_admin]\nusername = \"demo\"\npassword_hash = \"{}\"\n",
