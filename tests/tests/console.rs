@@ -252,6 +252,9 @@ fn staff_sign_in_triage_and_every_refusal() {
         "{audit:?}"
     );
 
+    every_page_and_endpoint_answers(&console, &bearer, &campaign_id);
+    revokes_through_the_forms(&console, &bearer);
+
     // 2. No session: pages redirect to sign-in, the API says 401.
     let page = http(console.port, "GET", "/campaigns", &[], "");
     assert_eq!(page.status, 303);
@@ -460,4 +463,100 @@ fn staff_sign_in_triage_and_every_refusal() {
         eprintln!("{mode}: {refusal}");
         assert!(refusal.to_lowercase().contains(reason), "{mode}: {refusal}");
     }
+}
+
+/// Every page (as the local admin) and every API endpoint (as an admin
+/// token) answers 200 with content from this campus.
+fn every_page_and_endpoint_answers(console: &Console, bearer: &str, campaign_id: &str) {
+    let session = console.local_session(LOCAL_ADMIN, LOCAL_PASSWORD);
+    for page in [
+        "/".to_owned(),
+        "/campaigns".to_owned(),
+        format!("/campaigns/{campaign_id}"),
+        "/hosts/pc-0".to_owned(),
+        "/sources/198.18.0.100".to_owned(),
+        "/search?source=198.18.0.100".to_owned(),
+        "/search.csv?source=198.18.0.100".to_owned(),
+        "/agents".to_owned(),
+        "/audit".to_owned(),
+        "/static/console.css".to_owned(),
+    ] {
+        let answer = http(console.port, "GET", &page, &[("Cookie", &session)], "");
+        assert_eq!(answer.status, 200, "{page}: {answer:?}");
+        assert!(!answer.body.is_empty(), "{page}");
+    }
+    for endpoint in [
+        "/api/v1/overview".to_owned(),
+        "/api/v1/campaigns".to_owned(),
+        format!("/api/v1/campaigns/{campaign_id}"),
+        "/api/v1/hosts/pc-0".to_owned(),
+        "/api/v1/sources/198.18.0.100".to_owned(),
+        "/api/v1/events?source=198.18.0.100".to_owned(),
+        "/api/v1/agents".to_owned(),
+        "/api/v1/audit".to_owned(),
+    ] {
+        let answer = http(
+            console.port,
+            "GET",
+            &endpoint,
+            &[("Authorization", bearer)],
+            "",
+        );
+        assert_eq!(answer.status, 200, "{endpoint}: {answer:?}");
+        serde_json::from_str::<serde_json::Value>(&answer.body)
+            .unwrap_or_else(|e| panic!("{endpoint}: not JSON ({e}): {}", answer.body));
+    }
+    let events = http(
+        console.port,
+        "GET",
+        "/api/v1/events?source=198.18.0.100",
+        &[("Authorization", bearer)],
+        "",
+    );
+    assert!(events.body.contains("198.18.0.100"), "{events:?}");
+}
+
+/// An admin revokes a token and an agent in the console (writes the
+/// console's grants allow), and the API shows both.
+fn revokes_through_the_forms(console: &Console, bearer: &str) {
+    let session = console.local_session(LOCAL_ADMIN, LOCAL_PASSWORD);
+    let page = http(console.port, "GET", "/agents", &[("Cookie", &session)], "");
+    let csrf = hidden(&page.body, "csrf");
+    let token_id = page
+        .body
+        .split("/agents/tokens/")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("a token row with a revoke form")
+        .to_owned();
+    let form = [
+        ("Cookie", session.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    for path in [
+        format!("/agents/tokens/{token_id}/revoke"),
+        "/agents/pc-2/revoke".to_owned(),
+    ] {
+        let answer = http(console.port, "POST", &path, &form, &format!("csrf={csrf}"));
+        assert_eq!(answer.status, 303, "{path}: {answer:?}");
+    }
+    let agents = http(
+        console.port,
+        "GET",
+        "/api/v1/agents",
+        &[("Authorization", bearer)],
+        "",
+    );
+    let audit = http(
+        console.port,
+        "GET",
+        "/api/v1/audit",
+        &[("Authorization", bearer)],
+        "",
+    );
+    assert!(
+        audit.body.contains("token.revoke") && audit.body.contains("agent.revoke"),
+        "{audit:?}"
+    );
+    assert!(agents.body.contains("revoked"), "{agents:?}");
 }
