@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use doorwatch_proto::v1::{self, EnrollRequest, EnrollResponse, RenewRequest};
-use doorwatch_store::{AgentRow, Store, StoreError, Token, TokenRow};
+use doorwatch_store::{AgentRow, Store, StoreError, Token, TokenRow, TokenState};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -111,27 +111,20 @@ impl EnrollmentService {
         let Some(found) = found.filter(|f| token.matches(&f.token.secret_sha256)) else {
             return Err(Refusal::denied(format!("token {} is not known", token.id)));
         };
-        let row = found.token;
-        if row.revoked != 0 {
-            return Err(Refusal::denied(format!(
-                "token {} is revoked",
-                row.token_id
-            )));
-        }
-        if unix_now() >= u64::from(row.expires_at) {
-            return Err(Refusal::denied(format!(
+        let refusal = match found.state(unix_now()) {
+            TokenState::Usable => return Ok(found.token),
+            TokenState::Revoked => format!("token {} is revoked", found.token.token_id),
+            TokenState::Expired => format!(
                 "token {} expired at {}",
-                row.token_id,
-                crate::report::rfc3339(row.expires_at)
-            )));
-        }
-        if found.uses >= u64::from(row.max_uses) {
-            return Err(Refusal::denied(format!(
+                found.token.token_id,
+                crate::report::rfc3339(found.token.expires_at)
+            ),
+            TokenState::UsedUp => format!(
                 "token {} is used up ({} of {} enrollments)",
-                row.token_id, found.uses, row.max_uses
-            )));
-        }
-        Ok(row)
+                found.token.token_id, found.uses, found.token.max_uses
+            ),
+        };
+        Err(Refusal::denied(refusal))
     }
 
     /// Signs `csr` for `agent_id` after checking its key was never used.

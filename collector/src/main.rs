@@ -794,16 +794,9 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
                     "TOKEN ID", "GROUP", "STATUS", "USES", "EXPIRES"
                 );
             }
-            for TokenUse { token, uses } in tokens {
-                let status = if token.revoked != 0 {
-                    "revoked"
-                } else if u64::from(token.expires_at) <= now {
-                    "expired"
-                } else if uses >= u64::from(token.max_uses) {
-                    "used up"
-                } else {
-                    "usable"
-                };
+            for found in tokens {
+                let status = found.state(now).label();
+                let TokenUse { token, uses } = found;
                 match format {
                     Format::Json => println!(
                         "{}",

@@ -709,6 +709,24 @@ pub struct TokenView {
     pub uses: u64,
     pub max_uses: u32,
     pub revoked: bool,
+    /// Usable, revoked, expired or used up: the store's one rule.
+    pub state: doorwatch_store::TokenState,
+}
+
+/// Pure: what the agents page shows of each token at `now`.
+pub fn token_views(tokens: Vec<doorwatch_store::TokenUse>, now: u64) -> Vec<TokenView> {
+    tokens
+        .into_iter()
+        .map(|t| TokenView {
+            state: t.state(now),
+            token_id: t.token.token_id,
+            group: t.token.agent_group,
+            expires_at: t.token.expires_at,
+            uses: t.uses,
+            max_uses: t.token.max_uses,
+            revoked: t.token.revoked != 0,
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -772,25 +790,49 @@ pub async fn agents(store: &Store) -> Result<AgentsView, StoreError> {
         }
     }
     agents.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
-    let tokens = store
-        .tokens()
-        .await?
-        .into_iter()
-        .map(|t| TokenView {
-            token_id: t.token.token_id,
-            group: t.token.agent_group,
-            expires_at: t.token.expires_at,
-            uses: t.uses,
-            max_uses: t.token.max_uses,
-            revoked: t.token.revoked != 0,
-        })
-        .collect();
+    let tokens = token_views(store.tokens().await?, u64::from(now));
     Ok(AgentsView { agents, tokens })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_and_used_up_tokens_are_not_shown_as_usable() {
+        let token = |id: &str, expires_at: u32, uses: u64| doorwatch_store::TokenUse {
+            token: doorwatch_store::TokenRow {
+                token_id: id.into(),
+                secret_sha256: String::new(),
+                agent_group: "library".into(),
+                created_at: 0,
+                expires_at,
+                max_uses: 10,
+                revoked: 0,
+                revoked_at: 0,
+                changed_by: "ada".into(),
+                version: 1,
+            },
+            uses,
+        };
+        let views = token_views(
+            vec![
+                token("fresh", 2_000, 3),
+                token("old", 1_000, 3),
+                token("full", 2_000, 10),
+            ],
+            1_500,
+        );
+        let labels: Vec<(&str, &str)> = views
+            .iter()
+            .map(|v| (v.token_id.as_str(), v.state.label()))
+            .collect();
+        assert_eq!(
+            labels,
+            [("fresh", "usable"), ("old", "expired"), ("full", "used up")]
+        );
+        assert!(views.iter().all(|v| !v.revoked));
+    }
 
     #[test]
     fn buckets_fill_the_whole_axis() {

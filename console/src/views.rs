@@ -453,7 +453,7 @@ pub fn agents(ctx: &PageContext, a: &AgentsView) -> Markup {
             }
             table.tokens { thead { tr { th { "Token" } th { "Group" } th { "Expires" } th { "Uses" } th { "State" } th { "" } } }
                 tbody { @for t in &a.tokens { tr { td { (t.token_id) } td { (t.group) } td { (when(t.expires_at)) }
-                    td { (t.uses) " of " (t.max_uses) } td { @if t.revoked { "revoked" } @else { "active" } }
+                    td { (t.uses) " of " (t.max_uses) } td.token-state { (t.state.label()) }
                     td { @if !t.revoked {
                         form method="post" action={ "/agents/tokens/" (t.token_id) "/revoke" } {
                             input type="hidden" name="csrf" value=(ctx.csrf);

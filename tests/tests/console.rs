@@ -253,6 +253,7 @@ fn staff_sign_in_triage_and_every_refusal() {
     );
 
     every_page_and_endpoint_answers(&console, &bearer, &campaign_id);
+    an_expired_token_says_so(&console, &stack);
     revokes_through_the_forms(&console, &bearer);
 
     // 2. No session: pages redirect to sign-in, the API says 401.
@@ -514,6 +515,54 @@ fn every_page_and_endpoint_answers(console: &Console, bearer: &str, campaign_id:
         "",
     );
     assert!(events.body.contains("198.18.0.100"), "{events:?}");
+}
+
+/// A token past its expiry is shown as expired, not as usable (it once
+/// showed "active"; the used-up case is a unit test of the same rule).
+fn an_expired_token_says_so(console: &Console, stack: &Stack) {
+    let create = |expires: &str, uses: &str| {
+        run(Command::new(require::binary("doorwatch-collector"))
+            .args([
+                "token",
+                "create",
+                "--group",
+                "lab",
+                "--expires",
+                expires,
+                "--max-uses",
+                uses,
+            ])
+            .arg("--config")
+            .arg(&stack.collector_config))
+    };
+    let expired = create("1s", "5");
+    std::thread::sleep(Duration::from_secs(2));
+    let session = console.local_session(LOCAL_ADMIN, LOCAL_PASSWORD);
+    let page = http(console.port, "GET", "/agents", &[("Cookie", &session)], "");
+    let id = |token: &str| {
+        token
+            .trim()
+            .split('-')
+            .nth(1)
+            .map(str::to_owned)
+            .expect("token id")
+    };
+    let row = |token_id: &str| {
+        page.body
+            .split("<tr>")
+            .find(|r| r.contains(token_id))
+            .unwrap_or_else(|| panic!("no row for {token_id}: {}", page.body))
+            .to_owned()
+    };
+    assert!(
+        row(&id(&expired)).contains("token-state\">expired"),
+        "{}",
+        row(&id(&expired))
+    );
+    assert!(
+        page.body.contains("token-state\">usable"),
+        "the console's own token"
+    );
 }
 
 /// An admin revokes a token and an agent in the console (writes the

@@ -35,6 +35,49 @@ pub struct TokenUse {
     pub uses: u64,
 }
 
+/// Whether a token still enrolls PCs: the one rule that the enrollment
+/// gate, `token list` and the console all apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenState {
+    /// Enrolls PCs.
+    Usable,
+    /// Revoked by an admin (takes precedence over the others).
+    Revoked,
+    /// Past its expiry (takes precedence over used up).
+    Expired,
+    /// Has enrolled as many PCs as it may.
+    UsedUp,
+}
+
+impl TokenState {
+    /// The word people see: `usable`, `revoked`, `expired`, `used up`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Usable => "usable",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::UsedUp => "used up",
+        }
+    }
+}
+
+impl TokenUse {
+    /// Pure: the token's state at `now` (Unix seconds). Expired means
+    /// `now >= expires_at`.
+    pub fn state(&self, now: u64) -> TokenState {
+        if self.token.revoked != 0 {
+            TokenState::Revoked
+        } else if now >= u64::from(self.token.expires_at) {
+            TokenState::Expired
+        } else if self.uses >= u64::from(self.token.max_uses) {
+            TokenState::UsedUp
+        } else {
+            TokenState::Usable
+        }
+    }
+}
+
 /// One version of an enrolled agent: written at enrollment and at each
 /// renewal.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
@@ -179,4 +222,37 @@ pub(crate) async fn revocations(
         .fetch_all::<RevocationRow>()
         .await
         .map_err(StoreError::query("select revocations"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(revoked: u8, expires_at: u32, max_uses: u32, uses: u64) -> TokenUse {
+        TokenUse {
+            token: TokenRow {
+                token_id: "t".into(),
+                secret_sha256: String::new(),
+                agent_group: "library".into(),
+                created_at: 0,
+                expires_at,
+                max_uses,
+                revoked,
+                revoked_at: 0,
+                changed_by: "ada".into(),
+                version: 1,
+            },
+            uses,
+        }
+    }
+
+    #[test]
+    fn revoked_wins_then_expired_then_used_up() {
+        assert_eq!(token(0, 100, 2, 1).state(99), TokenState::Usable);
+        assert_eq!(token(0, 100, 2, 1).state(100), TokenState::Expired);
+        assert_eq!(token(0, 100, 2, 2).state(99), TokenState::UsedUp);
+        assert_eq!(token(0, 100, 2, 2).state(100), TokenState::Expired);
+        assert_eq!(token(1, 100, 2, 2).state(100), TokenState::Revoked);
+        assert_eq!(TokenState::UsedUp.label(), "used up");
+    }
 }

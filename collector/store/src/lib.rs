@@ -39,7 +39,7 @@ pub use console::{
     AuditRow, EpisodeRow, EventSearch, PcHitRow, PortRow, ScannerRow, TimeBucket, TriageRow,
     triage_state,
 };
-pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenUse};
+pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenState, TokenUse};
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
 pub use heartbeats::{AgentHealthRow, Health, HeartbeatRow};
