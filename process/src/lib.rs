@@ -1,0 +1,16 @@
+//! Process plumbing that every doorwatch binary needs, and nothing else:
+//! the logging flags and their subscriber ([`logging`]), the error type of
+//! configuration files ([`config`]), shutdown on SIGTERM or Ctrl-C
+//! ([`shutdown`]), the wall clock ([`clock`]) and retry backoff
+//! ([`backoff`]).
+//!
+//! It must not know about packets, gRPC, ClickHouse or HTTP: a rule of the
+//! product lives with the subsystem that owns it, not here.
+
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod clock;
+pub mod config;
+pub mod logging;
+pub mod shutdown;
