@@ -8,6 +8,7 @@
 //! rate limit and retries with backoff; an alert that still fails is
 //! recorded as given up, never silently dropped.
 
+use doorwatch_process::{clock, shutdown};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -181,8 +182,8 @@ impl Alert {
                 "ports": c.ports,
                 "open_ports": c.open_ports,
                 "exposed_ports": c.exposed_ports,
-                "first_seen": crate::report::rfc3339(c.first_seen),
-                "last_seen": crate::report::rfc3339(c.last_seen),
+                "first_seen": clock::rfc3339(c.first_seen),
+                "last_seen": clock::rfc3339(c.last_seen),
                 "explanation": c.explanation,
             },
             "link": self.link(console_url),
@@ -202,7 +203,7 @@ impl Alert {
         let cef_severity = u32::from(c.severity.min(4)) * 2 + 1;
         format!(
             "<{priority}>1 {time} {host} doorwatch - campaign - CEF:0|doorwatch|doorwatch-collector|{version}|campaign-{kind}|{name}|{cef_severity}|cs1Label=campaignId cs1={id} cs2Label=key cs2={key} cnt={pcs} msg={msg} request={link}",
-            time = crate::report::rfc3339(crate::ingest::unix_now()),
+            time = clock::rfc3339(clock::unix_now_u32()),
             version = env!("CARGO_PKG_VERSION"),
             kind = campaign_kind::label(c.kind),
             name = cef_escape(&format!(
@@ -453,7 +454,7 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
     loop {
         tokio::select! {
             _ = tokio::time::sleep(settings.interval) => {}
-            _ = crate::ingest::stop_requested(&mut shutdown) => return,
+            _ = shutdown::stop_requested(&mut shutdown) => return,
         }
         let pending = async {
             if lease.held(&store).await? != Some(true) {
@@ -560,7 +561,7 @@ async fn worker(
             channel: channel.name().to_owned(),
             status: if outcome.is_ok() { 1 } else { 2 },
             attempts,
-            at: crate::ingest::unix_now(),
+            at: clock::unix_now_u32(),
             error: outcome.clone().err().unwrap_or_default(),
             text: alert.text(&settings.console_url),
         };

@@ -18,6 +18,7 @@
 //! full new version, and the newest version wins (ReplacingMergeTree), so
 //! they converge on the same rows. [`plan`] is pure; [`run`] does the I/O.
 
+use doorwatch_process::{clock, shutdown};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -484,7 +485,7 @@ pub async fn pass(
 pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver<bool>) {
     let recorded = doorwatch_store::AllowlistRow {
         networks: settings.allowlist.iter().map(ToString::to_string).collect(),
-        updated_at: crate::ingest::unix_now(),
+        updated_at: clock::unix_now_u32(),
     };
     if let Err(e) = store.insert_allowlist(&recorded).await {
         tracing::warn!(error = %e, "cannot record the allowlist for the console");
@@ -493,9 +494,9 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
     loop {
         tokio::select! {
             _ = tokio::time::sleep(settings.interval) => {}
-            _ = crate::ingest::stop_requested(&mut shutdown) => return,
+            _ = shutdown::stop_requested(&mut shutdown) => return,
         }
-        let now = crate::ingest::unix_now();
+        let now = clock::unix_now_u32();
         match pass(&store, &settings, now).await {
             Ok(_) if failing => {
                 failing = false;

@@ -8,10 +8,11 @@
 //! and its old identity simply goes stale. A CSR's public key can enroll
 //! once: a replayed Enroll request (the same key again) is refused.
 
+use doorwatch_process::clock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use doorwatch_proto::v1::{self, EnrollRequest, EnrollResponse, RenewRequest};
 use doorwatch_store::{AgentRow, Store, StoreError, Token, TokenRow, TokenState};
@@ -111,13 +112,13 @@ impl EnrollmentService {
         let Some(found) = found.filter(|f| token.matches(&f.token.secret_sha256)) else {
             return Err(Refusal::denied(format!("token {} is not known", token.id)));
         };
-        let refusal = match found.state(unix_now()) {
+        let refusal = match found.state(clock::unix_now()) {
             TokenState::Usable => return Ok(found.token),
             TokenState::Revoked => format!("token {} is revoked", found.token.token_id),
             TokenState::Expired => format!(
                 "token {} expired at {}",
                 found.token.token_id,
-                crate::report::rfc3339(found.token.expires_at)
+                clock::rfc3339(found.token.expires_at)
             ),
             TokenState::UsedUp => format!(
                 "token {} is used up ({} of {} enrollments)",
@@ -166,7 +167,7 @@ impl EnrollmentService {
         let token = self.check_token(&request.token).await?;
         let agent_id = uuid::Uuid::new_v4().to_string();
         let signed = self.sign(&request.csr_der, &agent_id).await?;
-        let now = unix_now();
+        let now = clock::unix_now();
         let row = AgentRow {
             agent_id: agent_id.clone(),
             hostname: claim(&request.hostname),
@@ -174,12 +175,12 @@ impl EnrollmentService {
             agent_version: claim(&request.agent_version),
             agent_group: token.agent_group.clone(),
             token_id: token.token_id.clone(),
-            enrolled_at: seconds(now),
+            enrolled_at: clock::seconds(now),
             cert_serial: signed.serial.clone(),
-            cert_not_after: seconds(signed.not_after.unix_timestamp().max(0) as u64),
+            cert_not_after: clock::seconds(signed.not_after.unix_timestamp().max(0) as u64),
             key_sha256: signed.key_sha256.clone(),
             remote: peer.remote.ip().to_string(),
-            version: unix_now_ms(),
+            version: clock::unix_now_ms(),
         };
         self.store
             .insert_agent(&row)
@@ -192,7 +193,7 @@ impl EnrollmentService {
             claimed_hostname = %row.hostname,
             remote = %peer.remote,
             serial = %row.cert_serial,
-            not_after = %crate::report::rfc3339(row.cert_not_after),
+            not_after = %clock::rfc3339(row.cert_not_after),
             "agent enrolled"
         );
         Ok(response(row, signed))
@@ -231,7 +232,7 @@ impl EnrollmentService {
             agent_version: String::new(),
             agent_group: crate::policy::DEFAULT_GROUP.to_owned(),
             token_id: String::new(),
-            enrolled_at: seconds(unix_now()),
+            enrolled_at: clock::seconds(clock::unix_now()),
             cert_serial: String::new(),
             cert_not_after: 0,
             key_sha256: String::new(),
@@ -245,10 +246,10 @@ impl EnrollmentService {
             row.agent_version = claim(&request.agent_version);
         }
         row.cert_serial = signed.serial.clone();
-        row.cert_not_after = seconds(signed.not_after.unix_timestamp().max(0) as u64);
+        row.cert_not_after = clock::seconds(signed.not_after.unix_timestamp().max(0) as u64);
         row.key_sha256 = signed.key_sha256.clone();
         row.remote = peer.remote.ip().to_string();
-        row.version = unix_now_ms().max(row.version + 1);
+        row.version = clock::unix_now_ms().max(row.version + 1);
         self.store
             .insert_agent(&row)
             .await
@@ -257,7 +258,7 @@ impl EnrollmentService {
             agent_id = %agent_id,
             remote = %peer.remote,
             serial = %row.cert_serial,
-            not_after = %crate::report::rfc3339(row.cert_not_after),
+            not_after = %clock::rfc3339(row.cert_not_after),
             "agent certificate renewed"
         );
         Ok(response(row, signed))
@@ -376,24 +377,6 @@ fn claim(text: &str) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_CLAIM_CHARS)
         .collect()
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn unix_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-pub fn seconds(unix: u64) -> u32 {
-    u32::try_from(unix).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

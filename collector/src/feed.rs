@@ -14,6 +14,7 @@
 //! The HTTP handling is deliberately tiny: GET only, one request per
 //! connection, a bounded request head and a timeout.
 
+use doorwatch_process::{clock, shutdown};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,9 +83,9 @@ pub async fn entries(
         })
         .map(|row| Entry {
             address: row.source,
-            last_active: crate::report::rfc3339(row.last_active),
+            last_active: clock::rfc3339(row.last_active),
             campaigns: row.campaigns,
-            expires: crate::report::rfc3339(row.last_active.saturating_add(lifetime)),
+            expires: clock::rfc3339(row.last_active.saturating_add(lifetime)),
         })
         .collect())
 }
@@ -100,7 +101,7 @@ pub async fn serve(
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = crate::ingest::stop_requested(&mut shutdown) => return,
+            _ = shutdown::stop_requested(&mut shutdown) => return,
         };
         let (tcp, remote) = match accepted {
             Ok(pair) => pair,
@@ -245,7 +246,7 @@ async fn respond(
     if path != "/blocklist.txt" && path != "/blocklist.json" {
         return (404, TEXT, "try /blocklist.txt or /blocklist.json\n".into());
     }
-    let now = crate::ingest::unix_now();
+    let now = clock::unix_now_u32();
     let list = match entries(store, settings, now).await {
         Ok(list) => list,
         Err(e) => {
@@ -257,7 +258,7 @@ async fn respond(
         let body: String = list.iter().map(|e| format!("{}\n", e.address)).collect();
         (200, TEXT, body)
     } else {
-        let body = serde_json::json!({ "generated": crate::report::rfc3339(now), "entries": list });
+        let body = serde_json::json!({ "generated": clock::rfc3339(now), "entries": list });
         (200, "application/json", body.to_string())
     }
 }

@@ -16,10 +16,11 @@
 //! On shutdown a session stops reading, waits for its in-flight batches to
 //! be stored, acknowledges them, and closes the stream.
 
+use doorwatch_process::{clock, shutdown};
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use doorwatch_proto::v1::{
     self, AgentMessage, CollectorMessage, EventBatch, agent_message, collector_message,
@@ -267,7 +268,7 @@ impl Session {
         let first = tokio::select! {
             first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => first
                 .map_err(|_| IngestError::HelloTimeout(HELLO_TIMEOUT.as_secs()))?,
-            _ = stop_requested(&mut shutdown) => return Err(IngestError::ShuttingDown),
+            _ = shutdown::stop_requested(&mut shutdown) => return Err(IngestError::ShuttingDown),
         };
         let hello = match first {
             Ok(Some(AgentMessage {
@@ -294,7 +295,7 @@ impl Session {
             let reading = self.in_flight.len() < self.limits.in_flight_batches;
             tokio::select! {
                 biased;
-                _ = stop_requested(&mut shutdown) => return self.drain().await,
+                _ = shutdown::stop_requested(&mut shutdown) => return self.drain().await,
                 stored = next_stored(&mut self.in_flight) => {
                     let seq = stored?;
                     self.send(collector_message::Body::Ack(v1::Ack { seq })).await;
@@ -360,7 +361,7 @@ impl Session {
             });
         }
         let (seq, events, bytes) = (batch.seq, batch.events.len(), batch.encoded_len());
-        let rows = rows_from_batch(&self.info.identity, unix_now(), batch)?;
+        let rows = rows_from_batch(&self.info.identity, clock::unix_now_u32(), batch)?;
         let wait = self.rate.take(events, Instant::now());
         if !wait.is_zero() {
             let reason = format!(
@@ -431,7 +432,7 @@ impl Session {
         );
         let row = HeartbeatRow {
             agent_id: self.info.identity.agent_id.clone(),
-            received_at: unix_now(),
+            received_at: clock::unix_now_u32(),
             agent_version: hb.agent_version.chars().take(64).collect(),
             claimed_hostname: self.claimed_hostname.clone(),
             packets_seen: hb.packets_seen,
@@ -477,11 +478,6 @@ impl Session {
             .send(Ok(CollectorMessage { body: Some(body) }))
             .await;
     }
-}
-
-/// Resolves once shutdown is requested (or its sender is gone).
-pub async fn stop_requested(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Waits for the oldest in-flight batch to be stored and returns its seq;
@@ -535,14 +531,6 @@ pub async fn write_heartbeats(
             return;
         }
     }
-}
-
-/// The collector's clock in Unix seconds (0 if it is before 1970).
-pub fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-        .unwrap_or(0)
 }
 
 /// The rows one batch turns into.

@@ -4,6 +4,7 @@
 //! of a term's claims, the smallest holder id holds it. Nothing here reads
 //! events or sends anything: callers ask [`Lease::held`] before their job.
 
+use doorwatch_process::clock;
 use doorwatch_store::Store;
 
 /// Seconds of one lease term.
@@ -42,11 +43,11 @@ impl Lease {
         &mut self,
         store: &Store,
     ) -> Result<Option<bool>, doorwatch_store::StoreError> {
-        let now = crate::enroll::unix_now();
+        let now = clock::unix_now();
         let term = now / LEASE_TERM;
         if self.claimed != Some(term) {
             store
-                .claim_lease(self.name, term, &self.me, crate::enroll::seconds(now))
+                .claim_lease(self.name, term, &self.me, clock::seconds(now))
                 .await?;
             self.claimed = Some(term);
         }

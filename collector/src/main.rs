@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use doorwatch_collector::config::{CollectorConfig, ValidConfig};
-use doorwatch_collector::enroll::{self, EnrollmentService, EnrollmentSettings};
-use doorwatch_collector::ingest::{IngestService, unix_now};
+use doorwatch_collector::enroll::{EnrollmentService, EnrollmentSettings};
+use doorwatch_collector::ingest::IngestService;
 use doorwatch_collector::pki::AgentIssuer;
 use doorwatch_collector::policy::{self, PolicyChange};
 use doorwatch_collector::report::{self, Format};
@@ -20,6 +20,7 @@ use doorwatch_collector::revocation::{self, Revocations};
 use doorwatch_collector::writer::Writer;
 use doorwatch_collector::{alert, correlate};
 use doorwatch_collector::{pki, tls};
+use doorwatch_process::{clock, shutdown};
 use doorwatch_store::Store;
 use doorwatch_store::Token;
 use doorwatch_store::TokenUse;
@@ -46,21 +47,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
-    /// Log line format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
-    /// Log filter, e.g. "info" or "doorwatch_collector=debug".
-    /// The RUST_LOG environment variable overrides it.
-    #[arg(long, default_value = "info", global = true)]
-    log_level: String,
+    #[command(flatten)]
+    log: doorwatch_process::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,7 +341,7 @@ enum PkiCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
+    cli.log.init();
     match cli.command {
         Command::Pki(command) => run_pki(command),
         Command::Policy(command) => runtime()?.block_on(run_policy(command)),
@@ -397,21 +387,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // Colour only for people at a terminal; journald and files get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 fn load_config(arg: &ConfigArg) -> anyhow::Result<ValidConfig> {
@@ -505,7 +480,7 @@ async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
                 disallow,
                 clear_allowlist,
             };
-            let next = policy::apply_change(&current, &change, unix_now(), &os_user());
+            let next = policy::apply_change(&current, &change, clock::unix_now_u32(), &os_user());
             store
                 .insert_policy(&next)
                 .await
@@ -536,7 +511,7 @@ fn print_policy(row: &doorwatch_store::PolicyRow, format: Format) {
                 "scan_min_ports": row.scan_min_ports,
                 "episode_idle_seconds": row.episode_idle_seconds,
                 "allowlisted_sources": allow,
-                "updated_at": report::rfc3339(row.updated_at),
+                "updated_at": clock::rfc3339(row.updated_at),
                 "updated_by": row.updated_by,
             })
         ),
@@ -565,7 +540,7 @@ fn print_policy(row: &doorwatch_store::PolicyRow, format: Format) {
             );
             println!(
                 "updated:              {} by {}",
-                report::rfc3339(row.updated_at),
+                clock::rfc3339(row.updated_at),
                 row.updated_by
             );
         }
@@ -586,8 +561,8 @@ fn campaign_json(row: &doorwatch_store::CampaignRow) -> serde_json::Value {
         "key": row.campaign_key,
         "state": doorwatch_store::campaign_state::label(row.state),
         "severity": correlate::severity_label(row.severity),
-        "first_seen": report::rfc3339(row.first_seen),
-        "last_seen": report::rfc3339(row.last_seen),
+        "first_seen": clock::rfc3339(row.first_seen),
+        "last_seen": clock::rfc3339(row.last_seen),
         "pcs": row.pcs,
         "sources": row.sources,
         "ports": row.ports,
@@ -598,7 +573,7 @@ fn campaign_json(row: &doorwatch_store::CampaignRow) -> serde_json::Value {
 }
 
 fn since_unix(since: Duration) -> u32 {
-    unix_now().saturating_sub(u32::try_from(since.as_secs()).unwrap_or(u32::MAX))
+    clock::unix_now_u32().saturating_sub(u32::try_from(since.as_secs()).unwrap_or(u32::MAX))
 }
 
 async fn run_outbound(command: OutboundCommand) -> anyhow::Result<()> {
@@ -667,8 +642,8 @@ async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<()> {
             format,
         } => {
             let store = connect_store(&load_config(&config)?).await?;
-            let since =
-                unix_now().saturating_sub(u32::try_from(since.as_secs()).unwrap_or(u32::MAX));
+            let since = clock::unix_now_u32()
+                .saturating_sub(u32::try_from(since.as_secs()).unwrap_or(u32::MAX));
             let rows = store
                 .recent_campaigns(since, 10_000)
                 .await
@@ -693,7 +668,7 @@ async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<()> {
                             row.pcs,
                             row.sources,
                             row.ports,
-                            report::rfc3339(row.last_seen)
+                            clock::rfc3339(row.last_seen)
                         );
                         println!("    {}", row.explanation);
                     }
@@ -759,15 +734,15 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             }
             let store = connect_store(&load_config(&config)?).await?;
             let token = Token::generate().context("cannot make a token")?;
-            let now = enroll::unix_now();
+            let now = clock::unix_now();
             let expires_at = now.saturating_add(expires.as_secs());
             store
                 .insert_token(&doorwatch_store::TokenRow {
                     token_id: token.id.clone(),
                     secret_sha256: token.secret_sha256(),
                     agent_group: group.clone(),
-                    created_at: enroll::seconds(now),
-                    expires_at: enroll::seconds(expires_at),
+                    created_at: clock::seconds(now),
+                    expires_at: clock::seconds(expires_at),
                     max_uses,
                     revoked: 0,
                     revoked_at: 0,
@@ -781,13 +756,13 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             eprintln!(
                 "token {} for group {group:?}: up to {max_uses} PCs until {}. It is shown only now.",
                 token.id,
-                report::rfc3339(enroll::seconds(expires_at))
+                clock::rfc3339(clock::seconds(expires_at))
             );
         }
         TokenCommand::List { config, format } => {
             let store = connect_store(&load_config(&config)?).await?;
             let tokens = store.tokens().await.context("cannot read tokens")?;
-            let now = enroll::unix_now();
+            let now = clock::unix_now();
             if format == Format::Table {
                 println!(
                     "{:<16}  {:<16}  {:<9}  {:>11}  {:<20}  CREATED BY",
@@ -806,8 +781,8 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
                             "status": status,
                             "uses": uses,
                             "max_uses": token.max_uses,
-                            "created_at": report::rfc3339(token.created_at),
-                            "expires_at": report::rfc3339(token.expires_at),
+                            "created_at": clock::rfc3339(token.created_at),
+                            "expires_at": clock::rfc3339(token.expires_at),
                             "changed_by": token.changed_by,
                         })
                     ),
@@ -817,7 +792,7 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
                         token.agent_group,
                         status,
                         format!("{uses}/{}", token.max_uses),
-                        report::rfc3339(token.expires_at),
+                        clock::rfc3339(token.expires_at),
                         token.changed_by
                     ),
                 }
@@ -830,7 +805,7 @@ async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             };
             let mut row = found.token;
             row.revoked = 1;
-            row.revoked_at = unix_now();
+            row.revoked_at = clock::unix_now_u32();
             row.changed_by = os_user();
             row.version += 1;
             store
@@ -857,7 +832,7 @@ async fn print_agents(config: ValidConfig, format: Format) -> anyhow::Result<()>
         .into_iter()
         .map(|r| (r.agent_id.clone(), r))
         .collect();
-    let now = unix_now();
+    let now = clock::unix_now_u32();
     let health: std::collections::HashMap<String, u32> = store
         .agent_health(now.saturating_sub(30 * 86_400))
         .await
@@ -888,9 +863,9 @@ async fn print_agents(config: ValidConfig, format: Format) -> anyhow::Result<()>
                     "agent_id": agent.agent_id,
                     "status": status,
                     "group": agent.agent_group,
-                    "enrolled_at": report::rfc3339(agent.enrolled_at),
+                    "enrolled_at": clock::rfc3339(agent.enrolled_at),
                     "cert_serial": agent.cert_serial,
-                    "cert_not_after": report::rfc3339(agent.cert_not_after),
+                    "cert_not_after": clock::rfc3339(agent.cert_not_after),
                     "claimed_hostname": agent.hostname,
                     "os": agent.os,
                     "agent_version": agent.agent_version,
@@ -903,8 +878,8 @@ async fn print_agents(config: ValidConfig, format: Format) -> anyhow::Result<()>
                 agent.agent_id,
                 status,
                 agent.agent_group,
-                report::rfc3339(agent.enrolled_at),
-                report::rfc3339(agent.cert_not_after),
+                clock::rfc3339(agent.enrolled_at),
+                clock::rfc3339(agent.cert_not_after),
                 agent.hostname
             ),
         }
@@ -931,7 +906,7 @@ async fn revoke_agent(config: ValidConfig, id: String, reason: String) -> anyhow
     store
         .insert_revocation(&doorwatch_store::RevocationRow {
             agent_id: id.clone(),
-            revoked_at: unix_now(),
+            revoked_at: clock::unix_now_u32(),
             reason: reason.clone(),
             revoked_by: os_user(),
         })
@@ -951,7 +926,7 @@ async fn run_retention(command: RetentionCommand) -> anyhow::Result<()> {
         RetentionCommand::Show { config, format } => {
             let config = load_config(&config)?;
             let store = connect_store(&config).await?;
-            let now = enroll::unix_now();
+            let now = clock::unix_now();
             let review = retention::review(&store, &config.retention, now)
                 .await
                 .context("cannot read what retention would drop")?;
@@ -963,7 +938,7 @@ async fn run_retention(command: RetentionCommand) -> anyhow::Result<()> {
         RetentionCommand::Apply(config) => {
             let config = load_config(&config)?;
             let store = connect_store(&config).await?;
-            let done = retention::apply(&store, &config.retention, enroll::unix_now())
+            let done = retention::apply(&store, &config.retention, clock::unix_now())
                 .await
                 .context("retention pass failed")?;
             println!(
@@ -980,7 +955,7 @@ async fn run_retention(command: RetentionCommand) -> anyhow::Result<()> {
 
 async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()> {
     let store = connect_store(&config).await?;
-    let now = unix_now();
+    let now = clock::unix_now_u32();
     // Agents silent for a month are retired, not offline.
     let rows = store
         .agent_health(now.saturating_sub(30 * 86_400))
@@ -1007,7 +982,7 @@ async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()>
                 serde_json::json!({
                     "agent_id": row.agent_id,
                     "health": health,
-                    "last_heartbeat": report::rfc3339(row.last_seen),
+                    "last_heartbeat": clock::rfc3339(row.last_seen),
                     "agent_version": row.agent_version,
                     "claimed_hostname": row.claimed_hostname,
                     "events_created": row.events_created,
@@ -1021,7 +996,7 @@ async fn print_health(config: ValidConfig, format: Format) -> anyhow::Result<()>
                 "{:<24}  {:<8}  {:<20}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  {}",
                 row.agent_id,
                 format!("{health:?}").to_lowercase(),
-                report::rfc3339(row.last_seen),
+                clock::rfc3339(row.last_seen),
                 row.events_created,
                 row.pending_events,
                 row.events_dropped,
@@ -1042,7 +1017,7 @@ async fn print_events(
 ) -> anyhow::Result<()> {
     let store = connect_store(&config).await?;
     let back = u32::try_from(since.as_secs()).unwrap_or(u32::MAX);
-    let since_unix = unix_now().saturating_sub(back);
+    let since_unix = clock::unix_now_u32().saturating_sub(back);
     let rows = store
         .recent_scan_events(since_unix, limit)
         .await
@@ -1078,12 +1053,8 @@ async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         revocations.clone(),
     )
     .context("cannot set up TLS")?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested; closing agent streams");
-        let _ = stop_tx.send(true);
-    });
+    let (stop_tx, stop_rx) = shutdown::channel();
+    shutdown::stop_on_signal(stop_tx);
 
     let store = open_store_with_retry(&config, stop_rx.clone()).await?;
     let Some(store) = store else {
@@ -1298,29 +1269,6 @@ async fn open_store_with_retry(
             _ = stop.wait_for(|s| *s) => return Ok(None),
         }
         delay = (delay * 2).min(Duration::from_secs(30));
-    }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the collector");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -1,12 +1,12 @@
 //! Formats stored events for people (`table`) and for scripts (`json`, one
 //! object per line).
 
+use doorwatch_process::clock;
 use doorwatch_store::{
     FloodEventRow, ListeningPortRow, OutboundAnomalyRow, ScanEventRow, TalkerRow, anomaly_kind,
     episode_state, ip,
 };
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 
 /// Output format of the `events` command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -69,9 +69,9 @@ impl<'a> From<&'a FloodEventRow> for FloodJson<'a> {
             target: ip::from_fixed16(row.target).to_string(),
             ports: &row.ports,
             sources: row.sources,
-            first_seen: rfc3339(row.first_seen),
-            last_seen: rfc3339(row.last_seen),
-            received_at: rfc3339(row.received_at),
+            first_seen: clock::rfc3339(row.first_seen),
+            last_seen: clock::rfc3339(row.last_seen),
+            received_at: clock::rfc3339(row.received_at),
             explanation: &row.explanation,
         }
     }
@@ -92,9 +92,9 @@ impl<'a> From<&'a ScanEventRow> for EventJson<'a> {
             port_sample: &row.port_sample,
             open_ports: &row.open_ports,
             probes: row.probes,
-            first_seen: rfc3339(row.first_seen),
-            last_seen: rfc3339(row.last_seen),
-            received_at: rfc3339(row.received_at),
+            first_seen: clock::rfc3339(row.first_seen),
+            last_seen: clock::rfc3339(row.last_seen),
+            received_at: clock::rfc3339(row.received_at),
             confidence: row.confidence,
             companions: row
                 .companions
@@ -107,14 +107,6 @@ impl<'a> From<&'a ScanEventRow> for EventJson<'a> {
             explanation: &row.explanation,
         }
     }
-}
-
-/// Unix seconds as RFC 3339 in UTC.
-pub fn rfc3339(unix: u32) -> String {
-    time::OffsetDateTime::from_unix_timestamp(i64::from(unix))
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// Renders rows in the chosen format: scans, then floods.
@@ -151,7 +143,7 @@ pub fn render(rows: &[ScanEventRow], floods: &[FloodEventRow], format: Format) -
             for row in rows {
                 out.push_str(&format!(
                     "{:<20}  {:<9}  {:<39}  {:<39}  {:<12}  {:>6}  {:>7}  {}\n",
-                    rfc3339(row.last_seen),
+                    clock::rfc3339(row.last_seen),
                     episode_state::label(row.state),
                     ip::from_fixed16(row.scanner),
                     ip::from_fixed16(row.target),
@@ -171,7 +163,7 @@ pub fn render(rows: &[ScanEventRow], floods: &[FloodEventRow], format: Format) -
             for flood in floods {
                 out.push_str(&format!(
                     "{:<20}  {:<9}  {:<39}  {:>9}  {}\n    {}\n",
-                    rfc3339(flood.last_seen),
+                    clock::rfc3339(flood.last_seen),
                     episode_state::label(flood.state),
                     ip::from_fixed16(flood.target),
                     flood.sources,
@@ -237,8 +229,8 @@ pub fn anomaly_json(row: &OutboundAnomalyRow) -> serde_json::Value {
         "baseline_bytes_per_hour": row.baseline_bytes_per_hour,
         "attempts": row.attempts,
         "failed": row.failed,
-        "first_seen": rfc3339(row.first_seen),
-        "last_seen": rfc3339(row.last_seen),
+        "first_seen": clock::rfc3339(row.first_seen),
+        "last_seen": clock::rfc3339(row.last_seen),
         "episode_id": row.episode_id.to_string(),
         "event_id": row.event_id.to_string(),
     })
@@ -279,7 +271,7 @@ pub fn listening_json(row: &ListeningPortRow) -> serde_json::Value {
         "pid": row.pid,
         "user": row.user_name,
         "risk": row.risk,
-        "reported_at": rfc3339(row.created_at),
+        "reported_at": clock::rfc3339(row.created_at),
     })
 }
 
@@ -295,7 +287,7 @@ pub fn retention(
     use std::fmt::Write as _;
     let goes = |at: Option<u64>| match at {
         Some(at) if at <= now => "due".to_owned(),
-        Some(at) => rfc3339(crate::enroll::seconds(at)),
+        Some(at) => clock::rfc3339(clock::seconds(at)),
         None => "kept".to_owned(),
     };
     let mut out = String::new();
@@ -316,7 +308,7 @@ pub fn retention(
                     "partition": p.partition,
                     "rows": p.rows,
                     "bytes": p.bytes,
-                    "goes_at": p.goes_at.map(|at| rfc3339(crate::enroll::seconds(at))),
+                    "goes_at": p.goes_at.map(|at| clock::rfc3339(clock::seconds(at))),
                     "due": p.due(now),
                 });
                 let _ = writeln!(out, "{line}");

@@ -16,6 +16,7 @@
 //! `retention show` exact and a changed window effective without an
 //! `ALTER … MODIFY TTL` of every table (see docs/clickhouse.md).
 
+use doorwatch_process::{clock, shutdown};
 use std::time::Duration;
 
 use doorwatch_store::{PartitionRow, Store, StoreError};
@@ -226,7 +227,7 @@ pub async fn review(store: &Store, settings: &Settings, now: u64) -> Result<Revi
     let expired_campaigns = match settings.cutoff(Family::Campaigns, now) {
         Some(cutoff) => {
             store
-                .campaigns_last_seen_before(crate::enroll::seconds(cutoff))
+                .campaigns_last_seen_before(clock::seconds(cutoff))
                 .await?
         }
         None => Vec::new(),
@@ -273,7 +274,7 @@ pub async fn apply(store: &Store, settings: &Settings, now: u64) -> Result<PassR
     }
     let lease_cutoff = now.saturating_sub(LEASE_CLAIMS_KEPT.as_secs());
     report.lease_claims_deleted = store
-        .delete_leases_before(crate::enroll::seconds(lease_cutoff))
+        .delete_leases_before(clock::seconds(lease_cutoff))
         .await?;
     Ok(report)
 }
@@ -290,7 +291,7 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
     loop {
         tokio::select! {
             _ = tokio::time::sleep(LEASE_CHECK) => {}
-            _ = crate::ingest::stop_requested(&mut shutdown) => return,
+            _ = shutdown::stop_requested(&mut shutdown) => return,
         }
         match lease.held(&store).await {
             Ok(Some(true)) => {}
@@ -306,7 +307,7 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
         if last_pass.is_some_and(|at| at.elapsed() < settings.interval) {
             continue;
         }
-        match apply(&store, &settings, crate::enroll::unix_now()).await {
+        match apply(&store, &settings, clock::unix_now()).await {
             Ok(report) => {
                 failing = false;
                 last_pass = Some(tokio::time::Instant::now());

@@ -7,6 +7,7 @@
 //! and it survives restarts. Open streams of a revoked agent are ended by
 //! their sessions, which watch [`Revocations::subscribe`].
 
+use doorwatch_process::shutdown;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -98,7 +99,7 @@ pub async fn follow(
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = crate::ingest::stop_requested(&mut shutdown) => return,
+            _ = shutdown::stop_requested(&mut shutdown) => return,
         }
         match revocations.refresh(&store).await {
             Ok(()) if failing => {

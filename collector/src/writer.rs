@@ -13,6 +13,7 @@
 //! end their streams with "retry later", the agents resend, and event ids
 //! collapse the rows that had reached ClickHouse anyway.
 
+use doorwatch_process::shutdown;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -226,7 +227,7 @@ async fn run(
                 None => closed = true,
             },
             _ = tokio::time::sleep(wake), if !waiting.batches.is_empty() => {}
-            _ = crate::ingest::stop_requested(&mut shutdown), if !stopping => stopping = true,
+            _ = shutdown::stop_requested(&mut shutdown), if !stopping => stopping = true,
         }
         let stop_due = stopping && oldest.is_some_and(|at| at.elapsed() >= STOPPING_PERIOD);
         if !waiting.batches.is_empty() && (closed || stop_due || inserter.due()) {

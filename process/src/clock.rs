@@ -31,7 +31,8 @@ pub fn unix_now_u32() -> u32 {
 }
 
 /// Unix seconds as RFC 3339 in UTC, e.g. `2026-12-03T10:00:00Z`.
-pub fn rfc3339(unix: u64) -> String {
+pub fn rfc3339(unix: impl Into<u64>) -> String {
+    let unix: u64 = unix.into();
     i64::try_from(unix)
         .ok()
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
@@ -48,7 +49,7 @@ mod tests {
 
     #[test]
     fn rfc3339_is_utc_and_seconds_saturate() {
-        assert_eq!(rfc3339(1_796_256_000), "2026-12-03T00:00:00Z");
+        assert_eq!(rfc3339(1_796_256_000_u64), "2026-12-03T00:00:00Z");
         assert_eq!(seconds(u64::MAX), u32::MAX);
         assert!(unix_now() > 1_700_000_000);
         assert!(unix_now_ms() / 1000 >= unix_now() - 1);

@@ -211,7 +211,7 @@ async fn knocks_alone_make_sweeps_botnets_and_worms() {
         password: None,
     };
     let store = Store::open(&config).await.expect("open");
-    let now = doorwatch_collector::ingest::unix_now();
+    let now = doorwatch_process::clock::unix_now_u32();
     let mut rows = Vec::new();
     for pc in 1..=4 {
         // One source tries port 22 once on each PC: a horizontal sweep.
