@@ -248,7 +248,7 @@ impl Default for AlertsConfig {
 }
 
 impl AlertsConfig {
-    fn validate(self) -> Result<crate::alert::Settings, ConfigError> {
+    fn validate(self) -> Result<crate::campaigns::alert::Settings, ConfigError> {
         let invalid =
             |field: &'static str, problem: String| ConfigError::Invalid { field, problem };
         let mut channels = Vec::new();
@@ -270,7 +270,7 @@ impl AlertsConfig {
             Ok::<_, ConfigError>(std::sync::Arc::new(config))
         };
         if let Some(url) = &self.webhook_url {
-            let url: crate::alert::WebhookUrl =
+            let url: crate::campaigns::alert::WebhookUrl =
                 url.parse().map_err(|e| invalid("alerts.webhook_url", e))?;
             let tls = if url.https {
                 Some(client_tls(
@@ -281,7 +281,7 @@ impl AlertsConfig {
             } else {
                 None
             };
-            channels.push(crate::alert::Channel::Webhook { url, tls });
+            channels.push(crate::campaigns::alert::Channel::Webhook { url, tls });
         }
         if let Some(server) = &self.email_server {
             let host = server
@@ -334,8 +334,8 @@ impl AlertsConfig {
                     ));
                 }
             };
-            channels.push(crate::alert::Channel::Email(std::sync::Arc::new(
-                crate::alert::Email {
+            channels.push(crate::campaigns::alert::Channel::Email(
+                std::sync::Arc::new(crate::campaigns::alert::Email {
                     server: server.clone(),
                     tls_name: self
                         .email_tls_name
@@ -345,8 +345,8 @@ impl AlertsConfig {
                     from: self.email_from.clone(),
                     to: self.email_to.clone(),
                     login,
-                },
-            )));
+                }),
+            ));
         }
         if let Some(target) = &self.syslog {
             let (tcp, address) = if let Some(a) = target.strip_prefix("tcp://") {
@@ -362,7 +362,7 @@ impl AlertsConfig {
             if !address.contains(':') {
                 return Err(invalid("alerts.syslog", format!("{target:?} has no port")));
             }
-            channels.push(crate::alert::Channel::Syslog {
+            channels.push(crate::campaigns::alert::Channel::Syslog {
                 address: address.to_owned(),
                 tcp,
             });
@@ -379,7 +379,7 @@ impl AlertsConfig {
                 format!("{} is outside 1..=10000", self.per_channel_per_minute),
             ));
         }
-        Ok(crate::alert::Settings {
+        Ok(crate::campaigns::alert::Settings {
             channels,
             console_url: self.console_url,
             per_minute: self.per_channel_per_minute,
@@ -425,7 +425,7 @@ pub struct CorrelationConfig {
 
 impl Default for CorrelationConfig {
     fn default() -> Self {
-        let d = crate::correlate::Settings::default();
+        let d = crate::campaigns::correlate::Settings::default();
         Self {
             enabled: true,
             interval_seconds: d.interval.as_secs(),
@@ -452,7 +452,7 @@ impl CorrelationConfig {
         self,
     ) -> Result<
         (
-            Option<crate::correlate::Settings>,
+            Option<crate::campaigns::correlate::Settings>,
             Vec<doorwatch_store::ip::Cidr>,
             Vec<doorwatch_store::ip::Cidr>,
         ),
@@ -532,7 +532,7 @@ impl CorrelationConfig {
         }
         let minutes = |m: u64| std::time::Duration::from_secs(m * 60);
         Ok((
-            Some(crate::correlate::Settings {
+            Some(crate::campaigns::correlate::Settings {
                 interval: std::time::Duration::from_secs(self.interval_seconds),
                 window: minutes(self.window_minutes),
                 quiet_after: minutes(self.quiet_minutes),
@@ -747,12 +747,12 @@ pub struct ValidConfig {
     pub server_key: PathBuf,
     pub clickhouse: ClickHouseConfig,
     pub policy: PolicyConfig,
-    pub writer: crate::writer::WriterLimits,
+    pub writer: crate::ingest::writer::WriterLimits,
     pub agent_limits: crate::ingest::AgentLimits,
     pub enrollment: ValidEnrollment,
     /// `None` when this collector does not correlate.
-    pub correlation: Option<crate::correlate::Settings>,
-    pub alerts: crate::alert::Settings,
+    pub correlation: Option<crate::campaigns::correlate::Settings>,
+    pub alerts: crate::campaigns::alert::Settings,
     pub feed: Option<ValidFeed>,
     pub retention: crate::retention::Settings,
     /// The campus's networks and the correlation allowlist, also applied
@@ -850,7 +850,13 @@ impl CollectorConfig {
 impl IngestConfig {
     fn validate(
         &self,
-    ) -> Result<(crate::writer::WriterLimits, crate::ingest::AgentLimits), ConfigError> {
+    ) -> Result<
+        (
+            crate::ingest::writer::WriterLimits,
+            crate::ingest::AgentLimits,
+        ),
+        ConfigError,
+    > {
         let range = |field: &'static str, value: u64, min: u64, max: u64| {
             if (min..=max).contains(&value) {
                 Ok(())
@@ -901,7 +907,7 @@ impl IngestConfig {
             doorwatch_proto::MAX_EVENTS_PER_BATCH as u64,
             100_000_000,
         )?;
-        let writer = crate::writer::WriterLimits {
+        let writer = crate::ingest::writer::WriterLimits {
             insert: doorwatch_store::InsertLimits {
                 max_rows: self.insert_max_rows,
                 max_bytes: self.insert_max_mib << 20,

@@ -20,9 +20,9 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::ingest::RateLimit;
-use crate::pki::{AgentIssuer, PkiError, SignedAgent};
-use crate::revocation::Revocations;
-use crate::tls::PeerInfo;
+use crate::trust::pki::{AgentIssuer, PkiError, SignedAgent};
+use crate::trust::revocation::Revocations;
+use crate::trust::tls::PeerInfo;
 
 /// Longest strings recorded from what an agent says about itself.
 const MAX_CLAIM_CHARS: usize = 255;

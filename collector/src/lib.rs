@@ -1,30 +1,27 @@
-//! The doorwatch collector: the server side of the agent stream.
+//! The doorwatch collector: the server side of the agent stream, as a
+//! library of subsystems; `main.rs` only parses the command line.
 //!
-//! It terminates mutual TLS (the agent's identity comes from its client
-//! certificate, see [`identity`]), validates event batches, writes them to
-//! ClickHouse through `doorwatch-store`, and acknowledges a batch only once
-//! ClickHouse has accepted it. It enrolls agents and renews their
-//! certificates ([`enroll`], signing with the issuing CA of [`pki`]), and
-//! cuts off revoked agents ([`revocation`]).
-//!
-//! The binary in `main.rs` is a thin CLI over these modules.
+//! - [`ingest`]: agent sessions, validation, rows and the shared batched
+//!   INSERTs; a batch is acknowledged only once ClickHouse stored it.
+//! - [`trust`]: mutual TLS, the agent identity taken from its certificate,
+//!   revocation, and the campus PKI.
+//! - [`enroll`]: bootstrap tokens to certificates, and renewal.
+//! - [`campaigns`]: the correlator, alerts and the blocklist feed.
+//! - [`policy`], [`retention`], [`lease`]: central settings, data
+//!   lifetime, and jobs only one collector does at a time.
+//! - [`cli`]: the admin commands; [`app`]: `serve`, which builds every
+//!   subsystem from a validated [`config`] and owns the tasks it starts.
 
 #![forbid(unsafe_code)]
 
-pub mod alert;
+pub mod app;
+pub mod campaigns;
+pub mod cli;
 pub mod config;
-pub mod correlate;
 pub mod enroll;
 pub mod error;
-pub mod feed;
-pub mod identity;
 pub mod ingest;
 pub mod lease;
-mod outbound_rows;
-pub mod pki;
 pub mod policy;
-pub mod report;
 pub mod retention;
-pub mod revocation;
-pub mod tls;
-pub mod writer;
+pub mod trust;

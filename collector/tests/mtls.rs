@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use doorwatch_collector::revocation::Revocations;
-use doorwatch_collector::tls::ClientAuth;
-use doorwatch_collector::{pki, tls};
+use doorwatch_collector::trust::revocation::Revocations;
+use doorwatch_collector::trust::tls::ClientAuth;
+use doorwatch_collector::trust::{pki, tls};
 use rcgen::{CertificateParams, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

@@ -449,8 +449,8 @@ fn uuid_v7(rng: &mut impl Rng, now_ms: i64) -> [u8; 16] {
 mod tests {
     use std::collections::HashMap;
 
-    use doorwatch_collector::identity::AgentIdentity;
     use doorwatch_collector::ingest::rows_from_batch;
+    use doorwatch_collector::trust::identity::AgentIdentity;
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 

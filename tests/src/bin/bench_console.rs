@@ -16,7 +16,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use doorwatch_collector::correlate;
+use doorwatch_collector::campaigns::correlate;
 use doorwatch_e2e::bulk;
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_e2e::console::{Console, api_token, hash_password};

@@ -4,7 +4,7 @@
 //! million) spread over the last 30 days: 50,000 outside sources and 5,000
 //! campus PCs, the way a campus fills its store over a month, plus a fresh
 //! sweep in the last minutes for the pass to find. Then times the
-//! collector's correlation pass (`doorwatch_collector::correlate::pass`,
+//! collector's correlation pass (`doorwatch_collector::campaigns::correlate::pass`,
 //! default settings) several times and prints a Markdown table.
 //!
 //! Run (as root): cargo build --release --workspace --bins &&
@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use doorwatch_collector::correlate;
+use doorwatch_collector::campaigns::correlate;
 use doorwatch_e2e::bulk;
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_e2e::require;

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use doorwatch_collector::identity::AgentIdentity;
 use doorwatch_collector::ingest::rows_from_batch;
+use doorwatch_collector::trust::identity::AgentIdentity;
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_e2e::mix::{AgentMix, agent_ipv4};
 use doorwatch_e2e::process::{Process, free_port};

@@ -18,7 +18,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use tokio::sync::watch;
 
-use crate::identity;
+use crate::trust::identity;
 
 /// The revoked agent ids and why, shared by the TLS layer and sessions.
 #[derive(Debug, Clone)]

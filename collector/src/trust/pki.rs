@@ -25,7 +25,7 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
-use crate::identity::{AGENT_URI_PREFIX, is_valid_agent_id};
+use crate::trust::identity::{AGENT_URI_PREFIX, is_valid_agent_id};
 
 /// A PKI operation that failed, naming the file or input involved.
 #[derive(Debug, thiserror::Error)]
@@ -406,8 +406,8 @@ mod tests {
             let mode = std::fs::metadata(key).expect("stat").permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", key.display());
         }
-        let der = crate::tls::load_certs(&agent.cert).expect("pem");
-        let identity = crate::identity::from_certificate(&der[0]).expect("identity");
+        let der = crate::trust::tls::load_certs(&agent.cert).expect("pem");
+        let identity = crate::trust::identity::from_certificate(&der[0]).expect("identity");
         assert_eq!(identity.agent_id, "pc-1");
     }
 
@@ -445,7 +445,7 @@ mod tests {
             );
             let chain =
                 doorwatch_tls::certs_from_pem("cert", pem.cert_pem.as_bytes()).expect("cert pem");
-            let identity = crate::identity::from_certificate(&chain[0]).expect("identity");
+            let identity = crate::trust::identity::from_certificate(&chain[0]).expect("identity");
             assert_eq!(identity.agent_id, agent);
             let key = doorwatch_tls::key_from_pem("key", pem.key_pem.as_bytes()).expect("key");
             doorwatch_tls::client_config_with(roots.clone(), chain, key)

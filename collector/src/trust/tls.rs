@@ -25,8 +25,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
-use crate::identity::{self, AgentIdentity};
-use crate::revocation::{RevocationCheckingVerifier, Revocations};
+use crate::trust::identity::{self, AgentIdentity};
+use crate::trust::revocation::{RevocationCheckingVerifier, Revocations};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -17,7 +17,7 @@ use doorwatch_store::{AlertRow, CampaignRow, Store, campaign_kind, campaign_stat
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::correlate::severity_label;
+use crate::campaigns::correlate::severity_label;
 
 /// Attempts per alert and channel before it is recorded as given up.
 const ATTEMPTS: u32 = 5;
@@ -283,7 +283,8 @@ async fn mail(email: &Email, alert: &Alert, console_url: &str) -> Result<(), Str
     let mut stream = tokio::io::BufReader::new(tls);
     smtp(&mut stream, "EHLO doorwatch-collector", 250).await?;
     if let Some((user, password)) = &email.login {
-        let token = crate::feed::base64_encode(format!("\0{user}\0{password}").as_bytes());
+        let token =
+            crate::campaigns::feed::base64_encode(format!("\0{user}\0{password}").as_bytes());
         smtp(&mut stream, &format!("AUTH PLAIN {token}"), 235).await?;
     }
     smtp(&mut stream, &format!("MAIL FROM:<{}>", email.from), 250).await?;

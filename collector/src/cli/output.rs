@@ -103,7 +103,7 @@ impl<'a> From<&'a ScanEventRow> for EventJson<'a> {
                 .collect(),
             fragmented: row.fragmented != 0,
             exposed_ports: &row.exposed_ports,
-            severity: crate::correlate::severity_label(row.severity),
+            severity: crate::campaigns::correlate::severity_label(row.severity),
             explanation: &row.explanation,
         }
     }

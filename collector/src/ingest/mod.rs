@@ -16,6 +16,9 @@
 //! On shutdown a session stops reading, waits for its in-flight batches to
 //! be stored, acknowledges them, and closes the stream.
 
+mod outbound_rows;
+pub mod writer;
+
 use doorwatch_process::{clock, shutdown};
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -35,10 +38,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Fault, IngestError};
-use crate::identity::AgentIdentity;
-use crate::revocation::Revocations;
-use crate::tls::{AgentConnInfo, PeerInfo};
-use crate::writer::{Receipt, Writer};
+use crate::ingest::writer::{Receipt, Writer};
+use crate::trust::identity::AgentIdentity;
+use crate::trust::revocation::Revocations;
+use crate::trust::tls::{AgentConnInfo, PeerInfo};
 
 /// How long a new stream may stay silent before its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -577,15 +580,21 @@ pub fn rows_from_batch(
                 knock_rows(&common, knocks, &mut rows.knocks).map_err(bad)?;
             }
             Some(v1::event::Detail::Flows(flows)) => {
-                crate::outbound_rows::flow_rows(&common, flows, &mut rows.flows).map_err(bad)?;
+                crate::ingest::outbound_rows::flow_rows(&common, flows, &mut rows.flows)
+                    .map_err(bad)?;
             }
             Some(v1::event::Detail::Outbound(anomaly)) => {
-                rows.anomalies
-                    .push(crate::outbound_rows::anomaly_row(&common, anomaly).map_err(bad)?);
+                rows.anomalies.push(
+                    crate::ingest::outbound_rows::anomaly_row(&common, anomaly).map_err(bad)?,
+                );
             }
             Some(v1::event::Detail::Listening(listening)) => {
-                crate::outbound_rows::listening_rows(&common, listening, &mut rows.listening)
-                    .map_err(bad)?;
+                crate::ingest::outbound_rows::listening_rows(
+                    &common,
+                    listening,
+                    &mut rows.listening,
+                )
+                .map_err(bad)?;
             }
             None => return Err(bad("event has no detail".into())),
         }

@@ -1,0 +1,262 @@
+//! `serve`: builds every subsystem of a running collector from a validated
+//! config (TLS and revocation, the store, the correlator, retention, the
+//! feed, alerts, enrollment, policy, heartbeats, the writer and the gRPC
+//! server) and runs it until shutdown.
+
+use crate::campaigns::{alert, correlate};
+use crate::config::ValidConfig;
+use crate::enroll::{EnrollmentService, EnrollmentSettings};
+use crate::ingest::IngestService;
+use crate::ingest::writer::Writer;
+use crate::policy::{self};
+use crate::trust::pki::AgentIssuer;
+use crate::trust::revocation::{self, Revocations};
+use crate::trust::tls;
+use anyhow::Context;
+use doorwatch_process::shutdown;
+use doorwatch_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
+    // One open file per connected agent: use all the hard limit allows.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => tracing::info!(open_files_limit = files, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+    let revocations = Revocations::default();
+    // Loaded now, so a broken issuing CA is reported before anything starts.
+    let issuer = load_issuer(&config)?;
+    // Clients without a certificate may connect only to enroll.
+    let auth = if issuer.is_some() {
+        tls::ClientAuth::Optional
+    } else {
+        tls::ClientAuth::Required
+    };
+    let tls_config = tls::server_config(
+        &config.client_ca,
+        &config.server_cert,
+        &config.server_key,
+        auth,
+        revocations.clone(),
+    )
+    .context("cannot set up TLS")?;
+    let (stop_tx, stop_rx) = shutdown::channel();
+    shutdown::stop_on_signal(stop_tx);
+
+    let store = open_store_with_retry(&config, stop_rx.clone()).await?;
+    let Some(store) = store else {
+        return Ok(());
+    };
+
+    // Revoked agents must be refused from the first connection on.
+    revocations
+        .refresh(&store)
+        .await
+        .context("cannot read the revocation list")?;
+    tracing::info!(revoked_agents = revocations.len(), "revocation list loaded");
+    tokio::spawn(revocation::follow(
+        store.clone(),
+        revocations.clone(),
+        config.enrollment.revocation_check,
+        stop_rx.clone(),
+    ));
+    match config.correlation.clone() {
+        Some(settings) => {
+            tracing::info!(every = ?settings.interval, window = ?settings.window, "correlating campus-wide campaigns");
+            tokio::spawn(correlate::run(store.clone(), settings, stop_rx.clone()));
+        }
+        None => tracing::info!("correlation off in this collector"),
+    }
+    if config.retention.enabled {
+        let r = &config.retention;
+        tracing::info!(
+            events_days = r.events_days,
+            outbound_days = r.outbound_days,
+            heartbeats_days = r.heartbeats_days,
+            campaigns_days = r.campaigns_days,
+            audit_days = r.audit_days,
+            "applying retention when holding its lease (0 keeps forever)"
+        );
+        tokio::spawn(crate::retention::run(
+            store.clone(),
+            config.retention.clone(),
+            stop_rx.clone(),
+        ));
+    } else {
+        tracing::info!("retention off in this collector");
+    }
+    if let Some(feed) = &config.feed {
+        let token = std::fs::read_to_string(&feed.token_file)
+            .with_context(|| format!("cannot read feed.token_file {}", feed.token_file.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if token.len() < 16 {
+            anyhow::bail!(
+                "feed.token_file {}: the token must be at least 16 characters",
+                feed.token_file.display()
+            );
+        }
+        let tls = if feed.tls {
+            Some(
+                doorwatch_tls::server_config_with(
+                    doorwatch_tls::client_verifier(&config.client_ca, tls::ClientAuth::Optional)
+                        .context("feed TLS")?,
+                    &config.server_cert,
+                    &config.server_key,
+                )
+                .map(|c| {
+                    let mut c = (*c).clone();
+                    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                    Arc::new(c)
+                })
+                .context("feed TLS")?,
+            )
+        } else {
+            None
+        };
+        let listener = tokio::net::TcpListener::bind(feed.listen)
+            .await
+            .with_context(|| format!("cannot listen on feed.listen {}", feed.listen))?;
+        tracing::info!(address = %feed.listen, tls = feed.tls, "serving the blocklist feed");
+        tokio::spawn(crate::campaigns::feed::serve(
+            listener,
+            store.clone(),
+            crate::campaigns::feed::Settings {
+                listen: feed.listen,
+                token,
+                entry_lifetime: feed.entry_lifetime,
+                campus: config.campus_networks.clone(),
+                allowlist: config.allowlist.clone(),
+                tls,
+            },
+            stop_rx.clone(),
+        ));
+    }
+    if config.alerts.channels.is_empty() {
+        tracing::info!("no alert channels configured ([alerts])");
+    } else {
+        let names: Vec<&str> = config.alerts.channels.iter().map(|c| c.name()).collect();
+        tracing::info!(channels = ?names, "sending campaign alerts");
+        tokio::spawn(alert::run(
+            store.clone(),
+            config.alerts.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let enrollment = issuer.map(|issuer| {
+        EnrollmentService::new(
+            store.clone(),
+            issuer,
+            EnrollmentSettings {
+                certificate_lifetime: config.enrollment.certificate_lifetime,
+                enrolls_per_address_per_minute: config.enrollment.enrolls_per_address_per_minute,
+            },
+            revocations.clone(),
+        )
+    });
+    match &enrollment {
+        Some(_) => tracing::info!(
+            certificate_lifetime = ?config.enrollment.certificate_lifetime,
+            "enrollment on: agents without a certificate may enroll with a token"
+        ),
+        None => tracing::info!("enrollment off: no [enrollment] issuing CA configured"),
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(address = %config.listen, "accepting agents");
+    let incoming = tls::accept_agents(listener, tls_config, stop_rx.clone());
+    let initial = match store.latest_policy(policy::DEFAULT_GROUP).await {
+        Ok(Some(row)) => row,
+        Ok(None) => policy::from_config(&config.policy),
+        Err(e) => return Err(e).context("cannot read the stored policy"),
+    };
+    tracing::info!(
+        group = policy::DEFAULT_GROUP,
+        version = initial.version,
+        "policy in force"
+    );
+    let (policy_tx, policy_rx) = watch::channel(Arc::new(policy::to_wire(&initial)));
+    tokio::spawn(policy::follow(store.clone(), policy_tx, stop_rx.clone()));
+    let (heartbeat_tx, heartbeat_rx) = tokio::sync::mpsc::channel(10_000);
+    tokio::spawn(crate::ingest::write_heartbeats(
+        store.clone(),
+        heartbeat_rx,
+        stop_rx.clone(),
+    ));
+    let (writer, writer_task) = Writer::start(store, config.writer, stop_rx.clone());
+    let service = IngestService::new(
+        writer,
+        config.agent_limits,
+        policy_rx,
+        heartbeat_tx,
+        revocations,
+        stop_rx.clone(),
+    );
+    let mut stop = stop_rx;
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(service.into_server())
+        .add_optional_service(enrollment.map(EnrollmentService::into_server))
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+        .context("gRPC server failed")?;
+    // The server is gone, so every session and its Writer handle is; the
+    // writer stores what it holds and ends.
+    if tokio::time::timeout(Duration::from_secs(60), writer_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the batch writer did not finish within 60 s");
+    }
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// The issuing CA named in `[enrollment]`, if enrollment is on.
+pub(crate) fn load_issuer(config: &ValidConfig) -> anyhow::Result<Option<AgentIssuer>> {
+    let Some((cert, key)) = &config.enrollment.issuing else {
+        return Ok(None);
+    };
+    let issuer = AgentIssuer::from_files(cert, key).with_context(|| {
+        format!(
+            "cannot load the issuing CA ({} and {}) set in [enrollment]",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    Ok(Some(issuer))
+}
+
+/// Connects to ClickHouse and applies migrations, retrying while it is
+/// unreachable. Returns `None` if shutdown was requested meanwhile.
+pub(crate) async fn open_store_with_retry(
+    config: &ValidConfig,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<Store>> {
+    let store_config = config.clickhouse.store_config()?;
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match Store::open(&store_config).await {
+            Ok(store) => return Ok(Some(store)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, url = %store_config.url, retry_in = ?delay, "clickhouse unreachable");
+            }
+            Err(e) => return Err(e).context("cannot prepare the ClickHouse schema"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return Ok(None),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
