@@ -19,7 +19,7 @@ use doorwatch_store::{AgentRow, Store, StoreError, Token, TokenRow, TokenState};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::ingest::RateLimit;
+use crate::rate::RateLimit;
 use crate::trust::pki::{AgentIssuer, PkiError, SignedAgent};
 use crate::trust::revocation::Revocations;
 use crate::trust::tls::PeerInfo;

@@ -23,5 +23,6 @@ pub mod error;
 pub mod ingest;
 pub mod lease;
 pub mod policy;
+pub mod rate;
 pub mod retention;
 pub mod trust;

@@ -529,7 +529,7 @@ async fn worker(
 ) {
     let per_minute = f64::from(settings.per_minute.max(1));
     let mut limit =
-        crate::ingest::RateLimit::new(per_minute / 60.0, per_minute, std::time::Instant::now());
+        crate::rate::RateLimit::new(per_minute / 60.0, per_minute, std::time::Instant::now());
     while let Some(alert) = queue.recv().await {
         let wait = limit.take(1, std::time::Instant::now());
         if !wait.is_zero() {

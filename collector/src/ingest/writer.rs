@@ -21,7 +21,7 @@ use doorwatch_store::{InsertLimits, Store, StoreError};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::ingest::BatchRows;
+use doorwatch_store::EventRows;
 
 /// Batches queued for the writer task before sessions wait (the byte
 /// budget is the real bound; this only keeps the queue itself small).
@@ -51,7 +51,7 @@ pub struct WriterLimits {
 }
 
 struct Job {
-    rows: BatchRows,
+    rows: EventRows,
     room: Room,
     done: oneshot::Sender<Outcome>,
 }
@@ -111,7 +111,7 @@ impl Writer {
     }
 
     /// Queues `rows` for storage. `None` if the writer has stopped.
-    pub async fn submit(&self, rows: BatchRows, room: Room) -> Option<Receipt> {
+    pub async fn submit(&self, rows: EventRows, room: Room) -> Option<Receipt> {
         let (done, receipt) = oneshot::channel();
         self.jobs.send(Job { rows, room, done }).await.ok()?;
         Some(receipt)

@@ -5,7 +5,7 @@
 use doorwatch_proto::v1;
 use doorwatch_store::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, anomaly_kind, ip};
 
-use crate::ingest::{
+use super::{
     Common, episode_state, explanation_ok, ip_from_bytes, port, ports, transport_protocol,
     unix_seconds, uuid_v7,
 };
