@@ -6,6 +6,7 @@
 //! reaches all agents within [`REFRESH`]. Until agent groups come with
 //! enrollment, every agent belongs to [`DEFAULT_GROUP`].
 
+use serde::Deserialize;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +14,6 @@ use std::time::Duration;
 use doorwatch_proto::v1;
 use doorwatch_store::{PolicyRow, Store, ip};
 use tokio::sync::watch;
-
-use crate::config::PolicyConfig;
 
 /// The group of agents that have no other.
 pub const DEFAULT_GROUP: &str = "default";
@@ -119,6 +118,25 @@ pub async fn follow(
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Detection settings sent to agents in `Policy`. Zero keeps the agent's
+/// own value.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Policy version reported back by agents in heartbeats.
+    #[serde(default)]
+    pub version: u64,
+    /// Distinct closed ports a source must probe before a scan is reported.
+    #[serde(default)]
+    pub scan_min_ports: u32,
+    /// Seconds of silence after which an episode is closed.
+    #[serde(default)]
+    pub episode_idle_seconds: u32,
+    /// Sources never reported, such as the campus vulnerability scanners.
+    #[serde(default)]
+    pub allowlisted_sources: Vec<std::net::IpAddr>,
 }
 
 #[cfg(test)]

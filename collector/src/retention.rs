@@ -16,7 +16,9 @@
 //! `retention show` exact and a changed window effective without an
 //! `ALTER … MODIFY TTL` of every table (see docs/clickhouse.md).
 
+use doorwatch_process::config::ConfigError;
 use doorwatch_process::{clock, shutdown};
+use serde::Deserialize;
 use std::time::Duration;
 
 use doorwatch_store::{PartitionRow, Store, StoreError};
@@ -326,6 +328,90 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
                 failing = true;
             }
         }
+    }
+}
+
+/// How long each family of tables keeps its rows. Old data goes by whole
+/// days (whole months for the audit log), dropped by one collector at a
+/// time. 0 keeps a family forever.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Take part in applying retention (one collector at a time does it).
+    pub enabled: bool,
+    /// Minutes between two retention passes.
+    pub check_minutes: u64,
+    /// Days of scan, knock and flood events.
+    pub events_days: u32,
+    /// Days of flow minutes and outbound anomalies.
+    pub outbound_days: u32,
+    /// Days of agent heartbeats.
+    pub heartbeats_days: u32,
+    /// Days after its last activity that a campaign is kept, with its
+    /// members, alerts and triage.
+    pub campaigns_days: u32,
+    /// Days of the console's audit log (kept longest by default).
+    pub audit_days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let d = crate::retention::Settings::default();
+        Self {
+            enabled: d.enabled,
+            check_minutes: d.interval.as_secs() / 60,
+            events_days: d.events_days,
+            outbound_days: d.outbound_days,
+            heartbeats_days: d.heartbeats_days,
+            campaigns_days: d.campaigns_days,
+            audit_days: d.audit_days,
+        }
+    }
+}
+
+impl RetentionConfig {
+    pub(crate) fn validate(self) -> Result<crate::retention::Settings, ConfigError> {
+        let range = |field: &'static str, value: u64, min: u64, max: u64| {
+            if (value == 0 && field.ends_with("_days")) || (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    field,
+                    format!("{value} is outside {min}..={max} (0 keeps forever)"),
+                ))
+            }
+        };
+        range("retention.check_minutes", self.check_minutes, 1, 1440)?;
+        // A day at least: partitions are whole days. 100 years at most.
+        range("retention.events_days", self.events_days.into(), 1, 36_500)?;
+        range(
+            "retention.outbound_days",
+            self.outbound_days.into(),
+            1,
+            36_500,
+        )?;
+        range(
+            "retention.heartbeats_days",
+            self.heartbeats_days.into(),
+            1,
+            36_500,
+        )?;
+        range(
+            "retention.campaigns_days",
+            self.campaigns_days.into(),
+            1,
+            36_500,
+        )?;
+        range("retention.audit_days", self.audit_days.into(), 1, 36_500)?;
+        Ok(crate::retention::Settings {
+            enabled: self.enabled,
+            interval: std::time::Duration::from_secs(self.check_minutes * 60),
+            events_days: self.events_days,
+            outbound_days: self.outbound_days,
+            heartbeats_days: self.heartbeats_days,
+            campaigns_days: self.campaigns_days,
+            audit_days: self.audit_days,
+        })
     }
 }
 

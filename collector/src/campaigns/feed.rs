@@ -14,8 +14,12 @@
 //! The HTTP handling is deliberately tiny: GET only, one request per
 //! connection, a bounded request head and a timeout.
 
+use doorwatch_process::config::ConfigError;
 use doorwatch_process::{clock, shutdown};
+use serde::Deserialize;
 use std::net::IpAddr;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -327,6 +331,71 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
         out.extend_from_slice(&acc.to_be_bytes()[1..=take]);
     }
     Some(out)
+}
+
+/// The blocklist feed. Off unless `listen` is set.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedConfig {
+    /// Address and port of the feed, e.g. "0.0.0.0:8443".
+    pub listen: Option<String>,
+    /// File whose first line is the token every request must carry
+    /// (Bearer, or the password of HTTP Basic). Keep it mode 0600.
+    pub token_file: Option<PathBuf>,
+    /// Hours after its last activity that a source stays listed.
+    pub entry_hours: u64,
+    /// Serve over TLS with the collector's certificate ([tls]).
+    pub tls: bool,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            token_file: None,
+            entry_hours: 24,
+            tls: true,
+        }
+    }
+}
+
+/// Feed settings that passed validation (the token is read at start).
+#[derive(Debug, Clone)]
+pub struct ValidFeed {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+    pub entry_lifetime: std::time::Duration,
+    pub tls: bool,
+}
+
+impl FeedConfig {
+    pub(crate) fn validate(self) -> Result<Option<ValidFeed>, ConfigError> {
+        let Some(listen) = self.listen else {
+            return Ok(None);
+        };
+        let invalid = |field: &'static str, problem: String| ConfigError::invalid(field, problem);
+        let listen = listen
+            .parse()
+            .map_err(|e| invalid("feed.listen", format!("{listen:?} is not an IP:port ({e})")))?;
+        let token_file = self.token_file.ok_or_else(|| {
+            invalid(
+                "feed.token_file",
+                "is required when feed.listen is set".into(),
+            )
+        })?;
+        if !(1..=24 * 365).contains(&self.entry_hours) {
+            return Err(invalid(
+                "feed.entry_hours",
+                format!("{} is outside 1..=8760", self.entry_hours),
+            ));
+        }
+        Ok(Some(ValidFeed {
+            listen,
+            token_file,
+            entry_lifetime: std::time::Duration::from_secs(self.entry_hours * 3600),
+            tls: self.tls,
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! On shutdown a session stops reading, waits for its in-flight batches to
 //! be stored, acknowledges them, and closes the stream.
 
+pub mod config;
 pub mod rows;
 pub mod writer;
 

@@ -18,6 +18,8 @@
 //! full new version, and the newest version wins (ReplacingMergeTree), so
 //! they converge on the same rows. [`plan`] is pure; [`run`] does the I/O.
 
+pub mod config;
+
 use doorwatch_process::{clock, shutdown};
 use std::collections::HashMap;
 use std::net::IpAddr;

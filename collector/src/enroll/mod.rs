@@ -8,6 +8,8 @@
 //! and its old identity simply goes stale. A CSR's public key can enroll
 //! once: a replayed Enroll request (the same key again) is refused.
 
+pub mod config;
+
 use doorwatch_process::clock;
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -8,6 +8,8 @@
 //! rate limit and retries with backoff; an alert that still fails is
 //! recorded as given up, never silently dropped.
 
+pub mod config;
+
 use doorwatch_process::{clock, shutdown};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
