@@ -20,6 +20,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
+    // Every file the config names is read before anything starts, by the
+    // same step as check-config.
+    let files = config
+        .read_files()
+        .context("a file named in the configuration")?;
     // One open file per connected agent: use all the hard limit allows.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(files) => tracing::info!(open_files_limit = files, "open-files limit"),
@@ -45,7 +50,7 @@ pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = shutdown::channel();
     shutdown::stop_on_signal(stop_tx);
 
-    let store = open_store_with_retry(&config, stop_rx.clone()).await?;
+    let store = open_store_with_retry(&files.store, stop_rx.clone()).await?;
     let Some(store) = store else {
         return Ok(());
     };
@@ -88,19 +93,10 @@ pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         tracing::info!("retention off in this collector");
     }
     if let Some(feed) = &config.feed {
-        let token = std::fs::read_to_string(&feed.token_file)
-            .with_context(|| format!("cannot read feed.token_file {}", feed.token_file.display()))?
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned();
-        if token.len() < 16 {
-            anyhow::bail!(
-                "feed.token_file {}: the token must be at least 16 characters",
-                feed.token_file.display()
-            );
-        }
+        let token = files
+            .feed_token
+            .clone()
+            .context("the feed is on but its token was not read")?;
         let tls = if feed.tls {
             Some(
                 doorwatch_tls::server_config_with(
@@ -240,13 +236,16 @@ pub(crate) fn load_issuer(config: &ValidConfig) -> anyhow::Result<Option<AgentIs
 /// Connects to ClickHouse and applies migrations, retrying while it is
 /// unreachable. Returns `None` if shutdown was requested meanwhile.
 pub(crate) async fn open_store_with_retry(
-    config: &ValidConfig,
+    store_config: &doorwatch_store::StoreConfig,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Store>> {
-    let store_config = config.clickhouse.store_config()?;
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = doorwatch_process::backoff::Backoff::new(
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    );
     loop {
-        match Store::open(&store_config).await {
+        let delay = backoff.next_delay();
+        match Store::open(store_config).await {
             Ok(store) => return Ok(Some(store)),
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, url = %store_config.url, retry_in = ?delay, "clickhouse unreachable");
@@ -255,8 +254,7 @@ pub(crate) async fn open_store_with_retry(
         }
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.wait_for(|s| *s) => return Ok(None),
+            _ = shutdown::stop_requested(&mut stop) => return Ok(None),
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }

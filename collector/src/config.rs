@@ -149,6 +149,60 @@ impl CollectorConfig {
     }
 }
 
+/// What the config names on disk besides the TLS files, read once: what
+/// `check-config` checks and what `serve` uses, so the two cannot
+/// disagree. `Debug` shows no secret.
+pub struct ConfigFiles {
+    /// How to reach ClickHouse, its password read from `password_file`.
+    pub store: doorwatch_store::StoreConfig,
+    /// The feed's token, when the feed is on.
+    pub feed_token: Option<String>,
+}
+
+impl std::fmt::Debug for ConfigFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigFiles")
+            .field("store", &self.store.url)
+            .field(
+                "feed_token",
+                &self.feed_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// The shortest feed token accepted.
+const MIN_FEED_TOKEN: usize = 16;
+
+impl ValidConfig {
+    /// Reads the files named in the config (the ClickHouse password, the
+    /// feed token); an error names the field.
+    pub fn read_files(&self) -> Result<ConfigFiles, ConfigError> {
+        let store = self
+            .clickhouse
+            .store_config()
+            .map_err(|e| ConfigError::invalid("clickhouse.password_file", e.to_string()))?;
+        let feed_token = match &self.feed {
+            Some(feed) => {
+                let token =
+                    doorwatch_process::config::read_secret("feed.token_file", &feed.token_file)?;
+                if token.len() < MIN_FEED_TOKEN {
+                    return Err(ConfigError::invalid(
+                        "feed.token_file",
+                        format!(
+                            "{}: the token must be at least {MIN_FEED_TOKEN} characters",
+                            feed.token_file.display()
+                        ),
+                    ));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        Ok(ConfigFiles { store, feed_token })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +326,37 @@ mod tests {
             .expect("deploy/collector.toml parses")
             .validate()
             .expect("deploy/collector.toml is valid");
+    }
+
+    #[test]
+    fn files_named_in_the_config_are_read_by_check_config_and_serve_alike() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token = dir.path().join("feed.token");
+        let password = dir.path().join("ch.password");
+        let with = |extra: &str| parse(&format!("{GOOD}\n{extra}")).expect("valid");
+        let config = with(&format!(
+            "password_file = \"{}\"\n[feed]\nlisten = \"127.0.0.1:8443\"\ntoken_file = \"{}\"",
+            password.display(),
+            token.display()
+        ));
+        let missing = config.read_files().expect_err("no password file yet");
+        assert!(
+            missing.to_string().contains("clickhouse.password_file"),
+            "{missing}"
+        );
+        std::fs::write(&password, "secret\n").expect("write password");
+        let missing = config.read_files().expect_err("no token file yet");
+        assert!(missing.to_string().contains("feed.token_file"), "{missing}");
+        std::fs::write(&token, "short\n").expect("write token");
+        let short = config.read_files().expect_err("token too short");
+        assert!(short.to_string().contains("at least 16"), "{short}");
+        std::fs::write(&token, "0123456789abcdef0123\n").expect("write token");
+        let files = config.read_files().expect("all files there");
+        assert_eq!(files.store.password.as_deref(), Some("secret"));
+        assert_eq!(files.feed_token.as_deref(), Some("0123456789abcdef0123"));
+        assert!(
+            !format!("{files:?}").contains("secret"),
+            "Debug shows no secret"
+        );
     }
 }

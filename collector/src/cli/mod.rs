@@ -343,6 +343,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Retention(command) => runtime()?.block_on(retention::run_retention(command)),
         Command::CheckConfig(arg) => {
             let config = load_config(&arg)?;
+            config
+                .read_files()
+                .with_context(|| format!("invalid configuration {}", arg.config.display()))?;
             crate::app::load_issuer(&config)?;
             tls::server_config(
                 &config.client_ca,
