@@ -99,17 +99,14 @@ pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
             .context("the feed is on but its token was not read")?;
         let tls = if feed.tls {
             Some(
-                doorwatch_tls::server_config_with(
-                    doorwatch_tls::client_verifier(&config.client_ca, tls::ClientAuth::Optional)
-                        .context("feed TLS")?,
+                tls::server_config_for(
+                    tls::Protocol::Https,
+                    &config.client_ca,
                     &config.server_cert,
                     &config.server_key,
+                    tls::ClientAuth::Optional,
+                    revocations.clone(),
                 )
-                .map(|c| {
-                    let mut c = (*c).clone();
-                    c.alpn_protocols = vec![b"http/1.1".to_vec()];
-                    Arc::new(c)
-                })
                 .context("feed TLS")?,
             )
         } else {

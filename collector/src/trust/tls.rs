@@ -33,12 +33,34 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more wait in the kernel's backlog.
 const MAX_CONCURRENT_HANDSHAKES: usize = 512;
 
-pub use doorwatch_tls::{ClientAuth, TlsError, load_certs};
+pub use doorwatch_tls::{ClientAuth, Protocol, TlsError, load_certs};
 
-/// Server config: TLS 1.3, ALPN h2, client certificates verified against
-/// `client_ca` (see `doorwatch-tls`) and refused when their agent is in
-/// `revocations`. `auth` says whether a client may come without one.
+/// Agent gRPC's server config: TLS 1.3, ALPN h2, client certificates
+/// verified against `client_ca` (see `doorwatch-tls`) and refused when
+/// their agent is in `revocations`. `auth` says whether a client may come
+/// without one.
 pub fn server_config(
+    client_ca: &Path,
+    server_cert: &Path,
+    server_key: &Path,
+    auth: ClientAuth,
+    revocations: Revocations,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_for(
+        Protocol::Grpc,
+        client_ca,
+        server_cert,
+        server_key,
+        auth,
+        revocations,
+    )
+}
+
+/// [`server_config`] for `protocol`: the blocklist feed serves HTTPS with
+/// the same certificates, and a revoked agent's certificate is refused
+/// there too.
+pub fn server_config_for(
+    protocol: Protocol,
     client_ca: &Path,
     server_cert: &Path,
     server_key: &Path,
@@ -49,7 +71,7 @@ pub fn server_config(
         doorwatch_tls::client_verifier(client_ca, auth)?,
         revocations,
     );
-    doorwatch_tls::server_config_with(Arc::new(verifier), server_cert, server_key)
+    doorwatch_tls::server_config_with(Arc::new(verifier), server_cert, server_key, protocol)
 }
 
 /// What every request on a connection knows about its peer.

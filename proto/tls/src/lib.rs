@@ -1,7 +1,12 @@
-//! doorwatch's one TLS policy, shared by agent and collector: rustls with
-//! the ring provider, TLS 1.3 only, ALPN `h2`, and mutual authentication
-//! against the campus CA. It is part of the wire contract, which is why it
-//! lives beside `proto/`.
+//! doorwatch's one TLS policy, for every TLS endpoint it serves and every
+//! connection it makes: rustls with the ring provider, TLS 1.3 only, no
+//! session resumption on servers. Agent gRPC uses ALPN `h2` and mutual
+//! authentication against the campus CA; the collector's blocklist feed
+//! and the console serve HTTPS (`http/1.1`) from the same builder
+//! ([`Protocol`]). Clients of outside services (alert webhooks and mail
+//! relays) get [`outside_client_config`], the one place that also allows
+//! TLS 1.2, because those servers are not ours. It is part of the wire
+//! contract, which is why it lives beside `proto/`.
 //!
 //! This crate builds rustls configurations from PEM files (or, for tools
 //! that issue certificates on the fly such as the load generator, from
@@ -18,6 +23,26 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The ALPN protocol both sides require (gRPC runs over HTTP/2).
 pub const ALPN_H2: &[u8] = b"h2";
+/// The ALPN protocol of the HTTPS endpoints (feed, console).
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// What a server speaks inside TLS, which sets its ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Agent gRPC over HTTP/2 (`h2`).
+    Grpc,
+    /// HTTP/1.1 (`http/1.1`): the blocklist feed, the console.
+    Https,
+}
+
+impl Protocol {
+    fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Self::Grpc => vec![ALPN_H2.to_vec()],
+            Self::Https => vec![ALPN_HTTP1.to_vec()],
+        }
+    }
+}
 
 /// A TLS setup problem, naming the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +119,12 @@ pub fn server_config(
     cert: &Path,
     key: &Path,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    server_config_with(client_verifier(client_ca, ClientAuth::Required)?, cert, key)
+    server_config_with(
+        client_verifier(client_ca, ClientAuth::Required)?,
+        cert,
+        key,
+        Protocol::Grpc,
+    )
 }
 
 /// Whether a client may connect without a certificate.
@@ -126,24 +156,61 @@ pub fn client_verifier(
     Ok(builder.build()?)
 }
 
-/// The collector's config with a client verifier of its own (one that also
-/// checks revocations, say).
+/// A server config with a client verifier of its own (one that also
+/// checks revocations, say), speaking `protocol`.
 pub fn server_config_with(
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
     cert: &Path,
     key: &Path,
+    protocol: Protocol,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let provider = provider();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(load_certs(cert)?, load_key(key)?)?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        .with_client_cert_verifier(verifier);
+    finish_server(
+        builder.with_single_cert(load_certs(cert)?, load_key(key)?)?,
+        protocol,
+    )
+}
+
+/// An HTTPS server that asks for no client certificate (the console:
+/// people sign in with the campus identity provider instead).
+pub fn https_server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth();
+    finish_server(
+        builder.with_single_cert(load_certs(cert)?, load_key(key)?)?,
+        Protocol::Https,
+    )
+}
+
+fn finish_server(
+    mut config: rustls::ServerConfig,
+    protocol: Protocol,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    config.alpn_protocols = protocol.alpn();
     // No session resumption: a resumed session skips the client-certificate
     // check, so an agent revoked (or expired) since its last full handshake
-    // would get in. Every connection pays a full handshake instead.
+    // would get in. Every connection pays a full handshake instead; the
+    // HTTPS endpoints follow the same rule, one policy for all.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// A client of an outside service (an alert webhook, a mail relay) that
+/// trusts `roots`, offering `alpn` (empty for none). TLS 1.2 is allowed
+/// here only: those servers are the campus's or a vendor's, not ours.
+pub fn outside_client_config(
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

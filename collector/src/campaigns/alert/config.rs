@@ -69,15 +69,9 @@ impl AlertsConfig {
                 .unwrap_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"));
             let roots =
                 doorwatch_tls::load_roots(&bundle).map_err(|e| invalid(field, e.to_string()))?;
-            let mut config = rustls::ClientConfig::builder_with_provider(doorwatch_tls::provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| invalid(field, e.to_string()))?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            if !alpn.is_empty() {
-                config.alpn_protocols = vec![alpn.to_vec()];
-            }
-            Ok::<_, ConfigError>(std::sync::Arc::new(config))
+            let alpn: &[&[u8]] = if alpn.is_empty() { &[] } else { &[alpn] };
+            doorwatch_tls::outside_client_config(roots, alpn)
+                .map_err(|e| invalid(field, e.to_string()))
         };
         if let Some(url) = &self.webhook_url {
             let url: crate::campaigns::alert::WebhookUrl =
