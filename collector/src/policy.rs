@@ -16,7 +16,7 @@ use doorwatch_store::{PolicyRow, Store, ip};
 use tokio::sync::watch;
 
 /// The group of agents that have no other.
-pub const DEFAULT_GROUP: &str = "default";
+pub use doorwatch_store::rules::DEFAULT_GROUP;
 
 /// How often collectors look for a new policy version.
 pub const REFRESH: Duration = Duration::from_secs(2);

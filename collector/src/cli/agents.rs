@@ -79,12 +79,11 @@ pub(crate) async fn revoke_agent(
     id: String,
     reason: String,
 ) -> anyhow::Result<()> {
-    if !crate::trust::identity::is_valid_agent_id(&id) {
-        anyhow::bail!("{id:?} is not an agent id (see `agents list`)");
-    }
-    if reason.trim().is_empty() {
-        anyhow::bail!("--reason must say why, for the audit trail");
-    }
+    let row =
+        doorwatch_store::rules::new_revocation(&id, &reason, &os_user(), clock::unix_now_u32())
+            .context(
+                "cannot revoke (see `agents list` for ids; --reason says why, for the audit trail)",
+            )?;
     let store = connect_store(&config).await?;
     if store
         .agent(&id)
@@ -95,12 +94,7 @@ pub(crate) async fn revoke_agent(
         eprintln!("note: {id} never enrolled (a hand-made certificate?); revoking it anyway");
     }
     store
-        .insert_revocation(&doorwatch_store::RevocationRow {
-            agent_id: id.clone(),
-            revoked_at: clock::unix_now_u32(),
-            reason: reason.clone(),
-            revoked_by: os_user(),
-        })
+        .insert_revocation(&row)
         .await
         .context("cannot store the revocation")?;
     tracing::info!(agent_id = %id, reason = %reason, "agent revoked");

@@ -4,8 +4,8 @@ use super::{TokenCommand, connect_store, load_config, os_user};
 use crate::cli::output::Format;
 use anyhow::Context;
 use doorwatch_process::clock;
-use doorwatch_store::Token;
 use doorwatch_store::TokenUse;
+use doorwatch_store::rules;
 
 pub(crate) async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
     match command {
@@ -15,29 +15,19 @@ pub(crate) async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             expires,
             max_uses,
         } => {
-            if !crate::trust::identity::is_valid_agent_id(&group) {
-                anyhow::bail!("--group {group:?}: use 1 to 128 of A-Z a-z 0-9 . _ -");
-            }
-            if max_uses == 0 {
-                anyhow::bail!("--max-uses must be at least 1");
-            }
-            let store = connect_store(&load_config(&config)?).await?;
-            let token = Token::generate().context("cannot make a token")?;
             let now = clock::unix_now();
-            let expires_at = now.saturating_add(expires.as_secs());
+            let expires_at = clock::seconds(now.saturating_add(expires.as_secs()));
+            let (token, row) = rules::new_token(
+                &group,
+                expires_at,
+                max_uses,
+                &os_user(),
+                clock::seconds(now),
+            )
+            .context("cannot make the token")?;
+            let store = connect_store(&load_config(&config)?).await?;
             store
-                .insert_token(&doorwatch_store::TokenRow {
-                    token_id: token.id.clone(),
-                    secret_sha256: token.secret_sha256(),
-                    agent_group: group.clone(),
-                    created_at: clock::seconds(now),
-                    expires_at: clock::seconds(expires_at),
-                    max_uses,
-                    revoked: 0,
-                    revoked_at: 0,
-                    changed_by: os_user(),
-                    version: 1,
-                })
+                .insert_token(&row)
                 .await
                 .context("cannot store the token")?;
             tracing::info!(token_id = %token.id, group = %group, max_uses, "enrollment token created");
@@ -45,7 +35,7 @@ pub(crate) async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             eprintln!(
                 "token {} for group {group:?}: up to {max_uses} PCs until {}. It is shown only now.",
                 token.id,
-                clock::rfc3339(clock::seconds(expires_at))
+                clock::rfc3339(expires_at)
             );
         }
         TokenCommand::List { config, format } => {
@@ -92,11 +82,7 @@ pub(crate) async fn run_token(command: TokenCommand) -> anyhow::Result<()> {
             let Some(found) = store.token(&id).await.context("cannot read the token")? else {
                 anyhow::bail!("no token with id {id:?} (see `token list`)");
             };
-            let mut row = found.token;
-            row.revoked = 1;
-            row.revoked_at = clock::unix_now_u32();
-            row.changed_by = os_user();
-            row.version += 1;
+            let row = rules::revoke_token(found.token, &os_user(), clock::unix_now_u32());
             store
                 .insert_token(&row)
                 .await

@@ -9,9 +9,6 @@ use std::fmt;
 /// Prefix of the SAN URI that names an agent.
 pub const AGENT_URI_PREFIX: &str = "urn:doorwatch:agent:";
 
-/// Longest agent id we accept (it is stored in every event row).
-const MAX_AGENT_ID_LEN: usize = 128;
-
 /// A verified agent, as attached to each request by the TLS layer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct AgentIdentity {
@@ -40,15 +37,9 @@ pub enum IdentityError {
     BadAgentId,
 }
 
-/// Whether `id` is an acceptable agent id: 1 to 128 characters of
-/// `[A-Za-z0-9._-]`. Shared by certificate issuing and reading.
-pub fn is_valid_agent_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_AGENT_ID_LEN
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
+/// Whether `id` is an acceptable agent id: the store's one naming rule,
+/// shared by certificate issuing and reading, the CLI and the console.
+pub use doorwatch_store::rules::is_valid_name as is_valid_agent_id;
 
 /// Reads the agent identity from a leaf certificate (DER) that rustls has
 /// already verified against the campus CA.

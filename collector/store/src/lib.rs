@@ -26,6 +26,7 @@ mod migrations;
 mod outbound;
 mod policies;
 mod retention;
+pub mod rules;
 mod scan_events;
 mod server;
 mod token;
