@@ -1,7 +1,10 @@
 //! `serve`: builds every subsystem of a running collector from a validated
 //! config (TLS and revocation, the store, the correlator, retention, the
 //! feed, alerts, enrollment, policy, heartbeats, the writer and the gRPC
-//! server) and runs it until shutdown.
+//! server) and runs it until shutdown. It owns every task it starts
+//! ([`Tasks`]) and waits for each to end.
+//!
+//! Which optional jobs run is decided once, by the pure [`optional_jobs`].
 
 use crate::campaigns::{alert, correlate};
 use crate::config::ValidConfig;
@@ -61,85 +64,98 @@ pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         .await
         .context("cannot read the revocation list")?;
     tracing::info!(revoked_agents = revocations.len(), "revocation list loaded");
-    tokio::spawn(revocation::follow(
-        store.clone(),
-        revocations.clone(),
-        config.enrollment.revocation_check,
-        stop_rx.clone(),
-    ));
-    match config.correlation.clone() {
-        Some(settings) => {
-            tracing::info!(every = ?settings.interval, window = ?settings.window, "correlating campus-wide campaigns");
-            tokio::spawn(correlate::run(store.clone(), settings, stop_rx.clone()));
+    let mut tasks = Tasks::default();
+    tasks.spawn(
+        "revocations",
+        revocation::follow(
+            store.clone(),
+            revocations.clone(),
+            config.enrollment.revocation_check,
+            stop_rx.clone(),
+        ),
+    );
+    for job in optional_jobs(&config) {
+        match job {
+            OptionalJob::Correlator(settings) => {
+                tracing::info!(every = ?settings.interval, window = ?settings.window, "correlating campus-wide campaigns");
+                tasks.spawn(
+                    "correlator",
+                    correlate::run(store.clone(), settings, stop_rx.clone()),
+                );
+            }
+            OptionalJob::Retention(r) => {
+                tracing::info!(
+                    events_days = r.events_days,
+                    outbound_days = r.outbound_days,
+                    heartbeats_days = r.heartbeats_days,
+                    campaigns_days = r.campaigns_days,
+                    audit_days = r.audit_days,
+                    "applying retention when holding its lease (0 keeps forever)"
+                );
+                tasks.spawn(
+                    "retention",
+                    crate::retention::run(store.clone(), r, stop_rx.clone()),
+                );
+            }
+            OptionalJob::Feed(feed) => {
+                let token = files
+                    .feed_token
+                    .clone()
+                    .context("the feed is on but its token was not read")?;
+                let tls = if feed.tls {
+                    Some(
+                        tls::server_config_for(
+                            tls::Protocol::Https,
+                            &config.client_ca,
+                            &config.server_cert,
+                            &config.server_key,
+                            tls::ClientAuth::Optional,
+                            revocations.clone(),
+                        )
+                        .context("feed TLS")?,
+                    )
+                } else {
+                    None
+                };
+                let listener = tokio::net::TcpListener::bind(feed.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on feed.listen {}", feed.listen))?;
+                tracing::info!(address = %feed.listen, tls = feed.tls, "serving the blocklist feed");
+                tasks.spawn(
+                    "feed",
+                    crate::campaigns::feed::serve(
+                        listener,
+                        store.clone(),
+                        crate::campaigns::feed::Settings {
+                            listen: feed.listen,
+                            token,
+                            entry_lifetime: feed.entry_lifetime,
+                            campus: config.campus_networks.clone(),
+                            allowlist: config.allowlist.clone(),
+                            tls,
+                        },
+                        stop_rx.clone(),
+                    ),
+                );
+            }
+            OptionalJob::Alerts(settings) => {
+                let names: Vec<&str> = settings.channels.iter().map(|c| c.name()).collect();
+                tracing::info!(channels = ?names, "sending campaign alerts");
+                tasks.spawn(
+                    "alerts",
+                    alert::run(store.clone(), settings, stop_rx.clone()),
+                );
+            }
         }
-        None => tracing::info!("correlation off in this collector"),
     }
-    if config.retention.enabled {
-        let r = &config.retention;
-        tracing::info!(
-            events_days = r.events_days,
-            outbound_days = r.outbound_days,
-            heartbeats_days = r.heartbeats_days,
-            campaigns_days = r.campaigns_days,
-            audit_days = r.audit_days,
-            "applying retention when holding its lease (0 keeps forever)"
-        );
-        tokio::spawn(crate::retention::run(
-            store.clone(),
-            config.retention.clone(),
-            stop_rx.clone(),
-        ));
-    } else {
+    if config.correlation.is_none() {
+        tracing::info!("correlation off in this collector");
+    }
+    if !config.retention.enabled {
         tracing::info!("retention off in this collector");
-    }
-    if let Some(feed) = &config.feed {
-        let token = files
-            .feed_token
-            .clone()
-            .context("the feed is on but its token was not read")?;
-        let tls = if feed.tls {
-            Some(
-                tls::server_config_for(
-                    tls::Protocol::Https,
-                    &config.client_ca,
-                    &config.server_cert,
-                    &config.server_key,
-                    tls::ClientAuth::Optional,
-                    revocations.clone(),
-                )
-                .context("feed TLS")?,
-            )
-        } else {
-            None
-        };
-        let listener = tokio::net::TcpListener::bind(feed.listen)
-            .await
-            .with_context(|| format!("cannot listen on feed.listen {}", feed.listen))?;
-        tracing::info!(address = %feed.listen, tls = feed.tls, "serving the blocklist feed");
-        tokio::spawn(crate::campaigns::feed::serve(
-            listener,
-            store.clone(),
-            crate::campaigns::feed::Settings {
-                listen: feed.listen,
-                token,
-                entry_lifetime: feed.entry_lifetime,
-                campus: config.campus_networks.clone(),
-                allowlist: config.allowlist.clone(),
-                tls,
-            },
-            stop_rx.clone(),
-        ));
     }
     if config.alerts.channels.is_empty() {
         tracing::info!("no alert channels configured ([alerts])");
-    } else {
-        let names: Vec<&str> = config.alerts.channels.iter().map(|c| c.name()).collect();
-        tracing::info!(channels = ?names, "sending campaign alerts");
-        tokio::spawn(alert::run(
-            store.clone(),
-            config.alerts.clone(),
-            stop_rx.clone(),
-        ));
     }
     let enrollment = issuer.map(|issuer| {
         EnrollmentService::new(
@@ -176,13 +192,15 @@ pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         "policy in force"
     );
     let (policy_tx, policy_rx) = watch::channel(Arc::new(policy::to_wire(&initial)));
-    tokio::spawn(policy::follow(store.clone(), policy_tx, stop_rx.clone()));
+    tasks.spawn(
+        "policy",
+        policy::follow(store.clone(), policy_tx, stop_rx.clone()),
+    );
     let (heartbeat_tx, heartbeat_rx) = tokio::sync::mpsc::channel(10_000);
-    tokio::spawn(crate::ingest::write_heartbeats(
-        store.clone(),
-        heartbeat_rx,
-        stop_rx.clone(),
-    ));
+    tasks.spawn(
+        "heartbeats",
+        crate::ingest::write_heartbeats(store.clone(), heartbeat_rx, stop_rx.clone()),
+    );
     let (writer, writer_task) = Writer::start(store, config.writer, stop_rx.clone());
     let service = IngestService::new(
         writer,
@@ -211,8 +229,87 @@ pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
     {
         tracing::warn!("the batch writer did not finish within 60 s");
     }
+    tasks.finish(Duration::from_secs(10)).await;
     tracing::info!("collector stopped");
     Ok(())
+}
+
+/// A job a collector runs only when its config asks for it, with its
+/// settings.
+#[derive(Debug)]
+pub enum OptionalJob {
+    Correlator(correlate::Settings),
+    Retention(crate::retention::Settings),
+    Feed(crate::config::ValidFeed),
+    Alerts(alert::Settings),
+}
+
+/// Pure: the optional jobs of a collector with `config`, in start order.
+pub fn optional_jobs(config: &ValidConfig) -> Vec<OptionalJob> {
+    let mut jobs = Vec::new();
+    if let Some(settings) = config.correlation.clone() {
+        jobs.push(OptionalJob::Correlator(settings));
+    }
+    if config.retention.enabled {
+        jobs.push(OptionalJob::Retention(config.retention.clone()));
+    }
+    if let Some(feed) = config.feed.clone() {
+        jobs.push(OptionalJob::Feed(feed));
+    }
+    if !config.alerts.channels.is_empty() {
+        jobs.push(OptionalJob::Alerts(config.alerts.clone()));
+    }
+    jobs
+}
+
+/// Every background task `serve` starts, by name, so none is left behind.
+#[derive(Debug, Default)]
+pub struct Tasks {
+    set: tokio::task::JoinSet<&'static str>,
+}
+
+impl Tasks {
+    /// Starts `task`, known as `name` in logs.
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.set.spawn(async move {
+            task.await;
+            name
+        });
+    }
+
+    /// How many are still running.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether none is running.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// Waits up to `grace` for every task to end (each watches the stop
+    /// flag), then aborts the rest, naming them; returns how many it aborted.
+    pub async fn finish(mut self, grace: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.set.is_empty() {
+            match tokio::time::timeout_at(deadline, self.set.join_next()).await {
+                Ok(Some(Ok(name))) => tracing::debug!(task = name, "task ended"),
+                Ok(Some(Err(e))) => tracing::warn!(error = %e, "a task failed"),
+                Ok(None) => break,
+                Err(_) => {
+                    let left = self.set.len();
+                    tracing::warn!(
+                        tasks = left,
+                        "tasks still running after the grace period; aborting them"
+                    );
+                    self.set.abort_all();
+                    while self.set.join_next().await.is_some() {}
+                    return left;
+                }
+            }
+        }
+        0
+    }
 }
 
 /// The issuing CA named in `[enrollment]`, if enrollment is on.
@@ -253,5 +350,70 @@ pub(crate) async fn open_store_with_retry(
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown::stop_requested(&mut stop) => return Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> ValidConfig {
+        let text = format!(
+            "[listen]\naddress = \"127.0.0.1:4443\"\n[tls]\nclient_ca = \"ca.pem\"\n\
+             server_cert = \"c.pem\"\nserver_key = \"c.key\"\n[clickhouse]\n\
+             url = \"http://127.0.0.1:8123\"\n{extra}"
+        );
+        toml::from_str::<crate::config::CollectorConfig>(&text)
+            .expect("parses")
+            .validate()
+            .expect("valid")
+    }
+
+    fn names(config: &ValidConfig) -> Vec<&'static str> {
+        optional_jobs(config)
+            .iter()
+            .map(|job| match job {
+                OptionalJob::Correlator(_) => "correlator",
+                OptionalJob::Retention(_) => "retention",
+                OptionalJob::Feed(_) => "feed",
+                OptionalJob::Alerts(_) => "alerts",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_default_collector_correlates_and_applies_retention_only() {
+        assert_eq!(names(&config("")), ["correlator", "retention"]);
+    }
+
+    #[test]
+    fn each_optional_job_follows_its_table() {
+        let all = config(
+            "[feed]\nlisten = \"127.0.0.1:8443\"\ntoken_file = \"feed.token\"\n\
+             [alerts]\nsyslog = \"udp://127.0.0.1:514\"\n",
+        );
+        assert_eq!(names(&all), ["correlator", "retention", "feed", "alerts"]);
+        let none = config("[correlation]\nenabled = false\n[retention]\nenabled = false\n");
+        assert!(names(&none).is_empty());
+    }
+
+    #[tokio::test]
+    async fn tasks_end_on_stop_and_a_straggler_is_aborted() {
+        let (stop_tx, stop_rx) = shutdown::channel();
+        let mut tasks = Tasks::default();
+        for _ in 0..3 {
+            let mut stop = stop_rx.clone();
+            tasks.spawn("polite", async move {
+                shutdown::stop_requested(&mut stop).await
+            });
+        }
+        tasks.spawn("stuck", std::future::pending());
+        assert_eq!(tasks.len(), 4);
+        stop_tx.send(true).expect("receivers alive");
+        let aborted = tasks.finish(Duration::from_millis(200)).await;
+        assert_eq!(
+            aborted, 1,
+            "only the task that ignores the stop flag is aborted"
+        );
     }
 }
