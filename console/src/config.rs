@@ -1,17 +1,25 @@
 //! The console's configuration file (TOML): where it listens, how staff
 //! sign in (campus OIDC, an optional local break-glass admin, API tokens
 //! for automation), and where ClickHouse is. [`ConsoleConfig::validate`]
-//! checks everything that can be checked without I/O and returns a
-//! [`ValidConfig`]; reading secret files is a separate step.
+//! checks every field without I/O and returns a [`ValidConfig`];
+//! [`ValidConfig::read_files`] then reads and checks every file it names
+//! (secrets, CA, certificate and key) into a [`ReadyConfig`]. Both
+//! `check-config` and `serve` go through both steps.
+//!
+//! It must not connect anywhere: reaching ClickHouse and the IdP is
+//! `app`'s job.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use doorwatch_store::ClickHouseConfig;
+pub use doorwatch_process::config::ConfigError;
+use doorwatch_process::config::{load_toml, read_secret};
+use doorwatch_store::{ClickHouseConfig, PasswordFileError, StoreConfig};
 use serde::Deserialize;
 
 use crate::auth::Role;
+use crate::https::{TlsFileError, load_tls};
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -120,33 +128,6 @@ fn default_role_claim() -> String {
     "groups".to_owned()
 }
 
-/// A bad configuration: which file or field, and why.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    #[error("{field}: {problem}")]
-    Invalid { field: String, problem: String },
-}
-
-fn invalid(field: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.to_owned(),
-        problem: problem.into(),
-    }
-}
-
 /// A validated API token.
 #[derive(Debug, Clone)]
 pub struct ApiToken {
@@ -215,14 +196,7 @@ pub struct ValidConfig {
 impl ConsoleConfig {
     /// Reads and parses `path`. Parse errors name the line and field.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        load_toml(path)
     }
 
     /// Checks every field; pure.
@@ -233,23 +207,26 @@ impl ConsoleConfig {
         } else if public_url.starts_with("http://") {
             false
         } else {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "public_url",
                 "must start with https:// (or http:// behind a TLS proxy or on loopback)",
             ));
         };
         if !https && self.tls.is_some() {
-            return Err(invalid("public_url", "is http:// but [tls] is set"));
+            return Err(ConfigError::invalid(
+                "public_url",
+                "is http:// but [tls] is set",
+            ));
         }
         if !https && !self.listen.ip().is_loopback() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "public_url",
                 "must be https:// when listening beyond loopback: sign-in cookies and tokens \
                  must never cross the network in clear",
             ));
         }
         if self.oidc.is_none() && self.local_admin.is_none() {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "oidc",
                 "nobody could sign in: configure [oidc], or [local_admin] for first setup",
             ));
@@ -257,16 +234,16 @@ impl ConsoleConfig {
         let oidc = match self.oidc {
             Some(o) => {
                 if !o.issuer.starts_with("https://") && !o.issuer.starts_with("http://127.") {
-                    return Err(invalid(
+                    return Err(ConfigError::invalid(
                         "oidc.issuer",
                         "must be https:// (http:// only for an IdP on loopback)",
                     ));
                 }
                 if o.client_id.trim().is_empty() {
-                    return Err(invalid("oidc.client_id", "is empty"));
+                    return Err(ConfigError::invalid("oidc.client_id", "is empty"));
                 }
                 if o.role_claim.trim().is_empty() {
-                    return Err(invalid("oidc.role_claim", "is empty"));
+                    return Err(ConfigError::invalid("oidc.role_claim", "is empty"));
                 }
                 let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
                 let roles = Roles {
@@ -275,7 +252,7 @@ impl ConsoleConfig {
                     viewer: set(o.roles.viewer),
                 };
                 if roles.admin.is_empty() && roles.analyst.is_empty() && roles.viewer.is_empty() {
-                    return Err(invalid(
+                    return Err(ConfigError::invalid(
                         "oidc.roles",
                         "maps no claim value to a role: nobody could sign in",
                     ));
@@ -295,10 +272,10 @@ impl ConsoleConfig {
         let local_admin = match self.local_admin {
             Some(l) => {
                 if l.username.trim().is_empty() {
-                    return Err(invalid("local_admin.username", "is empty"));
+                    return Err(ConfigError::invalid("local_admin.username", "is empty"));
                 }
                 if argon2::PasswordHash::new(&l.password_hash).is_err() {
-                    return Err(invalid(
+                    return Err(ConfigError::invalid(
                         "local_admin.password_hash",
                         "is not an argon2 PHC string (make one with `doorwatch-console hash-password`)",
                     ));
@@ -310,12 +287,13 @@ impl ConsoleConfig {
         let mut api_tokens = Vec::new();
         for (i, t) in self.api_tokens.into_iter().enumerate() {
             let field = format!("api_tokens[{i}]");
-            let role = Role::parse(&t.role)
-                .ok_or_else(|| invalid(&field, "role must be viewer, analyst or admin"))?;
+            let role = Role::parse(&t.role).ok_or_else(|| {
+                ConfigError::invalid(&field, "role must be viewer, analyst or admin")
+            })?;
             let sha256 = decode_hex32(&t.sha256)
-                .ok_or_else(|| invalid(&field, "sha256 must be 64 hex digits"))?;
+                .ok_or_else(|| ConfigError::invalid(&field, "sha256 must be 64 hex digits"))?;
             if t.name.trim().is_empty() {
-                return Err(invalid(&field, "name is empty"));
+                return Err(ConfigError::invalid(&field, "name is empty"));
             }
             api_tokens.push(ApiToken {
                 name: t.name,
@@ -324,7 +302,7 @@ impl ConsoleConfig {
             });
         }
         if self.session_idle_minutes == 0 || self.session_max_hours == 0 {
-            return Err(invalid(
+            return Err(ConfigError::invalid(
                 "session_idle_minutes",
                 "sessions must last above zero",
             ));
@@ -356,17 +334,104 @@ fn decode_hex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Reads the first line of a secret file.
-pub fn read_secret(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let secret = text.lines().next().unwrap_or_default().trim().to_owned();
-    if secret.is_empty() {
-        return Err(invalid(&path.display().to_string(), "is empty"));
+/// A file the configuration names cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// A secret or CA file, naming its field.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("clickhouse.password_file")]
+    ClickHousePassword(#[source] PasswordFileError),
+    /// The `[tls]` certificate chain or key.
+    #[error(transparent)]
+    Tls(#[from] TlsFileError),
+}
+
+/// What the OIDC client needs from the files `[oidc]` names.
+#[derive(Clone)]
+pub struct OidcFiles {
+    /// The first line of `client_secret_file`.
+    pub client_secret: String,
+    /// The certificates of `ca_file`, trusted besides the system's.
+    pub extra_roots: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for OidcFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcFiles")
+            .field("client_secret", &"<redacted>")
+            .field("extra_roots", &self.extra_roots.len())
+            .finish()
     }
-    Ok(secret)
+}
+
+/// A validated configuration with every file it names read and checked:
+/// what `check-config` vouches for and what `serve` starts from.
+pub struct ReadyConfig {
+    pub config: ValidConfig,
+    /// Present exactly when `config.oidc` is.
+    pub oidc: Option<OidcFiles>,
+    /// ClickHouse, with the password read.
+    pub store: StoreConfig,
+    /// Present exactly when `config.tls` is.
+    pub tls: Option<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for ReadyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadyConfig")
+            .field("config", &self.config)
+            .field("oidc", &self.oidc)
+            .field("store", &self.store.url)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl ValidConfig {
+    /// Reads and checks every file the configuration names: the OIDC
+    /// client secret and extra CA, the ClickHouse password, the HTTPS
+    /// certificate and key. `check-config` and `serve` both go through
+    /// here, so they cannot disagree.
+    pub fn read_files(self) -> Result<ReadyConfig, FileError> {
+        let oidc = match &self.oidc {
+            Some(o) => Some(OidcFiles {
+                client_secret: read_secret("oidc.client_secret_file", &o.client_secret_file)?,
+                extra_roots: match &o.ca_file {
+                    Some(path) => read_roots(path)?,
+                    None => Vec::new(),
+                },
+            }),
+            None => None,
+        };
+        let store = self
+            .clickhouse
+            .store_config()
+            .map_err(FileError::ClickHousePassword)?;
+        let tls = match &self.tls {
+            Some((cert, key)) => Some(load_tls(cert, key)?),
+            None => None,
+        };
+        Ok(ReadyConfig {
+            config: self,
+            oidc,
+            store,
+            tls,
+        })
+    }
+}
+
+/// The certificates (PEM) of `oidc.ca_file`.
+fn read_roots(path: &Path) -> Result<Vec<reqwest::Certificate>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        ConfigError::invalid(
+            "oidc.ca_file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| ConfigError::invalid("oidc.ca_file", format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]
@@ -445,5 +510,30 @@ roles = { admin = ["sec-admins"], analyst = ["sec-team"], viewer = ["it-staff"] 
                 .to_string()
                 .contains("api_tokens[0]")
         );
+    }
+
+    #[test]
+    fn every_named_file_is_read_and_a_bad_one_names_its_field() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret = dir.path().join("secret");
+        let with = |secret: &std::path::Path, ca: Option<&std::path::Path>| {
+            let mut text =
+                GOOD.replace("/etc/doorwatch/oidc-secret", &secret.display().to_string());
+            if let Some(ca) = ca {
+                text = text.replace("[oidc]", &format!("[oidc]\nca_file = \"{}\"", ca.display()));
+            }
+            parse(&text).expect("valid").read_files()
+        };
+        let err = with(&secret, None).expect_err("no secret file").to_string();
+        assert!(err.contains("oidc.client_secret_file"), "{err}");
+        std::fs::write(&secret, "s3cret\n").expect("write secret");
+        let ready = with(&secret, None).expect("ready");
+        let files = ready.oidc.expect("oidc files");
+        assert_eq!(files.client_secret, "s3cret");
+        assert!(files.extra_roots.is_empty());
+        let err = with(&secret, Some(&dir.path().join("no-ca.pem")))
+            .expect_err("missing CA")
+            .to_string();
+        assert!(err.contains("oidc.ca_file"), "{err}");
     }
 }

@@ -25,7 +25,7 @@ use openidconnect::{
 use tokio::sync::RwLock;
 
 use crate::auth::User;
-use crate::config::ValidOidc;
+use crate::config::{OidcFiles, ValidOidc};
 
 /// Every claim of the ID token beyond the standard ones, so the role
 /// claim can be any name the campus uses.
@@ -112,26 +112,22 @@ pub struct Oidc {
 }
 
 impl Oidc {
-    /// Builds the client; `redirect` is PUBLIC_URL/auth/callback.
-    pub fn new(settings: ValidOidc, secret: String, redirect: String) -> Result<Self, OidcError> {
+    /// Builds the client from the files `[oidc]` names (read and checked
+    /// by [`crate::config::ValidConfig::read_files`]); `redirect` is
+    /// PUBLIC_URL/auth/callback. No network yet.
+    pub fn new(settings: ValidOidc, files: OidcFiles, redirect: String) -> Result<Self, OidcError> {
         let mut builder = reqwest::ClientBuilder::new()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10));
-        if let Some(path) = &settings.ca_file {
-            let pem = std::fs::read(path)
-                .map_err(|e| OidcError::Config(format!("{}: {e}", path.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| OidcError::Config(format!("{}: {e}", path.display())))?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+        for cert in files.extra_roots {
+            builder = builder.add_root_certificate(cert);
         }
         let http = builder
             .build()
             .map_err(|e| OidcError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
             settings,
-            secret,
+            secret: files.client_secret,
             redirect,
             http,
             discovered: RwLock::new(None),

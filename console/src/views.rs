@@ -6,8 +6,8 @@ use maud::{DOCTYPE, Markup, html};
 
 use crate::auth::{Role, User};
 use crate::data::{
-    AgentsView, CampaignDetail, CampaignView, EpisodeView, HostView, Overview, SCAN_TYPES,
-    SearchForm, SearchResult, SourceView,
+    AUDIT_ROWS, AgentsView, CampaignDetail, CampaignView, EpisodeView, HostView, Overview,
+    SCAN_TYPES, SearchForm, SearchResult, SourceView,
 };
 use doorwatch_store::{AuditRow, TimeBucket};
 
@@ -500,7 +500,7 @@ pub fn audit(ctx: &PageContext, rows: &[AuditRow], page: u64) -> Markup {
             nav.pages {
                 @if page > 0 { a href={ "/audit?page=" (page - 1) } { "← newer" } }
                 " page " (page + 1) " "
-                @if rows.len() as u64 == crate::web::AUDIT_ROWS { a href={ "/audit?page=" (page + 1) } { "older →" } }
+                @if rows.len() as u64 == AUDIT_ROWS { a href={ "/audit?page=" (page + 1) } { "older →" } }
             }
         },
     )

@@ -1,0 +1,27 @@
+//! What each page shows, loaded from the store into plain serializable
+//! structs, one file per page (plus `summary` for the lines several pages
+//! share). The HTML pages and `/api/v1` render the same structs, so the
+//! API shows exactly what staff see. Nothing here renders or handles
+//! requests; this file only re-exports, and no file below imports it.
+
+mod agents;
+mod campaigns;
+mod hosts;
+mod overview;
+mod search;
+mod sources;
+mod summary;
+
+pub use agents::*;
+pub use campaigns::*;
+pub use hosts::*;
+pub use overview::*;
+pub use search::*;
+pub use sources::*;
+pub use summary::{CampaignView, EpisodeView, fill_buckets};
+
+/// Rows per search page, and the most a CSV export holds.
+pub const PAGE_ROWS: u64 = 50;
+pub const CSV_ROWS: u64 = 100_000;
+/// Audit entries per page.
+pub const AUDIT_ROWS: u64 = 100;
