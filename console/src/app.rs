@@ -84,7 +84,7 @@ async fn run(ready: ReadyConfig, stop: watch::Receiver<bool>) -> Result<(), AppE
         }
         _ => None,
     };
-    let tls = tls.map(|config| tokio_rustls::TlsAcceptor::from(Arc::new(config)));
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let Some(store) = connect_store(&store_config, stop.clone()).await? else {
         return Ok(());
     };

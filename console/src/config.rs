@@ -19,7 +19,6 @@ use doorwatch_store::{ClickHouseConfig, PasswordFileError, StoreConfig};
 use serde::Deserialize;
 
 use crate::auth::Role;
-use crate::https::{TlsFileError, load_tls};
 
 /// The file as written.
 #[derive(Debug, Deserialize)]
@@ -345,7 +344,7 @@ pub enum FileError {
     ClickHousePassword(#[source] PasswordFileError),
     /// The `[tls]` certificate chain or key.
     #[error(transparent)]
-    Tls(#[from] TlsFileError),
+    Tls(#[from] doorwatch_tls::TlsError),
 }
 
 /// What the OIDC client needs from the files `[oidc]` names.
@@ -375,7 +374,7 @@ pub struct ReadyConfig {
     /// ClickHouse, with the password read.
     pub store: StoreConfig,
     /// Present exactly when `config.tls` is.
-    pub tls: Option<rustls::ServerConfig>,
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for ReadyConfig {
@@ -410,7 +409,7 @@ impl ValidConfig {
             .store_config()
             .map_err(FileError::ClickHousePassword)?;
         let tls = match &self.tls {
-            Some((cert, key)) => Some(load_tls(cert, key)?),
+            Some((cert, key)) => Some(doorwatch_tls::https_server_config(cert, key)?),
             None => None,
         };
         Ok(ReadyConfig {

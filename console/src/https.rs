@@ -1,14 +1,10 @@
-//! The console's own HTTPS: the rustls server config built from the
-//! `[tls]` certificate chain and key, and the accept loop that hands each
-//! TLS connection to the router with its peer address.
-//!
-//! It keeps today's policy (TLS 1.3 and 1.2, ring, `http/1.1`) until it
-//! moves into `doorwatch-tls`; it must not grow a policy of its own, and it
-//! knows nothing of routes, sessions or the store.
+//! The console's HTTPS accept loop: hands each TLS connection to the
+//! router with its peer address. The TLS policy itself (TLS 1.3, ring,
+//! `http/1.1`, no resumption) is doorwatch-tls's, as for every endpoint;
+//! this module must not grow one of its own, and knows nothing of routes,
+//! sessions or the store.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -16,65 +12,6 @@ use doorwatch_process::shutdown::stop_requested;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-
-/// The certificate or key files cannot make a server config.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsFileError {
-    #[error("cannot read {}", path.display())]
-    ReadCert {
-        path: PathBuf,
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("bad certificate in {}", path.display())]
-    BadCert {
-        path: PathBuf,
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("cannot read the key {}", path.display())]
-    ReadKey {
-        path: PathBuf,
-        #[source]
-        source: rustls::pki_types::pem::Error,
-    },
-    #[error("TLS versions")]
-    Versions(#[source] rustls::Error),
-    #[error("the certificate does not match the key")]
-    Mismatch(#[source] rustls::Error),
-}
-
-/// Reads the chain and key (PEM) into the console's server config.
-pub fn load_tls(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, TlsFileError> {
-    use rustls::pki_types::pem::PemObject;
-    let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
-        .map_err(|source| TlsFileError::ReadCert {
-            path: cert.to_owned(),
-            source,
-        })?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| TlsFileError::BadCert {
-            path: cert.to_owned(),
-            source,
-        })?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).map_err(|source| {
-        TlsFileError::ReadKey {
-            path: key.to_owned(),
-            source,
-        }
-    })?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-    .map_err(TlsFileError::Versions)?
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .map_err(TlsFileError::Mismatch)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
 
 /// Serves HTTPS until `stop`: one task per connection, each request told
 /// its peer address. The connection tasks belong to this loop; they end
@@ -136,18 +73,20 @@ async fn connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn unreadable_or_mismatched_files_are_named() {
         let dir = tempfile::tempdir().expect("temp dir");
         let missing = dir.path().join("missing.pem");
-        let err = load_tls(&missing, &missing).expect_err("no files");
+        let err = doorwatch_tls::https_server_config(&missing, &missing).expect_err("no files");
         assert!(err.to_string().contains("missing.pem"), "{err}");
         let (cert, _) = self_signed(dir.path(), "a");
         let (_, other_key) = self_signed(dir.path(), "b");
-        let err = load_tls(&cert, &other_key).expect_err("wrong key");
-        assert!(err.to_string().contains("does not match"), "{err}");
+        let err = doorwatch_tls::https_server_config(&cert, &other_key).expect_err("wrong key");
+        assert!(err.to_string().contains("do not work together"), "{err}");
     }
 
     /// A self-signed `localhost` certificate and its key, as PEM files.
@@ -170,7 +109,7 @@ mod tests {
     async fn requests_over_https_know_their_peer_and_the_loop_stops() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (cert, key) = self_signed(dir.path(), "console");
-        let config = load_tls(&cert, &key).expect("server config");
+        let config = doorwatch_tls::https_server_config(&cert, &key).expect("server config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -184,7 +123,7 @@ mod tests {
         let (stop_tx, stop) = doorwatch_process::shutdown::channel();
         let server = tokio::spawn(serve_tls(
             listener,
-            tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            tokio_rustls::TlsAcceptor::from(config),
             router,
             stop,
         ));

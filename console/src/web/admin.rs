@@ -5,6 +5,7 @@
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use doorwatch_process::clock::unix_now_u32;
+use doorwatch_store::rules::{self, RuleError};
 use serde::Deserialize;
 
 use super::audit::audit;
@@ -25,18 +26,15 @@ pub(super) async fn revoke_form(
 ) -> Result<Response, PageError> {
     check_csrf(&app, &caller, Some(&form.csrf))?;
     caller.require(Role::Admin)?;
-    if id.is_empty() || id.len() > 128 {
-        return Err(WebError::BadRequest("not an agent id".into()).into());
-    }
-    audit(&app, &caller, "agent.revoke", &id, "").await?;
-    app.store
-        .insert_revocation(&doorwatch_store::RevocationRow {
-            agent_id: id,
-            revoked_at: unix_now_u32(),
-            reason: "revoked in the console".into(),
-            revoked_by: caller.user.name.clone(),
-        })
-        .await?;
+    let row = rules::new_revocation(
+        &id,
+        "revoked in the console",
+        &caller.user.name,
+        unix_now_u32(),
+    )
+    .map_err(|e| WebError::BadRequest(e.to_string()))?;
+    audit(&app, &caller, "agent.revoke", &row.agent_id, "").await?;
+    app.store.insert_revocation(&row).await?;
     Ok(Redirect::to("/agents").into_response())
 }
 
@@ -49,7 +47,8 @@ pub(super) struct NewTokenForm {
     max_uses: String,
 }
 
-/// Longest a token may be valid, and most PCs one may enroll.
+/// The console's form limits, on top of the store's rules: longest a token
+/// made here may be valid, and most PCs one may enroll.
 pub(super) const MAX_TOKEN_DAYS: u32 = 90;
 pub(super) const MAX_TOKEN_USES: u32 = 100_000;
 
@@ -61,14 +60,6 @@ pub(super) async fn create_token_form(
     check_csrf(&app, &caller, Some(&form.csrf))?;
     caller.require(Role::Admin)?;
     let group = form.group.trim();
-    if group.is_empty()
-        || group.len() > 128
-        || !group
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err(WebError::BadRequest("group: 1 to 128 of A-Z a-z 0-9 . _ -".into()).into());
-    }
     let days: u32 = form
         .days
         .trim()
@@ -83,10 +74,13 @@ pub(super) async fn create_token_form(
         .ok()
         .filter(|u| (1..=MAX_TOKEN_USES).contains(u))
         .ok_or_else(|| WebError::BadRequest(format!("PCs: 1 to {MAX_TOKEN_USES}")))?;
-    let token =
-        doorwatch_store::Token::generate().map_err(|e| WebError::Internal(e.to_string()))?;
     let now = unix_now_u32();
     let expires_at = now.saturating_add(days * 86_400);
+    let (token, row) = rules::new_token(group, expires_at, max_uses, &caller.user.name, now)
+        .map_err(|e| match e {
+            RuleError::NoRandomness => WebError::Internal(e.to_string()),
+            _ => WebError::BadRequest(e.to_string()),
+        })?;
     audit(
         &app,
         &caller,
@@ -95,20 +89,7 @@ pub(super) async fn create_token_form(
         &format!("group {group}, {max_uses} PCs, {days} days"),
     )
     .await?;
-    app.store
-        .insert_token(&doorwatch_store::TokenRow {
-            token_id: token.id.clone(),
-            secret_sha256: token.secret_sha256(),
-            agent_group: group.to_owned(),
-            created_at: now,
-            expires_at,
-            max_uses,
-            revoked: 0,
-            revoked_at: 0,
-            changed_by: caller.user.name.clone(),
-            version: 1,
-        })
-        .await?;
+    app.store.insert_token(&row).await?;
     Ok(html(views::new_token(
         &caller.page(),
         &token.reveal(),
@@ -128,11 +109,7 @@ pub(super) async fn revoke_token_form(
     caller.require(Role::Admin)?;
     let found = app.store.token(&id).await?.ok_or(WebError::NotFound)?;
     audit(&app, &caller, "token.revoke", &id, "").await?;
-    let mut row = found.token;
-    row.revoked = 1;
-    row.revoked_at = unix_now_u32();
-    row.changed_by = caller.user.name.clone();
-    row.version += 1;
+    let row = rules::revoke_token(found.token, &caller.user.name, unix_now_u32());
     app.store.insert_token(&row).await?;
     Ok(Redirect::to("/agents").into_response())
 }
