@@ -207,47 +207,18 @@ pub struct ValidConfig {
     pub inventory_every: Duration,
 }
 
-/// A configuration problem, naming the field.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: Box<toml::de::Error>,
-    },
-    #[error("field `{field}`: {problem}")]
-    Invalid {
-        field: &'static str,
-        problem: String,
-    },
-}
+/// A configuration problem, naming the file or the field: the error type
+/// every doorwatch binary shares.
+pub use doorwatch_process::config::ConfigError;
 
 fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        problem: problem.into(),
-    }
+    ConfigError::invalid(field, problem)
 }
 
 impl AgentConfig {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        doorwatch_process::config::load_toml(path)
     }
 
     pub fn parse(text: &str) -> Result<Self, toml::de::Error> {

@@ -6,11 +6,12 @@ use std::net::IpAddr;
 
 use doorwatch_proto::v1;
 
-use crate::detect::{
-    EpisodeReport, EpisodeState, FloodReport, KnockReport, Report, ScanKind, Severity,
+use crate::findings::{
+    AnomalyKind, AnomalyReport, EpisodeReport, EpisodeState, FloodReport, KnockReport, Report,
+    ScanKind, Severity,
 };
 use crate::outbound::inventory::Listener;
-use crate::outbound::{AnomalyKind, AnomalyReport, FlowMinute, OutboundReport};
+use crate::outbound::{FlowMinute, OutboundReport};
 use crate::procfs::Process;
 
 /// Most companions sent with one episode.

@@ -1,7 +1,11 @@
 //! Plain-language explanations of what the detector found, for help-desk
 //! staff and PC users. Pure text formatting.
+//!
+//! It reads only the report types of [`crate::findings`] (and the process
+//! names of [`crate::procfs`]); detection and outbound monitoring call it,
+//! never the other way round.
 
-use crate::detect::{EpisodeReport, FloodReport, KnockReport, ScanKind};
+use crate::findings::{AnomalyReport, EpisodeReport, FloodReport, KnockReport, ScanKind};
 
 /// Well-known service names for ports that scanners look for.
 pub fn service_name(port: u16) -> Option<&'static str> {
@@ -283,8 +287,8 @@ fn who(process: Option<&crate::procfs::Process>) -> String {
 }
 
 /// The explanation attached to an outbound anomaly.
-pub fn outbound(report: &crate::outbound::AnomalyReport) -> String {
-    use crate::outbound::AnomalyKind;
+pub fn outbound(report: &AnomalyReport) -> String {
+    use crate::findings::AnomalyKind;
     let who = who(report.process.as_ref());
     let span = duration(report.last_seen_ms.saturating_sub(report.first_seen_ms));
     let port_name = |port: u16| {
@@ -343,10 +347,23 @@ pub fn outbound(report: &crate::outbound::AnomalyReport) -> String {
     }
 }
 
+/// Unix milliseconds as RFC 3339 in UTC (with the fraction when there is
+/// one), or an empty string if the time cannot be shown.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::EpisodeState;
+    use crate::findings::EpisodeState;
 
     fn report(open_ports: Vec<u16>) -> EpisodeReport {
         EpisodeReport {
@@ -372,7 +389,7 @@ mod tests {
     #[test]
     fn names_risky_exposures_reached() {
         let mut r = report(vec![8080]);
-        r.exposed = vec![crate::detect::Exposure {
+        r.exposed = vec![crate::findings::Exposure {
             protocol: 6,
             port: 8080,
             process: "python3".to_owned(),
@@ -406,7 +423,7 @@ mod tests {
 
     #[test]
     fn knocks_name_the_ports_tried() {
-        let knock = |source: &str, port| crate::detect::Knock {
+        let knock = |source: &str, port| crate::findings::Knock {
             source: source.parse().expect("literal"),
             target: "198.18.0.10".parse().expect("literal"),
             port,

@@ -5,28 +5,15 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::{DetectorConfig, EpisodeState, PortSet, Report};
+use super::config::DetectorConfig;
+use super::ports::PortSet;
 use crate::explain;
+use crate::findings::{EpisodeState, FloodReport, Report};
 
 /// Quiet milliseconds that end a flood.
 const FLOOD_IDLE_MS: u64 = 10_000;
 /// Ports listed for one flood.
 const MAX_PORTS: u32 = 16;
-
-/// One report of a flood against one address of this PC.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FloodReport {
-    pub episode: u64,
-    pub state: EpisodeState,
-    pub target: IpAddr,
-    /// Up to 16 targeted ports, ascending.
-    pub ports: Vec<u16>,
-    /// New source addresses seen while the flood lasted.
-    pub sources: u64,
-    pub first_seen_ms: u64,
-    pub last_seen_ms: u64,
-    pub explanation: String,
-}
 
 #[derive(Debug, Default)]
 struct TargetFlood {

@@ -14,40 +14,14 @@
 
 use std::net::IpAddr;
 
-use super::Probation;
 use super::pair::{Answer, Contact};
+use super::probation::Probation;
+use crate::findings::{Knock, KnockReport, MAX_KNOCKS};
 
-/// Most knocks listed in one report.
-pub const MAX_KNOCKS: usize = 256;
 /// A TCP try with no answer after this long counts as unanswered.
 pub(super) const SILENT_AFTER_MS: u64 = 3_000;
 /// Most knocks one undecided source adds to one report.
 pub(super) const MAX_PER_SOURCE: usize = 16;
-
-/// One source's try at one closed port of this PC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Knock {
-    pub source: IpAddr,
-    pub target: IpAddr,
-    pub port: u16,
-    /// 6 (TCP) or 17 (UDP).
-    pub protocol: u8,
-    /// This PC refused it; `false`: it went unanswered.
-    pub refused: bool,
-    pub probes: u32,
-    pub first_seen_ms: u64,
-    pub last_seen_ms: u64,
-}
-
-/// The knocks of one reporting interval.
-#[derive(Debug, Clone, PartialEq)]
-pub struct KnockReport {
-    /// Oldest first, at most [`MAX_KNOCKS`].
-    pub knocks: Vec<Knock>,
-    /// Knocks of the interval beyond [`MAX_KNOCKS`].
-    pub unlisted: u64,
-    pub explanation: String,
-}
 
 /// The knock a probation entry amounts to at `now`, if it is one yet:
 /// a TCP SYN refused or unanswered for a while, or a UDP datagram refused.

@@ -27,200 +27,34 @@
 //! reported together every few seconds as *knocks* (see `knock.rs`): not
 //! scans of this PC, but the stuff of campus-wide sweeps and botnets.
 
+//!
+//! This file wires the parts together and owns the [`Detector`] state; the
+//! thresholds live in `config.rs`, the report types in [`crate::findings`]
+//! (re-exported here for the old paths). It must not do I/O or read clocks.
+
+mod ambiguous;
+mod config;
+mod episode;
 mod flood;
 mod knock;
 mod pair;
 mod ports;
+mod probation;
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, Hash};
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use crate::decode::{Icmp, Packet, Transport, Unreachable, tcp_flags};
-use crate::explain;
-pub use flood::FloodReport;
-pub use knock::{Knock, KnockReport, MAX_KNOCKS};
+pub use crate::findings::{
+    EpisodeReport, EpisodeState, Exposure, FloodReport, Knock, KnockReport, MAX_KNOCKS, Report,
+    ScanKind, Severity,
+};
+use ambiguous::{Ambiguous, AmbiguousCache};
+pub use config::DetectorConfig;
+use episode::report;
 use pair::{Contact, Pair};
 pub use ports::PortSet;
-
-/// Detection thresholds. Defaults are documented in `docs/configuration.md`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DetectorConfig {
-    /// Net refused first contacts (refused minus accepted) that decide a
-    /// scan: the TRW decision threshold.
-    pub scan_min_ports: u32,
-    /// Distinct first-contact ports with no answer at all that also decide
-    /// a scan (a PC whose firewall drops probes silently).
-    pub blind_min_ports: u32,
-    /// Distinct ports hit by stealth probes that decide a scan.
-    pub stealth_min_ports: u32,
-    /// Distinct unusual IP protocols that decide an IP-protocol scan.
-    pub ip_proto_min: u32,
-    /// Milliseconds of silence after which an episode is closed. Slow
-    /// scans stretch this to four times their own probe interval.
-    pub episode_idle_ms: u64,
-    /// Milliseconds after which a source that was never decided is forgotten.
-    pub undecided_idle_ms: u64,
-    /// Least milliseconds between two reports of one active episode.
-    pub update_interval_ms: u64,
-    /// Memory for detection state, in bytes.
-    pub memory_budget: usize,
-    /// New sources per second towards one address that make a flood.
-    pub flood_new_sources_per_sec: u32,
-    /// Milliseconds between two reports of knocks (single tries at
-    /// closed ports); 0 turns knock reports off.
-    pub knock_report_ms: u64,
-    /// Sources never reported (campus scanners, monitoring).
-    pub allowlist: HashSet<IpAddr>,
-}
-
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        Self {
-            scan_min_ports: 4,
-            blind_min_ports: 25,
-            stealth_min_ports: 4,
-            ip_proto_min: 4,
-            episode_idle_ms: 60_000,
-            undecided_idle_ms: 15 * 60_000,
-            update_interval_ms: 2_000,
-            memory_budget: 16 << 20,
-            flood_new_sources_per_sec: 1_000,
-            knock_report_ms: 5_000,
-            allowlist: HashSet::new(),
-        }
-    }
-}
-
-/// How a scanner probed, named as nmap names its scan types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ScanKind {
-    Syn,
-    Connect,
-    Fin,
-    Null,
-    Xmas,
-    Maimon,
-    Ack,
-    Udp,
-    IpProto,
-    Icmp,
-}
-
-impl ScanKind {
-    pub const ALL: [ScanKind; 10] = [
-        Self::Syn,
-        Self::Connect,
-        Self::Fin,
-        Self::Null,
-        Self::Xmas,
-        Self::Maimon,
-        Self::Ack,
-        Self::Udp,
-        Self::IpProto,
-        Self::Icmp,
-    ];
-
-    /// The stored and printed name.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Syn => "syn",
-            Self::Connect => "connect",
-            Self::Fin => "fin",
-            Self::Null => "null",
-            Self::Xmas => "xmas",
-            Self::Maimon => "maimon",
-            Self::Ack => "ack",
-            Self::Udp => "udp",
-            Self::IpProto => "ip_proto",
-            Self::Icmp => "icmp",
-        }
-    }
-
-    fn bit(self) -> u16 {
-        1 << (self as u16)
-    }
-}
-
-/// Where an episode is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EpisodeState {
-    Detected,
-    Active,
-    Closed,
-}
-
-/// One report of a scan episode: one scanner × one address of this PC.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EpisodeReport {
-    /// Detector-local episode number, unique for the detector's life.
-    pub episode: u64,
-    pub state: EpisodeState,
-    pub scanner: IpAddr,
-    pub target: IpAddr,
-    pub kinds: Vec<ScanKind>,
-    /// Distinct TCP and UDP ports (and IP protocols, for -sO) probed.
-    pub ports_probed: u32,
-    /// Up to 64 probed ports, ascending.
-    pub port_sample: Vec<u16>,
-    /// Probed ports that answered as open, ascending.
-    pub open_ports: Vec<u16>,
-    pub probes: u64,
-    pub first_seen_ms: u64,
-    pub last_seen_ms: u64,
-    /// 0 to 100.
-    pub confidence: u8,
-    /// Other sources sending the same pattern at the same time (decoys).
-    pub companions: Vec<IpAddr>,
-    /// Probes arrived as IP fragments (nmap -f).
-    pub fragmented: bool,
-    /// Risky open ports of this PC the scan reached. The detector leaves
-    /// this empty; the agent fills it from its listening-port inventory.
-    pub exposed: Vec<Exposure>,
-    pub explanation: String,
-}
-
-impl EpisodeReport {
-    /// Low when nothing was open, medium when the scanner found open
-    /// ports, high when it reached a risky exposure of this PC.
-    pub fn severity(&self) -> Severity {
-        if !self.exposed.is_empty() {
-            Severity::High
-        } else if !self.open_ports.is_empty() {
-            Severity::Medium
-        } else {
-            Severity::Low
-        }
-    }
-}
-
-/// A risky open port of this PC that a scan reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exposure {
-    /// 6 (TCP) or 17 (UDP).
-    pub protocol: u8,
-    pub port: u16,
-    /// The program listening, empty if unknown.
-    pub process: String,
-    /// Why it is risky, in plain words.
-    pub risk: String,
-}
-
-/// How serious an episode is for this PC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-}
-
-/// What the detector reports.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Report {
-    Scan(EpisodeReport),
-    Flood(FloodReport),
-    Knocks(KnockReport),
-}
+use probation::Probation;
 
 /// Counters for heartbeats and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -235,20 +69,6 @@ pub struct DetectorStats {
     pub probation_evictions: u64,
     /// Tracked sources pushed out to stay within the budget.
     pub tracked_evictions: u64,
-}
-
-/// A source in probation: one first contact so far.
-#[derive(Debug, Clone, Copy)]
-struct Probation {
-    first_seen_ms: u64,
-    last_seen_ms: u64,
-    probes: u32,
-    contact: Contact,
-    /// This PC's answer to the contact, if one was seen.
-    answer: Option<pair::Answer>,
-    seq: u64,
-    /// Already reported as a knock.
-    knocked: bool,
 }
 
 /// Bytes one probation entry costs, with map and queue overhead.
@@ -269,22 +89,6 @@ type FlowKey = (u8, IpAddr, u16, u16);
 /// random per-process seed, so crafted addresses cannot force collisions.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Slots of the cache of ACK and FIN+ACK packets awaiting a possible RST.
-const AMBIGUOUS_SLOTS: usize = 8192;
-
-/// An ACK or FIN+ACK that reached a port with no connection shows itself
-/// only by this PC's bare RST. Ordinary traffic sends these flags all the
-/// time, so they wait in a fixed-size, direct-mapped cache (no allocation,
-/// no per-source state) until a RST confirms one as a probe.
-#[derive(Debug, Clone, Copy)]
-struct Ambiguous {
-    remote: IpAddr,
-    remote_port: u16,
-    local: IpAddr,
-    local_port: u16,
-    flags: u8,
-}
-
 /// The detector. Feed it with [`Detector::observe`] and
 /// [`Detector::tick`]; take reports with [`Detector::drain_reports`].
 #[derive(Debug)]
@@ -292,8 +96,7 @@ pub struct Detector {
     config: DetectorConfig,
     /// This PC's addresses: a handful, so a list beats a hash set.
     local: Vec<IpAddr>,
-    ambiguous: Box<[Option<Ambiguous>]>,
-    ambiguous_hasher: foldhash::fast::RandomState,
+    ambiguous: AmbiguousCache,
     probation: HashMap<Key, Probation>,
     probation_order: VecDeque<(Key, u64)>,
     probation_seq: u64,
@@ -315,8 +118,7 @@ impl Detector {
         Self {
             config,
             local,
-            ambiguous: vec![None; AMBIGUOUS_SLOTS].into_boxed_slice(),
-            ambiguous_hasher: foldhash::fast::RandomState::default(),
+            ambiguous: AmbiguousCache::new(),
             probation: HashMap::default(),
             probation_order: VecDeque::new(),
             probation_seq: 0,
@@ -427,7 +229,7 @@ impl Detector {
                         flags,
                     },
                     _ => {
-                        self.remember_ambiguous(Ambiguous {
+                        self.ambiguous.remember(Ambiguous {
                             remote: scanner,
                             remote_port: src_port,
                             local: target,
@@ -467,42 +269,6 @@ impl Detector {
             Transport::Other { protocol } => Contact::Protocol { protocol },
         };
         self.contact((scanner, target), contact, now);
-    }
-
-    fn ambiguous_slot(
-        &self,
-        remote: IpAddr,
-        remote_port: u16,
-        local: IpAddr,
-        local_port: u16,
-    ) -> usize {
-        let mut h = self.ambiguous_hasher.build_hasher();
-        (remote, remote_port, local, local_port).hash(&mut h);
-        (std::hash::Hasher::finish(&h) as usize) % AMBIGUOUS_SLOTS
-    }
-
-    fn remember_ambiguous(&mut self, a: Ambiguous) {
-        let slot = self.ambiguous_slot(a.remote, a.remote_port, a.local, a.local_port);
-        self.ambiguous[slot] = Some(a);
-    }
-
-    /// The ACK or FIN+ACK that this PC's bare RST answers, if cached.
-    fn take_ambiguous(
-        &mut self,
-        remote: IpAddr,
-        remote_port: u16,
-        local: IpAddr,
-        local_port: u16,
-    ) -> Option<u8> {
-        let slot = self.ambiguous_slot(remote, remote_port, local, local_port);
-        let a = self.ambiguous[slot]?;
-        if (a.remote, a.remote_port, a.local, a.local_port)
-            != (remote, remote_port, local, local_port)
-        {
-            return None;
-        }
-        self.ambiguous[slot] = None;
-        Some(a.flags)
     }
 
     /// Whether an inbound packet belongs to a flow this PC opened.
@@ -616,7 +382,7 @@ impl Detector {
                     return;
                 }
                 if flags & (tcp_flags::RST | tcp_flags::ACK) == tcp_flags::RST
-                    && let Some(probe) = self.take_ambiguous(remote, dst_port, target, src_port)
+                    && let Some(probe) = self.ambiguous.take(remote, dst_port, target, src_port)
                 {
                     // A bare RST: this PC refused an ACK or FIN+ACK that
                     // belonged to no connection. That was a probe.
@@ -878,42 +644,6 @@ impl Detector {
             }
         }
     }
-}
-
-fn report(
-    (scanner, target): Key,
-    pair: &Pair,
-    state: EpisodeState,
-    config: &DetectorConfig,
-) -> EpisodeReport {
-    let kinds = pair.kinds(config);
-    let mut report = EpisodeReport {
-        episode: pair.episode.as_ref().map_or(0, |e| e.id),
-        state,
-        scanner,
-        target,
-        kinds: ScanKind::ALL
-            .into_iter()
-            .filter(|k| kinds & k.bit() != 0)
-            .collect(),
-        ports_probed: pair.ports_probed(),
-        port_sample: pair.port_sample(64),
-        open_ports: pair.open_ports(),
-        probes: pair.probes,
-        first_seen_ms: pair.first_seen_ms,
-        last_seen_ms: pair.last_seen_ms,
-        confidence: pair.confidence(config),
-        companions: pair
-            .episode
-            .as_ref()
-            .map(|e| e.companions.clone())
-            .unwrap_or_default(),
-        fragmented: pair.fragmented,
-        exposed: Vec::new(),
-        explanation: String::new(),
-    };
-    report.explanation = explain::scan(&report);
-    report
 }
 
 #[cfg(test)]

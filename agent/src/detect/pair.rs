@@ -3,8 +3,10 @@
 
 use std::net::IpAddr;
 
-use super::{DetectorConfig, PortSet, ScanKind};
+use super::config::DetectorConfig;
+use super::ports::PortSet;
 use crate::decode::tcp_flags::{ACK, FIN, PSH, RST, SYN, URG};
+use crate::findings::ScanKind;
 
 /// How low the hypothesis-test score may fall: a source with a long record
 /// of accepted connections still turns into a scanner after a few more

@@ -6,10 +6,11 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
-use super::OutboundConfig;
+use super::config::OutboundConfig;
 use super::flows::Upload;
 use crate::decode::{Packet, Transport, tcp_flags};
-use crate::detect::{Detector, DetectorConfig, EpisodeState, Report};
+use crate::detect::{Detector, DetectorConfig};
+use crate::findings::{AnomalyKind, AnomalyReport, EpisodeState, Report};
 use crate::procfs::Process;
 
 /// An outbound TCP connection with no answer for this long has failed.
@@ -32,43 +33,6 @@ pub struct Baseline {
     pub sent_this_hour: u64,
     /// Usual bytes sent per hour, per hour of day (UTC); `None` until seen.
     pub per_hour_of_day: [Option<u64>; 24],
-}
-
-/// What an anomaly is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AnomalyKind {
-    UploadVolume,
-    /// Many ports of one host (`remote` set) or one port of many hosts.
-    Scan,
-    SmtpFanout,
-    FailedConnections,
-}
-
-/// One report of an outbound anomaly.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AnomalyReport {
-    pub episode: u64,
-    pub state: EpisodeState,
-    pub kind: AnomalyKind,
-    pub process: Option<Process>,
-    /// The one remote host concerned, if there is one.
-    pub remote: Option<IpAddr>,
-    /// The one remote port concerned, or 0.
-    pub port: u16,
-    pub hosts: u32,
-    pub ports: u32,
-    pub bytes_out: u64,
-    /// Usual bytes per hour at this hour of day; 0 before a baseline exists.
-    pub baseline_per_hour: u64,
-    pub attempts: u32,
-    pub failed: u32,
-    pub first_seen_ms: u64,
-    pub last_seen_ms: u64,
-    pub host_sample: Vec<IpAddr>,
-    pub port_sample: Vec<u16>,
-    /// The window the counts cover (for the explanation).
-    pub window_ms: u64,
-    pub explanation: String,
 }
 
 /// What one open anomaly is about: kind, process id, remote, port.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::{Owners, SharedProcess};
+use super::owners::{Owners, SharedProcess};
 use crate::decode::{Packet, Transport, tcp_flags};
 use crate::procfs::Process;
 

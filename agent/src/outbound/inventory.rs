@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use crate::detect::Exposure;
+use crate::findings::Exposure;
 use crate::procfs::{Process, Protocol, Snapshot};
 
 /// Most listeners reported (the wire contract's limit).

@@ -17,128 +17,32 @@
 //! so reports wait for [`Monitor::attribute`]: the runtime refreshes when
 //! [`Monitor::needs_owners`] says so, then attributes, then drains.
 
+//!
+//! This file wires the parts into the [`Monitor`]; the thresholds live in
+//! `config.rs`, the owner lookup in `owners.rs` and the anomaly report
+//! types in [`crate::findings`] (re-exported here for the old paths).
+
 mod anomaly;
+mod config;
 mod flows;
 pub mod inventory;
+mod owners;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
-pub use anomaly::{AnomalyKind, AnomalyReport, Baseline};
+pub use anomaly::Baseline;
+pub use config::OutboundConfig;
 pub use flows::{FlowMinute, FlowRow, ProcessRate};
+pub use owners::{Owners, SharedProcess};
 
 use crate::decode::Packet;
-use crate::procfs::{Process, Snapshot};
-
-/// Thresholds of outbound detection. Defaults are documented in
-/// `docs/configuration.md`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboundConfig {
-    /// Sliding window over which uploads are summed.
-    pub upload_window_ms: u64,
-    /// Bytes to one destination within the window that are always worth a
-    /// report, whatever the baseline.
-    pub upload_min_bytes: u64,
-    /// How many times this PC's usual rate (per hour of day) an upload
-    /// must reach to be reported once the baseline exists.
-    pub upload_baseline_factor: u64,
-    /// Distinct hosts that refused or ignored connections to one port within
-    /// `scan_window_ms`: worm-like scanning.
-    pub scan_min_hosts: u32,
-    /// Distinct ports of one host probed (net refused): the scan detector's
-    /// threshold, with the roles reversed.
-    pub scan_min_ports: u32,
-    pub scan_window_ms: u64,
-    /// Distinct hosts contacted on port 25 within `smtp_window_ms`.
-    pub smtp_min_hosts: u32,
-    pub smtp_window_ms: u64,
-    /// Connections opened within `failed_window_ms`, and the share of them
-    /// that failed (percent), that make a failed-connections anomaly.
-    pub failed_min_attempts: u32,
-    pub failed_min_percent: u32,
-    pub failed_window_ms: u64,
-    /// Quiet milliseconds that close an anomaly.
-    pub idle_close_ms: u64,
-}
-
-impl Default for OutboundConfig {
-    fn default() -> Self {
-        Self {
-            upload_window_ms: 10 * 60_000,
-            upload_min_bytes: 100 << 20,
-            upload_baseline_factor: 10,
-            scan_min_hosts: 20,
-            scan_min_ports: 4,
-            scan_window_ms: 60_000,
-            smtp_min_hosts: 20,
-            smtp_window_ms: 10 * 60_000,
-            failed_min_attempts: 50,
-            failed_min_percent: 50,
-            failed_window_ms: 5 * 60_000,
-            idle_close_ms: 10_000,
-        }
-    }
-}
+pub use crate::findings::{AnomalyKind, AnomalyReport};
 
 /// What the monitor reports.
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutboundReport {
     Flows(FlowMinute),
     Anomaly(AnomalyReport),
-}
-
-/// Finds socket owners. Implemented by a procfs [`Snapshot`]; tests use
-/// fakes.
-pub trait Owners {
-    /// The process owning this PC's socket `local_port` talking to
-    /// `remote`:`remote_port` over `protocol` (6 or 17).
-    fn owner(
-        &self,
-        protocol: u8,
-        local: IpAddr,
-        local_port: u16,
-        remote: IpAddr,
-        remote_port: u16,
-    ) -> Option<Process>;
-    /// The process sending raw packets (raw or packet sockets), if exactly
-    /// one holds such sockets.
-    fn raw_sender(&self) -> Option<Process>;
-}
-
-impl Owners for Snapshot {
-    fn owner(
-        &self,
-        protocol: u8,
-        local: IpAddr,
-        local_port: u16,
-        remote: IpAddr,
-        remote_port: u16,
-    ) -> Option<Process> {
-        let protocol = match protocol {
-            6 => crate::procfs::Protocol::Tcp,
-            17 => crate::procfs::Protocol::Udp,
-            _ => return None,
-        };
-        Snapshot::owner(
-            self,
-            protocol,
-            std::net::SocketAddr::new(local, local_port),
-            std::net::SocketAddr::new(remote, remote_port),
-        )
-        .cloned()
-    }
-
-    fn raw_sender(&self) -> Option<Process> {
-        // The agent's own capture socket is a packet socket: never itself.
-        let me = std::process::id();
-        let mut names: Vec<&Process> = self.raw_owners.iter().filter(|p| p.pid != me).collect();
-        names.sort_by_key(|p| p.pid);
-        names.dedup_by_key(|p| p.pid);
-        match names.as_slice() {
-            [one] => Some((*one).clone()),
-            _ => None,
-        }
-    }
 }
 
 /// The outbound monitor of one PC.
@@ -245,9 +149,6 @@ impl Monitor {
         self.flows.rates(now_ms)
     }
 }
-
-/// A process shared between many flows.
-pub type SharedProcess = Arc<Process>;
 
 #[cfg(test)]
 mod tests;

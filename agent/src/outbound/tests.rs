@@ -1,6 +1,7 @@
 use super::*;
 use crate::decode::{Packet, Transport};
-use crate::detect::EpisodeState;
+use crate::findings::EpisodeState;
+use crate::procfs::Process;
 
 const PC: &str = "198.18.0.10";
 const SYN: u8 = tcp_flags::SYN;
