@@ -225,7 +225,7 @@ impl Request {
             return Some(token.trim().to_owned());
         }
         let encoded = value.strip_prefix("Basic ")?;
-        let decoded = base64_decode(encoded.trim())?;
+        let decoded = super::base64::decode(encoded.trim())?;
         let text = String::from_utf8(decoded).ok()?;
         Some(text.split_once(':')?.1.to_owned())
     }
@@ -279,58 +279,6 @@ fn reason(status: u16) -> &'static str {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-/// Standard base64 with padding (for SMTP AUTH PLAIN).
-pub fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// Standard base64 (for HTTP Basic), `None` if malformed.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = text.trim_end_matches('=').as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut acc = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            acc |= value(*c)? << (18 - 6 * i);
-        }
-        let take = match chunk.len() {
-            4 => 3,
-            3 => 2,
-            2 => 1,
-            _ => return None,
-        };
-        out.extend_from_slice(&acc.to_be_bytes()[1..=take]);
-    }
-    Some(out)
 }
 
 /// The blocklist feed. Off unless `listen` is set.
@@ -416,15 +364,5 @@ mod tests {
         assert_eq!(r.token().as_deref(), Some("s3cret"));
         assert_eq!(Request::parse("GET / HTTP/1.1\r\n\r\n").token(), None);
         assert_eq!(Request::parse("\r\n\r\n"), Request::default());
-        assert_eq!(base64_decode("!!"), None);
-        for text in ["", "a", "ab", "abc", "\0user\0pa:ss"] {
-            let encoded = base64_encode(text.as_bytes());
-            assert_eq!(
-                base64_decode(&encoded),
-                Some(text.as_bytes().to_vec()),
-                "{encoded}"
-            );
-        }
-        assert_eq!(base64_encode(b"firewall:s3cret"), "ZmlyZXdhbGw6czNjcmV0");
     }
 }

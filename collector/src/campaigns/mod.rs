@@ -4,5 +4,6 @@
 //! ([`feed`]). Nothing here talks to agents.
 
 pub mod alert;
+pub mod base64;
 pub mod correlate;
 pub mod feed;

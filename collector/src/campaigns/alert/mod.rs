@@ -285,8 +285,7 @@ async fn mail(email: &Email, alert: &Alert, console_url: &str) -> Result<(), Str
     let mut stream = tokio::io::BufReader::new(tls);
     smtp(&mut stream, "EHLO doorwatch-collector", 250).await?;
     if let Some((user, password)) = &email.login {
-        let token =
-            crate::campaigns::feed::base64_encode(format!("\0{user}\0{password}").as_bytes());
+        let token = crate::campaigns::base64::encode(format!("\0{user}\0{password}").as_bytes());
         smtp(&mut stream, &format!("AUTH PLAIN {token}"), 235).await?;
     }
     smtp(&mut stream, &format!("MAIL FROM:<{}>", email.from), 250).await?;
