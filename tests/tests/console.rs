@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use doorwatch_e2e::clickhouse::{CONSOLE_USER, Engine};
+use doorwatch_e2e::clickhouse::{CONSOLE_USER, ClickHouse, Engine};
 use doorwatch_e2e::console::{CLIENT_ID, CLIENT_SECRET, Console, api_token, hash_password};
 use doorwatch_e2e::http::{get_url, hidden_field as hidden, request as http};
-use doorwatch_e2e::netns::Campus;
+use doorwatch_e2e::netns::{Campus, Host};
 use doorwatch_e2e::oidc::{Provider, RogueIdp, browse};
 use doorwatch_e2e::process::{Process, free_port, run};
 use doorwatch_e2e::require;
@@ -80,43 +80,7 @@ fn staff_sign_in_triage_and_every_refusal() {
         agent.wait_for_log("connected to collector", Duration::from_secs(30));
     }
 
-    // A real sweep: the campaign the console will show.
-    let targets: Vec<String> = pcs.iter().map(|p| p.ipv4().to_string()).collect();
-    let out = run(scanner
-        .command("timeout")
-        .args([
-            "120",
-            "nmap",
-            "-n",
-            "-Pn",
-            "-sS",
-            "--max-retries",
-            "1",
-            "-p",
-            "1-200",
-        ])
-        .args(&targets));
-    assert!(out.contains("Nmap done"), "{out}");
-    let start = Instant::now();
-    let campaign_id = loop {
-        let listed = run(Command::new(require::binary("doorwatch-collector"))
-            .args(["campaigns", "list", "--format", "json", "--config"])
-            .arg(&stack.collector_config));
-        if let Some(id) = listed
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|c| c["kind"] == "sweep" && c["pcs"] == 3)
-            .and_then(|c| c["campaign_id"].as_str().map(str::to_owned))
-        {
-            break id;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no sweep campaign: {listed}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-
+    let campaign_id = a_real_sweep(&scanner, &pcs, &stack);
     let dir = stack.dir.path();
     let hash = hash_password(LOCAL_PASSWORD);
     let (viewer_token, viewer_entry) = api_token("viewer-script", "viewer");
@@ -147,7 +111,61 @@ fn staff_sign_in_triage_and_every_refusal() {
         );
     }
 
-    // 1. The whole flow in a real browser, as ada (admin).
+    the_whole_flow_in_a_real_browser(dir, &base);
+    let bearer = format!("Bearer {admin_token}");
+    the_api_shows_the_same(&console, &bearer, &campaign_id);
+    every_page_and_endpoint_answers(&console, &bearer, &campaign_id);
+    an_expired_token_says_so(&console, &stack);
+    revokes_through_the_forms(&console, &bearer);
+    without_a_session_pages_redirect_and_the_api_refuses(&console);
+    a_viewer_may_read_but_not_triage(&console, &viewer_token, &campaign_id);
+    let session = the_local_admin_is_rate_limited(&console);
+    changes_need_the_csrf_token_and_our_origin(&console, &session, &campaign_id);
+    a_tampered_state_is_refused(&console, &provider);
+    a_rogue_idp_is_refused(dir, ch, &extra);
+}
+
+/// A real sweep of the PCs: the campaign the console will show. Returns its id.
+fn a_real_sweep(scanner: &Host, pcs: &[Host], stack: &Stack) -> String {
+    let targets: Vec<String> = pcs.iter().map(|p| p.ipv4().to_string()).collect();
+    let out = run(scanner
+        .command("timeout")
+        .args([
+            "120",
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sS",
+            "--max-retries",
+            "1",
+            "-p",
+            "1-200",
+        ])
+        .args(&targets));
+    assert!(out.contains("Nmap done"), "{out}");
+    let start = Instant::now();
+    loop {
+        let listed = run(Command::new(require::binary("doorwatch-collector"))
+            .args(["campaigns", "list", "--format", "json", "--config"])
+            .arg(&stack.collector_config));
+        if let Some(id) = listed
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|c| c["kind"] == "sweep" && c["pcs"] == 3)
+            .and_then(|c| c["campaign_id"].as_str().map(str::to_owned))
+        {
+            break id;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no sweep campaign: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Step 1: The whole flow in a real browser, as ada (admin).
+fn the_whole_flow_in_a_real_browser(dir: &Path, base: &str) {
     let shots = artifacts();
     let result = browse(
         dir,
@@ -202,14 +220,15 @@ fn staff_sign_in_triage_and_every_refusal() {
         "CSP or script errors: {result}"
     );
     assert_eq!(result["csp_violations"], json!([]), "{result}");
+}
 
-    // The API shows the same, to a bearer token.
-    let bearer = format!("Bearer {admin_token}");
+/// The API shows the same, to a bearer token.
+fn the_api_shows_the_same(console: &Console, bearer: &str, campaign_id: &str) {
     let api = http(
         console.port,
         "GET",
         &format!("/api/v1/campaigns/{campaign_id}"),
-        &[("Authorization", &bearer)],
+        &[("Authorization", bearer)],
         "",
     );
     assert_eq!(api.status, 200, "{api:?}");
@@ -223,14 +242,14 @@ fn staff_sign_in_triage_and_every_refusal() {
         console.port,
         "GET",
         "/api/v1/audit",
-        &[("Authorization", &bearer)],
+        &[("Authorization", bearer)],
         "",
     );
     let allowed = http(
         console.port,
         "GET",
         "/api/v1/sources/198.18.0.97",
-        &[("Authorization", &bearer)],
+        &[("Authorization", bearer)],
         "",
     );
     assert!(
@@ -243,7 +262,7 @@ fn staff_sign_in_triage_and_every_refusal() {
         console.port,
         "GET",
         "/api/v1/agents",
-        &[("Authorization", &bearer)],
+        &[("Authorization", bearer)],
         "",
     );
     assert!(agents.body.contains("\"group\":\"library\""), "{agents:?}");
@@ -251,12 +270,10 @@ fn staff_sign_in_triage_and_every_refusal() {
         audit.body.contains("campaign.triage") && audit.body.contains("\"login\""),
         "{audit:?}"
     );
+}
 
-    every_page_and_endpoint_answers(&console, &bearer, &campaign_id);
-    an_expired_token_says_so(&console, &stack);
-    revokes_through_the_forms(&console, &bearer);
-
-    // 2. No session: pages redirect to sign-in, the API says 401.
+/// Step 2: No session: pages redirect to sign-in, the API says 401.
+fn without_a_session_pages_redirect_and_the_api_refuses(console: &Console) {
     let page = http(console.port, "GET", "/campaigns", &[], "");
     assert_eq!(page.status, 303);
     assert_eq!(page.header("location"), Some("/login?next=%2Fcampaigns"));
@@ -275,8 +292,10 @@ fn staff_sign_in_triage_and_every_refusal() {
         .status,
         401
     );
+}
 
-    // 3. A viewer may read but not triage.
+/// Step 3: A viewer may read but not triage.
+fn a_viewer_may_read_but_not_triage(console: &Console, viewer_token: &str, campaign_id: &str) {
     let viewer = format!("Bearer {viewer_token}");
     assert_eq!(
         http(
@@ -311,9 +330,12 @@ fn staff_sign_in_triage_and_every_refusal() {
         .status,
         403
     );
+}
 
-    // 4. Local admin: a wrong password is refused, and after five tries
-    //    from one address the sixth is rate-limited even if right.
+/// Step 4: Local admin: a wrong password is refused, and after five tries from one
+/// address the sixth is rate-limited even if right. Returns the session
+/// of the one good sign-in.
+fn the_local_admin_is_rate_limited(console: &Console) -> String {
     let login = http(console.port, "GET", "/login", &[], "");
     let browser = login
         .cookie("__Host-doorwatch_browser")
@@ -352,13 +374,18 @@ fn staff_sign_in_triage_and_every_refusal() {
     let limited = local(form(LOCAL_PASSWORD));
     assert_eq!(limited.status, 429, "{limited:?}");
 
-    // 5. A change without the CSRF token, or from another origin, is
-    //    refused; with it, it goes through.
+    session
+}
+
+/// Step 5: A change without the CSRF token, or from another origin, is refused;
+/// with it, it goes through.
+fn changes_need_the_csrf_token_and_our_origin(console: &Console, session: &str, campaign_id: &str) {
+    let base = console.url();
     let page = http(
         console.port,
         "GET",
         &format!("/campaigns/{campaign_id}"),
-        &[("Cookie", &session)],
+        &[("Cookie", session)],
         "",
     );
     assert_eq!(page.status, 200);
@@ -369,7 +396,7 @@ fn staff_sign_in_triage_and_every_refusal() {
             "POST",
             &format!("/campaigns/{campaign_id}/triage"),
             &[
-                ("Cookie", &session),
+                ("Cookie", session),
                 ("Content-Type", "application/x-www-form-urlencoded"),
                 ("Origin", origin),
             ],
@@ -393,9 +420,11 @@ fn staff_sign_in_triage_and_every_refusal() {
         triage(&format!("state=resolved&note=closed&csrf={csrf}"), &base).status,
         303
     );
+}
 
-    // 6. A tampered state: the callback finds no sign-in and refuses.
-    let (browser, to_idp) = start_sign_in(&console);
+/// Step 6: A tampered state: the callback finds no sign-in and refuses.
+fn a_tampered_state_is_refused(console: &Console, provider: &Provider) {
+    let (browser, to_idp) = start_sign_in(console);
     assert!(to_idp.starts_with(&provider.issuer), "{to_idp}");
     let tampered = http(
         console.port,
@@ -412,9 +441,11 @@ fn staff_sign_in_triage_and_every_refusal() {
     assert!(tampered.cookie("__Host-doorwatch_session").is_none());
     let log = console.process.log();
     assert!(log.contains("unknown, used or expired state"), "{log}");
+}
 
-    // 7. A rogue IdP: the right nonce and issuer sign in (the control);
-    //    a wrong nonce, an expired token, another issuer do not.
+/// Step 7: A rogue IdP: the right nonce and issuer sign in (the control); a wrong
+/// nonce, an expired token, another issuer do not.
+fn a_rogue_idp_is_refused(dir: &Path, ch: &ClickHouse, extra: &str) {
     for (mode, reason) in [
         ("ok", ""),
         ("wrong-nonce", "nonce"),
@@ -428,7 +459,7 @@ fn staff_sign_in_triage_and_every_refusal() {
             free_port(),
             ch,
             Some(&rogue.issuer),
-            &extra,
+            extra,
         );
         let (browser, to_idp) = start_sign_in(&rogue_console);
         let back = get_url(&to_idp, "");
