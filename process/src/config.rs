@@ -34,6 +34,18 @@ impl ConfigError {
     }
 }
 
+/// `value` of `field` must lie in `min..=max`; the error says so.
+pub fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            field,
+            format!("{value} is outside {min}..={max}"),
+        ))
+    }
+}
+
 /// Reads and parses the TOML file at `path` into `T`. Parse errors name
 /// the line and the field.
 pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {

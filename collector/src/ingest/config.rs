@@ -60,16 +60,7 @@ impl IngestConfig {
         ),
         ConfigError,
     > {
-        let range = |field: &'static str, value: u64, min: u64, max: u64| {
-            if (min..=max).contains(&value) {
-                Ok(())
-            } else {
-                Err(ConfigError::invalid(
-                    field,
-                    format!("{value} is outside {min}..={max}"),
-                ))
-            }
-        };
+        let range = doorwatch_process::config::in_range;
         range(
             "ingest.insert_max_rows",
             self.insert_max_rows,

@@ -75,13 +75,7 @@ impl CorrelationConfig {
         ConfigError,
     > {
         let invalid = |field: &'static str, problem: String| ConfigError::invalid(field, problem);
-        let range = |field: &'static str, value: u64, min: u64, max: u64| {
-            if (min..=max).contains(&value) {
-                Ok(())
-            } else {
-                Err(invalid(field, format!("{value} is outside {min}..={max}")))
-            }
-        };
+        let range = doorwatch_process::config::in_range;
         range(
             "correlation.interval_seconds",
             self.interval_seconds,
