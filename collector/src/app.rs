@@ -331,26 +331,20 @@ pub(crate) fn load_issuer(config: &ValidConfig) -> anyhow::Result<Option<AgentIs
 /// unreachable. Returns `None` if shutdown was requested meanwhile.
 pub(crate) async fn open_store_with_retry(
     store_config: &doorwatch_store::StoreConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Store>> {
-    let mut backoff = doorwatch_process::backoff::Backoff::new(
-        Duration::from_millis(500),
-        Duration::from_secs(30),
-    );
-    loop {
-        let delay = backoff.next_delay();
-        match Store::open(store_config).await {
-            Ok(store) => return Ok(Some(store)),
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, url = %store_config.url, retry_in = ?delay, "clickhouse unreachable");
-            }
-            Err(e) => return Err(e).context("cannot prepare the ClickHouse schema"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown::stop_requested(&mut stop) => return Ok(None),
-        }
-    }
+    doorwatch_process::backoff::until_ready(
+        doorwatch_process::backoff::Backoff::new(
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+        ),
+        || Store::open(store_config),
+        doorwatch_store::StoreError::is_transient,
+        "clickhouse unreachable",
+        stop,
+    )
+    .await
+    .context("cannot prepare the ClickHouse schema")
 }
 
 #[cfg(test)]

@@ -151,31 +151,24 @@ async fn finish(task: JoinHandle<()>) {
 /// first.
 async fn connect_store(
     config: &StoreConfig,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<Option<Store>, AppError> {
-    let mut backoff = Backoff::new(STORE_RETRY_FIRST, STORE_RETRY_MAX);
-    loop {
-        // The console never changes the schema: it waits for a collector
-        // to create and migrate it, and needs only its own grants.
-        let connected = async {
-            let store = Store::connect(config).await?;
-            store.check_grants(doorwatch_store::grants::CONSOLE).await?;
-            Ok::<_, StoreError>(store)
-        };
-        let delay = match connected.await {
-            Ok(store) => return Ok(Some(store)),
-            Err(e) if e.is_transient() => {
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in = ?delay, "clickhouse not ready");
-                delay
-            }
-            Err(e) => return Err(AppError::Store(e)),
-        };
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = stop_requested(&mut stop) => return Ok(None),
-        }
-    }
+    // The console never changes the schema: it waits for a collector to
+    // create and migrate it, and needs only its own grants.
+    let attempt = || async {
+        let store = Store::connect(config).await?;
+        store.check_grants(doorwatch_store::grants::CONSOLE).await?;
+        Ok::<_, StoreError>(store)
+    };
+    doorwatch_process::backoff::until_ready(
+        Backoff::new(STORE_RETRY_FIRST, STORE_RETRY_MAX),
+        attempt,
+        StoreError::is_transient,
+        "clickhouse not ready",
+        stop,
+    )
+    .await
+    .map_err(AppError::Store)
 }
 
 /// Keeps the overview's aggregates fresh, so no request waits for them.
