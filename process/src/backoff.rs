@@ -88,9 +88,14 @@ mod tests {
         )
         .await;
         assert_eq!(ready, Ok(Some(3)));
-        let lasting: Result<Option<()>, &str> =
-            until_ready(Backoff::new(Duration::ZERO, Duration::ZERO), || async { Err("bad") }, |_| false, "x", rx)
-                .await;
+        let lasting: Result<Option<()>, &str> = until_ready(
+            Backoff::new(Duration::ZERO, Duration::ZERO),
+            || async { Err("bad") },
+            |_| false,
+            "x",
+            rx,
+        )
+        .await;
         assert_eq!(lasting, Err("bad"));
         let (tx, rx) = crate::shutdown::channel();
         tx.send(true).expect("receiver alive");
