@@ -224,13 +224,7 @@ fn the_whole_flow_in_a_real_browser(dir: &Path, base: &str) {
 
 /// The API shows the same, to a bearer token.
 fn the_api_shows_the_same(console: &Console, bearer: &str, campaign_id: &str) {
-    let api = http(
-        console.port,
-        "GET",
-        &format!("/api/v1/campaigns/{campaign_id}"),
-        &[("Authorization", bearer)],
-        "",
-    );
+    let api = api_get(console, bearer, &format!("/api/v1/campaigns/{campaign_id}"));
     assert_eq!(api.status, 200, "{api:?}");
     let detail: serde_json::Value = serde_json::from_str(&api.body).expect("json");
     assert_eq!(detail["campaign"]["triage"], "acknowledged", "{detail}");
@@ -238,33 +232,15 @@ fn the_api_shows_the_same(console: &Console, bearer: &str, campaign_id: &str) {
         detail["triage_history"][0]["actor"], "ada@campus.test",
         "{detail}"
     );
-    let audit = http(
-        console.port,
-        "GET",
-        "/api/v1/audit",
-        &[("Authorization", bearer)],
-        "",
-    );
-    let allowed = http(
-        console.port,
-        "GET",
-        "/api/v1/sources/198.18.0.97",
-        &[("Authorization", bearer)],
-        "",
-    );
+    let audit = api_get(console, bearer, "/api/v1/audit");
+    let allowed = api_get(console, bearer, "/api/v1/sources/198.18.0.97");
     assert!(
         allowed
             .body
             .contains("\"allowlisted_by\":\"198.18.0.96/30\""),
         "{allowed:?}"
     );
-    let agents = http(
-        console.port,
-        "GET",
-        "/api/v1/agents",
-        &[("Authorization", bearer)],
-        "",
-    );
+    let agents = api_get(console, bearer, "/api/v1/agents");
     assert!(agents.body.contains("\"group\":\"library\""), "{agents:?}");
     assert!(
         audit.body.contains("campaign.triage") && audit.body.contains("\"login\""),
@@ -527,24 +503,12 @@ fn every_page_and_endpoint_answers(console: &Console, bearer: &str, campaign_id:
         "/api/v1/agents".to_owned(),
         "/api/v1/audit".to_owned(),
     ] {
-        let answer = http(
-            console.port,
-            "GET",
-            &endpoint,
-            &[("Authorization", bearer)],
-            "",
-        );
+        let answer = api_get(console, bearer, &endpoint);
         assert_eq!(answer.status, 200, "{endpoint}: {answer:?}");
         serde_json::from_str::<serde_json::Value>(&answer.body)
             .unwrap_or_else(|e| panic!("{endpoint}: not JSON ({e}): {}", answer.body));
     }
-    let events = http(
-        console.port,
-        "GET",
-        "/api/v1/events?source=198.18.0.100",
-        &[("Authorization", bearer)],
-        "",
-    );
+    let events = api_get(console, bearer, "/api/v1/events?source=198.18.0.100");
     assert!(events.body.contains("198.18.0.100"), "{events:?}");
 }
 
@@ -620,23 +584,16 @@ fn revokes_through_the_forms(console: &Console, bearer: &str) {
         let answer = http(console.port, "POST", &path, &form, &format!("csrf={csrf}"));
         assert_eq!(answer.status, 303, "{path}: {answer:?}");
     }
-    let agents = http(
-        console.port,
-        "GET",
-        "/api/v1/agents",
-        &[("Authorization", bearer)],
-        "",
-    );
-    let audit = http(
-        console.port,
-        "GET",
-        "/api/v1/audit",
-        &[("Authorization", bearer)],
-        "",
-    );
+    let agents = api_get(console, bearer, "/api/v1/agents");
+    let audit = api_get(console, bearer, "/api/v1/audit");
     assert!(
         audit.body.contains("token.revoke") && audit.body.contains("agent.revoke"),
         "{audit:?}"
     );
     assert!(agents.body.contains("revoked"), "{agents:?}");
+}
+
+/// GET `path` of the console's API with `bearer` (an `Authorization` value).
+fn api_get(console: &Console, bearer: &str, path: &str) -> doorwatch_e2e::http::Answer {
+    http(console.port, "GET", path, &[("Authorization", bearer)], "")
 }

@@ -186,6 +186,13 @@ const MEMBERS: u32 = 1000;
 
 /// Outside sources, grouped by their /24 (IPv4) or /64 (IPv6), seen by
 /// at least `min_pcs` PCs.
+/// A query's answer that is only campaign ids.
+#[derive(clickhouse::Row, serde::Deserialize)]
+pub(crate) struct CampaignIdRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub(crate) campaign_id: uuid::Uuid,
+}
+
 pub(crate) async fn sweeps(
     client: &clickhouse::Client,
     filter: &ActivityFilter,

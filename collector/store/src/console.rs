@@ -500,12 +500,7 @@ pub(crate) async fn campaigns_of_source(
     client: &clickhouse::Client,
     source: &str,
 ) -> Result<Vec<uuid::Uuid>, StoreError> {
-    #[derive(clickhouse::Row, serde::Deserialize)]
-    struct Id {
-        #[serde(with = "clickhouse::serde::uuid")]
-        campaign_id: uuid::Uuid,
-    }
-    let ids: Vec<Id> = client
+    let ids: Vec<crate::campaigns::CampaignIdRow> = client
         .query(
             "SELECT DISTINCT campaign_id FROM campaign_members \
              WHERE member = 'source' AND value = ?",

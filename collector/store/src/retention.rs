@@ -67,12 +67,7 @@ pub(crate) async fn campaigns_last_seen_before(
     client: &clickhouse::Client,
     cutoff: u32,
 ) -> Result<Vec<uuid::Uuid>, StoreError> {
-    #[derive(clickhouse::Row, serde::Deserialize)]
-    struct Id {
-        #[serde(with = "clickhouse::serde::uuid")]
-        campaign_id: uuid::Uuid,
-    }
-    let ids: Vec<Id> = client
+    let ids: Vec<crate::campaigns::CampaignIdRow> = client
         .query(
             "SELECT campaign_id FROM campaigns GROUP BY campaign_id \
              HAVING max(last_seen) < toDateTime(?) ORDER BY campaign_id",
