@@ -6,9 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use doorwatch_store::{
-    EventRows, InsertLimits, ScanEventRow, Store, StoreError, episode_state, ip,
-};
+use doorwatch_store::{EpisodeState, EventRows, InsertLimits, ScanEventRow, Store, StoreError, ip};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -42,7 +40,7 @@ fn row(rng: &mut SmallRng, source: u32, pc: u32, first_seen: u32) -> ScanEventRo
         agent_id: pc_id(pc),
         received_at: first_seen,
         created_at: first_seen,
-        state: episode_state::DETECTED,
+        state: EpisodeState::Detected,
         scanner: ip::to_fixed16(source_address(source).into()),
         target: ip::to_fixed16(target.into()),
         scan_types: vec!["syn".into()],

@@ -4,8 +4,8 @@
 
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_store::{
-    FloodEventRow, HeartbeatRow, MIGRATIONS, PolicyRow, ScanEventRow, Store, StoreConfig,
-    episode_state, ip,
+    EpisodeState, FloodEventRow, HeartbeatRow, MIGRATIONS, PolicyRow, ScanEventRow, Store,
+    StoreConfig, ip,
 };
 
 fn row(scanner: &str, ports: u32) -> ScanEventRow {
@@ -15,7 +15,7 @@ fn row(scanner: &str, ports: u32) -> ScanEventRow {
         agent_id: "pc-1".into(),
         received_at: 1_764_000_100,
         created_at: 1_764_000_050,
-        state: episode_state::ACTIVE,
+        state: EpisodeState::Active,
         scanner: ip::to_fixed16(scanner.parse().expect("literal")),
         target: ip::to_fixed16("fd00:d00::10".parse().expect("literal")),
         scan_types: vec!["syn".into()],
@@ -107,7 +107,7 @@ async fn store_round_trips_and_counts_retried_batches_once() {
         agent_id: "pc-1".into(),
         received_at: 1_764_000_100,
         created_at: 1_764_000_050,
-        state: episode_state::CLOSED,
+        state: EpisodeState::Closed,
         target: ip::to_fixed16("198.18.0.10".parse().expect("literal")),
         ports: vec![80],
         sources: 48_000,

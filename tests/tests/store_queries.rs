@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_store::{
-    ActivityFilter, ActivityRow, AgentHealthRow, AgentRow, AlertRow, AllowlistRow, AuditRow,
-    CampaignMemberRow, CampaignRow, EpisodeRow, EventRows, EventSearch, FeedSourceRow,
-    FloodEventRow, FlowMinuteRow, HeartbeatRow, InsertLimits, KnockEventRow, ListeningPortRow,
-    MIGRATIONS, MemberCounts, OutboundAnomalyRow, PartitionRow, PcHitRow, PolicyRow, PortRow,
-    RevocationRow, ScanEventRow, ScannerRow, Store, StoreConfig, StoreError, TalkerRow, TimeBucket,
-    TokenRow, TokenUse, TriageRow, anomaly_kind, campaign_kind, campaign_state, episode_state,
-    grants, hex_sha256, ip, member, triage_state,
+    ActivityFilter, ActivityRow, AgentHealthRow, AgentRow, AlertRow, AlertStatus, AllowlistRow,
+    AnomalyKind, AuditRow, CampaignKind, CampaignMemberRow, CampaignRow, CampaignState, EpisodeRow,
+    EpisodeState, EventRows, EventSearch, FeedSourceRow, FloodEventRow, FlowMinuteRow,
+    HeartbeatRow, InsertLimits, KnockEventRow, ListeningPortRow, MIGRATIONS, MemberCounts,
+    MemberKind, OutboundAnomalyRow, PartitionRow, PcHitRow, PolicyRow, PortRow, RevocationRow,
+    ScanEventRow, ScannerRow, Store, StoreConfig, StoreError, TalkerRow, TimeBucket, TokenRow,
+    TokenUse, TriageRow, TriageState, grants, hex_sha256, ip,
 };
 use uuid::Uuid;
 
@@ -43,10 +43,6 @@ use uuid::Uuid;
 /// a five-minute) boundary.
 const T: u32 = 1_764_000_000;
 const DAY: u32 = 86_400;
-
-/// Alert statuses as stored in the `status` Enum8 column.
-const SENT: i8 = 1;
-const GAVE_UP: i8 = 2;
 
 /// One engine with a store on its own database. Fields drop in order: the
 /// engine stops before its folder goes.
@@ -185,7 +181,7 @@ fn scan(scanner: &str, pc_number: u32) -> ScanEventRow {
         agent_id: pc(pc_number),
         received_at: T + 21,
         created_at: T + 20,
-        state: episode_state::ACTIVE,
+        state: EpisodeState::Active,
         scanner: addr(scanner),
         target: pc_addr(pc_number),
         scan_types: vec!["syn".into()],
@@ -232,7 +228,7 @@ fn knock(event_id: Uuid, source: &str, pc_number: u32, port: u16) -> KnockEventR
     }
 }
 
-fn flood(pc_number: u32, target: &str, state: i8, last_seen: u32) -> FloodEventRow {
+fn flood(pc_number: u32, target: &str, state: EpisodeState, last_seen: u32) -> FloodEventRow {
     FloodEventRow {
         event_id: Uuid::now_v7(),
         episode_id: Uuid::now_v7(),
@@ -287,7 +283,7 @@ impl Detection {
 
 fn detection() -> Detection {
     let sweep_pc1_first = ScanEventRow {
-        state: episode_state::DETECTED,
+        state: EpisodeState::Detected,
         ports_probed: 100,
         open_ports: vec![22],
         severity: 1,
@@ -295,7 +291,7 @@ fn detection() -> Detection {
     };
     let sweep_pc1_last = ScanEventRow {
         event_id: Uuid::now_v7(),
-        state: episode_state::CLOSED,
+        state: EpisodeState::Closed,
         ports_probed: 1000,
         open_ports: vec![22, 80],
         severity: 3,
@@ -347,8 +343,8 @@ fn detection() -> Detection {
         worm_pc2,
         v6_pc1,
         floods: [
-            flood(1, "198.18.1.1", episode_state::ACTIVE, T + 50),
-            flood(2, "fd00:d00::2", episode_state::CLOSED, T + 60),
+            flood(1, "198.18.1.1", EpisodeState::Active, T + 50),
+            flood(2, "fd00:d00::2", EpisodeState::Closed, T + 60),
         ],
         knocks,
     }
@@ -381,7 +377,12 @@ fn flow(pc_number: u32, minute: u32, process: &str, remote: &str, port: u16) -> 
     }
 }
 
-fn anomaly(pc_number: u32, kind: i8, state: i8, received_at: u32) -> OutboundAnomalyRow {
+fn anomaly(
+    pc_number: u32,
+    kind: AnomalyKind,
+    state: EpisodeState,
+    received_at: u32,
+) -> OutboundAnomalyRow {
     OutboundAnomalyRow {
         event_id: Uuid::now_v7(),
         episode_id: Uuid::now_v7(),
@@ -406,7 +407,7 @@ fn anomaly(pc_number: u32, kind: i8, state: i8, received_at: u32) -> OutboundAno
         last_seen: received_at - 1,
         host_sample: vec![],
         port_sample: vec![],
-        explanation: format!("{} on pc-{pc_number}", anomaly_kind::label(kind)),
+        explanation: format!("{} on pc-{pc_number}", kind.label()),
     }
 }
 
@@ -483,11 +484,11 @@ fn outbound() -> Outbound {
         baseline_bytes_per_hour: 1_000_000,
         host_sample: vec![addr("203.0.113.80")],
         port_sample: vec![443],
-        ..anomaly(pc_number, anomaly_kind::UPLOAD_VOLUME, state, received_at)
+        ..anomaly(pc_number, AnomalyKind::UploadVolume, state, received_at)
     };
     let anomalies = vec![
-        upload(1, episode_state::ACTIVE, T + 121),
-        upload(2, episode_state::DETECTED, T + 131),
+        upload(1, EpisodeState::Active, T + 121),
+        upload(2, EpisodeState::Detected, T + 131),
         OutboundAnomalyRow {
             hosts: 40,
             ports: 3,
@@ -497,20 +498,20 @@ fn outbound() -> Outbound {
             port_sample: vec![22, 23, 2323],
             ..anomaly(
                 1,
-                anomaly_kind::FAILED_CONNECTIONS,
-                episode_state::CLOSED,
+                AnomalyKind::FailedConnections,
+                EpisodeState::Closed,
                 T + 141,
             )
         },
         OutboundAnomalyRow {
             remote_port: 25,
             hosts: 60,
-            ..anomaly(2, anomaly_kind::SMTP_FANOUT, episode_state::ACTIVE, T + 151)
+            ..anomaly(2, AnomalyKind::SmtpFanout, EpisodeState::Active, T + 151)
         },
         OutboundAnomalyRow {
             remote_port: 22,
             hosts: 250,
-            ..anomaly(3, anomaly_kind::SCAN, episode_state::DETECTED, T + 161)
+            ..anomaly(3, AnomalyKind::Scan, EpisodeState::Detected, T + 161)
         },
     ];
     let (old, new, pc2, pc3) = (
@@ -1416,7 +1417,7 @@ async fn check_audit(store: &Store) {
 
 // ------------------------------------------- campaigns, alerts, leases
 
-fn campaign(kind: i8, key: &str, state: i8, last_seen: u32) -> CampaignRow {
+fn campaign(kind: CampaignKind, key: &str, state: CampaignState, last_seen: u32) -> CampaignRow {
     CampaignRow {
         campaign_id: Uuid::now_v7(),
         kind,
@@ -1429,14 +1430,14 @@ fn campaign(kind: i8, key: &str, state: i8, last_seen: u32) -> CampaignRow {
         sources: 2,
         ports: 1,
         open_ports: 0,
-        explanation: format!("{} campaign about {key}", campaign_kind::label(kind)),
+        explanation: format!("{} campaign about {key}", kind.label()),
         updated_at: last_seen + 5,
         version: 1,
         exposed_ports: 0,
     }
 }
 
-fn members(row: &CampaignRow, kind: i8, values: &[&str]) -> Vec<CampaignMemberRow> {
+fn members(row: &CampaignRow, kind: MemberKind, values: &[&str]) -> Vec<CampaignMemberRow> {
     values
         .iter()
         .map(|value| CampaignMemberRow {
@@ -1449,15 +1450,15 @@ fn members(row: &CampaignRow, kind: i8, values: &[&str]) -> Vec<CampaignMemberRo
         .collect()
 }
 
-fn alert(row: &CampaignRow, severity: u8, channel: &str, status: i8, at: u32) -> AlertRow {
+fn alert(row: &CampaignRow, severity: u8, channel: &str, status: AlertStatus, at: u32) -> AlertRow {
     AlertRow {
         campaign_id: row.campaign_id,
         severity,
         channel: channel.into(),
         status,
-        attempts: if status == SENT { 1 } else { 5 },
+        attempts: if status == AlertStatus::Sent { 1 } else { 5 },
         at,
-        error: if status == SENT {
+        error: if status == AlertStatus::Sent {
             ""
         } else {
             "connection refused"
@@ -1467,11 +1468,11 @@ fn alert(row: &CampaignRow, severity: u8, channel: &str, status: i8, at: u32) ->
     }
 }
 
-fn triage(row: &CampaignRow, state: i8, at: u32) -> TriageRow {
+fn triage(row: &CampaignRow, state: TriageState, at: u32) -> TriageRow {
     TriageRow {
         campaign_id: row.campaign_id,
         state,
-        note: format!("now {}", triage_state::label(state)),
+        note: format!("now {}", state.label()),
         actor: "alice@example.org".into(),
         at,
     }
@@ -1493,13 +1494,13 @@ struct Campaigns {
 
 fn campaigns() -> Campaigns {
     let sweep_v1 = campaign(
-        campaign_kind::SWEEP,
+        CampaignKind::Sweep,
         "203.0.113.0/24",
-        campaign_state::OPEN,
+        CampaignState::Open,
         T + 100,
     );
     let sweep = CampaignRow {
-        state: campaign_state::QUIET,
+        state: CampaignState::Quiet,
         severity: 3,
         last_seen: T + 600,
         updated_at: T + 605,
@@ -1510,13 +1511,13 @@ fn campaigns() -> Campaigns {
         ..sweep_v1.clone()
     };
     let botnet_v1 = campaign(
-        campaign_kind::DISTRIBUTED,
+        CampaignKind::Distributed,
         "23",
-        campaign_state::OPEN,
+        CampaignState::Open,
         T + 300,
     );
     let botnet = CampaignRow {
-        state: campaign_state::CLOSED,
+        state: CampaignState::Closed,
         last_seen: T + 700,
         version: 2,
         ..botnet_v1.clone()
@@ -1524,18 +1525,18 @@ fn campaigns() -> Campaigns {
     let outbound = CampaignRow {
         severity: 4,
         ..campaign(
-            campaign_kind::OUTBOUND,
+            CampaignKind::Outbound,
             "upload_volume:203.0.113.80:443",
-            campaign_state::OPEN,
+            CampaignState::Open,
             T + 800,
         )
     };
     let internal = CampaignRow {
         first_seen: T - 3 * DAY,
         ..campaign(
-            campaign_kind::INTERNAL,
+            CampaignKind::Internal,
             "198.18.1.9",
-            campaign_state::QUIET,
+            CampaignState::Quiet,
             T - 3 * DAY + 60,
         )
     };
@@ -1564,24 +1565,24 @@ async fn store_campaigns(store: &Store, c: &Campaigns) {
         .insert_campaigns(&[c.sweep_v1.clone(), c.botnet.clone()])
         .await
         .expect("insert more versions");
-    let mut rows = members(&c.sweep_v1, member::SOURCE, &["203.0.113.5"]);
+    let mut rows = members(&c.sweep_v1, MemberKind::Source, &["203.0.113.5"]);
     rows.extend(members(
         &c.sweep,
-        member::SOURCE,
+        MemberKind::Source,
         &["203.0.113.5", "203.0.113.6"],
     ));
-    rows.extend(members(&c.sweep, member::PC, &["pc-1", "pc-2", "pc-3"]));
-    rows.extend(members(&c.sweep, member::PORT, &["22"]));
+    rows.extend(members(&c.sweep, MemberKind::Pc, &["pc-1", "pc-2", "pc-3"]));
+    rows.extend(members(&c.sweep, MemberKind::Port, &["22"]));
     rows.extend(members(
         &c.botnet,
-        member::SOURCE,
+        MemberKind::Source,
         &["203.0.113.5", "192.0.2.1"],
     ));
-    rows.extend(members(&c.botnet, member::PC, &["pc-1"]));
-    rows.extend(members(&c.botnet, member::PORT, &["23"]));
-    rows.extend(members(&c.outbound, member::SOURCE, &["203.0.113.80"]));
-    rows.extend(members(&c.outbound, member::PC, &["pc-1", "pc-2"]));
-    rows.extend(members(&c.internal, member::SOURCE, &["198.18.1.9"]));
+    rows.extend(members(&c.botnet, MemberKind::Pc, &["pc-1"]));
+    rows.extend(members(&c.botnet, MemberKind::Port, &["23"]));
+    rows.extend(members(&c.outbound, MemberKind::Source, &["203.0.113.80"]));
+    rows.extend(members(&c.outbound, MemberKind::Pc, &["pc-1", "pc-2"]));
+    rows.extend(members(&c.internal, MemberKind::Source, &["198.18.1.9"]));
     store
         .insert_campaign_members(&rows)
         .await
@@ -1624,9 +1625,13 @@ async fn check_campaigns(store: &Store, c: &Campaigns) {
 }
 
 async fn check_members(store: &Store, c: &Campaigns) {
-    let mut expected = members(&c.sweep, member::SOURCE, &["203.0.113.5", "203.0.113.6"]);
-    expected.extend(members(&c.sweep, member::PC, &["pc-1", "pc-2", "pc-3"]));
-    expected.extend(members(&c.sweep, member::PORT, &["22"]));
+    let mut expected = members(
+        &c.sweep,
+        MemberKind::Source,
+        &["203.0.113.5", "203.0.113.6"],
+    );
+    expected.extend(members(&c.sweep, MemberKind::Pc, &["pc-1", "pc-2", "pc-3"]));
+    expected.extend(members(&c.sweep, MemberKind::Port, &["22"]));
     assert_eq!(
         store
             .campaign_members(c.sweep.campaign_id)
@@ -1692,10 +1697,10 @@ async fn check_members(store: &Store, c: &Campaigns) {
 }
 
 async fn check_alerts(store: &Store, c: &Campaigns) {
-    let first = alert(&c.sweep, 2, "email", SENT, T + 110);
-    let raised = alert(&c.sweep, 3, "email", SENT, T + 610);
-    let gave_up = alert(&c.sweep, 3, "webhook", GAVE_UP, T + 620);
-    let outbound = alert(&c.outbound, 4, "email", SENT, T + 810);
+    let first = alert(&c.sweep, 2, "email", AlertStatus::Sent, T + 110);
+    let raised = alert(&c.sweep, 3, "email", AlertStatus::Sent, T + 610);
+    let gave_up = alert(&c.sweep, 3, "webhook", AlertStatus::GaveUp, T + 620);
+    let outbound = alert(&c.outbound, 4, "email", AlertStatus::Sent, T + 810);
     for row in [&outbound, &gave_up, &first, &raised] {
         store.insert_alert(row).await.expect("insert alert");
     }
@@ -1735,10 +1740,10 @@ async fn check_alerts(store: &Store, c: &Campaigns) {
 }
 
 async fn check_triage(store: &Store, c: &Campaigns) {
-    let new = triage(&c.sweep, triage_state::NEW, T + 120);
-    let acknowledged = triage(&c.sweep, triage_state::ACKNOWLEDGED, T + 130);
-    let false_positive = triage(&c.sweep, triage_state::FALSE_POSITIVE, T + 140);
-    let resolved = triage(&c.outbound, triage_state::RESOLVED, T + 900);
+    let new = triage(&c.sweep, TriageState::New, T + 120);
+    let acknowledged = triage(&c.sweep, TriageState::Acknowledged, T + 130);
+    let false_positive = triage(&c.sweep, TriageState::FalsePositive, T + 140);
+    let resolved = triage(&c.outbound, TriageState::Resolved, T + 900);
     for row in [&false_positive, &resolved, &new, &acknowledged] {
         store.insert_triage(row).await.expect("insert triage");
     }
@@ -1854,19 +1859,19 @@ async fn partition_rows(store: &Store, tables: &[&str]) -> Vec<(String, String, 
 
 async fn check_campaign_expiry(store: &Store) {
     let old = campaign(
-        campaign_kind::SWEEP,
+        CampaignKind::Sweep,
         "192.0.2.0/24",
-        campaign_state::CLOSED,
+        CampaignState::Closed,
         T - 10 * DAY,
     );
     let revived_v1 = campaign(
-        campaign_kind::DISTRIBUTED,
+        CampaignKind::Distributed,
         "445",
-        campaign_state::CLOSED,
+        CampaignState::Closed,
         T - 10 * DAY,
     );
     let revived = CampaignRow {
-        state: campaign_state::OPEN,
+        state: CampaignState::Open,
         last_seen: T,
         version: 2,
         ..revived_v1.clone()
@@ -1877,15 +1882,21 @@ async fn check_campaign_expiry(store: &Store) {
         .expect("insert campaigns");
     for row in [&old, &revived] {
         store
-            .insert_campaign_members(&members(row, member::SOURCE, &["192.0.2.7"]))
+            .insert_campaign_members(&members(row, MemberKind::Source, &["192.0.2.7"]))
             .await
             .expect("insert members");
         store
-            .insert_alert(&alert(row, 2, "email", SENT, row.last_seen + 1))
+            .insert_alert(&alert(
+                row,
+                2,
+                "email",
+                AlertStatus::Sent,
+                row.last_seen + 1,
+            ))
             .await
             .expect("insert alert");
         store
-            .insert_triage(&triage(row, triage_state::RESOLVED, row.last_seen + 2))
+            .insert_triage(&triage(row, TriageState::Resolved, row.last_seen + 2))
             .await
             .expect("insert triage");
     }

@@ -5,13 +5,14 @@ use crate::campaigns::correlate;
 use crate::cli::output::Format;
 use anyhow::Context;
 use doorwatch_process::clock;
+use doorwatch_store::MemberKind;
 
 pub(crate) fn campaign_json(row: &doorwatch_store::CampaignRow) -> serde_json::Value {
     serde_json::json!({
         "campaign_id": row.campaign_id.to_string(),
-        "kind": doorwatch_store::campaign_kind::label(row.kind),
+        "kind": row.kind.label(),
         "key": row.campaign_key,
-        "state": doorwatch_store::campaign_state::label(row.state),
+        "state": row.state.label(),
         "severity": correlate::severity_label(row.severity),
         "first_seen": clock::rfc3339(row.first_seen),
         "last_seen": clock::rfc3339(row.last_seen),
@@ -51,9 +52,9 @@ pub(crate) async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<(
                         println!(
                             "{:<36}  {:<11}  {:<24}  {:<6}  {:<8}  {:>5}  {:>7}  {:>5}  {}",
                             row.campaign_id,
-                            doorwatch_store::campaign_kind::label(row.kind),
+                            row.kind.label(),
                             row.campaign_key,
-                            doorwatch_store::campaign_state::label(row.state),
+                            row.state.label(),
                             correlate::severity_label(row.severity),
                             row.pcs,
                             row.sources,
@@ -74,7 +75,7 @@ pub(crate) async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<(
             if members.is_empty() {
                 anyhow::bail!("no campaign {id} (see `campaigns list`)");
             }
-            let of = |kind: i8| -> Vec<String> {
+            let of = |kind: MemberKind| -> Vec<String> {
                 members
                     .iter()
                     .filter(|m| m.member == kind)
@@ -82,9 +83,9 @@ pub(crate) async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<(
                     .collect()
             };
             let (sources, pcs, ports) = (
-                of(doorwatch_store::member::SOURCE),
-                of(doorwatch_store::member::PC),
-                of(doorwatch_store::member::PORT),
+                of(MemberKind::Source),
+                of(MemberKind::Pc),
+                of(MemberKind::Port),
             );
             match format {
                 Format::Json => println!(

@@ -3,8 +3,7 @@
 
 use doorwatch_process::clock;
 use doorwatch_store::{
-    FloodEventRow, ListeningPortRow, OutboundAnomalyRow, ScanEventRow, TalkerRow, anomaly_kind,
-    episode_state, ip,
+    FloodEventRow, ListeningPortRow, OutboundAnomalyRow, ScanEventRow, TalkerRow, ip,
 };
 use serde::Serialize;
 
@@ -65,7 +64,7 @@ impl<'a> From<&'a FloodEventRow> for FloodJson<'a> {
             event_id: row.event_id.to_string(),
             episode_id: row.episode_id.to_string(),
             agent_id: &row.agent_id,
-            state: episode_state::label(row.state),
+            state: row.state.label(),
             target: ip::from_fixed16(row.target).to_string(),
             ports: &row.ports,
             sources: row.sources,
@@ -84,7 +83,7 @@ impl<'a> From<&'a ScanEventRow> for EventJson<'a> {
             event_id: row.event_id.to_string(),
             episode_id: row.episode_id.to_string(),
             agent_id: &row.agent_id,
-            state: episode_state::label(row.state),
+            state: row.state.label(),
             scanner: ip::from_fixed16(row.scanner).to_string(),
             target: ip::from_fixed16(row.target).to_string(),
             scan_types: &row.scan_types,
@@ -144,7 +143,7 @@ pub fn render(rows: &[ScanEventRow], floods: &[FloodEventRow], format: Format) -
                 out.push_str(&format!(
                     "{:<20}  {:<9}  {:<39}  {:<39}  {:<12}  {:>6}  {:>7}  {}\n",
                     clock::rfc3339(row.last_seen),
-                    episode_state::label(row.state),
+                    row.state.label(),
                     ip::from_fixed16(row.scanner),
                     ip::from_fixed16(row.target),
                     row.scan_types.join(","),
@@ -164,7 +163,7 @@ pub fn render(rows: &[ScanEventRow], floods: &[FloodEventRow], format: Format) -
                 out.push_str(&format!(
                     "{:<20}  {:<9}  {:<39}  {:>9}  {}\n    {}\n",
                     clock::rfc3339(flood.last_seen),
-                    episode_state::label(flood.state),
+                    flood.state.label(),
                     ip::from_fixed16(flood.target),
                     flood.sources,
                     flood.agent_id,
@@ -213,9 +212,9 @@ fn address(bytes: [u8; 16]) -> String {
 /// One outbound anomaly as JSON.
 pub fn anomaly_json(row: &OutboundAnomalyRow) -> serde_json::Value {
     serde_json::json!({
-        "kind": anomaly_kind::label(row.kind),
+        "kind": row.kind.label(),
         "agent_id": row.agent_id,
-        "state": episode_state::label(row.state),
+        "state": row.state.label(),
         "explanation": row.explanation,
         "process": row.process,
         "pid": row.pid,

@@ -14,12 +14,10 @@ use crate::ip::Cidr;
 pub struct CampaignRow {
     #[serde(with = "clickhouse::serde::uuid")]
     pub campaign_id: uuid::Uuid,
-    /// 1 sweep, 2 distributed, 3 internal.
-    pub kind: i8,
+    pub kind: crate::CampaignKind,
     /// What the campaign is about: a source network, a port, a campus PC.
     pub campaign_key: String,
-    /// 1 open, 2 quiet, 3 closed.
-    pub state: i8,
+    pub state: crate::CampaignState,
     /// 1 low, 2 medium, 3 high, 4 critical.
     pub severity: u8,
     pub first_seen: u32,
@@ -37,25 +35,6 @@ pub struct CampaignRow {
     pub exposed_ports: u32,
 }
 
-/// Campaign kinds as stored in the `kind` Enum8 column.
-pub mod kind {
-    pub const SWEEP: i8 = 1;
-    pub const DISTRIBUTED: i8 = 2;
-    pub const INTERNAL: i8 = 3;
-    /// Several campus PCs with the same suspicious outbound traffic.
-    pub const OUTBOUND: i8 = 4;
-
-    pub fn label(value: i8) -> &'static str {
-        match value {
-            SWEEP => "sweep",
-            DISTRIBUTED => "distributed",
-            INTERNAL => "internal",
-            OUTBOUND => "outbound",
-            _ => "unknown",
-        }
-    }
-}
-
 /// Severity (campaigns, scan episodes, alerts) as a word: 1 low,
 /// 2 medium, 3 high, 4 critical.
 pub fn severity_label(level: u8) -> &'static str {
@@ -67,39 +46,15 @@ pub fn severity_label(level: u8) -> &'static str {
     }
 }
 
-/// Campaign states as stored in the `state` Enum8 column.
-pub mod campaign_state {
-    pub const OPEN: i8 = 1;
-    pub const QUIET: i8 = 2;
-    pub const CLOSED: i8 = 3;
-
-    pub fn label(value: i8) -> &'static str {
-        match value {
-            OPEN => "open",
-            QUIET => "quiet",
-            CLOSED => "closed",
-            _ => "unknown",
-        }
-    }
-}
-
 /// A source, PC or port that took part in a campaign.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
 pub struct CampaignMemberRow {
     #[serde(with = "clickhouse::serde::uuid")]
     pub campaign_id: uuid::Uuid,
-    /// 1 source, 2 pc (agent id), 3 port.
-    pub member: i8,
+    pub member: crate::MemberKind,
     pub value: String,
     pub first_seen: u32,
     pub last_seen: u32,
-}
-
-/// Member kinds as stored in the `member` Enum8 column.
-pub mod member {
-    pub const SOURCE: i8 = 1;
-    pub const PC: i8 = 2;
-    pub const PORT: i8 = 3;
 }
 
 /// Recent scanning grouped one way (by source network, port or campus
@@ -394,14 +349,14 @@ pub(crate) async fn insert_members(
     crate::insert_all(client, "campaign_members", rows).await
 }
 
-/// One alert sent (status 1) or given up (status 2) on a channel.
+/// One alert sent or given up on a channel.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
 pub struct AlertRow {
     #[serde(with = "clickhouse::serde::uuid")]
     pub campaign_id: uuid::Uuid,
     pub severity: u8,
     pub channel: String,
-    pub status: i8,
+    pub status: crate::AlertStatus,
     pub attempts: u32,
     pub at: u32,
     pub error: String,

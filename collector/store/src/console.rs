@@ -88,41 +88,11 @@ pub struct EventSearch {
 pub struct TriageRow {
     #[serde(with = "clickhouse::serde::uuid")]
     pub campaign_id: uuid::Uuid,
-    /// 1 new, 2 acknowledged, 3 resolved, 4 false positive.
-    pub state: i8,
+    pub state: crate::TriageState,
     pub note: String,
     /// Who changed it (the signed-in user's name).
     pub actor: String,
     pub at: u32,
-}
-
-/// Triage states as stored in the `state` Enum8 column.
-pub mod triage_state {
-    pub const NEW: i8 = 1;
-    pub const ACKNOWLEDGED: i8 = 2;
-    pub const RESOLVED: i8 = 3;
-    pub const FALSE_POSITIVE: i8 = 4;
-
-    /// The label for `value` (also its form value).
-    pub fn label(value: i8) -> &'static str {
-        match value {
-            ACKNOWLEDGED => "acknowledged",
-            RESOLVED => "resolved",
-            FALSE_POSITIVE => "false_positive",
-            _ => "new",
-        }
-    }
-
-    /// The value for a label, if it is one.
-    pub fn parse(label: &str) -> Option<i8> {
-        Some(match label {
-            "new" => NEW,
-            "acknowledged" => ACKNOWLEDGED,
-            "resolved" => RESOLVED,
-            "false_positive" => FALSE_POSITIVE,
-            _ => return None,
-        })
-    }
 }
 
 /// One change made through the console (or its API): who, what, when,

@@ -14,8 +14,7 @@ pub struct FloodEventRow {
     pub agent_id: String,
     pub received_at: u32,
     pub created_at: u32,
-    /// 1 detected, 2 active, 3 closed.
-    pub state: i8,
+    pub state: crate::EpisodeState,
     pub target: [u8; 16],
     pub ports: Vec<u16>,
     /// New source addresses seen while the flood lasted.

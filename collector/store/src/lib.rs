@@ -22,6 +22,7 @@ pub mod grants;
 mod heartbeats;
 mod inserter;
 pub mod ip;
+pub mod kinds;
 mod knock_events;
 mod migrations;
 mod outbound;
@@ -34,24 +35,26 @@ mod token;
 
 pub use campaigns::{
     ActivityFilter, ActivityRow, AlertRow, CampaignMemberRow, CampaignRow, FeedSourceRow,
-    MemberCounts, campaign_state, kind as campaign_kind, member, severity_label,
+    MemberCounts, severity_label,
 };
 pub use config::{ClickHouseConfig, PasswordFileError};
 pub use console::{
     AuditRow, EpisodeRow, EventSearch, PcHitRow, PortRow, ScannerRow, TimeBucket, TriageRow,
-    triage_state,
 };
 pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenState, TokenUse};
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
 pub use heartbeats::{AgentHealthRow, Health, HeartbeatRow};
 pub use inserter::{EventInserter, EventRows, InsertLimits};
+pub use kinds::{
+    AlertStatus, AnomalyKind, CampaignKind, CampaignState, EpisodeState, MemberKind, TriageState,
+};
 pub use knock_events::KnockEventRow;
 pub use migrations::{MIGRATIONS, Migration, Step};
-pub use outbound::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, TalkerRow, anomaly_kind};
+pub use outbound::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, TalkerRow};
 pub use policies::{AllowlistRow, PolicyRow};
 pub use retention::PartitionRow;
-pub use scan_events::{ScanEventRow, state as episode_state};
+pub use scan_events::ScanEventRow;
 pub use server::{MINIMUM_VERSION, ServerInfo, SqlPath};
 pub use token::{MalformedToken, NoRandomness, Token, hex_sha256};
 

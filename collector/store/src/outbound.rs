@@ -41,10 +41,8 @@ pub struct OutboundAnomalyRow {
     pub agent_id: String,
     pub received_at: u32,
     pub created_at: u32,
-    /// 1 detected, 2 active, 3 closed.
-    pub state: i8,
-    /// See [`anomaly_kind`].
-    pub kind: i8,
+    pub state: crate::EpisodeState,
+    pub kind: crate::AnomalyKind,
     pub pid: u32,
     pub process: String,
     pub exe: String,
@@ -63,24 +61,6 @@ pub struct OutboundAnomalyRow {
     pub host_sample: Vec<[u8; 16]>,
     pub port_sample: Vec<u16>,
     pub explanation: String,
-}
-
-/// Outbound anomaly kinds as stored in the `kind` Enum8 column.
-pub mod anomaly_kind {
-    pub const UPLOAD_VOLUME: i8 = 1;
-    pub const SCAN: i8 = 2;
-    pub const SMTP_FANOUT: i8 = 3;
-    pub const FAILED_CONNECTIONS: i8 = 4;
-
-    pub fn label(value: i8) -> &'static str {
-        match value {
-            UPLOAD_VOLUME => "upload_volume",
-            SCAN => "scan",
-            SMTP_FANOUT => "smtp_fanout",
-            FAILED_CONNECTIONS => "failed_connections",
-            _ => "unknown",
-        }
-    }
 }
 
 /// One listening port of one inventory report. A report with nothing

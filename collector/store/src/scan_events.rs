@@ -16,8 +16,7 @@ pub struct ScanEventRow {
     pub received_at: u32,
     /// Agent clock, Unix seconds.
     pub created_at: u32,
-    /// 1 detected, 2 active, 3 closed.
-    pub state: i8,
+    pub state: crate::EpisodeState,
     /// See [`crate::ip`].
     pub scanner: [u8; 16],
     pub target: [u8; 16],
@@ -39,23 +38,6 @@ pub struct ScanEventRow {
     /// The agent's judgement of the episode: 1 low, 2 medium, 3 high,
     /// 4 critical.
     pub severity: u8,
-}
-
-/// Episode states as stored in the `state` Enum8 column.
-pub mod state {
-    pub const DETECTED: i8 = 1;
-    pub const ACTIVE: i8 = 2;
-    pub const CLOSED: i8 = 3;
-
-    /// The column's label for `value`.
-    pub fn label(value: i8) -> &'static str {
-        match value {
-            DETECTED => "detected",
-            ACTIVE => "active",
-            CLOSED => "closed",
-            _ => "unknown",
-        }
-    }
 }
 
 pub(crate) async fn insert(

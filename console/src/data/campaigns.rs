@@ -7,7 +7,8 @@ use super::summary::{CampaignView, campaign_views, fill_buckets};
 use doorwatch_process::clock::unix_now_u32;
 use doorwatch_store::ip::{self};
 use doorwatch_store::{
-    AlertRow, Store, StoreError, TimeBucket, campaign_kind, member, severity_label, triage_state,
+    AlertRow, AlertStatus, CampaignKind, MemberKind, Store, StoreError, TimeBucket, TriageState,
+    severity_label,
 };
 use serde::Serialize;
 
@@ -41,7 +42,10 @@ impl From<AlertRow> for AlertView {
         Self {
             channel: a.channel,
             severity: severity_label(a.severity),
-            status: if a.status == 1 { "sent" } else { "gave up" },
+            status: match a.status {
+                AlertStatus::Sent => "sent",
+                AlertStatus::GaveUp => "gave up",
+            },
             attempts: a.attempts,
             at: a.at,
             error: a.error,
@@ -74,10 +78,9 @@ pub async fn campaign(store: &Store, id: uuid::Uuid) -> Result<Option<CampaignDe
     let mut ports = Vec::new();
     for m in members {
         match m.member {
-            member::SOURCE => sources.push(m.value),
-            member::PC => pcs.push(m.value),
-            member::PORT => ports.extend(m.value.parse::<u16>()),
-            _ => {}
+            MemberKind::Source => sources.push(m.value),
+            MemberKind::Pc => pcs.push(m.value),
+            MemberKind::Port => ports.extend(m.value.parse::<u16>()),
         }
     }
     sources.dedup();
@@ -90,7 +93,7 @@ pub async fn campaign(store: &Store, id: uuid::Uuid) -> Result<Option<CampaignDe
         .map(ip::to_fixed16)
         .collect();
     // Outbound campaigns have no scans: no timeline, no open ports found.
-    let (timeline, open_ports) = if row.kind == campaign_kind::OUTBOUND {
+    let (timeline, open_ports) = if row.kind == CampaignKind::Outbound {
         (Vec::new(), Vec::new())
     } else {
         let (first, last) = (row.first_seen, row.last_seen);
@@ -112,7 +115,7 @@ pub async fn campaign(store: &Store, id: uuid::Uuid) -> Result<Option<CampaignDe
         fill_buckets(&timeline, start, row.last_seen, 300, 288)
     };
     let history = store.triage_of(&[id]).await?;
-    let triage = history.last().map_or(triage_state::NEW, |t| t.state);
+    let triage = history.last().map_or(TriageState::New, |t| t.state);
     Ok(Some(CampaignDetail {
         campaign: CampaignView::new(&row, triage),
         sources,
@@ -129,7 +132,7 @@ pub async fn campaign(store: &Store, id: uuid::Uuid) -> Result<Option<CampaignDe
         triage_history: history
             .into_iter()
             .map(|t| TriageView {
-                state: triage_state::label(t.state),
+                state: t.state.label(),
                 note: t.note,
                 actor: t.actor,
                 at: t.at,

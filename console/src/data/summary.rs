@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 
 use doorwatch_store::ip::{self};
 use doorwatch_store::{
-    CampaignRow, EpisodeRow, Health, Store, StoreError, TimeBucket, campaign_kind, campaign_state,
-    severity_label, triage_state,
+    CampaignRow, EpisodeRow, Health, Store, StoreError, TimeBucket, TriageState, severity_label,
 };
 use serde::Serialize;
 
@@ -66,12 +65,12 @@ pub struct CampaignView {
 }
 
 impl CampaignView {
-    pub(super) fn new(row: &CampaignRow, triage: i8) -> Self {
+    pub(super) fn new(row: &CampaignRow, triage: TriageState) -> Self {
         Self {
             id: row.campaign_id.to_string(),
-            kind: campaign_kind::label(row.kind),
+            kind: row.kind.label(),
             key: row.campaign_key.clone(),
-            state: campaign_state::label(row.state),
+            state: row.state.label(),
             severity: severity_label(row.severity),
             severity_level: row.severity,
             first_seen: row.first_seen,
@@ -82,7 +81,7 @@ impl CampaignView {
             open_ports: row.open_ports,
             exposed_ports: row.exposed_ports,
             explanation: row.explanation.clone(),
-            triage: triage_state::label(triage),
+            triage: triage.label(),
         }
     }
 }
@@ -125,7 +124,7 @@ impl From<EpisodeRow> for EpisodeView {
 pub(super) async fn triage_states(
     store: &Store,
     ids: &[uuid::Uuid],
-) -> Result<BTreeMap<uuid::Uuid, i8>, StoreError> {
+) -> Result<BTreeMap<uuid::Uuid, TriageState>, StoreError> {
     Ok(store
         .triage_of(ids)
         .await?
@@ -148,7 +147,7 @@ pub(super) async fn campaign_views(
                 triage
                     .get(&r.campaign_id)
                     .copied()
-                    .unwrap_or(triage_state::NEW),
+                    .unwrap_or(TriageState::New),
             )
         })
         .collect())

@@ -3,7 +3,7 @@
 //! It must not render anything.
 
 use doorwatch_process::clock::unix_now_u32;
-use doorwatch_store::{TriageRow, triage_state};
+use doorwatch_store::{TriageRow, TriageState};
 
 use super::audit::{MAX_NOTE, audit};
 use super::caller::Caller;
@@ -20,7 +20,7 @@ pub(super) async fn triage(
     note: &str,
 ) -> Result<(), WebError> {
     caller.require(Role::Analyst)?;
-    let state = triage_state::parse(state).ok_or_else(|| {
+    let state = TriageState::parse(state).ok_or_else(|| {
         WebError::BadRequest("state must be new, acknowledged, resolved or false_positive".into())
     })?;
     if note.len() > MAX_NOTE {
@@ -36,7 +36,7 @@ pub(super) async fn triage(
         caller,
         "campaign.triage",
         &id.to_string(),
-        &format!("{}: {note}", triage_state::label(state)),
+        &format!("{}: {note}", state.label()),
     )
     .await?;
     app.store

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use doorwatch_store::{AlertRow, CampaignRow, Store, campaign_kind, campaign_state};
+use doorwatch_store::{AlertRow, AlertStatus, CampaignRow, CampaignState, Store};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
@@ -159,7 +159,7 @@ impl Alert {
         format!(
             "[doorwatch] {what} {kind} campaign {key}, severity {severity}: {explanation} {link}",
             what = if self.opened { "New" } else { "Escalated:" },
-            kind = campaign_kind::label(c.kind),
+            kind = c.kind.label(),
             key = c.campaign_key,
             severity = severity_label(c.severity),
             explanation = c.explanation,
@@ -175,9 +175,9 @@ impl Alert {
             "event": if self.opened { "campaign_opened" } else { "campaign_escalated" },
             "campaign": {
                 "id": c.campaign_id.to_string(),
-                "kind": campaign_kind::label(c.kind),
+                "kind": c.kind.label(),
                 "key": c.campaign_key,
-                "state": campaign_state::label(c.state),
+                "state": c.state.label(),
                 "severity": severity_label(c.severity),
                 "pcs": c.pcs,
                 "sources": c.sources,
@@ -207,11 +207,11 @@ impl Alert {
             "<{priority}>1 {time} {host} doorwatch - campaign - CEF:0|doorwatch|doorwatch-collector|{version}|campaign-{kind}|{name}|{cef_severity}|cs1Label=campaignId cs1={id} cs2Label=key cs2={key} cnt={pcs} msg={msg} request={link}",
             time = clock::rfc3339(clock::unix_now_u32()),
             version = env!("CARGO_PKG_VERSION"),
-            kind = campaign_kind::label(c.kind),
+            kind = c.kind.label(),
             name = cef_escape(&format!(
                 "{} {} campaign",
                 if self.opened { "New" } else { "Escalated" },
-                campaign_kind::label(c.kind)
+                c.kind.label()
             )),
             id = c.campaign_id,
             key = cef_escape(&c.campaign_key),
@@ -297,7 +297,7 @@ async fn mail(email: &Email, alert: &Alert, console_url: &str) -> Result<(), Str
     let subject = format!(
         "[doorwatch] {} {} campaign {} ({})",
         if alert.opened { "New" } else { "Escalated" },
-        campaign_kind::label(c.kind),
+        c.kind.label(),
         c.campaign_key,
         severity_label(c.severity)
     );
@@ -493,7 +493,7 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
                 .is_none_or(|recorded| recorded < severity)
         });
         for campaign in active {
-            if campaign.state == campaign_state::CLOSED {
+            if campaign.state == CampaignState::Closed {
                 continue;
             }
             for (name, tx) in &workers {
@@ -561,7 +561,11 @@ async fn worker(
             campaign_id: alert.campaign.campaign_id,
             severity: alert.campaign.severity,
             channel: channel.name().to_owned(),
-            status: if outcome.is_ok() { 1 } else { 2 },
+            status: if outcome.is_ok() {
+                AlertStatus::Sent
+            } else {
+                AlertStatus::GaveUp
+            },
             attempts,
             at: clock::unix_now_u32(),
             error: outcome.clone().err().unwrap_or_default(),
@@ -588,13 +592,14 @@ async fn worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use doorwatch_store::CampaignKind;
 
     fn campaign() -> CampaignRow {
         CampaignRow {
             campaign_id: uuid::Uuid::nil(),
-            kind: campaign_kind::SWEEP,
+            kind: CampaignKind::Sweep,
             campaign_key: "203.0.113.0/24".into(),
-            state: campaign_state::OPEN,
+            state: CampaignState::Open,
             severity: 3,
             first_seen: 1_700_000_000,
             last_seen: 1_700_000_060,

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use doorwatch_store::ip::{self, Cidr};
 use doorwatch_store::{
-    ActivityFilter, ActivityRow, CampaignMemberRow, CampaignRow, MemberCounts, Store, StoreError,
-    campaign_kind as kind, campaign_state as state, member,
+    ActivityFilter, ActivityRow, CampaignKind, CampaignMemberRow, CampaignRow, CampaignState,
+    MemberCounts, MemberKind, Store, StoreError,
 };
 use tokio::sync::watch;
 
@@ -74,7 +74,7 @@ impl Default for Settings {
 /// Recent activity of one kind and key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Activity {
-    pub kind: i8,
+    pub kind: CampaignKind,
     pub key: String,
     pub row: ActivityRow,
 }
@@ -94,7 +94,7 @@ pub struct Plan {
 /// Matches activity to the campaigns in `active` (not closed), opens new
 /// ones, and ages the rest. Pure.
 pub fn plan(active: &[CampaignRow], activity: &[Activity], now: u32, settings: &Settings) -> Plan {
-    let mut by_key: HashMap<(i8, &str), &CampaignRow> = HashMap::new();
+    let mut by_key: HashMap<(CampaignKind, &str), &CampaignRow> = HashMap::new();
     for campaign in active {
         by_key.insert((campaign.kind, campaign.campaign_key.as_str()), campaign);
     }
@@ -108,7 +108,7 @@ pub fn plan(active: &[CampaignRow], activity: &[Activity], now: u32, settings: &
                 campaign_id: campaign_id(a.kind, &a.key, a.row.activity_start),
                 kind: a.kind,
                 campaign_key: a.key.clone(),
-                state: state::OPEN,
+                state: CampaignState::Open,
                 severity: 0,
                 first_seen: a.row.activity_start,
                 last_seen: a.row.activity_end,
@@ -128,7 +128,7 @@ pub fn plan(active: &[CampaignRow], activity: &[Activity], now: u32, settings: &
         row.open_ports = row.open_ports.max(a.row.open_ports_hit.len() as u32);
         row.exposed_ports = row.exposed_ports.max(a.row.exposed_ports_hit.len() as u32);
         row.state = age(row.last_seen, now, settings);
-        let member = |kind: i8, value: String| CampaignMemberRow {
+        let member = |kind: MemberKind, value: String| CampaignMemberRow {
             campaign_id: row.campaign_id,
             member: kind,
             value,
@@ -139,15 +139,19 @@ pub fn plan(active: &[CampaignRow], activity: &[Activity], now: u32, settings: &
             a.row
                 .sources
                 .iter()
-                .map(|s| member(member::SOURCE, ip::from_fixed16(*s).to_string())),
+                .map(|s| member(MemberKind::Source, ip::from_fixed16(*s).to_string())),
         );
-        plan.members
-            .extend(a.row.pcs.iter().map(|pc| member(member::PC, pc.clone())));
+        plan.members.extend(
+            a.row
+                .pcs
+                .iter()
+                .map(|pc| member(MemberKind::Pc, pc.clone())),
+        );
         plan.members.extend(
             a.row
                 .ports
                 .iter()
-                .map(|p| member(member::PORT, p.to_string())),
+                .map(|p| member(MemberKind::Port, p.to_string())),
         );
         plan.touched.push(row);
     }
@@ -214,19 +218,21 @@ pub fn finish(
 }
 
 /// The state a campaign last active at `last_seen` is in at `now`.
-fn age(last_seen: u32, now: u32, settings: &Settings) -> i8 {
+fn age(last_seen: u32, now: u32, settings: &Settings) -> CampaignState {
     let idle = u64::from(now.saturating_sub(last_seen));
     if idle >= settings.close_after.as_secs() {
-        state::CLOSED
+        CampaignState::Closed
     } else if idle >= settings.quiet_after.as_secs() {
-        state::QUIET
+        CampaignState::Quiet
     } else {
-        state::OPEN
+        CampaignState::Open
     }
 }
 
 /// The same for every collector: kind, key and the start of the activity.
-pub fn campaign_id(kind: i8, key: &str, first_seen: u32) -> uuid::Uuid {
+pub fn campaign_id(kind: CampaignKind, key: &str, first_seen: u32) -> uuid::Uuid {
+    // The kind's number, not its label: ids must not change across versions.
+    let kind = kind as i8;
     let digest = ring::digest::digest(
         &ring::digest::SHA256,
         format!("doorwatch-campaign\0{kind}\0{key}\0{first_seen}").as_bytes(),
@@ -251,7 +257,7 @@ fn version(row: &CampaignRow) -> u64 {
 /// involvement.
 pub fn severity(row: &CampaignRow) -> u8 {
     // Campus PCs doing it themselves start higher than outsiders.
-    let mut level: u8 = if matches!(row.kind, kind::INTERNAL | kind::OUTBOUND) {
+    let mut level: u8 = if matches!(row.kind, CampaignKind::Internal | CampaignKind::Outbound) {
         2
     } else {
         1
@@ -296,29 +302,28 @@ pub fn explain(row: &CampaignRow) -> String {
         ),
     };
     match row.kind {
-        kind::SWEEP => format!(
+        CampaignKind::Sweep => format!(
             "{key} ({sources}) swept {pcs} ({ports} named in their reports). {open}",
             key = row.campaign_key,
             sources = plural(row.sources, "address", "addresses"),
         ),
-        kind::DISTRIBUTED => format!(
+        CampaignKind::Distributed => format!(
             "{sources} probed port {key} on {pcs}, each trying only a few ports: a coordinated \
              campaign such as a botnet. {open}",
             key = row.campaign_key,
             sources = plural(row.sources, "outside address", "outside addresses"),
         ),
-        kind::INTERNAL => format!(
+        CampaignKind::Internal => format!(
             "Campus address {key} scanned {pcs} ({ports} named in their reports). A campus PC \
              scanning others is often \
              infected (a worm) or misused: check it. {open}",
             key = row.campaign_key,
         ),
-        kind::OUTBOUND => format!(
+        CampaignKind::Outbound => format!(
             "{pcs} show the same suspicious traffic: {key}. Several PCs doing the same points to \
              malware spreading on campus, or to one infected installer: check these PCs.",
             key = row.campaign_key,
         ),
-        _ => String::new(),
     }
 }
 
@@ -378,7 +383,7 @@ async fn read_activity(
     {
         let key = network_key(&row.group_key, true);
         activity.push(Activity {
-            kind: kind::SWEEP,
+            kind: CampaignKind::Sweep,
             key,
             row,
         });
@@ -393,7 +398,7 @@ async fn read_activity(
         .await?
     {
         activity.push(Activity {
-            kind: kind::DISTRIBUTED,
+            kind: CampaignKind::Distributed,
             key: row.group_key.clone(),
             row,
         });
@@ -404,7 +409,7 @@ async fn read_activity(
     {
         let key = network_key(&row.group_key, false);
         activity.push(Activity {
-            kind: kind::INTERNAL,
+            kind: CampaignKind::Internal,
             key,
             row,
         });
@@ -416,7 +421,7 @@ async fn read_activity(
         // The destination is kept as the member; none when all zeros.
         row.sources.retain(|s| *s != [0; 16]);
         activity.push(Activity {
-            kind: kind::OUTBOUND,
+            kind: CampaignKind::Outbound,
             key: outbound_key(&row.group_key),
             row,
         });
@@ -462,16 +467,16 @@ pub async fn pass(
     for row in &changed {
         let what = match before.get(&row.campaign_id) {
             None => "campaign opened",
-            Some(_) if row.state == state::CLOSED => "campaign closed",
+            Some(_) if row.state == CampaignState::Closed => "campaign closed",
             Some(old) if row.severity > old.severity => "campaign escalated",
             Some(old) if row.state != old.state => "campaign state changed",
             Some(_) => "campaign grew",
         };
         tracing::info!(
             campaign_id = %row.campaign_id,
-            kind = kind::label(row.kind),
+            kind = row.kind.label(),
             key = %row.campaign_key,
-            state = state::label(row.state),
+            state = row.state.label(),
             severity = severity_label(row.severity),
             pcs = row.pcs,
             sources = row.sources,
@@ -518,7 +523,7 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
 mod tests {
     use super::*;
 
-    fn activity(kind: i8, key: &str, first: u32, last: u32, pcs: &[&str]) -> Activity {
+    fn activity(kind: CampaignKind, key: &str, first: u32, last: u32, pcs: &[&str]) -> Activity {
         Activity {
             kind,
             key: key.to_owned(),
@@ -538,7 +543,13 @@ mod tests {
     #[test]
     fn new_activity_opens_a_campaign_with_a_deterministic_id() {
         let settings = Settings::default();
-        let a = activity(kind::SWEEP, "203.0.113.0/24", 1000, 1010, &["a", "b", "c"]);
+        let a = activity(
+            CampaignKind::Sweep,
+            "203.0.113.0/24",
+            1000,
+            1010,
+            &["a", "b", "c"],
+        );
         let plan1 = plan(&[], std::slice::from_ref(&a), 1012, &settings);
         let plan2 = plan(&[], &[a], 1013, &settings);
         assert_eq!(plan1.touched.len(), 1);
@@ -546,7 +557,7 @@ mod tests {
             plan1.touched[0].campaign_id, plan2.touched[0].campaign_id,
             "same id on every collector"
         );
-        assert_eq!(plan1.touched[0].state, state::OPEN);
+        assert_eq!(plan1.touched[0].state, CampaignState::Open);
         assert_eq!(
             plan1.members.len(),
             1 + 3 + 2,
@@ -571,7 +582,13 @@ mod tests {
     #[test]
     fn more_activity_grows_the_same_campaign_and_silence_ages_it() {
         let settings = Settings::default();
-        let first = activity(kind::SWEEP, "203.0.113.0/24", 1000, 1010, &["a", "b", "c"]);
+        let first = activity(
+            CampaignKind::Sweep,
+            "203.0.113.0/24",
+            1000,
+            1010,
+            &["a", "b", "c"],
+        );
         let opened = plan(&[], &[first], 1010, &settings);
         let counts = |pcs| {
             [MemberCounts {
@@ -583,7 +600,7 @@ mod tests {
         };
         let stored = finish(opened.touched.clone(), &counts(3), &[], 1010);
         // Later activity in a window that no longer holds the first events.
-        let later = activity(kind::SWEEP, "203.0.113.0/24", 1500, 1600, &["d"]);
+        let later = activity(CampaignKind::Sweep, "203.0.113.0/24", 1500, 1600, &["d"]);
         let grown = plan(&stored, &[later], 1600, &settings);
         assert_eq!(
             grown.touched[0].campaign_id, stored[0].campaign_id,
@@ -599,9 +616,9 @@ mod tests {
         assert!(same.touched.is_empty() && same.aged.is_empty());
         // Quiet after 5 minutes, closed after 30.
         let quiet = plan(&grown, &[], 1600 + 301, &settings);
-        assert_eq!(quiet.aged[0].state, state::QUIET);
+        assert_eq!(quiet.aged[0].state, CampaignState::Quiet);
         let closed = plan(&quiet.aged, &[], 1600 + 1801, &settings);
-        assert_eq!(closed.aged[0].state, state::CLOSED);
+        assert_eq!(closed.aged[0].state, CampaignState::Closed);
         assert!(closed.aged[0].version > quiet.aged[0].version);
     }
 
@@ -609,7 +626,13 @@ mod tests {
     fn internal_campaigns_start_higher_and_open_ports_raise_severity() {
         let mut row = plan(
             &[],
-            &[activity(kind::INTERNAL, "198.18.0.12", 1, 2, &["a", "b"])],
+            &[activity(
+                CampaignKind::Internal,
+                "198.18.0.12",
+                1,
+                2,
+                &["a", "b"],
+            )],
             2,
             &Settings::default(),
         )

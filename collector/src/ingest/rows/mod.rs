@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use doorwatch_proto::v1::{self, EventBatch};
 use doorwatch_proto::{MAX_EVENTS_PER_BATCH, MAX_PORT_SAMPLE};
-use doorwatch_store::{FloodEventRow, KnockEventRow, ScanEventRow, episode_state, ip};
+use doorwatch_store::{EpisodeState, FloodEventRow, KnockEventRow, ScanEventRow, ip};
 
 use crate::error::IngestError;
 use crate::trust::identity::AgentIdentity;
@@ -88,11 +88,11 @@ pub(crate) struct Common<'a> {
     pub created_at: u32,
 }
 
-pub(crate) fn episode_state(value: i32) -> Result<i8, String> {
+pub(crate) fn episode_state(value: i32) -> Result<EpisodeState, String> {
     match v1::EpisodeState::try_from(value) {
-        Ok(v1::EpisodeState::Detected) => Ok(episode_state::DETECTED),
-        Ok(v1::EpisodeState::Active) => Ok(episode_state::ACTIVE),
-        Ok(v1::EpisodeState::Closed) => Ok(episode_state::CLOSED),
+        Ok(v1::EpisodeState::Detected) => Ok(EpisodeState::Detected),
+        Ok(v1::EpisodeState::Active) => Ok(EpisodeState::Active),
+        Ok(v1::EpisodeState::Closed) => Ok(EpisodeState::Closed),
         _ => Err(format!("unknown episode state {value}")),
     }
 }

@@ -3,7 +3,8 @@
 //! ingest: a bad field names itself and refuses the batch.
 
 use doorwatch_proto::v1;
-use doorwatch_store::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, anomaly_kind, ip};
+use doorwatch_store::AnomalyKind;
+use doorwatch_store::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, ip};
 
 use super::{
     Common, episode_state, explanation_ok, ip_from_bytes, port, ports, transport_protocol,
@@ -99,10 +100,10 @@ pub(crate) fn anomaly_row(
     anomaly: v1::OutboundAnomaly,
 ) -> Result<OutboundAnomalyRow, String> {
     let kind = match v1::OutboundKind::try_from(anomaly.kind) {
-        Ok(v1::OutboundKind::UploadVolume) => anomaly_kind::UPLOAD_VOLUME,
-        Ok(v1::OutboundKind::Scan) => anomaly_kind::SCAN,
-        Ok(v1::OutboundKind::SmtpFanout) => anomaly_kind::SMTP_FANOUT,
-        Ok(v1::OutboundKind::FailedConnections) => anomaly_kind::FAILED_CONNECTIONS,
+        Ok(v1::OutboundKind::UploadVolume) => AnomalyKind::UploadVolume,
+        Ok(v1::OutboundKind::Scan) => AnomalyKind::Scan,
+        Ok(v1::OutboundKind::SmtpFanout) => AnomalyKind::SmtpFanout,
+        Ok(v1::OutboundKind::FailedConnections) => AnomalyKind::FailedConnections,
         _ => return Err(format!("unknown outbound kind {}", anomaly.kind)),
     };
     let state = episode_state(anomaly.state)?;
