@@ -6,10 +6,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use doorwatch_agent::tls::{ClientTls, error_chain};
 use doorwatch_e2e::mix::AgentMix;
+use doorwatch_process::clock;
 use doorwatch_proto::codec::LeanCodec;
 use doorwatch_proto::v1::{self, AgentMessage, CollectorMessage, agent_message, collector_message};
 use doorwatch_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
@@ -476,7 +477,7 @@ impl Agent {
             // for ever.
             let due = ((now - self.gen_start).as_secs_f64() * rate + self.gen_phase + 1e-6) as u64;
             let fresh = due.saturating_sub(self.generated);
-            let now_ms = unix_ms();
+            let now_ms = i64::try_from(clock::unix_now_ms()).unwrap_or(i64::MAX);
             for _ in 0..fresh {
                 if self.buffer.is_empty() {
                     self.buffer_since = now;
@@ -540,13 +541,6 @@ async fn sleep_until_some(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// TCP, TLS and the Session stream, through the agent's own connector so

@@ -29,6 +29,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use doorwatch_collector::trust::pki::AgentIssuer;
 use doorwatch_e2e::mix::{AgentMix, agent_ipv4};
+use doorwatch_process::logging::{LogArgs, LogFormat};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rustls::pki_types::ServerName;
@@ -120,7 +121,11 @@ struct AgentResult {
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    LogArgs {
+        log_format: LogFormat::Text,
+        log_level: cli.log_level.clone(),
+    }
+    .init();
     validate(&cli)?;
     let nofile = rlimit::increase_nofile_limit(u64::MAX)
         .context("cannot raise the open-files limit (RLIMIT_NOFILE)")?;
@@ -216,17 +221,6 @@ fn main() -> anyhow::Result<ExitCode> {
         );
         Ok(ExitCode::from(1))
     }
-}
-
-fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 fn agent_id(prefix: &str, index: u32) -> String {
