@@ -165,13 +165,29 @@ impl Lab {
 fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
     let mut lab = Lab::new();
     let server_ip = lab.server.ipv4().to_string();
+    // The guards below live to the end of the test (their servers and
+    // agents keep running), and drop in reverse order, on panic too.
+    let _web = browsing_raises_nothing(&lab, &server_ip);
+    let _proxy = a_proxy_port_shows_in_the_inventory_with_its_process(&lab);
+    a_scan_that_finds_the_proxy_port_is_a_high_severity_exposure(&lab);
+    let _sink = an_upload_is_a_volume_anomaly_naming_curl(&lab, &server_ip);
+    let (_smtp, bot) = a_spam_bot_is_an_smtp_fan_out_naming_python3(&mut lab);
+    let _second_agent = the_bot_on_a_second_pc_makes_an_outbound_campaign(&lab, &bot);
+    a_slow_scan_from_the_pc_is_an_outbound_scan_naming_nmap(&lab);
+    the_flow_minutes_name_curl_as_the_top_talker(&lab, &server_ip);
+    let _slow = top_names_a_paced_uploader_with_its_rate(&lab, &server_ip);
+    status_tells_in_plain_words_what_the_agent_saw(&mut lab);
+    the_upload_baseline_survives_a_restart(&mut lab);
+}
 
-    // 1. Browsing-like traffic raises nothing: many small requests to a web
-    //    server, with answers.
-    let _web = lab.serve(
+/// Step 1: browsing-like traffic raises nothing: many small requests to a
+/// web server on the server host (port 8081), with answers. Returns the
+/// web server.
+fn browsing_raises_nothing(lab: &Lab, server_ip: &str) -> Process {
+    let web = lab.serve(
         &lab.server,
         "web",
-        &listener_script(std::slice::from_ref(&server_ip), 8081, ""),
+        &listener_script(&[server_ip.to_owned()], 8081, ""),
     );
     run(lab.pc.command("bash").args([
         "-c",
@@ -182,12 +198,15 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
     std::thread::sleep(Duration::from_secs(4));
     let anomalies = lab.collector_json(&["outbound", "anomalies"]);
     assert!(anomalies.is_empty(), "browsing raised {anomalies:#?}");
+    web
+}
 
-    // 2. A web server on 8080 shows in the inventory with its process, as a
-    //    proxy-style port.
+/// Step 2: a web server on 8080 on the PC shows in the inventory with its
+/// process, as a proxy-style port. Returns the web server.
+fn a_proxy_port_shows_in_the_inventory_with_its_process(lab: &Lab) -> Process {
     let mut proxy = lab.pc.command("python3");
     proxy.args(["-m", "http.server", "8080"]);
-    let _proxy = Process::spawn("http-server", proxy, lab.stack.dir.path()).expect("http.server");
+    let proxy = Process::spawn("http-server", proxy, lab.stack.dir.path()).expect("http.server");
     let listening = lab.wait_for(
         "port 8080 in the inventory",
         &["outbound", "listening"],
@@ -206,9 +225,12 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
             .is_some_and(|r| r.contains("proxy")),
         "{listening}"
     );
+    proxy
+}
 
-    //    A scan from another PC that finds 8080 open has reached a risky
-    //    exposure: the episode is high severity and says so.
+/// Step 2, continued: a scan from another PC that finds 8080 open has
+/// reached a risky exposure: the episode is high severity and says so.
+fn a_scan_that_finds_the_proxy_port_is_a_high_severity_exposure(lab: &Lab) {
     let scanner = &lab.others[1];
     let pc_ip = lab.pc.ipv4().to_string();
     let out = run(scanner
@@ -230,13 +252,15 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         ),
         "{exposed}"
     );
+}
 
-    // 3. curl uploads 200 MiB: a volume anomaly naming curl, with the
-    //    bytes within 5 %.
-    let _sink = lab.serve(
+/// Step 3: curl uploads 200 MiB to a sink on the server (port 8000): a
+/// volume anomaly naming curl, with the bytes within 5 %. Returns the sink.
+fn an_upload_is_a_volume_anomaly_naming_curl(lab: &Lab, server_ip: &str) -> Process {
+    let sink = lab.serve(
         &lab.server,
         "sink",
-        &listener_script(std::slice::from_ref(&server_ip), 8000, ""),
+        &listener_script(&[server_ip.to_owned()], 8000, ""),
     );
     run(lab.pc.command("bash").args([
         "-c",
@@ -248,7 +272,7 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         a["kind"] == "upload_volume" && a["state"] == "closed"
     });
     assert_eq!(upload["process"], "curl", "{upload}");
-    assert_eq!(upload["remote"], server_ip.as_str());
+    assert_eq!(upload["remote"], server_ip);
     assert_eq!(upload["remote_port"], 8000);
     let sent = upload["bytes_out"].as_u64().expect("bytes_out");
     let error = (sent as f64 - UPLOAD_BYTES as f64).abs() / UPLOAD_BYTES as f64;
@@ -260,16 +284,21 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
     assert!(
         upload["explanation"]
             .as_str()
-            .is_some_and(|t| t.starts_with("curl (pid ") && t.contains(&server_ip)),
+            .is_some_and(|t| t.starts_with("curl (pid ") && t.contains(server_ip)),
         "{upload}"
     );
+    sink
+}
 
-    // 4. A spam bot: python3 holds SMTP sessions with 24 mail servers at
-    //    once for two seconds, as a bot sending mail does.
+/// Step 4: a spam bot: python3 on the PC holds SMTP sessions with 24 mail
+/// servers (a "mail farm" host at .100 to .123) at once for two seconds, as
+/// a bot sending mail does: an SMTP fan-out naming python3. Returns the
+/// mail farm's listener and the bot's script.
+fn a_spam_bot_is_an_smtp_fan_out_naming_python3(lab: &mut Lab) -> (Process, String) {
     let farm: Vec<String> = (100..124).map(|i| format!("198.18.0.{i}")).collect();
     let farm_refs: Vec<&str> = farm.iter().map(String::as_str).collect();
     let mail = lab.campus.add_host("mail", &farm_refs);
-    let _smtp = lab.serve(
+    let smtp = lab.serve(
         &mail,
         "smtp",
         &listener_script(&farm, 25, "220 mx ESMTP\r\n"),
@@ -283,23 +312,17 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
     let spam = lab.wait_for_anomaly("SMTP fan-out", |a| a["kind"] == "smtp_fanout");
     assert!(spam["hosts"].as_u64() >= Some(20), "{spam}");
     assert_eq!(spam["process"], "python3", "{spam}");
+    (smtp, bot)
+}
 
-    // A second PC with an agent runs the same bot: the collector's
-    // correlator makes it an outbound campaign across both PCs.
+/// Step 4, continued: a second PC with an agent (pc-1) runs the same `bot`:
+/// the collector's correlator makes it an outbound campaign across both
+/// PCs. Returns pc-1's agent.
+fn the_bot_on_a_second_pc_makes_an_outbound_campaign(lab: &Lab, bot: &str) -> Process {
     let second = &lab.others[0];
-    stack::issue_agent(&lab.stack.pki, "pc-1");
-    let config = stack::agent_config(
-        lab.stack.dir.path(),
-        second,
-        lab.stack.collector_address,
-        &lab.stack.pki,
-        "pc-1",
-        "",
-        "",
-    );
-    let mut second_agent = stack::start_agent(lab.stack.dir.path(), second, &config, "pc-1");
+    let mut second_agent = lab.stack.agent(second, "pc-1", "");
     second_agent.wait_for_log("connected to collector", Duration::from_secs(30));
-    run(second.command("python3").args(["-c", &bot]));
+    run(second.command("python3").args(["-c", bot]));
     let campaign = lab.wait_for(
         "an outbound campaign over both PCs",
         &["campaigns", "list"],
@@ -313,10 +336,13 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         "{campaign}"
     );
     assert_ne!(campaign["severity"], "low", "{campaign}");
+    second_agent
+}
 
-    // 5. nmap from the PC against the two other PCs, at 100 probes a
-    //    second as a slow scanner would (a raw-socket sender is named only
-    //    while it runs): an outbound scan naming nmap.
+/// Step 5: nmap from the PC against the two other PCs, at 100 probes a
+/// second as a slow scanner would (a raw-socket sender is named only while
+/// it runs): an outbound scan naming nmap.
+fn a_slow_scan_from_the_pc_is_an_outbound_scan_naming_nmap(lab: &Lab) {
     let targets: Vec<String> = lab.others.iter().map(|h| h.ipv4().to_string()).collect();
     let out = run(lab
         .pc
@@ -340,8 +366,11 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
     });
     assert_eq!(scan["process"], "nmap", "{scan}");
     assert!(scan["ports"].as_u64() >= Some(4), "{scan}");
+}
 
-    // 6. The flow minutes name curl as pc-0's top talker, with the upload.
+/// Step 6: the flow minutes name curl as pc-0's top talker, with the
+/// upload, and the sink as the top destination.
+fn the_flow_minutes_name_curl_as_the_top_talker(lab: &Lab, server_ip: &str) {
     let talker = lab.wait_for(
         "curl among pc-0's top talkers",
         &["outbound", "talkers", "--agent", "pc-0"],
@@ -359,10 +388,12 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         Some(serde_json::json!(format!("{server_ip}:8000"))),
         "{destinations:#?}"
     );
+}
 
-    // 7. The help-desk view on the PC: `top --once` names the program that
-    //    uploads at a steady 2 MB/s, with its rate, and `status` tells in
-    //    plain words what the agent saw.
+/// Step 7: the help-desk view on the PC: `top --once` names the program
+/// that uploads at a steady 2 MB/s to the sink, with its rate. Returns the
+/// paced uploader, still sending.
+fn top_names_a_paced_uploader_with_its_rate(lab: &Lab, server_ip: &str) -> Process {
     let paced = format!(
         "import socket, time\n\
          s = socket.create_connection(('{server_ip}', 8000))\n\
@@ -374,7 +405,7 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
     );
     let mut slow = lab.pc.command("python3");
     slow.args(["-c", &paced]);
-    let _slow = Process::spawn("paced-upload", slow, lab.stack.dir.path()).expect("paced upload");
+    let slow = Process::spawn("paced-upload", slow, lab.stack.dir.path()).expect("paced upload");
     let top = run(lab
         .pc
         .command(require::binary("doorwatch-agent"))
@@ -399,6 +430,12 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         (1_700_000..=2_300_000).contains(&rate),
         "rate {rate} is not near 2 MB/s: {uploader}"
     );
+    slow
+}
+
+/// Step 7, continued: six seconds later, `status` on the PC tells in plain
+/// words what the agent saw, and the agent still runs.
+fn status_tells_in_plain_words_what_the_agent_saw(lab: &mut Lab) {
     std::thread::sleep(Duration::from_secs(6));
     let status = run(lab
         .pc
@@ -416,10 +453,12 @@ fn uploads_scans_spam_and_open_ports_are_reported_with_their_program() {
         assert!(status.contains(words), "status says {words:?}:\n{status}");
     }
     assert!(lab.agent.is_running(), "{}", lab.agent.log());
+}
 
-    // 8. The upload baseline survives a restart: the agent saves it when
-    //    it stops (and every minute), with this hour's bytes in it, and
-    //    the next run starts from it.
+/// Step 8: the upload baseline survives a restart: the agent saves it when
+/// it stops (and every minute), with this hour's bytes in it, and the next
+/// run starts from it.
+fn the_upload_baseline_survives_a_restart(lab: &mut Lab) {
     assert!(
         lab.agent.stop(Duration::from_secs(15)),
         "the agent stops on SIGTERM"
