@@ -110,6 +110,17 @@ heartbeat_seconds = 1
         stack::start_agent(self.stack.dir.path(), pc, config, name)
     }
 
+    /// Starts agent `name` on `pc` with `config` (which enrolls it) and
+    /// waits until it is connected and a heartbeat of it is stored. Returns
+    /// the agent and its id.
+    fn start_streaming_agent(&self, pc: &Host, config: &Path, name: &str) -> (Process, String) {
+        let mut agent = self.start_agent(pc, config, name);
+        agent.wait_for_log("connected to collector", Duration::from_secs(30));
+        let agent_id = enrolled_id(&agent.log());
+        self.wait_for_heartbeats(&agent_id, 0, Duration::from_secs(20));
+        (agent, agent_id)
+    }
+
     /// `agents list --format json`, parsed.
     fn agents(&self) -> Vec<serde_json::Value> {
         self.collector(&["agents", "list", "--format", "json"])
@@ -469,16 +480,96 @@ fn a_pc_enrolls_with_a_token_streams_and_renews_without_a_gap() {
 fn bad_tokens_are_refused_with_the_reason_and_write_no_files() {
     let setup = setup(1, "30d");
     let pc = &setup.pcs[0];
-    let expired = setup.token("lab", &["--expires", "1s"]);
-    let expired_made = Instant::now();
-    let single = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
-    let revoked = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
-    let out = setup.collector(&["token", "revoke", token_id(&revoked)]);
-    assert!(out.contains("revoked"), "token revoke says so: {out:?}");
+    let tokens = BadTokens::create(&setup);
+    a_single_use_token_enrolls_once(&setup, pc, &tokens.single);
+    // Tokens expire in whole seconds: 2 s after a 1 s token it is gone.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(tokens.expired_made.elapsed()));
+    for (name, token, id, reason) in &tokens.refused_cases() {
+        enrolling_is_refused_with_the_reason_and_writes_no_files(
+            &setup, pc, name, token, *id, reason,
+        );
+    }
+    the_token_list_shows_each_status_and_use(&setup, &tokens);
+    no_token_secret_is_listed_or_logged(&setup, &tokens);
+    assert_eq!(setup.agents().len(), 1, "only the first PC enrolled");
+}
 
-    // A single-use token works once.
+/// The tokens of [`bad_tokens_are_refused_with_the_reason_and_write_no_files`],
+/// all for group "lab".
+struct BadTokens {
+    /// Expires 1 s after `expired_made`.
+    expired: String,
+    expired_made: Instant,
+    /// Valid for 1 h, for one enrollment.
+    single: String,
+    /// Valid for 1 h and five enrollments, but revoked.
+    revoked: String,
+}
+
+impl BadTokens {
+    /// Creates the tokens, and revokes `revoked` with `token revoke`.
+    fn create(setup: &Setup) -> Self {
+        let expired = setup.token("lab", &["--expires", "1s"]);
+        let expired_made = Instant::now();
+        let single = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
+        let revoked = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
+        let out = setup.collector(&["token", "revoke", token_id(&revoked)]);
+        assert!(out.contains("revoked"), "token revoke says so: {out:?}");
+        Self {
+            expired,
+            expired_made,
+            single,
+            revoked,
+        }
+    }
+
+    /// Each token enrolling must refuse: (case name, token, the token id
+    /// the collector logs if the token has one, the reason given).
+    fn refused_cases(&self) -> [(&'static str, String, Option<&str>, String); 5] {
+        let unknown = format!("dwt1-0123456789abcdef-{}", "5a".repeat(32));
+        [
+            (
+                "unknown",
+                unknown,
+                Some("0123456789abcdef"),
+                "token 0123456789abcdef is not known".to_owned(),
+            ),
+            (
+                "malformed",
+                "dwt1-0123-not-hex".to_owned(),
+                None,
+                "not a doorwatch enrollment token".to_owned(),
+            ),
+            (
+                "expired",
+                self.expired.clone(),
+                Some(token_id(&self.expired)),
+                format!("token {} expired at", token_id(&self.expired)),
+            ),
+            (
+                "used-up",
+                self.single.clone(),
+                Some(token_id(&self.single)),
+                format!(
+                    "token {} is used up (1 of 1 enrollments)",
+                    token_id(&self.single)
+                ),
+            ),
+            (
+                "revoked",
+                self.revoked.clone(),
+                Some(token_id(&self.revoked)),
+                format!("token {} is revoked", token_id(&self.revoked)),
+            ),
+        ]
+    }
+}
+
+/// A single-use token works once: `enroll` on `pc` as agent "first" writes
+/// a certificate.
+fn a_single_use_token_enrolls_once(setup: &Setup, pc: &Host, single: &str) {
     let first = setup.agent_config(pc, "first", None);
-    let out = setup.enroll(pc, &first, &single);
+    let out = setup.enroll(pc, &first, single);
     assert!(
         out.status.success(),
         "the first use of a single-use token enrolls:\n{}",
@@ -488,94 +579,70 @@ fn bad_tokens_are_refused_with_the_reason_and_write_no_files() {
         setup.home("first").join("agent.pem").exists(),
         "the first enrollment writes a certificate"
     );
-    // Tokens expire in whole seconds: 2 s after a 1 s token it is gone.
-    std::thread::sleep(Duration::from_secs(2).saturating_sub(expired_made.elapsed()));
+}
 
-    let unknown = format!("dwt1-0123456789abcdef-{}", "5a".repeat(32));
-    let cases = [
-        (
-            "unknown",
-            unknown.clone(),
-            Some("0123456789abcdef"),
-            "token 0123456789abcdef is not known".to_owned(),
-        ),
-        (
-            "malformed",
-            "dwt1-0123-not-hex".to_owned(),
-            None,
-            "not a doorwatch enrollment token".to_owned(),
-        ),
-        (
-            "expired",
-            expired.clone(),
-            Some(token_id(&expired)),
-            format!("token {} expired at", token_id(&expired)),
-        ),
-        (
-            "used-up",
-            single.clone(),
-            Some(token_id(&single)),
-            format!(
-                "token {} is used up (1 of 1 enrollments)",
-                token_id(&single)
-            ),
-        ),
-        (
-            "revoked",
-            revoked.clone(),
-            Some(token_id(&revoked)),
-            format!("token {} is revoked", token_id(&revoked)),
-        ),
-    ];
-    for (name, token, id, reason) in &cases {
-        let config = setup.agent_config(pc, name, None);
-        let started = Instant::now();
-        let out = setup.enroll(pc, &config, token);
-        let took = started.elapsed();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+/// `enroll` on `pc` as agent `name` with `token` fails with `reason` on
+/// stderr and does not echo the token's secret; the collector logs the
+/// refusal with the reason (and `token_id=ID` with an `id`); the agent's
+/// folder holds only its agent.toml.
+fn enrolling_is_refused_with_the_reason_and_writes_no_files(
+    setup: &Setup,
+    pc: &Host,
+    name: &str,
+    token: &str,
+    id: Option<&str>,
+    reason: &str,
+) {
+    let config = setup.agent_config(pc, name, None);
+    let started = Instant::now();
+    let out = setup.enroll(pc, &config, token);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "{name} token: enroll must fail:\n{}",
+        text(&out)
+    );
+    assert!(
+        stderr.contains(reason),
+        "{name} token: stderr gives the reason {reason:?}:\n{}",
+        text(&out)
+    );
+    if let Some(secret) = token.split('-').nth(2).filter(|s| s.len() == 64) {
         assert!(
-            !out.status.success(),
-            "{name} token: enroll must fail:\n{}",
-            text(&out)
+            !stderr.contains(secret),
+            "{name} token: the secret is not echoed"
         );
-        assert!(
-            stderr.contains(reason.as_str()),
-            "{name} token: stderr gives the reason {reason:?}:\n{}",
-            text(&out)
-        );
-        if let Some(secret) = token.split('-').nth(2).filter(|s| s.len() == 64) {
-            assert!(
-                !stderr.contains(secret),
-                "{name} token: the secret is not echoed"
-            );
-        }
-        let id_field = id.map(|id| format!("token_id={id}"));
-        let mut needles = vec!["enrollment refused", "code=PermissionDenied", reason];
-        needles.extend(id_field.as_deref());
-        let line = setup.collector_line(&needles, Duration::from_secs(10));
-        let mut left: Vec<String> = std::fs::read_dir(setup.home(name))
-            .expect("agent folder")
-            .map(|e| {
-                e.expect("folder entry")
-                    .file_name()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            ["agent.toml"],
-            "{name} token: no certificate or key is written"
-        );
-        eprintln!("{name} token refused in {took:?}; collector: {line}");
     }
+    let id_field = id.map(|id| format!("token_id={id}"));
+    let mut needles = vec!["enrollment refused", "code=PermissionDenied", reason];
+    needles.extend(id_field.as_deref());
+    let line = setup.collector_line(&needles, Duration::from_secs(10));
+    let mut left: Vec<String> = std::fs::read_dir(setup.home(name))
+        .expect("agent folder")
+        .map(|e| {
+            e.expect("folder entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["agent.toml"],
+        "{name} token: no certificate or key is written"
+    );
+    eprintln!("{name} token refused in {took:?}; collector: {line}");
+}
 
+/// `token list` gives each bad token's status, uses and maximum uses.
+fn the_token_list_shows_each_status_and_use(setup: &Setup, bad: &BadTokens) {
     let tokens = setup.tokens();
     for (token, status, uses, max_uses) in [
-        (&expired, "expired", 0, 1),
-        (&single, "used up", 1, 1),
-        (&revoked, "revoked", 0, 5),
+        (&bad.expired, "expired", 0, 1),
+        (&bad.single, "used up", 1, 1),
+        (&bad.revoked, "revoked", 0, 5),
     ] {
         let row = tokens
             .iter()
@@ -585,10 +652,15 @@ fn bad_tokens_are_refused_with_the_reason_and_write_no_files() {
         assert_eq!(row["uses"], uses, "uses of {row}");
         assert_eq!(row["max_uses"], max_uses, "max_uses of {row}");
     }
+}
+
+/// No token's secret is in `token list` (JSON or table) or the collector
+/// log.
+fn no_token_secret_is_listed_or_logged(setup: &Setup, bad: &BadTokens) {
     let json = setup.collector(&["token", "list", "--format", "json"]);
     let table = setup.collector(&["token", "list"]);
     let log = setup.collector_process().log();
-    for token in [&expired, &single, &revoked] {
+    for token in [&bad.expired, &bad.single, &bad.revoked] {
         let secret = token_secret(token);
         assert!(
             !json.contains(secret) && !table.contains(secret),
@@ -596,7 +668,6 @@ fn bad_tokens_are_refused_with_the_reason_and_write_no_files() {
         );
         assert!(!log.contains(secret), "no secret in the collector log");
     }
-    assert_eq!(setup.agents().len(), 1, "only the first PC enrolled");
 }
 
 #[test]
@@ -608,32 +679,88 @@ fn forged_replayed_and_hurried_enrollment_requests_are_refused() {
         )
     });
     let token = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
-    let keys = setup.stack.dir.path().join("keys");
-    std::fs::create_dir_all(&keys).expect("keys folder");
-    let (key_a, key_b) = (new_key(&keys, "a"), new_key(&keys, "b"));
-    let request = signing_request(&key_a);
-    // Key b's public key in a request signed by key a.
-    let forged = with_public_key(&request, &public_key(&key_a), &public_key(&key_b));
-    let renewal_request = signing_request(&key_b);
+    let requests = SigningRequests::new(&setup);
 
     // From the root namespace: three Enroll calls, one Renew.
     let rt = runtime();
     let first_call = Instant::now();
-    let (forged, first, replayed, renewal) = rt.block_on(async {
-        let mut client = EnrollmentClient::new(setup.channel(&setup.anonymous_tls()).await);
-        let forged = client.enroll(enroll_request(&token, forged)).await;
-        let first = client.enroll(enroll_request(&token, request.clone())).await;
-        let replayed = client.enroll(enroll_request(&token, request.clone())).await;
-        let renewal = client
-            .renew(RenewRequest {
-                csr_der: renewal_request,
-                hostname: "e2e-client".to_owned(),
-                agent_version: "e2e".to_owned(),
-            })
-            .await;
-        (forged, first, replayed, renewal)
-    });
+    let (forged, first, replayed, renewal) = rt.block_on(
+        enroll_forged_genuine_and_replayed_then_renew(&setup, &token, &requests),
+    );
+    a_forged_request_is_refused_for_its_signature(&setup, forged);
+    let agent_id = the_genuine_request_enrolls(first);
+    a_replayed_request_is_refused_naming_the_agent(&setup, replayed, &agent_id);
+    a_renewal_without_a_client_certificate_is_refused(&setup, renewal);
+    refused_requests_use_nothing_and_enroll_no_one(&setup, &agent_id);
 
+    // From the PC: five attempts a minute, the sixth is refused.
+    let unknown = format!("dwt1-00000000000000ff-{}", "5a".repeat(32));
+    the_sixth_attempt_a_minute_from_the_pc_is_refused(&setup, &unknown);
+    the_limit_is_per_address(&setup, &rt, &unknown, &requests.genuine, first_call);
+}
+
+/// The signing requests (DER) of
+/// [`forged_replayed_and_hurried_enrollment_requests_are_refused`], made
+/// with two new keys, a and b, in `DIR/keys`.
+struct SigningRequests {
+    /// For key a, signed by key a.
+    genuine: Vec<u8>,
+    /// Key b's public key in a request signed by key a.
+    forged: Vec<u8>,
+    /// For key b, signed by key b: the one to renew with.
+    renewal: Vec<u8>,
+}
+
+impl SigningRequests {
+    fn new(setup: &Setup) -> Self {
+        let keys = setup.stack.dir.path().join("keys");
+        std::fs::create_dir_all(&keys).expect("keys folder");
+        let (key_a, key_b) = (new_key(&keys, "a"), new_key(&keys, "b"));
+        let genuine = signing_request(&key_a);
+        let forged = with_public_key(&genuine, &public_key(&key_a), &public_key(&key_b));
+        let renewal = signing_request(&key_b);
+        Self {
+            genuine,
+            forged,
+            renewal,
+        }
+    }
+}
+
+/// What the collector answered one Enroll or Renew call.
+type EnrollReply = Result<tonic::Response<v1::EnrollResponse>, tonic::Status>;
+
+/// Over one anonymous TLS connection: Enroll with the forged request, with
+/// the genuine one, with the genuine one again, then Renew. Returns the four
+/// answers in that order.
+async fn enroll_forged_genuine_and_replayed_then_renew(
+    setup: &Setup,
+    token: &str,
+    requests: &SigningRequests,
+) -> (EnrollReply, EnrollReply, EnrollReply, EnrollReply) {
+    let mut client = EnrollmentClient::new(setup.channel(&setup.anonymous_tls()).await);
+    let forged = client
+        .enroll(enroll_request(token, requests.forged.clone()))
+        .await;
+    let first = client
+        .enroll(enroll_request(token, requests.genuine.clone()))
+        .await;
+    let replayed = client
+        .enroll(enroll_request(token, requests.genuine.clone()))
+        .await;
+    let renewal = client
+        .renew(RenewRequest {
+            csr_der: requests.renewal.clone(),
+            hostname: "e2e-client".to_owned(),
+            agent_version: "e2e".to_owned(),
+        })
+        .await;
+    (forged, first, replayed, renewal)
+}
+
+/// The forged request is refused as an invalid argument, for its signature,
+/// and the collector logs the refusal.
+fn a_forged_request_is_refused_for_its_signature(setup: &Setup, forged: EnrollReply) {
     let forged = forged.expect_err("a request whose signature does not fit its key");
     assert_eq!(forged.code(), Code::InvalidArgument, "{forged:?}");
     assert!(
@@ -645,7 +772,11 @@ fn forged_replayed_and_hurried_enrollment_requests_are_refused() {
         &["enrollment refused", "code=InvalidArgument"],
         Duration::from_secs(10),
     );
+}
 
+/// The genuine request enrolls in group "lab" with a UUID and a two-part
+/// chain. Returns the agent id.
+fn the_genuine_request_enrolls(first: EnrollReply) -> String {
     let first = first.expect("the genuine request enrolls").into_inner();
     assert!(
         uuid::Uuid::parse_str(&first.agent_id).is_ok(),
@@ -661,25 +792,41 @@ fn forged_replayed_and_hurried_enrollment_requests_are_refused() {
         2,
         "certificate then issuing CA"
     );
+    first.agent_id
+}
+
+/// The same request again is refused as already existing, naming
+/// `agent_id`, which holds its key; the collector logs the refusal.
+fn a_replayed_request_is_refused_naming_the_agent(
+    setup: &Setup,
+    replayed: EnrollReply,
+    agent_id: &str,
+) {
     let replayed = replayed.expect_err("the same request again");
     assert_eq!(replayed.code(), Code::AlreadyExists, "{replayed:?}");
     assert!(
-        replayed.message().contains("already enrolled")
-            && replayed.message().contains(&first.agent_id),
+        replayed.message().contains("already enrolled") && replayed.message().contains(agent_id),
         "the refusal names the agent holding the key: {replayed:?}"
     );
     setup.collector_line(
         &["enrollment refused", "code=AlreadyExists"],
         Duration::from_secs(10),
     );
+}
 
+/// Renew without a client certificate is unauthenticated; the collector
+/// logs the refusal.
+fn a_renewal_without_a_client_certificate_is_refused(setup: &Setup, renewal: EnrollReply) {
     let renewal = renewal.expect_err("renewal without a client certificate");
     assert_eq!(renewal.code(), Code::Unauthenticated, "{renewal:?}");
     setup.collector_line(
         &["renewal refused", "code=Unauthenticated"],
         Duration::from_secs(10),
     );
+}
 
+/// The token counts one use, and `agent_id` is the only agent.
+fn refused_requests_use_nothing_and_enroll_no_one(setup: &Setup, agent_id: &str) {
     let tokens = setup.tokens();
     assert_eq!(tokens.len(), 1);
     assert_eq!(
@@ -688,14 +835,17 @@ fn forged_replayed_and_hurried_enrollment_requests_are_refused() {
     );
     let agents = setup.agents();
     assert_eq!(agents.len(), 1, "one agent: {agents:?}");
-    assert_eq!(agents[0]["agent_id"], first.agent_id.as_str());
+    assert_eq!(agents[0]["agent_id"], agent_id);
+}
 
-    // From the PC: five attempts a minute, the sixth is refused.
+/// `enroll` from the PC with the `unknown` token: five attempts are refused
+/// as not known, the sixth as too many, and the collector logs the PC's
+/// address with it.
+fn the_sixth_attempt_a_minute_from_the_pc_is_refused(setup: &Setup, unknown: &str) {
     let pc = &setup.pcs[0];
-    let unknown = format!("dwt1-00000000000000ff-{}", "5a".repeat(32));
     let config = setup.agent_config(pc, "hurried", None);
     for attempt in 1..=6 {
-        let out = setup.enroll(pc, &config, &unknown);
+        let out = setup.enroll(pc, &config, unknown);
         let expected = if attempt <= 5 {
             "is not known"
         } else {
@@ -712,19 +862,28 @@ fn forged_replayed_and_hurried_enrollment_requests_are_refused() {
         setup.uplinks[0].host_ip
     );
     setup.collector_line(&["enrollment refused", &from_pc], Duration::from_secs(10));
+}
 
-    // The limit is per address: the root namespace has calls left, then
-    // runs out too.
+/// The limit is per address: the root namespace, whose first call was at
+/// `first_call`, has calls left (refused only for the `unknown` token),
+/// then runs out too, after at most five a minute.
+fn the_limit_is_per_address(
+    setup: &Setup,
+    rt: &tokio::runtime::Runtime,
+    unknown: &str,
+    request: &[u8],
+    first_call: Instant,
+) {
     let (next, calls, hurried) = rt.block_on(async {
         let mut client = EnrollmentClient::new(setup.channel(&setup.anonymous_tls()).await);
         let next = client
-            .enroll(enroll_request(&unknown, request.clone()))
+            .enroll(enroll_request(unknown, request.to_vec()))
             .await;
         let mut calls = 4;
         loop {
             calls += 1;
             match client
-                .enroll(enroll_request(&unknown, request.clone()))
+                .enroll(enroll_request(unknown, request.to_vec()))
                 .await
             {
                 Err(status) if status.code() == Code::ResourceExhausted => {
@@ -764,9 +923,22 @@ fn forged_replayed_and_hurried_enrollment_requests_are_refused() {
 fn certificates_from_another_ca_or_expired_are_refused_and_a_token_enrolls_again() {
     let setup = setup(1, "30d");
     let pc = &setup.pcs[0];
-    let collector_ip = setup.stack.collector_address.ip().to_string();
+    a_certificate_from_another_ca_never_gets_past_the_handshake(&setup, pc);
 
-    // A certificate from another CA never gets past the handshake.
+    // A certificate that expired, and no token: `run` stops and says why.
+    let pki = setup.stack.pki.clone();
+    issue_an_expired_certificate(&setup, &pki, "old-pc");
+    an_expired_certificate_without_a_token_stops_the_agent(&setup, pc, &pki);
+
+    // The same with a token: it enrolls again as a new agent and streams.
+    an_expired_certificate_with_a_token_enrolls_again(&setup, pc, &pki);
+}
+
+/// An agent on `pc` with a certificate from another CA (with the same
+/// names) is refused in the handshake, for its issuer, and never connects
+/// or stores a heartbeat.
+fn a_certificate_from_another_ca_never_gets_past_the_handshake(setup: &Setup, pc: &Host) {
+    let collector_ip = setup.stack.collector_address.ip().to_string();
     let other = setup.stack.dir.path().join("other-pki");
     let other_arg = other.to_string_lossy().into_owned();
     setup.pki(&[
@@ -819,9 +991,11 @@ fn certificates_from_another_ca_or_expired_are_refused_and_a_token_enrolls_again
     );
     drop(foreign);
     eprintln!("foreign certificate: {refused}");
+}
 
-    // A certificate that expired, and no token: `run` stops and says why.
-    let pki = setup.stack.pki.clone();
+/// Issues agent `name` a certificate from `pki` that is valid for 0 days,
+/// and waits until it has expired.
+fn issue_an_expired_certificate(setup: &Setup, pki: &Path, name: &str) {
     let pki_arg = pki.to_string_lossy().into_owned();
     setup.pki(&[
         "pki",
@@ -829,13 +1003,18 @@ fn certificates_from_another_ca_or_expired_are_refused_and_a_token_enrolls_again
         "--dir",
         &pki_arg,
         "--name",
-        "old-pc",
+        name,
         "--days",
         "0",
     ]);
     std::thread::sleep(Duration::from_millis(1500));
+}
+
+/// `run` on `pc` with the expired "old-pc" certificate from `pki` and no
+/// token stops, naming the expiry and the fix (`collector.token`).
+fn an_expired_certificate_without_a_token_stops_the_agent(setup: &Setup, pc: &Host, pki: &Path) {
     let config = setup.agent_config(pc, "old-no-token", None);
-    setup.install_certificate(&pki, "old-pc", "old-no-token");
+    setup.install_certificate(pki, "old-pc", "old-no-token");
     let out = output_within(
         pc.command(require::binary("doorwatch-agent"))
             .args(["run", "--config"])
@@ -855,11 +1034,15 @@ fn certificates_from_another_ca_or_expired_are_refused_and_a_token_enrolls_again
             .find(|l| l.starts_with("Error:"))
             .unwrap_or_default()
     );
+}
 
-    // The same with a token: it enrolls again as a new agent and streams.
+/// An agent on `pc` with the expired "old-pc" certificate from `pki` and a
+/// token enrolls again, saying why, as a new UUID identity, and streams
+/// under it (nothing under the old id).
+fn an_expired_certificate_with_a_token_enrolls_again(setup: &Setup, pc: &Host, pki: &Path) {
     let token = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
     let config = setup.agent_config(pc, "old-with-token", Some(&token));
-    setup.install_certificate(&pki, "old-pc", "old-with-token");
+    setup.install_certificate(pki, "old-pc", "old-with-token");
     let mut agent = setup.start_agent(pc, &config, "agent-old-with-token");
     agent.wait_for_log(
         "enrolling with the configured token",
@@ -882,73 +1065,25 @@ fn certificates_from_another_ca_or_expired_are_refused_and_a_token_enrolls_again
     eprintln!("expired, with token: enrolled again as {agent_id}, {beats} heartbeats");
 }
 
+/// The uptime in the impostor's heartbeats, to find its rows by.
+const IMPOSTOR_UPTIME: u64 = 987_654_321;
+
 #[test]
 fn a_stream_counts_for_its_certificate_not_for_the_agent_it_claims_to_be() {
-    const MARK: u64 = 987_654_321;
     let setup = setup(2, "30d");
     let token = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
 
     // Agent A streams from pc0; PC 1 enrolls as B but runs no agent.
     let config_a = setup.agent_config(&setup.pcs[0], "pc-a", Some(&token));
-    let mut agent_a = setup.start_agent(&setup.pcs[0], &config_a, "agent-a");
-    agent_a.wait_for_log("connected to collector", Duration::from_secs(30));
-    let a_id = enrolled_id(&agent_a.log());
-    setup.wait_for_heartbeats(&a_id, 0, Duration::from_secs(20));
-    let config_b = setup.agent_config(&setup.pcs[1], "pc-b", None);
-    let out = setup.enroll(&setup.pcs[1], &config_b, &token);
-    assert!(out.status.success(), "B enrolls:\n{}", text(&out));
-    let b_id = enrolled_id(&String::from_utf8_lossy(&out.stderr));
+    let (_agent_a, a_id) = setup.start_streaming_agent(&setup.pcs[0], &config_a, "agent-a");
+    let b_id = pc_1_enrolls_as_b(&setup, &token);
     assert_ne!(a_id, b_id);
 
     // With B's certificate: Hello claiming to be A, then heartbeats.
-    let home_b = setup.home("pc-b");
-    let tls = ClientTls::load(
-        &setup.stack.pki.join("ca.pem"),
-        &home_b.join("agent.pem"),
-        &home_b.join("agent.key"),
-        COLLECTOR_NAME,
-    )
-    .expect("B's certificate and key work");
-    let hello = AgentMessage {
-        body: Some(agent_message::Body::Hello(v1::Hello {
-            protocol_version: doorwatch_proto::PROTOCOL_VERSION,
-            agent_version: "impostor".to_owned(),
-            hostname: a_id.clone(),
-            os: "linux".to_owned(),
-            local_ips: vec![],
-        })),
-    };
-    let heartbeat = AgentMessage {
-        body: Some(agent_message::Body::Heartbeat(v1::Heartbeat {
-            uptime_seconds: MARK,
-            agent_version: "impostor".to_owned(),
-            ..Default::default()
-        })),
-    };
-    let messages = vec![hello, heartbeat.clone(), heartbeat.clone(), heartbeat];
+    let tls = b_tls(&setup);
     let rt = runtime();
     // The stream stays open (the inbound half kept) until the rows are in.
-    let _inbound = rt.block_on(async {
-        let mut client = v1::agent_stream_client::AgentStreamClient::new(setup.channel(&tls).await);
-        let mut inbound = client
-            .session(tokio_stream::iter(messages).chain(tokio_stream::pending()))
-            .await
-            .expect("the collector takes B's stream")
-            .into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
-            .await
-            .expect("the collector answers within 10 s")
-            .expect("no error");
-        assert!(
-            matches!(
-                first.and_then(|m| m.body),
-                Some(v1::collector_message::Body::Policy(_))
-            ),
-            "the collector answers Hello with the policy"
-        );
-        inbound
-    });
-
+    let _inbound = rt.block_on(stream_as_b_claiming_to_be_a(&setup, &tls, &a_id));
     let connected = setup.collector_line(
         &[
             "agent connected",
@@ -957,11 +1092,86 @@ fn a_stream_counts_for_its_certificate_not_for_the_agent_it_claims_to_be() {
         ],
         Duration::from_secs(10),
     );
+    the_heartbeats_are_bs_with_as_id_only_as_the_claim(&setup, &a_id, &b_id);
+    a_goes_on_as_before(&setup, &a_id);
+    eprintln!("impostor stream: {connected}");
+}
+
+/// `enroll` on PC 1 as agent "pc-b" with `token`, running no agent.
+/// Returns B's agent id.
+fn pc_1_enrolls_as_b(setup: &Setup, token: &str) -> String {
+    let config_b = setup.agent_config(&setup.pcs[1], "pc-b", None);
+    let out = setup.enroll(&setup.pcs[1], &config_b, token);
+    assert!(out.status.success(), "B enrolls:\n{}", text(&out));
+    enrolled_id(&String::from_utf8_lossy(&out.stderr))
+}
+
+/// A TLS client with the certificate and key B enrolled for.
+fn b_tls(setup: &Setup) -> ClientTls {
+    let home_b = setup.home("pc-b");
+    ClientTls::load(
+        &setup.stack.pki.join("ca.pem"),
+        &home_b.join("agent.pem"),
+        &home_b.join("agent.key"),
+        COLLECTOR_NAME,
+    )
+    .expect("B's certificate and key work")
+}
+
+/// Opens a stream over `tls` (B's certificate) and sends a Hello whose
+/// hostname is `a_id`, then three heartbeats with [`IMPOSTOR_UPTIME`];
+/// checks the collector answers with the policy. Returns the inbound half,
+/// which keeps the stream open.
+async fn stream_as_b_claiming_to_be_a(
+    setup: &Setup,
+    tls: &ClientTls,
+    a_id: &str,
+) -> tonic::Streaming<v1::CollectorMessage> {
+    let hello = AgentMessage {
+        body: Some(agent_message::Body::Hello(v1::Hello {
+            protocol_version: doorwatch_proto::PROTOCOL_VERSION,
+            agent_version: "impostor".to_owned(),
+            hostname: a_id.to_owned(),
+            os: "linux".to_owned(),
+            local_ips: vec![],
+        })),
+    };
+    let heartbeat = AgentMessage {
+        body: Some(agent_message::Body::Heartbeat(v1::Heartbeat {
+            uptime_seconds: IMPOSTOR_UPTIME,
+            agent_version: "impostor".to_owned(),
+            ..Default::default()
+        })),
+    };
+    let messages = vec![hello, heartbeat.clone(), heartbeat.clone(), heartbeat];
+    let mut client = v1::agent_stream_client::AgentStreamClient::new(setup.channel(tls).await);
+    let mut inbound = client
+        .session(tokio_stream::iter(messages).chain(tokio_stream::pending()))
+        .await
+        .expect("the collector takes B's stream")
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), inbound.message())
+        .await
+        .expect("the collector answers within 10 s")
+        .expect("no error");
+    assert!(
+        matches!(
+            first.and_then(|m| m.body),
+            Some(v1::collector_message::Body::Policy(_))
+        ),
+        "the collector answers Hello with the policy"
+    );
+    inbound
+}
+
+/// The impostor's three heartbeats are stored as B's, with A's id only as
+/// the claimed hostname; none of them is A's.
+fn the_heartbeats_are_bs_with_as_id_only_as_the_claim(setup: &Setup, a_id: &str, b_id: &str) {
     let expected = format!("{b_id}\t{a_id}\t3");
     let rows = setup.stack.clickhouse.poll(
         &format!(
             "SELECT agent_id, claimed_hostname, count() FROM doorwatch.agent_heartbeats \
-             WHERE uptime_seconds = {MARK} GROUP BY agent_id, claimed_hostname FORMAT TSV"
+             WHERE uptime_seconds = {IMPOSTOR_UPTIME} GROUP BY agent_id, claimed_hostname FORMAT TSV"
         ),
         Duration::from_secs(20),
         |r| r.trim() == expected,
@@ -973,23 +1183,21 @@ fn a_stream_counts_for_its_certificate_not_for_the_agent_it_claims_to_be() {
     );
     let as_a = setup.stack.clickhouse.query_ok(&format!(
         "SELECT count() FROM doorwatch.agent_heartbeats WHERE agent_id = '{a_id}' \
-         AND (uptime_seconds = {MARK} OR agent_version = 'impostor' OR claimed_hostname = '{a_id}')"
+         AND (uptime_seconds = {IMPOSTOR_UPTIME} OR agent_version = 'impostor' OR claimed_hostname = '{a_id}')"
     ));
     assert_eq!(as_a.trim(), "0", "nothing of the impostor's is A's");
-    // A itself goes on as before.
-    let before = setup.heartbeats(&a_id);
-    setup.wait_for_heartbeats(&a_id, before, Duration::from_secs(10));
+}
+
+/// A itself goes on as before: a new heartbeat, and its record untouched.
+fn a_goes_on_as_before(setup: &Setup, a_id: &str) {
+    let before = setup.heartbeats(a_id);
+    setup.wait_for_heartbeats(a_id, before, Duration::from_secs(10));
     let agents = setup.agents();
     let row_a = agents
         .iter()
-        .find(|a| a["agent_id"] == a_id.as_str())
+        .find(|a| a["agent_id"] == a_id)
         .expect("A is listed");
-    assert_ne!(
-        row_a["claimed_hostname"],
-        a_id.as_str(),
-        "A's record is untouched"
-    );
-    eprintln!("impostor stream: {connected}");
+    assert_ne!(row_a["claimed_hostname"], a_id, "A's record is untouched");
 }
 
 #[test]
@@ -998,13 +1206,29 @@ fn a_revoked_agent_is_cut_off_within_seconds_and_stays_refused_everywhere() {
     let pc = setup.pcs[0].clone();
     let token = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
     let config = setup.agent_config(&pc, "pc-a", Some(&token));
-    let mut agent = setup.start_agent(&pc, &config, "agent-a");
-    agent.wait_for_log("connected to collector", Duration::from_secs(30));
-    let agent_id = enrolled_id(&agent.log());
-    setup.wait_for_heartbeats(&agent_id, 0, Duration::from_secs(20));
+    let (mut agent, agent_id) = setup.start_streaming_agent(&pc, &config, "agent-a");
+    revoking_ends_the_stream_within_seconds(&mut setup, &mut agent, &agent_id);
 
+    // The agent tries again at once (its backoff starts at 0.5 s). How
+    // the collector refused it is asserted last, so that everything else
+    // is checked too.
+    let first_refusal = the_revoked_agent_tries_again(&setup);
+    let stopped_at = no_heartbeat_after_revocation(&setup, &agent_id);
+    it_is_listed_as_revoked(&setup, &agent_id);
+    drop(agent);
+
+    a_restarted_collector_still_refuses_it(&mut setup, &pc, &config, &agent_id);
+    let (_collector_b, _agent_b) = so_does_a_second_collector_on_the_same_database(
+        &setup, &pc, &config, &agent_id, stopped_at,
+    );
+    the_first_reconnect_was_refused_in_the_tls_handshake(&first_refusal);
+}
+
+/// `agents revoke` ends `agent_id`'s stream within 5 s; both sides log the
+/// reason.
+fn revoking_ends_the_stream_within_seconds(setup: &mut Setup, agent: &mut Process, agent_id: &str) {
     let revoking = Instant::now();
-    let out = setup.collector(&["agents", "revoke", &agent_id, "--reason", "laptop stolen"]);
+    let out = setup.collector(&["agents", "revoke", agent_id, "--reason", "laptop stolen"]);
     assert!(out.contains("revoked"), "agents revoke says so: {out:?}");
     setup
         .stack
@@ -1017,17 +1241,18 @@ fn a_revoked_agent_is_cut_off_within_seconds_and_stays_refused_everywhere() {
         );
     let cut_off = revoking.elapsed();
     let ended = setup.collector_line(
-        &["agent stream ended", &agent_id, "laptop stolen"],
+        &["agent stream ended", agent_id, "laptop stolen"],
         Duration::from_secs(1),
     );
     eprintln!("stream ended {cut_off:?} after `agents revoke`: {ended}");
     agent.wait_for_log("laptop stolen", Duration::from_secs(5));
+}
 
-    // The agent tries again at once (its backoff starts at 0.5 s). How
-    // the collector refused it is asserted last, so that everything else
-    // is checked too.
+/// Waits up to 30 s for the collector to refuse the revoked agent's next
+/// connection or stream. Returns the log line.
+fn the_revoked_agent_tries_again(setup: &Setup) -> String {
     let start = Instant::now();
-    let first_refusal = loop {
+    loop {
         let log = setup.collector_process().log();
         if let Some(line) = log.lines().find(|l| {
             l.contains("refused agent connection")
@@ -1040,39 +1265,56 @@ fn a_revoked_agent_is_cut_off_within_seconds_and_stays_refused_everywhere() {
             "the revoked agent did not try again within 30 s:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(100));
-    };
-    // Heartbeats already received are written within 2 s; then no more.
+    }
+}
+
+/// Heartbeats already received are written within 2 s; then no more come
+/// for `agent_id`. Returns its heartbeat count.
+fn no_heartbeat_after_revocation(setup: &Setup, agent_id: &str) -> u64 {
     std::thread::sleep(Duration::from_secs(3));
-    let stopped_at = setup.heartbeats(&agent_id);
+    let stopped_at = setup.heartbeats(agent_id);
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(
-        setup.heartbeats(&agent_id),
+        setup.heartbeats(agent_id),
         stopped_at,
         "no heartbeat after revocation"
     );
+    stopped_at
+}
+
+/// `agents list` shows `agent_id` as revoked, with the reason.
+fn it_is_listed_as_revoked(setup: &Setup, agent_id: &str) {
     let agents = setup.agents();
     let row = agents
         .iter()
-        .find(|a| a["agent_id"] == agent_id.as_str())
+        .find(|a| a["agent_id"] == agent_id)
         .expect("still listed");
     assert_eq!(row["status"], "revoked", "{row}");
     assert_eq!(row["revoked_reason"], "laptop stolen", "{row}");
-    drop(agent);
+}
 
-    // After a restart the collector still refuses it.
+/// After a restart the collector still refuses the agent (started again on
+/// `pc` with `config`) as revoked; the first collector took no stream of it
+/// after the one it cut off.
+fn a_restarted_collector_still_refuses_it(
+    setup: &mut Setup,
+    pc: &Host,
+    config: &Path,
+    agent_id: &str,
+) {
     setup.stack.stop_collector();
     let first_log = std::fs::read_to_string(setup.stack.dir.path().join("collector.log"))
         .expect("the first collector's log");
     assert_eq!(
         first_log
             .lines()
-            .filter(|l| l.contains("agent connected") && l.contains(&agent_id))
+            .filter(|l| l.contains("agent connected") && l.contains(agent_id))
             .count(),
         1,
         "no stream of the revoked agent was taken:\n{first_log}"
     );
     setup.stack.restart_collector("collector-2");
-    let agent = setup.start_agent(&pc, &config, "agent-a-2");
+    let agent = setup.start_agent(pc, config, "agent-a-2");
     let refused = setup.collector_line(&["refused agent connection"], Duration::from_secs(30));
     assert!(
         refused.contains("Revoked"),
@@ -1084,8 +1326,19 @@ fn a_revoked_agent_is_cut_off_within_seconds_and_stays_refused_everywhere() {
         agent.log()
     );
     drop(agent);
+}
 
-    // So does a second collector on the same database.
+/// So does a second collector on the same database: the agent, moved to it
+/// (a copy of `config` naming its address), is refused as revoked, stores
+/// no heartbeat past `stopped_at`, and neither collector takes a stream of
+/// it. Returns the second collector and the moved agent, still running.
+fn so_does_a_second_collector_on_the_same_database(
+    setup: &Setup,
+    pc: &Host,
+    config: &Path,
+    agent_id: &str,
+    stopped_at: u64,
+) -> (Process, Process) {
     let second = setup.stack.dir.path().join("second");
     std::fs::create_dir_all(&second).expect("second collector's folder");
     let address = SocketAddr::new(setup.stack.collector_address.ip(), free_port());
@@ -1098,7 +1351,7 @@ fn a_revoked_agent_is_cut_off_within_seconds_and_stays_refused_everywhere() {
         &stack::enrollment_table(&setup.stack.pki, "30d"),
     );
     let second_collector = stack::start_collector_named(&second, &second_config, "collector-b");
-    let text = std::fs::read_to_string(&config).expect("read agent.toml");
+    let text = std::fs::read_to_string(config).expect("read agent.toml");
     let moved = text.replace(
         &format!("address = \"{}\"", setup.stack.collector_address),
         &format!("address = \"{address}\""),
@@ -1106,7 +1359,7 @@ fn a_revoked_agent_is_cut_off_within_seconds_and_stays_refused_everywhere() {
     assert_ne!(moved, text, "agent.toml names the collector");
     let config_b = setup.home("pc-a").join("agent-b.toml");
     std::fs::write(&config_b, moved).expect("write agent-b.toml");
-    let agent = setup.start_agent(&pc, &config_b, "agent-a-3");
+    let agent = setup.start_agent(pc, &config_b, "agent-a-3");
     let refused = log_line(
         &second_collector,
         &["refused agent connection"],
@@ -1121,20 +1374,20 @@ fn a_revoked_agent_is_cut_off_within_seconds_and_stays_refused_everywhere() {
         "the agent never connects to the second collector:\n{}",
         agent.log()
     );
-    assert_eq!(
-        setup.heartbeats(&agent_id),
-        stopped_at,
-        "still no heartbeat"
-    );
+    assert_eq!(setup.heartbeats(agent_id), stopped_at, "still no heartbeat");
     for log in [setup.collector_process().log(), second_collector.log()] {
         assert!(
             !log.contains("agent connected"),
             "no stream of the revoked agent after the restart:\n{log}"
         );
     }
+    (second_collector, agent)
+}
 
-    // Like the restarted and the second collector, the first must refuse
-    // the reconnects in the TLS handshake, not only the stream after it.
+/// Like the restarted and the second collector, the first must refuse the
+/// reconnects in the TLS handshake, not only the stream after it:
+/// `first_refusal` is its log line for the first reconnect.
+fn the_first_reconnect_was_refused_in_the_tls_handshake(first_refusal: &str) {
     assert!(
         first_refusal.contains("refused agent connection") && first_refusal.contains("Revoked"),
         "the revoked agent's first reconnect got through the TLS handshake \
