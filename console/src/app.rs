@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{LoginLimiter, Sessions};
 use crate::config::ReadyConfig;
 use crate::data::{AGGREGATES_REFRESH, AggregatesCache};
-use crate::https::serve_tls;
+use crate::https;
 use crate::oidc::{Oidc, OidcError};
 use crate::web::{self, App};
 
@@ -40,8 +40,6 @@ pub enum AppError {
     },
     #[error("listening address")]
     LocalAddress(#[source] std::io::Error),
-    #[error("serving")]
-    Serve(#[source] std::io::Error),
 }
 
 /// The first and the longest wait between ClickHouse connection attempts.
@@ -110,29 +108,17 @@ async fn run(ready: ReadyConfig, stop: watch::Receiver<bool>) -> Result<(), AppE
     let refresh = tokio::spawn(refresh_aggregates(app.clone(), stop.clone()));
     let router = web::router(app);
     tracing::info!(address = %local, tls = tls.is_some(), "console listening");
-    let served = match tls {
-        None => {
-            let mut stop_serving = stop.clone();
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stop_requested(&mut stop_serving).await })
-            .await
-            .map_err(AppError::Serve)
-        }
-        Some(acceptor) => {
-            serve_tls(listener, acceptor, router, stop.clone()).await;
-            Ok(())
-        }
-    };
-    // Serving ended: on a stop the refresh ends by itself; on an error
-    // it is stopped here.
-    if served.is_err() {
-        refresh.abort();
-    }
+    https::serve(
+        listener,
+        tls,
+        router,
+        https::CONSOLE_LIMITS,
+        https::HEADER_READ_TIMEOUT,
+        stop.clone(),
+    )
+    .await;
+    // Serving ends only on a stop, and the refresh ends with it.
     finish(refresh).await;
-    served?;
     tracing::info!("console stopped");
     Ok(())
 }

@@ -1,70 +1,75 @@
-//! The console's HTTPS accept loop: hands each TLS connection to the
-//! router with its peer address. The TLS policy itself (TLS 1.3, ring,
-//! `http/1.1`, no resumption) is doorwatch-tls's, as for every endpoint;
-//! this module must not grow one of its own, and knows nothing of routes,
-//! sessions or the store.
+//! The console's HTTP front: the accept loop (doorwatch-tls's one
+//! [`serve_connections`], with the console's connection limits) and
+//! HTTP/1.1 on each connection, every request told its peer address.
+//! Without TLS (behind a TLS-terminating proxy) the same loop serves plain
+//! TCP. The TLS policy itself (TLS 1.3, ring, `http/1.1`, no resumption)
+//! is doorwatch-tls's, as for every endpoint; this module must not grow
+//! one of its own, and knows nothing of routes, sessions or the store.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use doorwatch_process::shutdown::stop_requested;
+use doorwatch_tls::serve::{ConnectionLimits, PlainTcp, serve_connections};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-/// Serves HTTPS until `stop`: one task per connection, each request told
-/// its peer address. The connection tasks belong to this loop; they end
-/// with it.
-pub async fn serve_tls(
+/// The console's bounds: browsers open a handful of connections each, so
+/// 1024 is far above any security team; a flood waits in the backlog.
+pub const CONSOLE_LIMITS: ConnectionLimits = ConnectionLimits {
+    name: "console",
+    max_connections: 1024,
+    handshake_timeout: Duration::from_secs(10),
+};
+
+/// How long a client may take to send a request's headers, and how long a
+/// kept-alive connection may sit idle before its next request: a
+/// connection that sends nothing gives its slot back.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the router until `stop`, over TLS when `tls` is given: one task
+/// per connection, owned by the loop, so they end with it.
+pub async fn serve(
     listener: tokio::net::TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
+    limits: ConnectionLimits,
+    header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            () = stop_requested(&mut stop) => break,
-        };
-        connections.spawn(connection(acceptor.clone(), router.clone(), tcp, peer));
+    let stop = stop_requested(&mut stop);
+    match tls {
+        Some(acceptor) => {
+            let handle =
+                move |stream, peer| http1(stream, peer, router.clone(), header_read_timeout);
+            serve_connections(listener, acceptor, limits, stop, handle).await;
+        }
+        None => {
+            let handle =
+                move |stream, peer| http1(stream, peer, router.clone(), header_read_timeout);
+            serve_connections(listener, PlainTcp, limits, stop, handle).await;
+        }
     }
-    connections.shutdown().await;
 }
 
-/// One TLS connection: the handshake (10 s at most), then HTTP/1.1.
-async fn connection(
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: axum::Router,
-    tcp: tokio::net::TcpStream,
-    peer: SocketAddr,
-) {
-    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => return,
-    };
+/// HTTP/1.1 on one connection, until the client closes it or stays silent
+/// past `header_read_timeout`.
+async fn http1<S>(stream: S, peer: SocketAddr, router: axum::Router, header_read_timeout: Duration)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request.map(axum::body::Body::new))
         });
-    if let Err(e) =
-        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-            .await
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await
     {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
@@ -121,10 +126,12 @@ mod tests {
             }),
         );
         let (stop_tx, stop) = doorwatch_process::shutdown::channel();
-        let server = tokio::spawn(serve_tls(
+        let server = tokio::spawn(serve(
             listener,
-            tokio_rustls::TlsAcceptor::from(config),
+            Some(tokio_rustls::TlsAcceptor::from(config)),
             router,
+            CONSOLE_LIMITS,
+            HEADER_READ_TIMEOUT,
             stop,
         ));
 
@@ -155,6 +162,53 @@ mod tests {
         tls.read_to_string(&mut answer).await.expect("read");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         assert!(answer.ends_with("127.0.0.1"), "{answer}");
+
+        stop_tx.send(true).expect("server alive");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the loop stops")
+            .expect("no panic");
+    }
+
+    /// A client that stays silent, before its first request or between
+    /// two on a kept-alive connection, loses its connection (and its slot)
+    /// after the header timeout.
+    #[tokio::test]
+    async fn silent_connections_are_closed_after_the_header_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (stop_tx, stop) = doorwatch_process::shutdown::channel();
+        let timeout = Duration::from_millis(300);
+        let server = tokio::spawn(serve(listener, None, router, CONSOLE_LIMITS, timeout, stop));
+
+        let mut silent = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut answer))
+            .await
+            .expect("a connection that sends nothing is closed")
+            .expect("read");
+
+        let mut idle = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        idle.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("send");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut answer))
+            .await
+            .expect("a kept-alive connection that goes silent is closed")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok"),
+            "{answer}"
+        );
 
         stop_tx.send(true).expect("server alive");
         tokio::time::timeout(Duration::from_secs(5), server)

@@ -28,11 +28,21 @@ use doorwatch_store::ip::Cidr;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use doorwatch_tls::serve::{ConnectionLimits, PlainTcp, serve_connections};
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Feed connections open at once (firewalls and SIEMs poll; a flood
+/// waits in the backlog), and how long a TLS handshake may take.
+const FEED_LIMITS: ConnectionLimits = ConnectionLimits {
+    name: "feed",
+    max_connections: 256,
+    handshake_timeout: REQUEST_TIMEOUT,
+};
 
 /// Feed settings.
 #[derive(Clone)]
@@ -102,43 +112,45 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let settings = Arc::new(settings);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown::stop_requested(&mut shutdown) => return,
-        };
-        let (tcp, remote) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                tracing::warn!(error = %e, "feed: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let stop = shutdown::stop_requested(&mut shutdown);
+    match settings.tls.clone() {
+        Some(config) => {
+            let handle = answer_and_log(store, settings);
+            serve_connections(
+                listener,
+                TlsAcceptor::from(config),
+                FEED_LIMITS,
+                stop,
+                handle,
+            )
+            .await;
+        }
+        None => {
+            let handle = answer_and_log(store, settings);
+            serve_connections(listener, PlainTcp, FEED_LIMITS, stop, handle).await;
+        }
+    }
+}
+
+/// What the feed does on each connection, TLS or plain: answer one
+/// request and log it.
+fn answer_and_log<S>(
+    store: Store,
+    settings: Arc<Settings>,
+) -> impl Fn(S, SocketAddr) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    move |stream, remote| {
         let (store, settings) = (store.clone(), settings.clone());
-        tokio::spawn(async move {
-            let outcome = match &settings.tls {
-                Some(config) => {
-                    match tokio::time::timeout(
-                        REQUEST_TIMEOUT,
-                        tokio_rustls::TlsAcceptor::from(config.clone()).accept(tcp),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => answer(tls, &store, &settings).await,
-                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
-                        Err(_) => Err("TLS handshake timed out".into()),
-                    }
-                }
-                None => answer(tcp, &store, &settings).await,
-            };
-            match outcome {
+        Box::pin(async move {
+            match answer(stream, &store, &settings).await {
                 Ok((status, path)) => {
                     tracing::info!(remote = %remote, status, path = %path, "feed request")
                 }
                 Err(e) => tracing::debug!(remote = %remote, error = %e, "feed request failed"),
             }
-        });
+        })
     }
 }
 

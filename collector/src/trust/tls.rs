@@ -19,19 +19,26 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
+use doorwatch_process::shutdown;
+use doorwatch_tls::serve::{ConnectionLimits, serve_connections};
+
 use crate::trust::identity::{self, AgentIdentity};
 use crate::trust::revocation::{RevocationCheckingVerifier, Revocations};
 
-/// How long a client may take to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; more wait in the kernel's backlog.
-const MAX_CONCURRENT_HANDSHAKES: usize = 512;
+/// Agent handshakes in progress at once (more wait in the kernel's
+/// backlog), and how long one may take. A connection counts only until
+/// its handshake is done and tonic has it.
+const AGENT_LIMITS: ConnectionLimits = ConnectionLimits {
+    name: "agent",
+    max_connections: 512,
+    handshake_timeout: Duration::from_secs(10),
+};
 
 pub use doorwatch_tls::{ClientAuth, Protocol, TlsError, load_certs};
 
@@ -156,78 +163,45 @@ impl AsyncWrite for AgentConn {
 }
 
 /// Accepts TCP connections until `shutdown` turns true, runs the TLS
-/// handshake on each, and yields only connections from verified agents.
-/// Refused handshakes are logged with the peer address and reason.
+/// handshake on each (within [`AGENT_LIMITS`], see
+/// `doorwatch_tls::serve`), and yields only connections from verified
+/// agents. Refused handshakes are logged with the peer address and reason.
 pub fn accept_agents(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     mut shutdown: watch::Receiver<bool>,
 ) -> ReceiverStream<Result<AgentConn, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
-    let handshakes = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = shutdown.wait_for(|stop| *stop) => break,
-                accepted = listener.accept() => accepted,
-            };
-            let (tcp, remote) = match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off briefly
-                    // instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = handshakes.clone().acquire_owned().await else {
-                break;
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                // Nagle would delay small acks by up to 40 ms.
-                let _ = tcp.set_nodelay(true);
-                match handshake(&acceptor, tcp, remote).await {
-                    Ok(conn) => {
-                        let _ = tx.send(Ok(conn)).await;
-                    }
-                    Err(reason) if reason == GAVE_UP => {
-                        tracing::debug!(remote = %remote, "client closed the connection during the handshake");
-                    }
-                    Err(reason) => {
-                        tracing::warn!(remote = %remote, reason = %reason, "refused agent connection");
+        serve_connections(
+            listener,
+            TlsAcceptor::from(config),
+            AGENT_LIMITS,
+            shutdown::stop_requested(&mut shutdown),
+            move |stream, remote| {
+                let tx = tx.clone();
+                async move {
+                    match agent_conn(stream, remote) {
+                        Ok(conn) => {
+                            let _ = tx.send(Ok(conn)).await;
+                        }
+                        Err(reason) => {
+                            tracing::warn!(remote = %remote, reason = %reason, "refused agent connection");
+                        }
                     }
                 }
-            });
-        }
-        tracing::info!("stopped accepting agent connections");
+            },
+        )
+        .await;
     });
     ReceiverStream::new(rx)
 }
 
-/// Why a handshake ended when the client hung up mid-way.
-const GAVE_UP: &str = "client closed the connection during the handshake";
-
-async fn handshake(
-    acceptor: &TlsAcceptor,
-    tcp: TcpStream,
+/// A verified TLS connection with the identity its certificate names.
+fn agent_conn(
+    stream: TlsStream<TcpStream>,
     remote: std::net::SocketAddr,
 ) -> Result<AgentConn, String> {
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
-        .await
-        .map_err(|_| "tls handshake timed out".to_owned())?
-        .map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                // The client gave up (its own timeout, a reboot): no refusal.
-                GAVE_UP.to_owned()
-            } else {
-                format!("tls handshake failed: {e}")
-            }
-        })?;
     // Without a certificate the verifier let it in only because enrollment
     // is on: it gets no identity.
     let identity = match stream

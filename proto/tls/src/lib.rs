@@ -10,10 +10,14 @@
 //!
 //! This crate builds rustls configurations from PEM files (or, for tools
 //! that issue certificates on the fly such as the load generator, from
-//! certificates already in memory) and nothing else: sockets, identities
-//! and certificate issuing live with their users.
+//! certificates already in memory), and runs the one accept loop every
+//! server uses ([`serve`]: connection limits, handshake timeouts, owned
+//! connection tasks). Identities, certificate issuing and what a server
+//! does on a connection live with their users.
 
 #![forbid(unsafe_code)]
+
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
