@@ -51,16 +51,30 @@ fn mails(maildir: &std::path::Path) -> Vec<String> {
 /// The feed's token in these tests.
 const FEED_TOKEN: &str = "feed-token-0123456789abcdef";
 
-/// `GET path` from the feed on loopback; returns the status line and body.
-fn feed_get(port: u16, path: &str, token: Option<&str>) -> (String, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to feed");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+/// `GET path` from the feed on loopback over TLS, as a firewall script
+/// would fetch it: the server must present the collector's certificate
+/// for its name, issued by the campus CA in `pki`. Returns the status
+/// line and body.
+fn feed_get(pki: &std::path::Path, port: u16, path: &str, token: Option<&str>) -> (String, String) {
+    let roots = doorwatch_tls::load_roots(&pki.join("ca.pem")).expect("campus CA");
+    let config = doorwatch_tls::outside_client_config(roots, &[doorwatch_tls::ALPN_HTTP1])
+        .expect("TLS client config");
+    let name = rustls::pki_types::ServerName::try_from(doorwatch_e2e::stack::COLLECTOR_NAME)
+        .expect("collector name");
+    let tls = rustls::ClientConnection::new(config, name).expect("TLS client");
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to feed");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
+    let mut stream = rustls::StreamOwned::new(tls, tcp);
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(stream, "GET {path} HTTP/1.1\r\nHost: feed\r\n{auth}\r\n").expect("send");
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read");
+    assert_eq!(
+        stream.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3),
+        "the feed speaks TLS 1.3 only"
+    );
     let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
     (
         head.lines().next().unwrap_or_default().to_owned(),
@@ -118,7 +132,7 @@ impl Lab {
             );
             *shared.borrow_mut() = common.clone();
             format!(
-                "{common}[feed]\nlisten = \"127.0.0.1:{feed_port}\"\ntoken_file = \"{token}\"\ntls = false\n",
+                "{common}[feed]\nlisten = \"127.0.0.1:{feed_port}\"\ntoken_file = \"{token}\"\n",
                 token = pki.join("feed.token").display(),
             )
         });
@@ -369,7 +383,12 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
 
     // The blocklist feed lists the outside scanners, never the allowlisted
     // one or a campus address, and only with the token.
-    let (status, body) = feed_get(lab.feed_port, "/blocklist.txt", Some(FEED_TOKEN));
+    let (status, body) = feed_get(
+        &lab.stack.pki,
+        lab.feed_port,
+        "/blocklist.txt",
+        Some(FEED_TOKEN),
+    );
     assert!(status.contains("200"), "{status}");
     let listed: Vec<&str> = body.lines().collect();
     for scanner in [
@@ -388,13 +407,19 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
         !listed.contains(&"198.18.0.10"),
         "campus never listed: {listed:?}"
     );
-    let (status, body) = feed_get(lab.feed_port, "/blocklist.json", Some(FEED_TOKEN));
+    let (status, body) = feed_get(
+        &lab.stack.pki,
+        lab.feed_port,
+        "/blocklist.json",
+        Some(FEED_TOKEN),
+    );
     assert!(status.contains("200"), "{status}");
     let json: serde_json::Value = serde_json::from_str(&body).expect("JSON feed");
     assert_eq!(json["entries"].as_array().map(Vec::len), Some(listed.len()));
-    let (status, _) = feed_get(lab.feed_port, "/blocklist.txt", None);
+    let (status, _) = feed_get(&lab.stack.pki, lab.feed_port, "/blocklist.txt", None);
     assert!(status.contains("401"), "no token, no feed: {status}");
     let (status, _) = feed_get(
+        &lab.stack.pki,
         lab.feed_port,
         "/blocklist.txt",
         Some("wrong-token-0000000000"),
