@@ -289,7 +289,7 @@ async fn connect(
         .await
         .map_err(|e| EnrollError::Connect {
             address: files.address.clone(),
-            detail: crate::tls::error_chain(&e),
+            detail: doorwatch_process::logging::error_chain(&e),
         })
 }
 

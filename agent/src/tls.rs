@@ -108,16 +108,3 @@ impl ClientTls {
             .await
     }
 }
-
-/// An error and its sources, joined with ": " (tonic's transport errors
-/// hide the useful part in their sources).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use doorwatch_process::logging::error_chain;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
     CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
@@ -263,18 +264,6 @@ fn claim_values(claims: &CampusClaims, name: &str) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-/// An error with its sources, for the log.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The `--log-format` and `--log-level` flags every binary takes, and the
+//! The `--log-format` and `--log-level` flags every binary takes, the
 //! `tracing` subscriber they set up (text for people, JSON for log
-//! shippers; always on stderr).
+//! shippers; always on stderr), and [`error_chain`], how an error and its
+//! sources read on one log line.
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,5 +37,36 @@ impl LogArgs {
             LogFormat::Text => builder.init(),
             LogFormat::Json => builder.json().init(),
         }
+    }
+}
+
+/// An error and its sources, joined with ": ". Transport errors (tonic,
+/// hyper, reqwest) hide the useful part in their sources.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot reach the collector")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn the_chain_names_every_source() {
+        let error = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            error_chain(&error),
+            "cannot reach the collector: connection refused"
+        );
     }
 }

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use doorwatch_agent::tls::{ClientTls, error_chain};
+use doorwatch_agent::tls::ClientTls;
 use doorwatch_e2e::mix::AgentMix;
 use doorwatch_process::clock;
+use doorwatch_process::logging::error_chain;
 use doorwatch_proto::codec::LeanCodec;
 use doorwatch_proto::v1::{self, AgentMessage, CollectorMessage, agent_message, collector_message};
 use doorwatch_proto::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
