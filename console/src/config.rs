@@ -181,6 +181,9 @@ pub struct ValidConfig {
     pub listen: SocketAddr,
     /// Without a trailing slash.
     pub public_url: String,
+    /// `public_url`'s origin (`scheme://host[:port]`), as browsers send it
+    /// in `Origin`.
+    pub public_origin: String,
     /// The public URL is https: cookies are marked Secure.
     pub https: bool,
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -190,6 +193,31 @@ pub struct ValidConfig {
     pub api_tokens: Vec<ApiToken>,
     pub session_idle_secs: u64,
     pub session_max_secs: u64,
+}
+
+/// A URL's origin (`scheme://host[:port]`, the host lower-cased and a
+/// default port left out), as browsers send it in `Origin`; `None` for
+/// text that is not a URL with a host.
+pub fn origin_of(url: &str) -> Option<String> {
+    let origin = url::Url::parse(url).ok()?.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+/// An IdP must be https://, or http:// on this machine's loopback
+/// (127.0.0.0/8, ::1, localhost), where nothing crosses the network. The
+/// host is parsed, never prefix-matched: `http://127.attacker.example` is
+/// a name on the internet.
+fn issuer_is_allowed(issuer: &str) -> bool {
+    let Ok(url) = url::Url::parse(issuer) else {
+        return false;
+    };
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Domain(name))) => name.eq_ignore_ascii_case("localhost"),
+        _ => false,
+    }
 }
 
 impl ConsoleConfig {
@@ -211,6 +239,12 @@ impl ConsoleConfig {
                 "must start with https:// (or http:// behind a TLS proxy or on loopback)",
             ));
         };
+        let public_origin = origin_of(&public_url).ok_or_else(|| {
+            ConfigError::invalid(
+                "public_url",
+                "is not a URL with a host (https://console.example.edu)",
+            )
+        })?;
         if !https && self.tls.is_some() {
             return Err(ConfigError::invalid(
                 "public_url",
@@ -232,7 +266,7 @@ impl ConsoleConfig {
         }
         let oidc = match self.oidc {
             Some(o) => {
-                if !o.issuer.starts_with("https://") && !o.issuer.starts_with("http://127.") {
+                if !issuer_is_allowed(&o.issuer) {
                     return Err(ConfigError::invalid(
                         "oidc.issuer",
                         "must be https:// (http:// only for an IdP on loopback)",
@@ -309,6 +343,7 @@ impl ConsoleConfig {
         Ok(ValidConfig {
             listen: self.listen,
             public_url,
+            public_origin,
             https,
             tls: self.tls.map(|t| (t.cert, t.key)),
             clickhouse: self.clickhouse,
@@ -471,6 +506,19 @@ roles = { admin = ["sec-admins"], analyst = ["sec-team"], viewer = ["it-staff"] 
     }
 
     #[test]
+    fn an_idp_on_loopback_may_use_http() {
+        for issuer in [
+            "http://127.0.0.1:9000",
+            "http://127.1.2.3/realms/campus",
+            "http://localhost:9000",
+            "http://[::1]:9000",
+        ] {
+            let text = GOOD.replace("https://idp.campus.example", issuer);
+            parse(&text).unwrap_or_else(|e| panic!("{issuer}: {e}"));
+        }
+    }
+
+    #[test]
     fn bad_configs_name_the_field() {
         for (from, to, field) in [
             ("http://127.0.0.1:8080/", "ftp://x", "public_url"),
@@ -480,6 +528,13 @@ roles = { admin = ["sec-admins"], analyst = ["sec-team"], viewer = ["it-staff"] 
                 "http://idp.campus.example",
                 "oidc.issuer",
             ),
+            // A name that merely starts like a loopback address.
+            (
+                "https://idp.campus.example",
+                "http://127.attacker.example",
+                "oidc.issuer",
+            ),
+            ("http://127.0.0.1:8080/", "https://", "public_url"),
             (
                 "admin = [\"sec-admins\"], analyst = [\"sec-team\"], viewer = [\"it-staff\"]",
                 "",
