@@ -28,9 +28,23 @@ pub(super) struct NextQuery {
     error: String,
 }
 
-/// Only paths on this console are followed after sign-in.
+/// The longest `next` path followed after sign-in.
+const MAX_NEXT_LEN: usize = 2048;
+
+/// Only paths on this console are followed after sign-in. Browsers drop
+/// TAB, CR and LF anywhere in a URL and read `\\` as `/`, so
+/// `/<TAB>/evil.example` would become `//evil.example`: any control
+/// character or backslash sends the user to `/` instead. That also keeps
+/// the `Location` header valid, so a redirect cannot fail after the
+/// session was written.
 pub(super) fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+    let local = next.starts_with('/')
+        && !next.starts_with("//")
+        && next.len() <= MAX_NEXT_LEN
+        && !next
+            .chars()
+            .any(|c| c == '\\' || c.is_control() || c.is_whitespace());
+    if local {
         next.to_owned()
     } else {
         "/".to_owned()
@@ -262,5 +276,20 @@ mod tests {
         assert_eq!(safe_next("//evil.example/"), "/");
         assert_eq!(safe_next("https://evil.example/"), "/");
         assert_eq!(safe_next("/\\evil.example"), "/");
+        for sneaky in [
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\r/evil.example",
+            "/%0a\n",
+        ] {
+            assert_eq!(safe_next(sneaky), "/", "{sneaky:?}");
+        }
+        assert_eq!(safe_next(&format!("/{}", "a".repeat(MAX_NEXT_LEN))), "/");
+        // Every path that passes makes a valid Location header.
+        for next in ["/campaigns/1?q=a%20b", "/hosts/pc-1#top"] {
+            let kept = safe_next(next);
+            assert_eq!(kept, next);
+            axum::http::HeaderValue::from_str(&kept).expect("a valid Location");
+        }
     }
 }
