@@ -102,9 +102,10 @@ pub(super) async fn search_page(
 }
 
 /// A CSV field, quoted, with formula-looking values defused for
-/// spreadsheets.
+/// spreadsheets: a leading `= + - @`, and TAB or CR, which spreadsheets
+/// skip before they look for a formula (OWASP's CSV injection list).
 pub(super) fn csv_field(text: &str) -> String {
-    let defused = if text.starts_with(['=', '+', '-', '@']) {
+    let defused = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{text}")
     } else {
         text.to_owned()
@@ -190,5 +191,7 @@ mod tests {
     fn csv_fields_are_quoted_and_formulas_defused() {
         assert_eq!(csv_field("a \"b\", c"), "\"a \"\"b\"\", c\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "\"'=HYPERLINK(1)\"");
+        assert_eq!(csv_field("\t=1+1"), "\"'\t=1+1\"");
+        assert_eq!(csv_field("\r=1+1"), "\"'\r=1+1\"");
     }
 }
