@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
+use doorwatch_process::text;
 use serde::{Deserialize, Serialize};
 
 /// Findings kept in the file.
@@ -78,7 +79,7 @@ impl Status {
         } else {
             out.push_str(&format!(
                 "The doorwatch agent is watching {} (running for {}).\n",
-                self.interface,
+                text::printable(&self.interface),
                 crate::explain::seconds(now_ms.saturating_sub(self.started_ms) / 1000)
             ));
         }
@@ -105,8 +106,10 @@ impl Status {
             out.push_str(&format!(
                 "\n- {} ago, {}:\n  {}\n",
                 crate::explain::seconds(now_ms.saturating_sub(f.at_ms) / 1000),
-                f.kind,
-                f.explanation
+                text::printable(&f.kind),
+                // Explanations name programs, and any local user names
+                // their own: nothing in them may drive the terminal.
+                text::printable(&f.explanation)
             ));
         }
         out
@@ -153,6 +156,27 @@ mod tests {
         assert!(
             text.find("finding 29") < text.find("finding 28"),
             "newest first"
+        );
+    }
+
+    #[test]
+    fn program_names_cannot_drive_the_terminal() {
+        let mut status = Status {
+            started_ms: 1_000,
+            updated_ms: 100_000,
+            interface: "eth0".into(),
+            ..Status::default()
+        };
+        status.record(
+            50_000,
+            "outbound",
+            "\u{1b}[2J\u{1b}]0;owned\u{7} sent 2 GB to 198.18.0.9",
+        );
+        let text = status.describe(110_000);
+        assert!(!text.contains('\u{1b}'), "{text:?}");
+        assert!(
+            text.contains("\\u{1b}[2J\\u{1b}]0;owned\\u{7} sent 2 GB"),
+            "{text}"
         );
     }
 }

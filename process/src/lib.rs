@@ -1,8 +1,9 @@
 //! Process plumbing that every doorwatch binary needs, and nothing else:
 //! the logging flags and their subscriber ([`logging`]), the error type of
 //! configuration files ([`config`]), shutdown on SIGTERM or Ctrl-C
-//! ([`shutdown`]), the wall clock ([`clock`]) and retry backoff
-//! ([`backoff`]).
+//! ([`shutdown`]), the wall clock ([`clock`]), retry backoff
+//! ([`backoff`]) and outside text made safe to log, print or store
+//! ([`text`]).
 //!
 //! It must not know about packets, gRPC, ClickHouse or HTTP: a rule of the
 //! product lives with the subsystem that owns it, not here.
@@ -14,3 +15,4 @@ pub mod clock;
 pub mod config;
 pub mod logging;
 pub mod shutdown;
+pub mod text;

@@ -11,6 +11,7 @@ use doorwatch_agent::outbound::{Monitor, ProcessRate};
 use doorwatch_agent::{decode, explain, sockets};
 use doorwatch_process::clock::unix_now_ms;
 use doorwatch_process::shutdown::wait_for_signal;
+use doorwatch_process::text;
 
 use super::args::Format;
 
@@ -85,13 +86,14 @@ fn print_rates(rates: &[ProcessRate], format: Format) -> anyhow::Result<()> {
     for r in rates {
         println!(
             "{:<20} {:>8} {:<10} {:>12} {:>12} {:>6}  {}",
-            r.process,
+            // Any local user chooses their program's name.
+            text::printable(&r.process),
             r.pid,
-            r.user,
+            text::printable(&r.user),
             explain::bytes(r.sent_per_sec),
             explain::bytes(r.received_per_sec),
             r.connections,
-            r.top_destination
+            text::printable(&r.top_destination)
         );
     }
     Ok(())

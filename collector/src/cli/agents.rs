@@ -1,7 +1,7 @@
 //! `agents list|revoke|health`: enrolled PCs, cutting one off, and heartbeats.
 
 use super::{connect_store, os_user};
-use crate::cli::output::Format;
+use crate::cli::output::{self, Format};
 use crate::config::ValidConfig;
 use anyhow::Context;
 use doorwatch_process::clock;
@@ -60,7 +60,7 @@ pub(crate) async fn print_agents(config: ValidConfig, format: Format) -> anyhow:
                     "revoked_reason": revoked.get(&agent.agent_id).map(|r| r.reason.clone()),
                 })
             ),
-            Format::Table => println!(
+            Format::Table => output::say(format!(
                 "{:<36}  {:<8}  {:<12}  {:<20}  {:<20}  {}",
                 agent.agent_id,
                 status,
@@ -68,7 +68,7 @@ pub(crate) async fn print_agents(config: ValidConfig, format: Format) -> anyhow:
                 clock::rfc3339(agent.enrolled_at),
                 clock::rfc3339(agent.cert_not_after),
                 agent.hostname
-            ),
+            )),
         }
     }
     Ok(())
@@ -144,7 +144,7 @@ pub(crate) async fn print_health(config: ValidConfig, format: Format) -> anyhow:
                     "policy_version": row.policy_version,
                 })
             ),
-            Format::Table => println!(
+            Format::Table => output::say(format!(
                 "{:<24}  {:<8}  {:<20}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  {}",
                 row.agent_id,
                 format!("{health:?}").to_lowercase(),
@@ -155,7 +155,7 @@ pub(crate) async fn print_health(config: ValidConfig, format: Format) -> anyhow:
                 row.kernel_drops,
                 row.policy_version,
                 row.claimed_hostname,
-            ),
+            )),
         }
     }
     Ok(())

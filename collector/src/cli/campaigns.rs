@@ -2,7 +2,7 @@
 
 use super::{CampaignsCommand, connect_store, load_config};
 use crate::campaigns::correlate;
-use crate::cli::output::Format;
+use crate::cli::output::{self, Format};
 use anyhow::Context;
 use doorwatch_process::clock;
 use doorwatch_store::MemberKind;
@@ -49,7 +49,7 @@ pub(crate) async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<(
                 match format {
                     Format::Json => println!("{}", campaign_json(&row)),
                     Format::Table => {
-                        println!(
+                        output::say(format!(
                             "{:<36}  {:<11}  {:<24}  {:<6}  {:<8}  {:>5}  {:>7}  {:>5}  {}",
                             row.campaign_id,
                             row.kind.label(),
@@ -60,8 +60,8 @@ pub(crate) async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<(
                             row.sources,
                             row.ports,
                             clock::rfc3339(row.last_seen)
-                        );
-                        println!("    {}", row.explanation);
+                        ));
+                        output::say(format!("    {}", row.explanation));
                     }
                 }
             }
@@ -98,10 +98,14 @@ pub(crate) async fn run_campaigns(command: CampaignsCommand) -> anyhow::Result<(
                     })
                 ),
                 Format::Table => {
-                    println!("campaign {id}");
-                    println!("sources ({}): {}", sources.len(), sources.join(" "));
-                    println!("PCs     ({}): {}", pcs.len(), pcs.join(" "));
-                    println!("ports   ({}): {}", ports.len(), ports.join(" "));
+                    output::say(format!("campaign {id}"));
+                    output::say(format!(
+                        "sources ({}): {}",
+                        sources.len(),
+                        sources.join(" ")
+                    ));
+                    output::say(format!("PCs     ({}): {}", pcs.len(), pcs.join(" ")));
+                    output::say(format!("ports   ({}): {}", ports.len(), ports.join(" ")));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Formats stored events for people (`table`) and for scripts (`json`, one
 //! object per line).
 
-use doorwatch_process::clock;
+use doorwatch_process::{clock, text};
 use doorwatch_store::{
     FloodEventRow, ListeningPortRow, OutboundAnomalyRow, ScanEventRow, TalkerRow, ip,
 };
@@ -151,7 +151,7 @@ pub fn render(rows: &[ScanEventRow], floods: &[FloodEventRow], format: Format) -
                     row.probes,
                     row.agent_id,
                 ));
-                out.push_str(&format!("    {}\n", row.explanation));
+                out.push_str(&format!("    {}\n", text::printable(&row.explanation)));
             }
             if !floods.is_empty() {
                 out.push_str(&format!(
@@ -167,12 +167,20 @@ pub fn render(rows: &[ScanEventRow], floods: &[FloodEventRow], format: Format) -
                     ip::from_fixed16(flood.target),
                     flood.sources,
                     flood.agent_id,
-                    flood.explanation,
+                    text::printable(&flood.explanation),
                 ));
             }
         }
     }
     out
+}
+
+/// Prints one line for a person at a terminal, with any control
+/// character from stored text (a PC's hostname, an explanation written
+/// before ingest escaped them) shown escaped, so that nothing in the
+/// database can drive the admin's terminal.
+pub fn say(line: impl AsRef<str>) {
+    println!("{}", text::printable(line.as_ref()));
 }
 
 /// Prints `objects` one JSON object per line, or as indented `key: value`
@@ -190,10 +198,10 @@ pub fn print_lines(objects: impl Iterator<Item = serde_json::Value>, json: bool)
                     .as_str()
                     .map_or_else(|| value.to_string(), str::to_owned);
                 if first {
-                    println!("{key}: {text}");
+                    say(format!("{key}: {text}"));
                     first = false;
                 } else {
-                    println!("    {key}: {text}");
+                    say(format!("    {key}: {text}"));
                 }
             }
         }
@@ -355,4 +363,32 @@ pub fn retention(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use doorwatch_store::EpisodeState;
+
+    #[test]
+    fn tables_show_stored_control_characters_escaped() {
+        // A row written before ingest escaped explanations.
+        let flood = FloodEventRow {
+            event_id: uuid::Uuid::nil(),
+            episode_id: uuid::Uuid::nil(),
+            agent_id: "pc-1".into(),
+            received_at: 0,
+            created_at: 0,
+            state: EpisodeState::Active,
+            target: [0; 16],
+            ports: vec![80],
+            sources: 3,
+            first_seen: 0,
+            last_seen: 0,
+            explanation: "flood \u{1b}]0;pwned\u{7}".into(),
+        };
+        let table = render(&[], &[flood], Format::Table);
+        assert!(!table.contains('\u{1b}'), "{table:?}");
+        assert!(table.contains("flood \\u{1b}]0;pwned\\u{7}"), "{table}");
+    }
 }

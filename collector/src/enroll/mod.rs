@@ -22,12 +22,10 @@ use std::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::rate::RateLimit;
+use crate::trust::identity;
 use crate::trust::pki::{AgentIssuer, PkiError, SignedAgent};
 use crate::trust::revocation::Revocations;
 use crate::trust::tls::PeerInfo;
-
-/// Longest strings recorded from what an agent says about itself.
-const MAX_CLAIM_CHARS: usize = 255;
 /// Largest CSR accepted.
 const MAX_CSR_BYTES: usize = 16 * 1024;
 /// Source addresses remembered by the enrollment rate limit.
@@ -172,9 +170,9 @@ impl EnrollmentService {
         let now = clock::unix_now();
         let row = AgentRow {
             agent_id: agent_id.clone(),
-            hostname: claim(&request.hostname),
-            os: claim(&request.os),
-            agent_version: claim(&request.agent_version),
+            hostname: identity::claim(&request.hostname),
+            os: identity::claim(&request.os),
+            agent_version: identity::claim(&request.agent_version),
             agent_group: token.agent_group.clone(),
             token_id: token.token_id.clone(),
             enrolled_at: clock::seconds(now),
@@ -242,10 +240,10 @@ impl EnrollmentService {
             version: 0,
         });
         if !request.hostname.is_empty() {
-            row.hostname = claim(&request.hostname);
+            row.hostname = identity::claim(&request.hostname);
         }
         if !request.agent_version.is_empty() {
-            row.agent_version = claim(&request.agent_version);
+            row.agent_version = identity::claim(&request.agent_version);
         }
         row.cert_serial = signed.serial.clone();
         row.cert_not_after = clock::seconds(signed.not_after.unix_timestamp().max(0) as u64);
@@ -371,23 +369,4 @@ fn peer<T>(request: &Request<T>) -> Result<PeerInfo, Status> {
         .get::<PeerInfo>()
         .cloned()
         .ok_or_else(|| Status::internal("connection information missing"))
-}
-
-/// What an agent says about itself, bounded and without control characters.
-fn claim(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_CLAIM_CHARS)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn claims_are_bounded_and_printable() {
-        assert_eq!(claim("pc\n-1\u{7}"), "pc-1");
-        assert_eq!(claim(&"x".repeat(1000)).len(), MAX_CLAIM_CHARS);
-    }
 }

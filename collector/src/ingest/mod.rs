@@ -39,6 +39,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::{Fault, IngestError};
 use crate::ingest::writer::{Receipt, Writer};
 use crate::rate::RateLimit;
+use crate::trust::identity;
 use crate::trust::revocation::Revocations;
 use crate::trust::tls::{AgentConnInfo, PeerInfo};
 
@@ -234,15 +235,15 @@ impl Session {
             Ok(Some(_)) => return Err(IngestError::HelloExpected),
             Err(status) => return self.stream_broke(status),
         };
+        self.claimed_hostname = identity::claim(&hello.hostname);
         tracing::info!(
             agent_id = %self.info.identity,
             remote = %self.info.remote,
-            agent_version = %hello.agent_version,
-            claimed_hostname = %hello.hostname,
+            agent_version = %identity::claim(&hello.agent_version),
+            claimed_hostname = %self.claimed_hostname,
             protocol_version = hello.protocol_version,
             "agent connected"
         );
-        self.claimed_hostname = hello.hostname.chars().take(255).collect();
         let current = (**self.policy.borrow_and_update()).clone();
         self.send(collector_message::Body::Policy(current)).await;
         let mut policy_live = true;
@@ -389,7 +390,7 @@ impl Session {
         let row = HeartbeatRow {
             agent_id: self.info.identity.agent_id.clone(),
             received_at: clock::unix_now_u32(),
-            agent_version: hb.agent_version.chars().take(64).collect(),
+            agent_version: identity::claim(&hb.agent_version),
             claimed_hostname: self.claimed_hostname.clone(),
             packets_seen: hb.packets_seen,
             kernel_drops: hb.kernel_drops,

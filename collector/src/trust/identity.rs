@@ -2,9 +2,22 @@
 //!
 //! The identity is the agent id carried in the certificate's SAN URI
 //! `urn:doorwatch:agent:<id>`. Nothing an agent writes in a message is ever
-//! used for attribution. This module is pure: DER bytes in, identity out.
+//! used for attribution; what an agent says about itself (hostname,
+//! version) is a [`claim`], bounded and escaped before it is logged or
+//! stored. This module is pure: DER bytes in, identity out.
 
 use std::fmt;
+
+/// Longest text recorded from what an agent says about itself (hostname,
+/// version).
+pub const MAX_CLAIM_CHARS: usize = 255;
+
+/// What an agent says about itself (its hostname, its version), as it may
+/// be logged and stored: bounded, with control characters escaped. It is
+/// a claim, never an identity.
+pub fn claim(text: &str) -> String {
+    doorwatch_process::text::printable_bounded(text, MAX_CLAIM_CHARS)
+}
 
 /// Prefix of the SAN URI that names an agent.
 pub const AGENT_URI_PREFIX: &str = "urn:doorwatch:agent:";
@@ -73,7 +86,17 @@ pub fn from_certificate(der: &[u8]) -> Result<AgentIdentity, IdentityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
     use rcgen::{CertificateParams, KeyPair, SanType};
+
+    #[test]
+    fn claims_are_bounded_and_printable() {
+        assert_eq!(claim("pc\n-1\u{7}"), "pc\\u{a}-1\\u{7}");
+        assert_eq!(
+            claim(&"x".repeat(1000)).chars().count(),
+            MAX_CLAIM_CHARS + 1
+        );
+    }
 
     fn cert_with(sans: Vec<SanType>) -> Vec<u8> {
         let key = KeyPair::generate().expect("keygen");

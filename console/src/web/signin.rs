@@ -8,6 +8,7 @@ use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use doorwatch_process::clock::unix_now_u32;
+use doorwatch_process::text;
 use serde::Deserialize;
 
 use super::audit::{audit, audit_as};
@@ -27,6 +28,9 @@ pub(super) struct NextQuery {
     #[serde(default)]
     error: String,
 }
+
+/// The longest user name typed at the local sign-in that is logged.
+const MAX_TYPED_NAME: usize = 64;
 
 /// The longest `next` path followed after sign-in.
 const MAX_NEXT_LEN: usize = 2048;
@@ -201,12 +205,14 @@ pub(super) async fn local_login(
     }
     let now = u64::from(unix_now_u32());
     let ip = peer.ip();
+    // What was typed, as it may be logged and audited.
+    let typed = text::printable_bounded(&form.username, MAX_TYPED_NAME);
     if !app.limiter.allowed(ip, &form.username, now) {
-        tracing::warn!(%ip, username = %form.username, "local sign-in rate-limited");
+        tracing::warn!(%ip, username = %typed, "local sign-in rate-limited");
         return Err(WebError::TooManyAttempts.into());
     }
     let user = User {
-        name: format!("local:{}", form.username),
+        name: format!("local:{typed}"),
         role: Role::Admin,
     };
     // Verify the hash even for a wrong name, so timing does not tell

@@ -104,9 +104,7 @@ fn flood_row(common: &Common<'_>, flood: v1::FloodDetected) -> Result<FloodEvent
             flood.ports.len()
         ));
     }
-    if flood.explanation.len() > MAX_EXPLANATION_BYTES {
-        return Err(format!("explanation exceeds {MAX_EXPLANATION_BYTES} bytes"));
-    }
+    let explanation = explanation(flood.explanation)?;
     let first_seen = unix_seconds(flood.first_seen_unix_ms, "first_seen_unix_ms")?;
     let last_seen = unix_seconds(flood.last_seen_unix_ms, "last_seen_unix_ms")?;
     if last_seen < first_seen {
@@ -124,7 +122,7 @@ fn flood_row(common: &Common<'_>, flood: v1::FloodDetected) -> Result<FloodEvent
         sources: flood.sources,
         first_seen,
         last_seen,
-        explanation: flood.explanation,
+        explanation,
     })
 }
 
@@ -143,11 +141,10 @@ fn knock_rows(
             knocks.knocks.len()
         ));
     }
-    explanation_ok(&knocks.explanation)?;
+    let explanation = explanation(knocks.explanation)?;
     let start = out.len();
     for (i, knock) in knocks.knocks.into_iter().enumerate() {
-        let row =
-            knock_row(common, knock, &knocks.explanation).map_err(|e| format!("knock {i}: {e}"));
+        let row = knock_row(common, knock, &explanation).map_err(|e| format!("knock {i}: {e}"));
         match row {
             Ok(row) => out.push(row),
             Err(e) => {
@@ -216,9 +213,7 @@ fn scan_row(common: &Common<'_>, scan: v1::ScanDetected) -> Result<ScanEventRow,
     if scan.ports_probed > 65_536 {
         return Err(format!("ports_probed {} exceeds 65536", scan.ports_probed));
     }
-    if scan.explanation.len() > MAX_EXPLANATION_BYTES {
-        return Err(format!("explanation exceeds {MAX_EXPLANATION_BYTES} bytes"));
-    }
+    let explanation = explanation(scan.explanation)?;
     let first_seen = unix_seconds(scan.first_seen_unix_ms, "first_seen_unix_ms")?;
     let last_seen = unix_seconds(scan.last_seen_unix_ms, "last_seen_unix_ms")?;
     if last_seen < first_seen {
@@ -277,7 +272,7 @@ fn scan_row(common: &Common<'_>, scan: v1::ScanDetected) -> Result<ScanEventRow,
         first_seen,
         last_seen,
         confidence: u8::try_from(scan.confidence.min(100)).unwrap_or(100),
-        explanation: scan.explanation,
+        explanation,
         companions,
         fragmented: u8::from(scan.fragmented),
         exposed_ports,
@@ -320,12 +315,23 @@ pub(crate) fn transport_protocol(value: u32) -> Result<u8, String> {
     }
 }
 
-/// Refuses an explanation (or other text) over the size limit.
-pub(crate) fn explanation_ok(text: &str) -> Result<(), String> {
+/// An explanation (or other sentence) as it is stored: refused over the
+/// size limit, with control characters escaped so that it cannot forge
+/// lines or drive a terminal wherever it is shown later.
+pub(crate) fn explanation(text: String) -> Result<String, String> {
     if text.len() > MAX_EXPLANATION_BYTES {
         return Err(format!("explanation exceeds {MAX_EXPLANATION_BYTES} bytes"));
     }
-    Ok(())
+    Ok(stored_text(text))
+}
+
+/// Text a PC sent, as it is stored: unchanged when it is printable (no
+/// copy), with control characters escaped otherwise.
+pub(crate) fn stored_text(text: String) -> String {
+    match doorwatch_process::text::printable(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
 }
 
 pub(crate) fn ports(values: &[u32], field: &str) -> Result<Vec<u16>, String> {
@@ -426,6 +432,20 @@ mod tests {
         assert_eq!(
             ip::from_fixed16(rows[0].companions[0]).to_string(),
             "198.18.0.3"
+        );
+    }
+
+    #[test]
+    fn explanations_are_stored_with_control_characters_escaped() {
+        let event = with_scan(|scan| {
+            scan.explanation = "scan\n2026-12-03 INFO forged line \u{1b}[2J".into();
+        });
+        let rows = rows_from_batch(&identity(), 5, batch(vec![event]))
+            .expect("valid")
+            .scans;
+        assert_eq!(
+            rows[0].explanation,
+            "scan\\u{a}2026-12-03 INFO forged line \\u{1b}[2J"
         );
     }
 

@@ -7,8 +7,8 @@ use doorwatch_store::AnomalyKind;
 use doorwatch_store::{FlowMinuteRow, ListeningPortRow, OutboundAnomalyRow, ip};
 
 use super::{
-    Common, episode_state, explanation_ok, ip_from_bytes, port, ports, transport_protocol,
-    unix_seconds, uuid_v7,
+    Common, episode_state, explanation, ip_from_bytes, port, ports, stored_text,
+    transport_protocol, unix_seconds, uuid_v7,
 };
 
 /// Most flows, listeners and samples one event may list (the agent's
@@ -30,7 +30,12 @@ fn process(p: Option<v1::ProcessInfo>) -> Result<(u32, String, String, String), 
             return Err(format!("process {field} exceeds {MAX_NAME_BYTES} bytes"));
         }
     }
-    Ok((p.pid, p.name, p.exe, p.user))
+    Ok((
+        p.pid,
+        stored_text(p.name),
+        stored_text(p.exe),
+        stored_text(p.user),
+    ))
 }
 
 pub(crate) fn flow_rows(
@@ -112,7 +117,7 @@ pub(crate) fn anomaly_row(
             "host_sample and port_sample hold at most {MAX_SAMPLE} each"
         ));
     }
-    explanation_ok(&anomaly.explanation)?;
+    let explanation = explanation(anomaly.explanation)?;
     let first_seen = unix_seconds(anomaly.first_seen_unix_ms, "first_seen_unix_ms")?;
     let last_seen = unix_seconds(anomaly.last_seen_unix_ms, "last_seen_unix_ms")?;
     if last_seen < first_seen {
@@ -153,7 +158,7 @@ pub(crate) fn anomaly_row(
         last_seen,
         host_sample,
         port_sample: ports(&anomaly.port_sample, "port_sample")?,
-        explanation: anomaly.explanation,
+        explanation,
     })
 }
 
@@ -190,13 +195,13 @@ pub(crate) fn listening_rows(
     let mut rows = Vec::with_capacity(listening.listeners.len());
     for (i, l) in listening.listeners.into_iter().enumerate() {
         let at = |e: String| format!("listener {i}: {e}");
-        explanation_ok(&l.risk).map_err(at)?;
+        let risk = explanation(l.risk).map_err(at)?;
         rows.push(row(
             transport_protocol(l.protocol).map_err(at)?,
             ip::to_fixed16(ip_from_bytes(&l.local_ip, "local_ip").map_err(at)?),
             port(l.port, "port").map_err(at)?,
             process(l.process).map_err(at)?,
-            l.risk,
+            risk,
         ));
     }
     out.extend(rows);
