@@ -180,7 +180,7 @@ pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     tracing::info!(address = %config.listen, "accepting agents");
-    let incoming = tls::accept_agents(listener, tls_config, stop_rx.clone());
+    let incoming = tls::accept_agents(listener, tls_config, config.listen_limits, stop_rx.clone());
     let initial = match store.latest_policy(policy::DEFAULT_GROUP).await {
         Ok(Some(row)) => row,
         Ok(None) => policy::from_config(&config.policy),

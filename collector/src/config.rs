@@ -58,6 +58,26 @@ pub struct CollectorConfig {
 pub struct ListenConfig {
     /// Address and port for the agent stream, e.g. "0.0.0.0:4443".
     pub address: String,
+    /// Agent connections open at once (each PC holds one). More are
+    /// closed at once until some end. Default 50,000.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Agent connections open at once from one address (one IPv6 /64):
+    /// the PCs of a lab behind NAT share one. Default 1,024.
+    #[serde(default = "default_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+fn default_max_connections() -> usize {
+    crate::trust::tls::AgentListenerLimits::default()
+        .connections
+        .max_connections
+}
+
+fn default_max_connections_per_address() -> usize {
+    crate::trust::tls::AgentListenerLimits::default()
+        .connections
+        .max_per_address
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +96,8 @@ pub struct TlsConfig {
 #[derive(Debug)]
 pub struct ValidConfig {
     pub listen: SocketAddr,
+    /// The agent listener's connection caps and deadlines.
+    pub listen_limits: crate::trust::tls::AgentListenerLimits,
     pub client_ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
@@ -109,6 +131,22 @@ impl CollectorConfig {
                 format!("{:?} is not an IP:port ({e})", self.listen.address),
             )
         })?;
+        let range = doorwatch_process::config::in_range;
+        range(
+            "listen.max_connections",
+            self.listen.max_connections as u64,
+            1,
+            10_000_000,
+        )?;
+        range(
+            "listen.max_connections_per_address",
+            self.listen.max_connections_per_address as u64,
+            1,
+            self.listen.max_connections as u64,
+        )?;
+        let mut listen_limits = crate::trust::tls::AgentListenerLimits::default();
+        listen_limits.connections.max_connections = self.listen.max_connections;
+        listen_limits.connections.max_per_address = self.listen.max_connections_per_address;
         let url = &self.clickhouse.url;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::invalid(
@@ -131,6 +169,7 @@ impl CollectorConfig {
         let retention = self.retention.validate()?;
         Ok(ValidConfig {
             listen,
+            listen_limits,
             client_ca: self.tls.client_ca,
             server_cert: self.tls.server_cert,
             server_key: self.tls.server_key,
@@ -238,6 +277,26 @@ mod tests {
         let text = GOOD.replace("127.0.0.1:4443", "localhost");
         let err = parse(&text).expect_err("invalid").to_string();
         assert!(err.contains("listen.address"), "{err}");
+    }
+
+    #[test]
+    fn connection_caps_are_read_and_checked() {
+        let config = parse(GOOD).expect("valid");
+        assert_eq!(config.listen_limits.connections.max_connections, 50_000);
+        assert_eq!(config.listen_limits.connections.max_per_address, 1024);
+        let text = GOOD.replace(
+            "127.0.0.1:4443\"",
+            "127.0.0.1:4443\"\nmax_connections = 100\nmax_connections_per_address = 10",
+        );
+        let config = parse(&text).expect("valid");
+        assert_eq!(config.listen_limits.connections.max_connections, 100);
+        assert_eq!(config.listen_limits.connections.max_per_address, 10);
+        let text = GOOD.replace(
+            "127.0.0.1:4443\"",
+            "127.0.0.1:4443\"\nmax_connections = 100\nmax_connections_per_address = 101",
+        );
+        let err = parse(&text).expect_err("invalid").to_string();
+        assert!(err.contains("listen.max_connections_per_address"), "{err}");
     }
 
     #[test]

@@ -44,7 +44,12 @@ async fn server_with(pki: &Path, auth: ClientAuth, revocations: Revocations) -> 
     let (stop, stop_rx) = watch::channel(false);
     Server {
         address,
-        incoming: tls::accept_agents(listener, config, stop_rx),
+        incoming: tls::accept_agents(
+            listener,
+            config,
+            tls::AgentListenerLimits::default(),
+            stop_rx,
+        ),
         _stop: stop,
     }
 }

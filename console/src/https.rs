@@ -11,16 +11,18 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use doorwatch_process::shutdown::stop_requested;
-use doorwatch_tls::serve::{ConnectionLimits, PlainTcp, serve_connections};
+use doorwatch_tls::serve::{ConnectionLimits, ConnectionSlot, PlainTcp, serve_connections};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tower::ServiceExt;
 
 /// The console's bounds: browsers open a handful of connections each, so
-/// 1024 is far above any security team; a flood waits in the backlog.
+/// 1024 is far above any security team, and 256 from one address leaves
+/// room for a reverse proxy in front.
 pub const CONSOLE_LIMITS: ConnectionLimits = ConnectionLimits {
     name: "console",
     max_connections: 1024,
+    max_per_address: 256,
     handshake_timeout: Duration::from_secs(10),
 };
 
@@ -42,22 +44,29 @@ pub async fn serve(
     let stop = stop_requested(&mut stop);
     match tls {
         Some(acceptor) => {
-            let handle =
-                move |stream, peer| http1(stream, peer, router.clone(), header_read_timeout);
+            let handle = move |stream, peer, slot| {
+                http1(stream, peer, slot, router.clone(), header_read_timeout)
+            };
             serve_connections(listener, acceptor, limits, stop, handle).await;
         }
         None => {
-            let handle =
-                move |stream, peer| http1(stream, peer, router.clone(), header_read_timeout);
+            let handle = move |stream, peer, slot| {
+                http1(stream, peer, slot, router.clone(), header_read_timeout)
+            };
             serve_connections(listener, PlainTcp, limits, stop, handle).await;
         }
     }
 }
 
 /// HTTP/1.1 on one connection, until the client closes it or stays silent
-/// past `header_read_timeout`.
-async fn http1<S>(stream: S, peer: SocketAddr, router: axum::Router, header_read_timeout: Duration)
-where
+/// past `header_read_timeout`; the connection's slot is given back then.
+async fn http1<S>(
+    stream: S,
+    peer: SocketAddr,
+    _slot: ConnectionSlot,
+    router: axum::Router,
+    header_read_timeout: Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service =

@@ -30,17 +30,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use doorwatch_tls::serve::{ConnectionLimits, PlainTcp, serve_connections};
+use doorwatch_tls::serve::{ConnectionLimits, ConnectionSlot, PlainTcp, serve_connections};
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Feed connections open at once (firewalls and SIEMs poll; a flood
-/// waits in the backlog), and how long a TLS handshake may take.
+/// Feed connections open at once, and from one address (firewalls and
+/// SIEMs poll now and then; more is a flood), and how long a TLS
+/// handshake may take.
 const FEED_LIMITS: ConnectionLimits = ConnectionLimits {
     name: "feed",
     max_connections: 256,
+    max_per_address: 16,
     handshake_timeout: REQUEST_TIMEOUT,
 };
 
@@ -137,13 +139,17 @@ pub async fn serve(
 fn answer_and_log<S>(
     store: Store,
     settings: Arc<Settings>,
-) -> impl Fn(S, SocketAddr) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync + 'static
+) -> impl Fn(S, SocketAddr, ConnectionSlot) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
++ Send
++ Sync
++ 'static
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    move |stream, remote| {
+    move |stream, remote, slot| {
         let (store, settings) = (store.clone(), settings.clone());
         Box::pin(async move {
+            let _slot = slot;
             match answer(stream, &store, &settings).await {
                 Ok((status, path)) => {
                     tracing::info!(remote = %remote, status, path = %path, "feed request")
