@@ -252,42 +252,169 @@ pub fn token_digest(token: &str) -> [u8; 32] {
     out
 }
 
-/// Local sign-in attempts allowed per window, per address and per user
-/// name.
+/// Local sign-in attempts allowed per window from one address (one IPv6
+/// /64), failed or still being checked.
 const ATTEMPTS: usize = 5;
 const WINDOW_SECS: u64 = 300;
+/// Failures against one name (from every address) after which attempts
+/// at that name are paced, one per [`NAME_PACE_SECS`]: guessing slows to
+/// a crawl, but nobody can lock the admin out by typing their name.
+const NAME_FAILURES_BEFORE_PACING: usize = 5;
+const NAME_PACE_SECS: u64 = 10;
 /// Addresses and names tracked at once.
 const MAX_TRACKED: usize = 10_000;
+/// The characters of a typed name the limiter keys on.
+const MAX_NAME_KEY: usize = 64;
 
-/// Limits password guessing at the local admin login: 5 failures per
-/// 5 minutes from one address or against one name, then refusals until
-/// the window passes.
-#[derive(Debug, Default)]
+/// Limits password guessing at the local admin login. An attempt is
+/// counted when it begins, before the password hash is checked, so
+/// concurrent attempts cannot slip past the limit: [`LoginLimiter::begin`]
+/// reserves it, and only [`LoginAttempt::succeeded`] takes it back.
+#[derive(Debug)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, Vec<u64>>>,
+    state: Mutex<LimiterState>,
+    /// Password checks running at once: each argon2 check takes tens of
+    /// milliseconds of CPU and 19 MiB, off the async workers.
+    checks: tokio::sync::Semaphore,
+}
+
+/// Password checks at once.
+const CONCURRENT_CHECKS: usize = 2;
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    /// Attempts (failed or in progress) per address, by time.
+    by_address: HashMap<String, Vec<u64>>,
+    /// Failures per name, by time, and when the name was last tried.
+    by_name: HashMap<String, (Vec<u64>, u64)>,
+}
+
+/// Why an attempt may not go ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// This address used its attempts for the window.
+    Address,
+    /// The name is being guessed at: one attempt per few seconds.
+    NamePaced,
+}
+
+/// One sign-in attempt, counted against its address from the start.
+#[derive(Debug)]
+pub struct LoginAttempt<'a> {
+    limiter: &'a LoginLimiter,
+    address: String,
+    name: String,
+    at: u64,
+    settled: bool,
+}
+
+/// What an address is counted as: an IPv4 address, or an IPv6 /64 (one
+/// host can use all of it).
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 impl LoginLimiter {
-    /// Whether a new attempt from `ip` for `username` may go ahead.
-    pub fn allowed(&self, ip: IpAddr, username: &str, now: u64) -> bool {
-        let mut failures = lock(&self.failures);
-        [format!("ip:{ip}"), format!("user:{username}")]
-            .iter()
-            .all(|key| {
-                let recent = failures.entry(key.clone()).or_default();
-                recent.retain(|&t| now.saturating_sub(t) < WINDOW_SECS);
-                recent.len() < ATTEMPTS
-            })
+    /// Whether `password` matches the PHC string `hash`, checked on a
+    /// blocking thread, a few at a time.
+    pub async fn check_password(&self, hash: &str, password: &str) -> bool {
+        let Ok(_permit) = self.checks.acquire().await else {
+            return false;
+        };
+        let (hash, password) = (hash.to_owned(), password.to_owned());
+        tokio::task::spawn_blocking(move || password_matches(&hash, &password))
+            .await
+            .unwrap_or(false)
     }
 
-    /// Counts a failed attempt.
-    pub fn failed(&self, ip: IpAddr, username: &str, now: u64) {
-        let mut failures = lock(&self.failures);
-        if failures.len() >= MAX_TRACKED {
-            failures.retain(|_, times| times.iter().any(|&t| now.saturating_sub(t) < WINDOW_SECS));
+    /// Begins an attempt from `ip` at `username`, or says why not.
+    pub fn begin(&self, ip: IpAddr, username: &str, now: u64) -> Result<LoginAttempt<'_>, Refusal> {
+        let mut state = lock(&self.state);
+        if state.by_address.len() + state.by_name.len() >= MAX_TRACKED {
+            let recent = |t: &u64| now.saturating_sub(*t) < WINDOW_SECS;
+            state.by_address.retain(|_, times| times.iter().any(recent));
+            state
+                .by_name
+                .retain(|_, (times, _)| times.iter().any(recent));
+            if state.by_address.len() + state.by_name.len() >= MAX_TRACKED {
+                // Guessing from everywhere at once: fail closed.
+                return Err(Refusal::Address);
+            }
         }
-        for key in [format!("ip:{ip}"), format!("user:{username}")] {
-            failures.entry(key).or_default().push(now);
+        let address = address_key(ip);
+        let attempts = state.by_address.entry(address.clone()).or_default();
+        attempts.retain(|&t| now.saturating_sub(t) < WINDOW_SECS);
+        if attempts.len() >= ATTEMPTS {
+            return Err(Refusal::Address);
+        }
+        let username: String = username.chars().take(MAX_NAME_KEY).collect();
+        let (failures, last_try) = state.by_name.entry(username.clone()).or_default();
+        failures.retain(|&t| now.saturating_sub(t) < WINDOW_SECS);
+        if failures.len() >= NAME_FAILURES_BEFORE_PACING
+            && now.saturating_sub(*last_try) < NAME_PACE_SECS
+        {
+            return Err(Refusal::NamePaced);
+        }
+        *last_try = now;
+        state
+            .by_address
+            .entry(address.clone())
+            .or_default()
+            .push(now);
+        Ok(LoginAttempt {
+            limiter: self,
+            address,
+            name: username,
+            at: now,
+            settled: false,
+        })
+    }
+}
+
+impl LoginAttempt<'_> {
+    /// The password was right: the attempt no longer counts.
+    pub fn succeeded(mut self) {
+        self.settled = true;
+        let mut state = lock(&self.limiter.state);
+        if let Some(times) = state.by_address.get_mut(&self.address)
+            && let Some(at) = times.iter().position(|&t| t == self.at)
+        {
+            times.remove(at);
+        }
+    }
+}
+
+impl Drop for LoginAttempt<'_> {
+    /// An attempt that did not succeed (a wrong password, or one dropped
+    /// half-way) stays counted against its address and counts against
+    /// its name.
+    fn drop(&mut self) {
+        if !self.settled {
+            let mut state = lock(&self.limiter.state);
+            state
+                .by_name
+                .entry(self.name.clone())
+                .or_default()
+                .0
+                .push(self.at);
         }
     }
 }
@@ -348,19 +475,59 @@ mod tests {
     }
 
     #[test]
-    fn the_limiter_stops_guessing_per_address_and_per_name() {
+    fn the_limiter_stops_guessing_per_address_and_paces_it_per_name() {
         let l = LoginLimiter::default();
-        let ip: IpAddr = "127.0.0.1".parse().expect("literal");
-        let other: IpAddr = "127.0.0.2".parse().expect("literal");
+        let ip: IpAddr = "198.18.0.1".parse().expect("literal");
         for _ in 0..ATTEMPTS {
-            assert!(l.allowed(ip, "admin", 10));
-            l.failed(ip, "admin", 10);
+            drop(l.begin(ip, "admin", 10).expect("allowed"));
         }
-        assert!(!l.allowed(ip, "admin", 11));
-        assert!(!l.allowed(ip, "someone", 11), "same address");
-        assert!(!l.allowed(other, "admin", 11), "same name");
-        assert!(l.allowed(other, "someone", 11));
-        assert!(l.allowed(ip, "admin", 10 + WINDOW_SECS));
+        assert_eq!(l.begin(ip, "admin", 11).err(), Some(Refusal::Address));
+        assert_eq!(
+            l.begin(ip, "someone", 11).err(),
+            Some(Refusal::Address),
+            "same address"
+        );
+        // The name was failed 5 times: guesses at it are paced, not locked.
+        let other: IpAddr = "198.18.0.2".parse().expect("literal");
+        assert_eq!(l.begin(other, "admin", 11).err(), Some(Refusal::NamePaced));
+        let admin = l
+            .begin(other, "admin", 10 + NAME_PACE_SECS)
+            .expect("paced, not locked out");
+        admin.succeeded();
+        assert!(l.begin(other, "someone", 21).is_ok());
+        assert!(
+            l.begin(ip, "admin", 10 + WINDOW_SECS).is_ok(),
+            "the window passed"
+        );
+    }
+
+    #[test]
+    fn concurrent_attempts_count_before_the_password_is_checked() {
+        let l = LoginLimiter::default();
+        let ip: IpAddr = "198.18.0.1".parse().expect("literal");
+        // Attempts in flight at once, none settled yet.
+        let in_flight: Vec<_> = (0..ATTEMPTS)
+            .map(|_| l.begin(ip, "admin", 10).expect("allowed"))
+            .collect();
+        assert_eq!(l.begin(ip, "admin", 10).err(), Some(Refusal::Address));
+        for attempt in in_flight {
+            attempt.succeeded();
+        }
+        assert!(
+            l.begin(ip, "admin", 10).is_ok(),
+            "successes give their place back"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_64() {
+        let l = LoginLimiter::default();
+        for i in 0..ATTEMPTS {
+            let ip: IpAddr = format!("fd00:d00::{:x}", i + 1).parse().expect("literal");
+            drop(l.begin(ip, "admin", 10).expect("allowed"));
+        }
+        let next: IpAddr = "fd00:d00::ff".parse().expect("literal");
+        assert_eq!(l.begin(next, "x", 10).err(), Some(Refusal::Address));
     }
 
     #[test]

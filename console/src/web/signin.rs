@@ -18,7 +18,7 @@ use super::errors::{PageError, WebError};
 use super::params::CsrfForm;
 use super::respond::html;
 use super::state::Shared;
-use crate::auth::{PendingLogin, Role, Session, User, password_matches, random_token, same_secret};
+use crate::auth::{PendingLogin, Role, Session, User, random_token, same_secret};
 use crate::views;
 
 #[derive(Debug, Deserialize)]
@@ -207,19 +207,23 @@ pub(super) async fn local_login(
     let ip = peer.ip();
     // What was typed, as it may be logged and audited.
     let typed = text::printable_bounded(&form.username, MAX_TYPED_NAME);
-    if !app.limiter.allowed(ip, &form.username, now) {
-        tracing::warn!(%ip, username = %typed, "local sign-in rate-limited");
-        return Err(WebError::TooManyAttempts.into());
-    }
+    // Counted from here, before the hash is checked.
+    let attempt = match app.limiter.begin(ip, &form.username, now) {
+        Ok(attempt) => attempt,
+        Err(refusal) => {
+            tracing::warn!(%ip, username = %typed, ?refusal, "local sign-in rate-limited");
+            return Err(WebError::TooManyAttempts.into());
+        }
+    };
     let user = User {
         name: format!("local:{typed}"),
         role: Role::Admin,
     };
     // Verify the hash even for a wrong name, so timing does not tell
     // which names exist.
-    let password_ok = password_matches(hash, &form.password);
+    let password_ok = app.limiter.check_password(hash, &form.password).await;
     if form.username != *name || !password_ok {
-        app.limiter.failed(ip, &form.username, now);
+        drop(attempt);
         audit_as(
             &app,
             &user,
@@ -232,6 +236,7 @@ pub(super) async fn local_login(
         .await?;
         return Ok(Redirect::to("/login?error=password").into_response());
     }
+    attempt.succeeded();
     audit_as(
         &app,
         &user,
