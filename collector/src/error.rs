@@ -26,6 +26,8 @@ pub enum IngestError {
     BadMessage(Status),
     #[error("batch carries {got} events; at most {max} are allowed")]
     BatchTooLarge { got: usize, max: usize },
+    #[error("batch would take {bytes} bytes once decoded; at most {max} are allowed")]
+    BatchTooCostly { bytes: usize, max: usize },
     #[error("batch seq {got} does not follow {previous} on this stream")]
     SeqNotIncreasing { got: u64, previous: u64 },
     #[error("event {index} of batch {seq}: {problem}")]
@@ -40,6 +42,8 @@ pub enum IngestError {
     StorageTimeout(u64),
     #[error("collector is shutting down; reconnect")]
     ShuttingDown,
+    #[error("a newer stream of this agent replaced this one")]
+    Replaced,
 }
 
 /// Whose fault an error was.
@@ -81,13 +85,18 @@ impl IngestError {
                 (Code::ResourceExhausted, 413, Agent, false)
             }
             Self::BadMessage(_) => (Code::InvalidArgument, 400, Agent, false),
-            Self::BatchTooLarge { .. } => (Code::ResourceExhausted, 413, Agent, false),
+            Self::BatchTooLarge { .. } | Self::BatchTooCostly { .. } => {
+                (Code::ResourceExhausted, 413, Agent, false)
+            }
             Self::SeqNotIncreasing { .. } | Self::BadEvent { .. } => {
                 (Code::InvalidArgument, 400, Agent, false)
             }
             Self::Storage(e) if !e.is_transient() => (Code::Internal, 500, Storage, true),
             Self::Storage(_) | Self::StorageTimeout(_) => (Code::Unavailable, 503, Storage, true),
             Self::ShuttingDown => (Code::Unavailable, 503, Collector, true),
+            // One stream per agent; its in-flight batches are stored and
+            // acknowledged first.
+            Self::Replaced => (Code::Aborted, 409, Agent, true),
         };
         ErrorClass {
             code,

@@ -224,7 +224,7 @@ fn knock(event_id: Uuid, source: &str, pc_number: u32, port: u16) -> KnockEventR
         probes: 1,
         first_seen: T + 330,
         last_seen: T + 331,
-        explanation: format!("{source} tried port {port} once"),
+        explanation: format!("{source} tried port {port} once").into(),
     }
 }
 

@@ -4,7 +4,9 @@
 //!
 //! Backpressure, per agent: at most `in_flight_batches` batches of one
 //! agent wait for storage (the session stops reading its stream until one
-//! is stored), and a token bucket holds each agent to its event rate. An
+//! is stored), and a token bucket holds each agent to its event rate: the
+//! agent's, not the stream's, since an agent has one stream at a time and
+//! its budget outlives reconnects ([`sessions`]). An
 //! agent over its rate, or arriving while the shared in-flight budget is
 //! used up, is sent a `Throttle` that says why and is slowed down; other
 //! agents are not affected.
@@ -18,6 +20,7 @@
 
 pub mod config;
 pub mod rows;
+pub mod sessions;
 pub mod writer;
 
 pub use rows::rows_from_batch;
@@ -31,14 +34,13 @@ use doorwatch_proto::v1::{
     self, AgentMessage, CollectorMessage, EventBatch, agent_message, collector_message,
 };
 use doorwatch_store::{HeartbeatRow, Store};
-use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Fault, IngestError};
+use crate::ingest::sessions::{AgentSessions, AgentStream};
 use crate::ingest::writer::{Receipt, Writer};
-use crate::rate::RateLimit;
 use crate::trust::identity;
 use crate::trust::revocation::Revocations;
 use crate::trust::tls::{AgentConnInfo, PeerInfo};
@@ -86,6 +88,7 @@ impl Default for AgentLimits {
 pub struct IngestService {
     writer: Writer,
     limits: AgentLimits,
+    sessions: AgentSessions,
     policy: watch::Receiver<Arc<v1::Policy>>,
     heartbeats: mpsc::Sender<HeartbeatRow>,
     revocations: Revocations,
@@ -109,6 +112,7 @@ impl IngestService {
         Self {
             writer,
             limits,
+            sessions: AgentSessions::new(limits.events_per_second, limits.burst_events),
             policy,
             heartbeats,
             revocations,
@@ -144,10 +148,10 @@ impl v1::agent_stream_server::AgentStream for IngestService {
         let (tx, rx) = mpsc::channel(16);
         let now = Instant::now();
         let session = Session {
-            info,
+            info: info.clone(),
             writer: self.writer.clone(),
             limits: self.limits,
-            rate: RateLimit::new(self.limits.events_per_second, self.limits.burst_events, now),
+            stream: self.sessions.begin(&info.identity.agent_id, now),
             policy: self.policy.clone(),
             heartbeats: self.heartbeats.clone(),
             revoked: self.revocations.subscribe(),
@@ -169,7 +173,9 @@ struct Session {
     info: AgentConnInfo,
     writer: Writer,
     limits: AgentLimits,
-    rate: RateLimit,
+    /// This stream's hold on its agent's event budget; a newer stream of
+    /// the same agent ends this one.
+    stream: AgentStream,
     policy: watch::Receiver<Arc<v1::Policy>>,
     heartbeats: mpsc::Sender<HeartbeatRow>,
     revocations: Revocations,
@@ -196,6 +202,10 @@ impl Session {
         };
         match outcome {
             Ok(()) => tracing::info!(agent_id = %agent_id, "agent closed its stream"),
+            Err(IngestError::Replaced) => {
+                tracing::info!(agent_id = %agent_id, remote = %self.info.remote, "a newer stream of this agent replaced this one");
+                let _ = self.tx.send(Err(Status::from(IngestError::Replaced))).await;
+            }
             Err(IngestError::ShuttingDown) => {
                 tracing::info!(agent_id = %agent_id, "closing the agent's stream for shutdown");
                 let _ = self
@@ -253,6 +263,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown::stop_requested(&mut shutdown) => return self.drain().await,
+                () = self.stream.replaced() => return Err(IngestError::Replaced),
                 stored = next_stored(&mut self.in_flight) => {
                     let seq = stored?;
                     self.send(collector_message::Body::Ack(v1::Ack { seq })).await;
@@ -317,9 +328,17 @@ impl Session {
                 previous,
             });
         }
-        let (seq, events, bytes) = (batch.seq, batch.events.len(), batch.encoded_len());
-        let rows = rows_from_batch(&self.info.identity, clock::unix_now_u32(), batch)?;
-        let wait = self.rate.take(events, Instant::now());
+        // The budget is taken in what the rows will cost, before any is
+        // built: a batch small on the wire can be large in memory.
+        let (seq, events) = (batch.seq, batch.events.len());
+        let bytes = rows::cost::decoded_cost(&batch, &self.info.identity.agent_id);
+        if bytes > rows::cost::MAX_BATCH_DECODED_BYTES {
+            return Err(IngestError::BatchTooCostly {
+                bytes,
+                max: rows::cost::MAX_BATCH_DECODED_BYTES,
+            });
+        }
+        let wait = self.stream.take(events, Instant::now());
         if !wait.is_zero() {
             let reason = format!(
                 "over this agent's limit of {} events/s",
@@ -343,6 +362,7 @@ impl Session {
                 .ok_or(IngestError::ShuttingDown)?
             }
         };
+        let rows = rows_from_batch(&self.info.identity, clock::unix_now_u32(), batch)?;
         let receipt = self
             .writer
             .submit(rows, room)

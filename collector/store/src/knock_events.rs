@@ -24,6 +24,7 @@ pub struct KnockEventRow {
     pub probes: u32,
     pub first_seen: u32,
     pub last_seen: u32,
-    /// The event's plain-language explanation.
-    pub explanation: String,
+    /// The event's plain-language explanation, shared by every knock row
+    /// of the event: one copy in memory however many knocks it lists.
+    pub explanation: std::sync::Arc<str>,
 }

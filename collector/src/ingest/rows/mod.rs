@@ -3,6 +3,7 @@
 //! field names itself and refuses the whole batch. [`outbound`] does the
 //! same for flow minutes, anomalies and listening ports.
 
+pub mod cost;
 mod outbound;
 
 use std::net::IpAddr;
@@ -15,6 +16,8 @@ use crate::error::IngestError;
 use crate::trust::identity::AgentIdentity;
 use doorwatch_store::EventRows;
 
+/// Most scan types one scan may name (there are fewer kinds than this).
+const MAX_SCAN_TYPES: usize = 16;
 /// Longest explanation text stored.
 const MAX_EXPLANATION_BYTES: usize = 4096;
 /// Most open ports listed for one episode.
@@ -141,7 +144,7 @@ fn knock_rows(
             knocks.knocks.len()
         ));
     }
-    let explanation = explanation(knocks.explanation)?;
+    let explanation: std::sync::Arc<str> = explanation(knocks.explanation)?.into();
     let start = out.len();
     for (i, knock) in knocks.knocks.into_iter().enumerate() {
         let row = knock_row(common, knock, &explanation).map_err(|e| format!("knock {i}: {e}"));
@@ -159,7 +162,7 @@ fn knock_rows(
 fn knock_row(
     common: &Common<'_>,
     knock: v1::Knock,
-    explanation: &str,
+    explanation: &std::sync::Arc<str>,
 ) -> Result<KnockEventRow, String> {
     let port =
         u16::try_from(knock.port).map_err(|_| format!("port {} is over 65535", knock.port))?;
@@ -181,7 +184,7 @@ fn knock_row(
         probes: knock.probes,
         first_seen,
         last_seen,
-        explanation: explanation.to_owned(),
+        explanation: explanation.clone(),
     })
 }
 
@@ -192,6 +195,12 @@ fn scan_row(common: &Common<'_>, scan: v1::ScanDetected) -> Result<ScanEventRow,
     let target = ip_from_bytes(&scan.target_ip, "target_ip")?;
     if scan.scan_types.is_empty() {
         return Err("scan_types is empty".into());
+    }
+    if scan.scan_types.len() > MAX_SCAN_TYPES {
+        return Err(format!(
+            "scan_types has {} entries; at most {MAX_SCAN_TYPES}",
+            scan.scan_types.len()
+        ));
     }
     let scan_types = scan
         .scan_types
@@ -447,6 +456,72 @@ mod tests {
             rows[0].explanation,
             "scan\\u{a}2026-12-03 INFO forged line \\u{1b}[2J"
         );
+    }
+
+    #[test]
+    fn scan_types_are_bounded() {
+        let event = with_scan(|scan| scan.scan_types = vec![v1::ScanType::Syn as i32; 17]);
+        let err = rows_from_batch(&identity(), 5, batch(vec![event])).expect_err("17 types");
+        assert!(
+            err.to_string().contains("scan_types has 17 entries"),
+            "{err}"
+        );
+    }
+
+    /// The review's load: 306 knocks with a 4 KiB explanation (two
+    /// events). Each event's rows share one explanation, and the cost
+    /// taken from the budget before they were built is at least what they
+    /// take.
+    #[test]
+    fn knock_rows_share_their_explanation_and_cost_what_they_take() {
+        let knocks = |n: usize| {
+            let mut event = knocks_event(vec![good_knock(); n]);
+            if let Some(v1::event::Detail::Knocks(knocks)) = &mut event.detail {
+                knocks.explanation = "x".repeat(4096);
+            }
+            event
+        };
+        let events = vec![
+            knocks(256),
+            knocks(50),
+            good_event(),
+            with_scan(|scan| scan.explanation = "\u{1b}".repeat(4000)),
+        ];
+        let batch = batch(events);
+        let cost = cost::decoded_cost(&batch, "pc-1");
+        let rows = rows_from_batch(&identity(), 5, batch).expect("valid");
+        assert_eq!(rows.knocks.len(), 306);
+        let copies: std::collections::HashSet<*const u8> =
+            rows.knocks.iter().map(|k| k.explanation.as_ptr()).collect();
+        assert_eq!(copies.len(), 2, "one copy of the explanation per event");
+        let taken = rows.knocks.len() * (std::mem::size_of::<KnockEventRow>() + 4)
+            + 2 * 4096
+            + rows
+                .scans
+                .iter()
+                .map(|s| std::mem::size_of::<ScanEventRow>() + s.explanation.len())
+                .sum::<usize>();
+        assert!(
+            cost >= taken,
+            "estimate {cost} under the rows' {taken} bytes"
+        );
+        assert!(
+            cost < 200_000,
+            "306 knocks cost {cost} bytes, not hundreds of MB"
+        );
+    }
+
+    #[test]
+    fn a_batch_too_costly_once_decoded_is_measured_before_any_row_is_built() {
+        let mut event = knocks_event(vec![good_knock(); 256]);
+        if let Some(v1::event::Detail::Knocks(knocks)) = &mut event.detail {
+            knocks.explanation = "\u{7}".repeat(4096);
+        }
+        // Knocks cost per row; 1,000 such events are over the cap.
+        let hostile = batch(vec![event; MAX_EVENTS_PER_BATCH]);
+        assert!(cost::decoded_cost(&hostile, "pc-1") > cost::MAX_BATCH_DECODED_BYTES / 2);
+        let small = batch(vec![good_event()]);
+        assert!(cost::decoded_cost(&small, "pc-1") < 4096);
     }
 
     fn knocks_event(knocks: Vec<v1::Knock>) -> v1::Event {
