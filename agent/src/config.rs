@@ -2,6 +2,7 @@
 //! decides. [`AgentConfig::load`] reads and parses; [`AgentConfig::validate`]
 //! is pure and names the field at fault.
 
+use doorwatch_process::secret::Secret;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -97,22 +98,6 @@ pub struct CollectorConfig {
     /// agent enrolls by itself on first start, and again if its
     /// certificate has expired. Keep this file readable by root only.
     pub token: Option<String>,
-}
-
-/// A secret from the configuration; never shown in logs or Debug output.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -261,7 +246,7 @@ impl AgentConfig {
                     "is empty; remove it or paste the token",
                 ));
             }
-            Some(t) => Some(Secret(t.trim().to_owned())),
+            Some(t) => Some(Secret::from(t.trim())),
             None => None,
         };
         let d = self.detection;

@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use doorwatch_proto::v1::{self, EnrollRequest, EnrollResponse, RenewRequest};
 use rustls::pki_types::ServerName;
 
-use crate::config::Secret;
 use crate::tls::{ClientTls, ClientTlsError};
+use doorwatch_process::secret::Secret;
 
 /// Longest an Enroll or Renew call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -6,6 +6,7 @@
 //! browser holds a random id in an `HttpOnly` cookie. A console restart
 //! signs everybody out, which is the safe direction.
 
+use doorwatch_process::secret::Secret;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -57,9 +58,9 @@ pub struct User {
 pub struct Session {
     pub user: User,
     /// Sent back with every form; a POST without it is refused.
-    pub csrf: String,
+    pub csrf: Secret,
     /// The IdP's ID token, for its logout endpoint (`id_token_hint`).
-    pub id_token: Option<String>,
+    pub id_token: Option<Secret>,
     created: u64,
     last_used: u64,
 }
@@ -68,12 +69,12 @@ pub struct Session {
 /// `state` the IdP sends back.
 #[derive(Debug, Clone)]
 pub struct PendingLogin {
-    pub pkce_verifier: String,
-    pub nonce: String,
+    pub pkce_verifier: Secret,
+    pub nonce: Secret,
     /// The browser that started it (a random id in a cookie): a callback
     /// from another browser is refused, so nobody can sign a victim into
     /// the attacker's account.
-    pub browser: String,
+    pub browser: Secret,
     /// Where to go after signing in (a path on this console).
     pub return_to: String,
     created: u64,
@@ -86,12 +87,21 @@ const MAX_SESSIONS: usize = 10_000;
 const MAX_PENDING: usize = 10_000;
 
 /// Sessions and pending sign-ins.
-#[derive(Debug)]
 pub struct Sessions {
     idle_secs: u64,
     max_secs: u64,
     sessions: Mutex<HashMap<String, Session>>,
     pending: Mutex<HashMap<String, PendingLogin>>,
+}
+
+/// Counts only: the keys are session ids and sign-in states.
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("sessions", &lock(&self.sessions).len())
+            .field("pending", &lock(&self.pending).len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// 32 random bytes as hex: session ids, CSRF tokens, browser ids.
@@ -112,7 +122,7 @@ impl Sessions {
     }
 
     /// Starts a session for `user`; returns its id (the cookie value).
-    pub fn create(&self, user: User, id_token: Option<String>, now: u64) -> String {
+    pub fn create(&self, user: User, id_token: Option<Secret>, now: u64) -> String {
         let id = random_token();
         let mut sessions = lock(&self.sessions);
         self.expire(&mut sessions, now);
@@ -128,7 +138,7 @@ impl Sessions {
             id.clone(),
             Session {
                 user,
-                csrf: random_token(),
+                csrf: random_token().into(),
                 id_token,
                 created: now,
                 last_used: now,
@@ -190,9 +200,9 @@ impl Sessions {
 
 impl PendingLogin {
     pub fn new(
-        pkce_verifier: String,
-        nonce: String,
-        browser: String,
+        pkce_verifier: Secret,
+        nonce: Secret,
+        browser: Secret,
         return_to: String,
         now: u64,
     ) -> Self {
@@ -427,6 +437,34 @@ mod tests {
         User {
             name: "alice".into(),
             role: Role::Analyst,
+        }
+    }
+
+    #[test]
+    fn debug_output_shows_no_session_id_token_or_nonce() {
+        let s = Sessions::new(60, 3600);
+        let id = s.create(alice(), Some("id-token-value".into()), 1000);
+        let pending = PendingLogin::new(
+            "verifier-value".into(),
+            "nonce-value".into(),
+            "browser-value".into(),
+            "/".into(),
+            1000,
+        );
+        let text = format!("{pending:?}");
+        s.add_pending("state-value".into(), pending);
+        let session = s.get(&id, 1001).expect("live");
+        let text = format!("{text} {s:?} {session:?}");
+        for secret in [
+            id.as_str(),
+            session.csrf.expose(),
+            "id-token-value",
+            "verifier-value",
+            "nonce-value",
+            "browser-value",
+            "state-value",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
         }
     }
 

@@ -9,6 +9,7 @@
 //! It must not connect anywhere: reaching ClickHouse and the IdP is
 //! `app`'s job.
 
+use doorwatch_process::secret::Secret;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -189,7 +190,8 @@ pub struct ValidConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub clickhouse: ClickHouseConfig,
     pub oidc: Option<ValidOidc>,
-    pub local_admin: Option<(String, String)>,
+    /// The break-glass admin: name and argon2 hash.
+    pub local_admin: Option<(String, Secret)>,
     pub api_tokens: Vec<ApiToken>,
     pub session_idle_secs: u64,
     pub session_max_secs: u64,
@@ -313,7 +315,7 @@ impl ConsoleConfig {
                         "is not an argon2 PHC string (make one with `doorwatch-console hash-password`)",
                     ));
                 }
-                Some((l.username, l.password_hash))
+                Some((l.username, l.password_hash.into()))
             }
             None => None,
         };

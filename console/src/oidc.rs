@@ -8,6 +8,7 @@
 //! then, the console still starts (the local admin may be needed exactly
 //! then) and tries again at the next sign-in.
 
+use doorwatch_process::secret::Secret;
 use std::collections::HashMap;
 
 use doorwatch_process::logging::error_chain;
@@ -90,23 +91,23 @@ pub enum OidcError {
 pub struct SignedIn {
     pub user: User,
     /// The raw ID token, kept for the IdP's logout (`id_token_hint`).
-    pub id_token: String,
+    pub id_token: Secret,
 }
 
 /// A sign-in to start: send the browser to `url`, remember the rest.
 #[derive(Debug)]
 pub struct Start {
     pub url: String,
-    pub state: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
+    pub state: Secret,
+    pub nonce: Secret,
+    pub pkce_verifier: Secret,
 }
 
 /// The console's OIDC client.
 #[derive(Debug)]
 pub struct Oidc {
     settings: ValidOidc,
-    secret: String,
+    secret: Secret,
     redirect: String,
     http: reqwest::Client,
     discovered: RwLock<Option<(CampusClient, Option<EndSessionUrl>)>>,
@@ -128,7 +129,7 @@ impl Oidc {
             .map_err(|e| OidcError::Config(format!("HTTP client: {e}")))?;
         Ok(Self {
             settings,
-            secret: files.client_secret,
+            secret: files.client_secret.into(),
             redirect,
             http,
             discovered: RwLock::new(None),
@@ -151,7 +152,7 @@ impl Oidc {
         let client = CampusClient::from_provider_metadata(
             metadata,
             ClientId::new(self.settings.client_id.clone()),
-            Some(ClientSecret::new(self.secret.clone())),
+            Some(ClientSecret::new(self.secret.expose().to_owned())),
         )
         .set_redirect_uri(redirect);
         *self.discovered.write().await = Some((client, end_session));
@@ -189,9 +190,9 @@ impl Oidc {
         let (url, state, nonce) = request.url();
         Ok(Start {
             url: url.to_string(),
-            state: state.secret().clone(),
-            nonce: nonce.secret().clone(),
-            pkce_verifier: verifier.secret().clone(),
+            state: state.secret().clone().into(),
+            nonce: nonce.secret().clone().into(),
+            pkce_verifier: verifier.secret().clone().into(),
         })
     }
 
@@ -232,7 +233,7 @@ impl Oidc {
             .unwrap_or_else(|| claims.subject().as_str().to_owned());
         Ok(SignedIn {
             user: User { name, role },
-            id_token: id_token.to_string(),
+            id_token: id_token.to_string().into(),
         })
     }
 

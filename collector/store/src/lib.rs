@@ -59,7 +59,7 @@ pub use server::{MINIMUM_VERSION, ServerInfo, SqlPath};
 pub use token::{MalformedToken, NoRandomness, Token, hex_sha256};
 
 /// Where and how to reach ClickHouse.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreConfig {
     /// HTTP endpoint, e.g. `http://127.0.0.1:8123`.
     pub url: String,
@@ -70,6 +70,19 @@ pub struct StoreConfig {
     /// Compress what is sent to ClickHouse with LZ4 (worth it over a
     /// network; on the same host it only costs CPU).
     pub compress: bool,
+}
+
+/// Everything but the password.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("compress", &self.compress)
+            .finish()
+    }
 }
 
 /// A connection pool to ClickHouse with the schema applied.
@@ -553,4 +566,25 @@ where
 fn quote_identifier(name: &str) -> String {
     let escaped = name.replace('\\', "\\\\").replace('`', "\\`");
     format!("`{escaped}`")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_config_debug_hides_the_password() {
+        let config = StoreConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "doorwatch".into(),
+            user: "collector".into(),
+            password: Some("ch-password-value".into()),
+            compress: false,
+        };
+        let text = format!("{config:?}");
+        assert!(
+            !text.contains("ch-password-value") && text.contains("<redacted>"),
+            "{text}"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 use axum::extract::{Form, Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use doorwatch_process::clock::unix_now_u32;
+use doorwatch_process::secret::Secret;
 use doorwatch_store::rules::{self, RuleError};
 use serde::Deserialize;
 
@@ -41,7 +42,7 @@ pub(super) async fn revoke_form(
 #[derive(Debug, Deserialize)]
 pub(super) struct NewTokenForm {
     #[serde(default)]
-    csrf: String,
+    csrf: Secret,
     group: String,
     days: String,
     max_uses: String,

@@ -3,6 +3,7 @@
 //! cookie, the role check, and the cookies and request facts they read.
 //! It must not change state beyond what a session lookup does.
 
+use doorwatch_process::secret::Secret;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::ConnectInfo;
@@ -25,12 +26,12 @@ pub(super) struct Caller {
     pub(super) user: User,
     /// The session's CSRF token; `None` for bearer tokens (no ambient
     /// credentials, so nothing to forge).
-    pub(super) csrf: Option<String>,
+    pub(super) csrf: Option<Secret>,
     pub(super) ip: IpAddr,
     pub(super) user_agent: String,
     /// The request's `Origin` and `X-CSRF-Token` headers, for changes.
     pub(super) origin: Option<String>,
-    pub(super) csrf_header: Option<String>,
+    pub(super) csrf_header: Option<Secret>,
 }
 
 /// A signed-in caller of a page; without one, the page redirects to
@@ -82,7 +83,7 @@ impl Caller {
     pub(super) fn page(&self) -> PageContext {
         PageContext {
             user: self.user.clone(),
-            csrf: self.csrf.clone().unwrap_or_default(),
+            csrf: self.csrf.as_deref().unwrap_or_default().to_owned(),
         }
     }
 
@@ -182,7 +183,7 @@ pub(super) fn caller(
         ip,
         user_agent: agent,
         origin: text(header::ORIGIN),
-        csrf_header: text(header::HeaderName::from_static("x-csrf-token")),
+        csrf_header: text(header::HeaderName::from_static("x-csrf-token")).map(Secret::from),
     })
 }
 

@@ -20,11 +20,8 @@ pub(super) fn check_csrf(app: &App, caller: &Caller, sent: Option<&str>) -> Resu
         tracing::warn!(user = %caller.user.name, origin, "refused: cross-origin change");
         return Err(WebError::Csrf);
     }
-    let sent = sent
-        .map(str::to_owned)
-        .or_else(|| caller.csrf_header.clone())
-        .unwrap_or_default();
-    if sent.is_empty() || !same_secret(&sent, expected) {
+    let sent = sent.or(caller.csrf_header.as_deref()).unwrap_or_default();
+    if sent.is_empty() || !same_secret(sent, expected) {
         tracing::warn!(user = %caller.user.name, ip = %caller.ip, "refused: missing or wrong CSRF token");
         return Err(WebError::Csrf);
     }

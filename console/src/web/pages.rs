@@ -6,6 +6,7 @@
 use axum::extract::{Form, Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
+use doorwatch_process::secret::Secret;
 use serde::Deserialize;
 
 use super::caller::PageCaller;
@@ -50,7 +51,7 @@ pub(super) async fn campaign_page(
 #[derive(Debug, Deserialize)]
 pub(super) struct TriageForm {
     #[serde(default)]
-    csrf: String,
+    csrf: Secret,
     state: String,
     #[serde(default)]
     note: String,

@@ -2,6 +2,7 @@
 //! and addresses in paths, the page number, and the CSRF-only form. Parsing
 //! only; no state.
 
+use doorwatch_process::secret::Secret;
 use std::net::IpAddr;
 
 use serde::Deserialize;
@@ -26,5 +27,5 @@ pub(super) struct PageQuery {
 #[derive(Debug, Deserialize)]
 pub(super) struct CsrfForm {
     #[serde(default)]
-    pub(super) csrf: String,
+    pub(super) csrf: Secret,
 }

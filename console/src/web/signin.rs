@@ -2,6 +2,7 @@
 //! local break-glass admin, logout (also at the IdP), and the rule that
 //! only local paths are followed afterwards. It must not serve data pages.
 
+use doorwatch_process::secret::Secret;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Form, Query, State};
@@ -96,11 +97,11 @@ pub(super) async fn auth_start(
         .map_err(|e| WebError::Internal(e.to_string()))?;
     let browser = cookie(&headers, BROWSER_COOKIE).unwrap_or_else(random_token);
     app.sessions.add_pending(
-        start.state,
+        start.state.expose().to_owned(),
         PendingLogin::new(
             start.pkce_verifier,
             start.nonce,
-            browser.clone(),
+            browser.clone().into(),
             safe_next(&q.next),
             u64::from(unix_now_u32()),
         ),
@@ -115,8 +116,8 @@ pub(super) async fn auth_start(
 
 #[derive(Debug, Deserialize)]
 pub(super) struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
+    code: Option<Secret>,
+    state: Option<Secret>,
     error: Option<String>,
 }
 
@@ -181,7 +182,7 @@ pub(super) async fn auth_callback(
 #[derive(Debug, Deserialize)]
 pub(super) struct LocalLogin {
     username: String,
-    password: String,
+    password: Secret,
     #[serde(default)]
     browser: String,
     #[serde(default)]
