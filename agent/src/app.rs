@@ -128,10 +128,11 @@ impl App {
             unacknowledged_batches = recovery.batches,
             torn_bytes_cut = recovery.truncated_bytes,
             quarantined = recovery.quarantined.len(),
+            lost_batches = recovery.lost_batches,
             "spool opened"
         );
         for path in &recovery.quarantined {
-            tracing::error!(path = %path.display(), "corrupt spool segment quarantined; its events are lost");
+            tracing::error!(path = %path.display(), "damaged spool segment: its readable batches were kept, this is a copy as found");
         }
         let local_ips = if config.local_ips.is_empty() {
             capture.interface_ips()
@@ -146,6 +147,15 @@ impl App {
         tracing::info!(interface = %config.interface, local_ips = ?local_ips, collector = %config.collector_address, "agent starting");
 
         let counters = Arc::new(Counters::default());
+        if recovery.lost_batches > 0 {
+            // How many events they held was lost with them: each counts
+            // as one, so events_dropped shows the loss at least.
+            tracing::error!(
+                lost_batches = recovery.lost_batches,
+                "unacknowledged spool batches could not be read; they are lost"
+            );
+            counters.dropped(&counters.dropped_spool_error, recovery.lost_batches);
+        }
         let (event_tx, event_rx) = mpsc::channel(4096);
         let (policy_tx, policy_rx) = watch::channel(None);
         let stop = Arc::new(AtomicBool::new(false));

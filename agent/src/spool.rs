@@ -8,8 +8,11 @@
 //! `<first seq>.seg` of records
 //! `[len u32][crc32 u32][seq u64][EventBatch protobuf]` (little endian; the
 //! CRC covers seq and payload). At open, a torn record at the end of the
-//! newest segment (a crash mid-write) is cut off; a damaged older segment
-//! is renamed `*.corrupt` and skipped, so start-up never blocks.
+//! newest segment (a crash mid-write) is cut off. A damaged record
+//! anywhere else loses only itself: the records after it are found again,
+//! a copy of the segment as found is kept as `*.corrupt`, and the batches
+//! that could not be read (gaps in the seqs) are counted. Start-up never
+//! blocks.
 //!
 //! When the spool is over its size cap it drops the least important events
 //! first: older segments are rewritten without their progress reports
@@ -84,8 +87,12 @@ pub struct Recovery {
     pub batches: usize,
     /// Bytes cut off a torn last record.
     pub truncated_bytes: u64,
-    /// Segments renamed `*.corrupt`.
+    /// Copies (`*.corrupt`) of segments found damaged; their valid
+    /// records were kept.
     pub quarantined: Vec<PathBuf>,
+    /// Unacknowledged batches that could not be read (gaps in the seqs):
+    /// their events are lost, and how many there were was lost with them.
+    pub lost_batches: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,45 +136,108 @@ fn record(seq: u64, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Parses the records of one segment; returns them and the offset where
-/// the valid prefix ends.
-fn parse(bytes: &[u8], segment: u64) -> (Vec<Entry>, usize) {
-    let mut entries = Vec::new();
-    let mut offset = 0;
-    while let Some(header) = bytes.get(offset..offset + HEADER) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        let mut seq_bytes = [0u8; 8];
-        seq_bytes.copy_from_slice(&header[8..16]);
-        let seq = u64::from_le_bytes(seq_bytes);
-        if len > MAX_RECORD {
-            break;
-        }
-        let Some(payload) = bytes.get(offset + HEADER..offset + HEADER + len) else {
-            break;
-        };
-        let mut check = crc32fast::Hasher::new();
-        check.update(&seq_bytes);
-        check.update(payload);
-        if check.finalize() != crc {
-            break;
-        }
-        let Ok(batch) = EventBatch::decode(payload) else {
-            break;
-        };
-        if batch.seq != seq {
-            break;
-        }
-        entries.push(Entry {
-            seq,
-            segment,
-            offset: offset as u64,
-            len: len as u32,
-            events: batch.events.len() as u32,
-        });
-        offset += HEADER + len;
+/// What one segment holds.
+struct Parsed {
+    entries: Vec<Entry>,
+    /// Where the last valid record ends (the segment's useful length).
+    end: usize,
+    /// Bytes between valid records that are no record (damage).
+    damaged_bytes: usize,
+}
+
+/// The record at `offset`, if a valid one starts there. After damage,
+/// `window_after` is the last seq known good: a record found then must
+/// follow it closely, which rejects garbage cheaply before any checksum.
+fn record_at(
+    bytes: &[u8],
+    offset: usize,
+    window_after: Option<u64>,
+    segment: u64,
+) -> Option<Entry> {
+    let header = bytes.get(offset..offset + HEADER)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    let mut seq_bytes = [0u8; 8];
+    seq_bytes.copy_from_slice(&header[8..16]);
+    let seq = u64::from_le_bytes(seq_bytes);
+    if len > MAX_RECORD {
+        return None;
     }
-    (entries, offset)
+    if let Some(after) = window_after
+        && (seq <= after || seq - after > RESYNC_SEQ_WINDOW)
+    {
+        return None;
+    }
+    let payload = bytes.get(offset + HEADER..offset + HEADER + len)?;
+    let mut check = crc32fast::Hasher::new();
+    check.update(&seq_bytes);
+    check.update(payload);
+    if check.finalize() != crc {
+        return None;
+    }
+    let batch = EventBatch::decode(payload).ok()?;
+    if batch.seq != seq {
+        return None;
+    }
+    Some(Entry {
+        seq,
+        segment,
+        offset: offset as u64,
+        len: len as u32,
+        events: batch.events.len() as u32,
+    })
+}
+
+/// How far past the last good seq a record found after damage may be.
+const RESYNC_SEQ_WINDOW: u64 = 1 << 20;
+
+/// Parses the records of one segment. A damaged record does not end the
+/// segment: the records after it are found again (a header whose seq
+/// follows the last good one, then a matching checksum and batch), so one
+/// bad record loses only itself. `base` is the highest seq known before
+/// this segment (the previous segments' last, or the acknowledged one).
+fn parse(bytes: &[u8], segment: u64, base: u64) -> Parsed {
+    let mut entries: Vec<Entry> = Vec::new();
+    let (mut offset, mut end, mut damaged_bytes) = (0, 0, 0);
+    let mut last: Option<u64> = None;
+    while offset + HEADER <= bytes.len() {
+        let resyncing = offset != end;
+        let window = resyncing.then(|| last.unwrap_or(base).max(base));
+        match record_at(bytes, offset, window, segment) {
+            Some(entry) if last.is_none_or(|l| entry.seq > l) => {
+                damaged_bytes += offset - end;
+                offset += HEADER + entry.len as usize;
+                end = offset;
+                last = Some(entry.seq);
+                entries.push(entry);
+            }
+            _ => offset += 1,
+        }
+    }
+    Parsed {
+        entries,
+        end,
+        damaged_bytes,
+    }
+}
+
+/// The valid records of a damaged segment, back to back.
+fn compact(bytes: &[u8], entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    for e in entries {
+        let start = e.offset as usize;
+        if let Some(record) = bytes.get(start..start + HEADER + e.len as usize) {
+            out.extend_from_slice(record);
+        }
+    }
+    out
+}
+
+/// Writes `bytes` to `path` and fsyncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
+    let mut file = File::create(path).map_err(io_err(path))?;
+    file.write_all(bytes).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
 }
 
 impl Spool {
@@ -220,29 +290,62 @@ impl Spool {
         spool.next_seq = acked + 1;
         let mut recovery = Recovery::default();
         let last = ids.last().copied();
+        // The highest seq known so far: records must follow it, and a
+        // gap after it that damage explains is batches lost. (A gap
+        // without damage is the oldest batches dropped over the cap,
+        // counted when they were.)
+        let mut known = acked;
+        let mut after_damage = false;
         for id in ids {
             let path = spool.segment_path(id);
-            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-            let (entries, valid) = parse(&bytes, id);
-            if valid < bytes.len() {
-                if Some(id) == last {
-                    // A crash while appending: cut the torn record.
-                    let file = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io_err(&path))?;
-                    file.set_len(valid as u64).map_err(io_err(&path))?;
-                    file.sync_all().map_err(io_err(&path))?;
-                    recovery.truncated_bytes = (bytes.len() - valid) as u64;
-                } else {
-                    let quarantine = path.with_extension("corrupt");
-                    std::fs::rename(&path, &quarantine).map_err(io_err(&path))?;
-                    recovery.quarantined.push(quarantine);
-                    continue;
-                }
+            let found = std::fs::read(&path).map_err(io_err(&path))?;
+            let mut parsed = parse(&found, id, known);
+            let newest = Some(id) == last;
+            let mut bytes = found.as_slice();
+            let compacted;
+            let damaged_here = parsed.damaged_bytes > 0 || (!newest && parsed.end < found.len());
+            if damaged_here || (!newest && parsed.end < bytes.len()) {
+                // Damage before the end: a copy of the segment as found is
+                // left for whoever looks into it, and the segment is
+                // rewritten with its valid records only, so the next start
+                // finds (and counts) nothing again.
+                let copy = path.with_extension("corrupt");
+                std::fs::write(&copy, bytes).map_err(io_err(&copy))?;
+                recovery.quarantined.push(copy);
+                compacted = compact(bytes, &parsed.entries);
+                let rewrite = path.with_extension("rewrite");
+                write_synced(&rewrite, &compacted)?;
+                std::fs::rename(&rewrite, &path).map_err(io_err(&path))?;
+                parsed = parse(&compacted, id, known);
+                bytes = &compacted;
+            } else if newest && parsed.end < bytes.len() {
+                // A crash while appending: cut what follows the last
+                // valid record.
+                let file = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                file.set_len(parsed.end as u64).map_err(io_err(&path))?;
+                file.sync_all().map_err(io_err(&path))?;
+                recovery.truncated_bytes += (bytes.len() - parsed.end) as u64;
             }
-            let entries: Vec<Entry> = entries.into_iter().filter(|e| e.seq > acked).collect();
-            if entries.is_empty() && Some(id) != last {
+            let entries: Vec<Entry> = parsed
+                .entries
+                .into_iter()
+                .filter(|e| e.seq > acked)
+                .collect();
+            for entry in &entries {
+                // Seqs are consecutive: a gap in a damaged segment, or
+                // right after one, is batches nobody can read any more.
+                if damaged_here || after_damage {
+                    recovery.lost_batches += entry.seq.saturating_sub(known + 1);
+                }
+                after_damage = false;
+                known = known.max(entry.seq);
+            }
+            // A damaged segment's lost tail shows as a gap before the next.
+            after_damage |= damaged_here;
+            if entries.is_empty() && !newest {
                 let _ = std::fs::remove_file(&path);
                 continue;
             }
@@ -255,7 +358,7 @@ impl Spool {
                 id,
                 Segment {
                     path,
-                    bytes: valid as u64,
+                    bytes: bytes.len().min(parsed.end) as u64,
                 },
             );
         }

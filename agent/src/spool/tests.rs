@@ -107,23 +107,29 @@ fn every_length_of_a_cut_segment_opens() {
     assert!(recovered.windows(2).all(|w| w[0] >= w[1]));
 }
 
+/// The segments of `dir`, oldest first.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segments.sort();
+    segments
+}
+
 #[test]
-fn corrupt_older_segment_is_quarantined() {
+fn a_damaged_older_segment_loses_only_its_bad_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut spool, _) = open(dir.path());
     for n in 0..10 {
         spool.append(vec![event(n)]).expect("append");
     }
     drop(spool);
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    segments.sort();
-    let oldest = &segments[0];
-    let mut bytes = std::fs::read(oldest).expect("read");
+    let oldest = segments(dir.path()).remove(0);
+    let mut bytes = std::fs::read(&oldest).expect("read");
     bytes[20] ^= 0xFF;
-    std::fs::write(oldest, &bytes).expect("corrupt");
+    std::fs::write(&oldest, &bytes).expect("corrupt");
     let (spool, recovery) = open(dir.path());
     assert_eq!(recovery.quarantined.len(), 1);
     assert!(
@@ -131,7 +137,66 @@ fn corrupt_older_segment_is_quarantined() {
             .to_string_lossy()
             .ends_with(".corrupt")
     );
-    assert!(spool.batches() > 0 && spool.batches() < 10);
+    assert_eq!(spool.batches(), 9, "only the damaged record is lost");
+    assert_eq!(recovery.lost_batches, 1, "and it is counted");
+    drop(spool);
+    let (spool, recovery) = open(dir.path());
+    assert_eq!(spool.batches(), 9);
+    assert_eq!(
+        (recovery.lost_batches, recovery.quarantined.len()),
+        (0, 0),
+        "a restart finds the repaired segment and counts nothing twice"
+    );
+}
+
+#[test]
+fn a_bad_record_in_the_newest_segment_keeps_every_later_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, _) = Spool::open_with_segments(dir.path(), 1 << 30, 1 << 20).expect("open");
+    for n in 0..6 {
+        spool.append(vec![event(n), event(n + 50)]).expect("append");
+    }
+    drop(spool);
+    let newest = segments(dir.path()).pop().expect("a segment");
+    let mut bytes = std::fs::read(&newest).expect("read");
+    // A flipped bit in the second record's payload.
+    let record = bytes.len() / 6;
+    bytes[record + HEADER + 3] ^= 0x01;
+    std::fs::write(&newest, &bytes).expect("corrupt");
+    let (mut spool, recovery) =
+        Spool::open_with_segments(dir.path(), 1 << 30, 1 << 20).expect("open");
+    assert_eq!(spool.batches(), 5, "the four after the bad one are kept");
+    assert_eq!(recovery.lost_batches, 1);
+    assert_eq!(recovery.truncated_bytes, 0);
+    let seqs: Vec<u64> = (0..spool.batches())
+        .map(|i| spool.get(i).expect("read").expect("batch").seq)
+        .collect();
+    assert_eq!(seqs, vec![1, 3, 4, 5, 6]);
+    assert_eq!(spool.append(vec![event(9)]).expect("append").0, 7);
+}
+
+#[test]
+fn an_unreadable_older_segment_is_counted_from_the_gap_it_leaves() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut spool, _) = open(dir.path());
+    for n in 0..20 {
+        spool.append(vec![event(n)]).expect("append");
+    }
+    drop(spool);
+    let all = segments(dir.path());
+    assert!(all.len() >= 3, "{all:?}");
+    let second = &all[1];
+    let len = std::fs::metadata(second).expect("stat").len() as usize;
+    std::fs::write(second, vec![0xAB; len]).expect("overwrite");
+    let before: usize = all.len();
+    let (spool, recovery) = open(dir.path());
+    assert!(recovery.lost_batches >= 1, "{recovery:?}");
+    assert_eq!(
+        spool.batches() as u64 + recovery.lost_batches,
+        20,
+        "every batch is either kept or counted"
+    );
+    assert_eq!(segments(dir.path()).len(), before - 1);
 }
 
 #[test]
