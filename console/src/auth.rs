@@ -75,6 +75,8 @@ pub struct PendingLogin {
     /// from another browser is refused, so nobody can sign a victim into
     /// the attacker's account.
     pub browser: Secret,
+    /// The address (key) that started it.
+    from: String,
     /// Where to go after signing in (a path on this console).
     pub return_to: String,
     created: u64,
@@ -85,6 +87,12 @@ const PENDING_SECS: u64 = 600;
 /// Most sessions and pending sign-ins kept; the oldest go first.
 const MAX_SESSIONS: usize = 10_000;
 const MAX_PENDING: usize = 10_000;
+/// Sign-ins in progress from one address.
+const MAX_PENDING_PER_ADDRESS: usize = 16;
+
+/// Too many sign-ins are in progress; try again shortly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingFull;
 
 /// Sessions and pending sign-ins.
 pub struct Sessions {
@@ -174,20 +182,35 @@ impl Sessions {
         sessions.retain(|_, s| self.is_live(s, now));
     }
 
-    /// Remembers a sign-in under its `state`.
-    pub fn add_pending(&self, state: String, login: PendingLogin) {
+    /// Remembers a sign-in under its `state`. One address (one IPv6 /64)
+    /// holds at most [`MAX_PENDING_PER_ADDRESS`]: its oldest goes first.
+    /// Other users' sign-ins are never pushed out; when the whole table
+    /// is full, the start is refused.
+    pub fn add_pending(
+        &self,
+        state: String,
+        from: IpAddr,
+        mut login: PendingLogin,
+    ) -> Result<(), PendingFull> {
         let mut pending = lock(&self.pending);
         let now = login.created;
         pending.retain(|_, p| now.saturating_sub(p.created) < PENDING_SECS);
-        if pending.len() >= MAX_PENDING
-            && let Some(oldest) = pending
-                .iter()
-                .min_by_key(|(_, p)| p.created)
-                .map(|(k, _)| k.clone())
-        {
-            pending.remove(&oldest);
+        login.from = address_key(from);
+        let mut mine: Vec<(u64, String)> = pending
+            .iter()
+            .filter(|(_, p)| p.from == login.from)
+            .map(|(state, p)| (p.created, state.clone()))
+            .collect();
+        if mine.len() >= MAX_PENDING_PER_ADDRESS {
+            mine.sort();
+            if let Some((_, oldest)) = mine.first() {
+                pending.remove(oldest);
+            }
+        } else if pending.len() >= MAX_PENDING {
+            return Err(PendingFull);
         }
         pending.insert(state, login);
+        Ok(())
     }
 
     /// Takes the sign-in started with `state`, once: a replayed callback
@@ -210,6 +233,7 @@ impl PendingLogin {
             pkce_verifier,
             nonce,
             browser,
+            from: String::new(),
             return_to,
             created: now,
         }
@@ -452,7 +476,12 @@ mod tests {
             1000,
         );
         let text = format!("{pending:?}");
-        s.add_pending("state-value".into(), pending);
+        s.add_pending(
+            "state-value".into(),
+            "198.18.0.1".parse().expect("ip"),
+            pending,
+        )
+        .expect("room");
         let session = s.get(&id, 1001).expect("live");
         let text = format!("{text} {s:?} {session:?}");
         for secret in [
@@ -486,21 +515,45 @@ mod tests {
     #[test]
     fn a_pending_login_is_taken_once() {
         let s = Sessions::new(60, 3600);
+        let ip: IpAddr = "198.18.0.1".parse().expect("literal");
         s.add_pending(
             "st".into(),
+            ip,
             PendingLogin::new("v".into(), "n".into(), "b".into(), "/".into(), 100),
-        );
+        )
+        .expect("room");
         assert!(s.take_pending("other", 101).is_none());
         assert_eq!(s.take_pending("st", 101).map(|p| p.nonce), Some("n".into()));
         assert!(s.take_pending("st", 102).is_none(), "replay");
         s.add_pending(
             "old".into(),
+            ip,
             PendingLogin::new("v".into(), "n".into(), "b".into(), "/".into(), 100),
-        );
+        )
+        .expect("room");
         assert!(
             s.take_pending("old", 100 + PENDING_SECS).is_none(),
             "expired"
         );
+    }
+
+    #[test]
+    fn one_address_cannot_push_out_other_sign_ins() {
+        let s = Sessions::new(60, 3600);
+        let login = || PendingLogin::new("v".into(), "n".into(), "b".into(), "/".into(), 100);
+        let victim: IpAddr = "198.18.0.1".parse().expect("literal");
+        s.add_pending("victim".into(), victim, login())
+            .expect("room");
+        let attacker: IpAddr = "198.18.0.66".parse().expect("literal");
+        for i in 0..1000 {
+            s.add_pending(format!("a{i}"), attacker, login())
+                .expect("its own oldest go");
+        }
+        assert!(
+            s.take_pending("victim", 101).is_some(),
+            "the victim's sign-in survives"
+        );
+        assert_eq!(lock(&s.pending).len(), MAX_PENDING_PER_ADDRESS);
     }
 
     #[test]

@@ -37,6 +37,12 @@ impl SearchForm {
             humantime::parse_duration(self.since.trim())
                 .map_err(|_| BadSearch("time range: use e.g. 1h, 24h or 7d".into()))?
         };
+        if since.as_secs() > super::MAX_SEARCH_DAYS * 86_400 {
+            return Err(BadSearch(format!(
+                "time range: at most {} days",
+                super::MAX_SEARCH_DAYS
+            )));
+        }
         let since = now.saturating_sub(u32::try_from(since.as_secs()).unwrap_or(u32::MAX));
         let source_range = match self.source.trim() {
             "" => None,
@@ -69,6 +75,10 @@ impl SearchForm {
             _ => return Err(BadSearch("scan type: pick one from the list".into())),
         };
         let pc = self.pc.trim();
+        if pc.len() > MAX_PC_CHARS {
+            return Err(BadSearch("PC: an agent id, at most 128 characters".into()));
+        }
+        let offset = super::page_offset(self.page, limit).map_err(BadSearch)?;
         Ok(EventSearch {
             since,
             until: now.saturating_add(3600),
@@ -76,12 +86,15 @@ impl SearchForm {
             source_range,
             port,
             scan_type,
-            offset: self.page.saturating_mul(limit),
+            offset,
             limit,
             count: true,
         })
     }
 }
+
+/// The longest PC (agent id) a search takes.
+const MAX_PC_CHARS: usize = 128;
 
 /// Scan types as stored.
 pub const SCAN_TYPES: &[&str] = &[
@@ -132,12 +145,18 @@ mod tests {
             ("source", "x' OR 1=1 --"),
             ("port", "70000"),
             ("scan_type", "evil"),
+            ("since", "1000000d"),
+            ("page", "18446744073709551615"),
+            ("page", "401"),
+            ("pc", "x"),
         ] {
             let mut form = SearchForm::default();
             match field {
                 "since" => form.since = bad.into(),
                 "source" => form.source = bad.into(),
                 "port" => form.port = bad.into(),
+                "page" => form.page = bad.parse().expect("a number"),
+                "pc" => form.pc = bad.repeat(129),
                 _ => form.scan_type = bad.into(),
             }
             assert!(form.to_search(50).is_err(), "{field}={bad}");

@@ -104,10 +104,8 @@ pub(super) async fn api_audit(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Admin)?;
-    let rows = app
-        .store
-        .audit_log(q.page.saturating_mul(AUDIT_ROWS), AUDIT_ROWS)
-        .await?;
+    let offset = crate::data::page_offset(q.page, AUDIT_ROWS).map_err(WebError::BadRequest)?;
+    let rows = app.store.audit_log(offset, AUDIT_ROWS).await?;
     let rows: Vec<serde_json::Value> = rows
         .into_iter()
         .map(|r| {

@@ -98,7 +98,7 @@ impl WebError {
             Self::TooManyAttempts => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many attempts",
-                "Too many failed sign-ins. Wait a few minutes.".into(),
+                "Too many sign-in attempts. Wait a few minutes.".into(),
                 None,
             ),
             Self::Store(e) => {

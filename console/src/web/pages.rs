@@ -177,10 +177,8 @@ pub(super) async fn audit_page(
     Query(q): Query<PageQuery>,
 ) -> Result<Response, PageError> {
     caller.require(Role::Admin)?;
-    let rows = app
-        .store
-        .audit_log(q.page.saturating_mul(AUDIT_ROWS), AUDIT_ROWS)
-        .await?;
+    let offset = crate::data::page_offset(q.page, AUDIT_ROWS).map_err(WebError::BadRequest)?;
+    let rows = app.store.audit_log(offset, AUDIT_ROWS).await?;
     Ok(html(views::audit(&caller.page(), &rows, q.page)))
 }
 

@@ -87,6 +87,7 @@ pub(super) async fn login_page(
 
 pub(super) async fn auth_start(
     State(app): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(q): Query<NextQuery>,
 ) -> Result<Response, PageError> {
@@ -96,16 +97,22 @@ pub(super) async fn auth_start(
         .await
         .map_err(|e| WebError::Internal(e.to_string()))?;
     let browser = cookie(&headers, BROWSER_COOKIE).unwrap_or_else(random_token);
-    app.sessions.add_pending(
-        start.state.expose().to_owned(),
-        PendingLogin::new(
-            start.pkce_verifier,
-            start.nonce,
-            browser.clone().into(),
-            safe_next(&q.next),
-            u64::from(unix_now_u32()),
-        ),
-    );
+    app.sessions
+        .add_pending(
+            start.state.expose().to_owned(),
+            peer.ip(),
+            PendingLogin::new(
+                start.pkce_verifier,
+                start.nonce,
+                browser.clone().into(),
+                safe_next(&q.next),
+                u64::from(unix_now_u32()),
+            ),
+        )
+        .map_err(|_| {
+            tracing::warn!(ip = %peer.ip(), "sign-in refused: too many sign-ins in progress");
+            WebError::TooManyAttempts
+        })?;
     let mut response = Redirect::to(&start.url).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
