@@ -1470,3 +1470,67 @@ fn simultaneous_requests_cannot_overdraw_a_token_or_enroll_one_key_twice() {
     );
     assert_eq!(setup.agents().len(), 2, "two agents in all");
 }
+
+/// A stolen PC keeps its agent.toml, token included. Revoking its agent
+/// revokes that token too (it could still enroll PCs), so the PC cannot
+/// enroll again with it; should it come back with another token, the
+/// collector says a revoked PC's hostname enrolled again.
+#[test]
+fn revoking_a_stolen_pc_revokes_its_token_and_flags_its_return() {
+    let setup = setup(1, "30d");
+    let pc = &setup.pcs[0];
+    let token = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
+    let stolen = the_pc_enrolls(&setup, pc, "stolen", &token);
+
+    let said = setup.collector(&["agents", "revoke", &stolen, "--reason", "laptop stolen"]);
+    assert!(
+        said.contains(&format!(
+            "bootstrap token {} is revoked too",
+            token_id(&token)
+        )),
+        "agents revoke says the token went with it: {said}"
+    );
+    let listed = setup.tokens();
+    let row = listed
+        .iter()
+        .find(|t| t["token_id"] == token_id(&token))
+        .expect("the token is listed");
+    assert_eq!(row["status"], "revoked", "{row}");
+
+    // The thief wipes the PC's identity and enrolls with the kept token.
+    let config = setup.agent_config(pc, "stolen-again", None);
+    let out = setup.enroll(pc, &config, &token);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("revoked"),
+        "the kept token no longer enrolls:\n{}",
+        text(&out)
+    );
+
+    // With another token it gets in, and the collector flags it.
+    let other = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
+    let returned = the_pc_enrolls(&setup, pc, "returned", &other);
+    let line = setup.collector_line(
+        &["a revoked PC's hostname enrolled again", &stolen, &returned],
+        Duration::from_secs(10),
+    );
+    assert!(line.contains(token_id(&other)), "{line}");
+}
+
+/// `pc` enrolls as agent folder `name` with `token`; returns the new
+/// agent's id.
+fn the_pc_enrolls(setup: &Setup, pc: &Host, name: &str, token: &str) -> String {
+    let before: Vec<String> = setup
+        .agents()
+        .iter()
+        .filter_map(|a| a["agent_id"].as_str().map(str::to_owned))
+        .collect();
+    let config = setup.agent_config(pc, name, None);
+    let out = setup.enroll(pc, &config, token);
+    assert!(out.status.success(), "{name} enrolls:\n{}", text(&out));
+    setup
+        .agents()
+        .iter()
+        .filter_map(|a| a["agent_id"].as_str().map(str::to_owned))
+        .find(|id| !before.contains(id))
+        .expect("a new agent is listed")
+}

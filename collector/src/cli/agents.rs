@@ -78,6 +78,7 @@ pub(crate) async fn revoke_agent(
     config: ValidConfig,
     id: String,
     reason: String,
+    keep_token: bool,
 ) -> anyhow::Result<()> {
     let row =
         doorwatch_store::rules::new_revocation(&id, &reason, &os_user(), clock::unix_now_u32())
@@ -93,15 +94,22 @@ pub(crate) async fn revoke_agent(
     {
         eprintln!("note: {id} never enrolled (a hand-made certificate?); revoking it anyway");
     }
-    store
-        .insert_revocation(&row)
+    let token = store
+        .revoke_agent(&row, keep_token)
         .await
         .context("cannot store the revocation")?;
-    tracing::info!(agent_id = %id, reason = %reason, "agent revoked");
+    tracing::info!(agent_id = %id, reason = %reason, token_revoked = ?token.as_ref().map(|t| &t.token.token_id), "agent revoked");
     println!(
         "agent {id} revoked; every collector closes its stream and refuses it within {} s",
         config.enrollment.revocation_check.as_secs() + 1
     );
+    if let Some(token) = token {
+        println!(
+            "its bootstrap token {} is revoked too, so the PC cannot enroll again with it \
+             ({} PCs enrolled with it keep working; make a new token for PCs still to enroll)",
+            token.token.token_id, token.uses
+        );
+    }
     Ok(())
 }
 

@@ -226,7 +226,10 @@ pub enum AgentsCommand {
     },
     /// Revoke an agent: its open stream is closed within seconds and its
     /// certificate is refused from then on, by every collector, also after
-    /// restarts. A PC that should come back must enroll again.
+    /// restarts. The bootstrap token it enrolled with is revoked too while
+    /// it can still enroll PCs (a stolen PC keeps the token in its
+    /// agent.toml); PCs already enrolled with that token keep working. A
+    /// PC that should come back must enroll again, with a new token.
     Revoke {
         #[command(flatten)]
         config: ConfigArg,
@@ -235,6 +238,10 @@ pub enum AgentsCommand {
         /// Why, for the audit trail, e.g. "laptop stolen".
         #[arg(long)]
         reason: String,
+        /// Leave the agent's bootstrap token usable (only when the PC is
+        /// known to be in safe hands, e.g. reinstalled by IT).
+        #[arg(long)]
+        keep_token: bool,
     },
     /// Each agent's health from its newest heartbeat: online (heard from
     /// within 90 s), stale (within 10 minutes) or offline.
@@ -334,9 +341,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agents(AgentsCommand::List { config, format }) => {
             runtime()?.block_on(agents::print_agents(load_config(&config)?, format))
         }
-        Command::Agents(AgentsCommand::Revoke { config, id, reason }) => {
-            runtime()?.block_on(agents::revoke_agent(load_config(&config)?, id, reason))
-        }
+        Command::Agents(AgentsCommand::Revoke {
+            config,
+            id,
+            reason,
+            keep_token,
+        }) => runtime()?.block_on(agents::revoke_agent(
+            load_config(&config)?,
+            id,
+            reason,
+            keep_token,
+        )),
         Command::Token(command) => runtime()?.block_on(tokens::run_token(command)),
         Command::Campaigns(command) => runtime()?.block_on(campaigns::run_campaigns(command)),
         Command::Outbound(command) => runtime()?.block_on(outbound::run_outbound(command)),

@@ -149,6 +149,10 @@ impl EnrollmentService {
             .await
             .map_err(Refusal::storage)?
         {
+            let revoked = self.store.revocations().await.unwrap_or_default();
+            if let Some(revocation) = revoked.iter().find(|r| r.agent_id == owner) {
+                tracing::warn!(revoked_agent_id = %owner, revoked_reason = %revocation.reason, "the key of a revoked agent tried to enroll again: refused");
+            }
             return Err(Refusal {
                 status: Status::already_exists(format!(
                     "this key is already enrolled (agent {owner}); a replayed or reused request is refused, make a new key"
@@ -196,7 +200,51 @@ impl EnrollmentService {
             not_after = %clock::rfc3339(row.cert_not_after),
             "agent enrolled"
         );
+        self.warn_if_a_revoked_pc_returns(&row).await;
         Ok(response(row, signed))
+    }
+
+    /// A new agent whose claimed hostname is a revoked agent's may be a
+    /// stolen PC enrolling again (with a token it kept): say so loudly,
+    /// with what an admin needs to act. A claim proves nothing, so the
+    /// enrollment itself goes ahead.
+    async fn warn_if_a_revoked_pc_returns(&self, row: &AgentRow) {
+        if row.hostname.is_empty() {
+            return;
+        }
+        // The store, not the in-memory list: a PC may enroll again right
+        // after its revocation, before this collector has reloaded it.
+        let (agents, revoked) =
+            match tokio::try_join!(self.store.agents(), self.store.revocations()) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check the new agent against revoked ones");
+                    return;
+                }
+            };
+        let reason = |id: &str| {
+            revoked
+                .iter()
+                .find(|r| r.agent_id == id)
+                .map(|r| r.reason.clone())
+        };
+        for (revoked_agent, why) in agents.iter().filter_map(|a| {
+            let matches =
+                a.agent_id != row.agent_id && a.hostname.eq_ignore_ascii_case(&row.hostname);
+            matches
+                .then(|| reason(&a.agent_id).map(|why| (a, why)))
+                .flatten()
+        }) {
+            tracing::warn!(
+                agent_id = %row.agent_id,
+                claimed_hostname = %row.hostname,
+                revoked_agent_id = %revoked_agent.agent_id,
+                revoked_reason = %why,
+                token_id = %row.token_id,
+                remote = %row.remote,
+                "a revoked PC's hostname enrolled again: if that PC was stolen, revoke this agent and its token"
+            );
+        }
     }
 
     async fn renew(

@@ -205,6 +205,41 @@ impl Store {
         enrollment::insert_revocation(&self.client, row).await
     }
 
+    /// Revokes an agent as `row` says, and, unless `keep_token`, the
+    /// bootstrap token it enrolled with while that token can still enroll
+    /// PCs: a stolen PC keeps its agent.toml, token and all, and would
+    /// otherwise enroll again as a new agent. Returns the token revoked,
+    /// if one was.
+    pub async fn revoke_agent(
+        &self,
+        row: &RevocationRow,
+        keep_token: bool,
+    ) -> Result<Option<TokenUse>, StoreError> {
+        self.insert_revocation(row).await?;
+        if keep_token {
+            return Ok(None);
+        }
+        let Some(agent) = self.agent(&row.agent_id).await? else {
+            return Ok(None);
+        };
+        if agent.token_id.is_empty() {
+            return Ok(None);
+        }
+        let Some(found) = self.token(&agent.token_id).await? else {
+            return Ok(None);
+        };
+        if found.state(u64::from(row.revoked_at)) != TokenState::Usable {
+            // Revoked, expired or used up: it enrolls nobody any more.
+            return Ok(None);
+        }
+        let revoked = rules::revoke_token(found.token.clone(), &row.revoked_by, row.revoked_at);
+        self.insert_token(&revoked).await?;
+        Ok(Some(TokenUse {
+            token: revoked,
+            uses: found.uses,
+        }))
+    }
+
     /// Every revoked agent id, with its first revocation.
     pub async fn revocations(&self) -> Result<Vec<RevocationRow>, StoreError> {
         enrollment::revocations(&self.client).await

@@ -34,8 +34,18 @@ pub(super) async fn revoke_form(
         unix_now_u32(),
     )
     .map_err(|e| WebError::BadRequest(e.to_string()))?;
-    audit(&app, &caller, "agent.revoke", &row.agent_id, "").await?;
-    app.store.insert_revocation(&row).await?;
+    audit(
+        &app,
+        &caller,
+        "agent.revoke",
+        &row.agent_id,
+        "and the bootstrap token it enrolled with, if still usable",
+    )
+    .await?;
+    // The same rule as `doorwatch-collector agents revoke`.
+    if let Some(token) = app.store.revoke_agent(&row, false).await? {
+        tracing::info!(agent_id = %row.agent_id, token_id = %token.token.token_id, "the revoked agent's bootstrap token was revoked too");
+    }
     Ok(Redirect::to("/agents").into_response())
 }
 
