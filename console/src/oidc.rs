@@ -175,17 +175,10 @@ impl Oidc {
                 Nonce::new_random,
             )
             .set_pkce_challenge(challenge);
+        // Exactly the scopes configured: an IdP that rejects scopes it
+        // does not know would refuse everyone over one added here.
         for scope in &self.settings.scopes {
             request = request.add_scope(Scope::new(scope.clone()));
-        }
-        if !self
-            .settings
-            .scopes
-            .iter()
-            .any(|s| s == &self.settings.role_claim)
-            && self.settings.role_claim == "groups"
-        {
-            request = request.add_scope(Scope::new("groups".into()));
         }
         let (url, state, nonce) = request.url();
         Ok(Start {
