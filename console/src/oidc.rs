@@ -12,6 +12,7 @@ use doorwatch_process::secret::Secret;
 use std::collections::HashMap;
 
 use doorwatch_process::logging::error_chain;
+use doorwatch_process::text;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
     CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
@@ -80,8 +81,16 @@ pub enum OidcError {
     NoIdToken,
     #[error("the ID token is not valid: {0}")]
     IdToken(String),
-    #[error("the ID token's {0} claim maps to no doorwatch role")]
-    NoRole(String),
+    #[error(
+        "user {user}: the ID token has no {claim} claim (is it only in userinfo, or behind a scope not asked for?)"
+    )]
+    MissingClaim { claim: String, user: String },
+    #[error("user {user}: the ID token's {claim} claim ({values}) maps to no doorwatch role")]
+    NoRole {
+        claim: String,
+        user: String,
+        values: String,
+    },
     #[error("bad configuration: {0}")]
     Config(String),
 }
@@ -212,18 +221,28 @@ impl Oidc {
         let verifier = client.id_token_verifier();
         let claims = id_token
             .claims(&verifier, &Nonce::new(nonce.to_owned()))
-            .map_err(|e| OidcError::IdToken(e.to_string()))?;
-        let values = claim_values(claims.additional_claims(), &self.settings.role_claim);
-        let role = self
-            .settings
-            .roles
-            .of(values.iter().map(String::as_str))
-            .ok_or_else(|| OidcError::NoRole(self.settings.role_claim.clone()))?;
+            .map_err(|e| OidcError::IdToken(error_chain(&e)))?;
         let name = claims
             .preferred_username()
             .map(|n| n.as_str().to_owned())
             .or_else(|| claims.email().map(|e| e.as_str().to_owned()))
             .unwrap_or_else(|| claims.subject().as_str().to_owned());
+        let claim = &self.settings.role_claim;
+        let Some(values) = claim_values(claims.additional_claims(), claim) else {
+            return Err(OidcError::MissingClaim {
+                claim: claim.clone(),
+                user: text::printable_bounded(&name, 200),
+            });
+        };
+        let role = self
+            .settings
+            .roles
+            .of(values.iter().map(String::as_str))
+            .ok_or_else(|| OidcError::NoRole {
+                claim: claim.clone(),
+                user: text::printable_bounded(&name, 200),
+                values: text::printable_bounded(&values.join(", "), 400),
+            })?;
         Ok(SignedIn {
             user: User { name, role },
             id_token: id_token.to_string().into(),
@@ -248,15 +267,18 @@ impl Oidc {
     }
 }
 
-/// The string values of claim `name`: a string, or a list of strings.
-fn claim_values(claims: &CampusClaims, name: &str) -> Vec<String> {
-    match claims.0.get(name) {
-        Some(serde_json::Value::String(s)) => vec![s.clone()],
-        Some(serde_json::Value::Array(items)) => items
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
+/// The string values of claim `name` (a string, or a list of strings);
+/// `None` when the token has no such claim.
+fn claim_values(claims: &CampusClaims, name: &str) -> Option<Vec<String>> {
+    match claims.0.get(name)? {
+        serde_json::Value::String(s) => Some(vec![s.clone()]),
+        serde_json::Value::Array(items) => Some(
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        ),
+        _ => Some(Vec::new()),
     }
 }
 
@@ -268,8 +290,18 @@ mod tests {
     fn role_claims_may_be_a_string_or_a_list() {
         let claims: CampusClaims =
             serde_json::from_str(r#"{"groups": ["a", 3, "b"], "role": "admin"}"#).expect("json");
-        assert_eq!(claim_values(&claims, "groups"), vec!["a", "b"]);
-        assert_eq!(claim_values(&claims, "role"), vec!["admin"]);
-        assert!(claim_values(&claims, "missing").is_empty());
+        assert_eq!(
+            claim_values(&claims, "groups"),
+            Some(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(
+            claim_values(&claims, "role"),
+            Some(vec!["admin".to_owned()])
+        );
+        assert_eq!(
+            claim_values(&claims, "roles"),
+            None,
+            "a missing claim is not an empty one"
+        );
     }
 }

@@ -142,6 +142,7 @@ pub(super) async fn auth_callback(
         Redirect::to("/login?error=failed").into_response()
     };
     if let Some(error) = &q.error {
+        let error = text::printable_bounded(error, 200);
         return Ok(refuse(&format!("the identity provider said {error}")));
     }
     let (Some(code), Some(state)) = (&q.code, &q.state) else {
