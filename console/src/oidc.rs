@@ -10,6 +10,7 @@
 
 use doorwatch_process::secret::Secret;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use doorwatch_process::logging::error_chain;
 use doorwatch_process::text;
@@ -19,11 +20,12 @@ use openidconnect::core::{
     CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthorizationCode, Client, ClientId, ClientSecret, CsrfToken,
-    EmptyExtraTokenFields, EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IdTokenFields, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope, StandardErrorResponse,
-    StandardTokenResponse, TokenResponse, reqwest,
+    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, Client, ClientId, ClientSecret,
+    CsrfToken, EmptyExtraTokenFields, EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IdToken, IdTokenClaims, IdTokenFields, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
+    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    reqwest,
 };
 use tokio::sync::RwLock;
 
@@ -47,6 +49,15 @@ type CampusTokenResponse = StandardTokenResponse<
     >,
     CoreTokenType,
 >;
+
+/// The ID token, and its claims once verified.
+type CampusIdToken = IdToken<
+    CampusClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type CampusIdTokenClaims = IdTokenClaims<CampusClaims, CoreGenderClaim>;
 
 type CampusClient = Client<
     CampusClaims,
@@ -120,7 +131,16 @@ pub struct Oidc {
     redirect: String,
     http: reqwest::Client,
     discovered: RwLock<Option<(CampusClient, Option<EndSessionUrl>)>>,
+    /// When the discovery document and key set were last fetched.
+    fetched_at: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How old the IdP's key set may get before the next sign-in fetches it
+/// again: IdPs such as Entra ID rotate their keys routinely.
+const KEYS_MAX_AGE: Duration = Duration::from_secs(3600);
+/// The least time between two fetches caused by an ID token signed with
+/// a key the console does not know (a rotation since the last fetch).
+const UNKNOWN_KEY_REFETCH: Duration = Duration::from_secs(10);
 
 impl Oidc {
     /// Builds the client from the files `[oidc]` names (read and checked
@@ -142,14 +162,39 @@ impl Oidc {
             redirect,
             http,
             discovered: RwLock::new(None),
+            fetched_at: std::sync::Mutex::new(None),
         })
     }
 
-    /// Fetches the discovery document and keys unless already done.
+    /// Fetches the discovery document and keys unless they are fresh. A
+    /// failed refresh keeps the keys already known.
     pub async fn discover(&self) -> Result<(), OidcError> {
         if self.discovered.read().await.is_some() {
+            if self.fetched_within(KEYS_MAX_AGE) {
+                return Ok(());
+            }
+            if let Err(e) = self.fetch().await {
+                tracing::warn!(issuer = %self.settings.issuer, error = %e, "cannot refresh the identity provider's keys; keeping the ones known");
+            }
             return Ok(());
         }
+        self.fetch().await
+    }
+
+    fn fetched_within(&self, age: Duration) -> bool {
+        let fetched_at = self
+            .fetched_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        fetched_at.is_some_and(|at| at.elapsed() < age)
+    }
+
+    /// Fetches the discovery document and the key set.
+    async fn fetch(&self) -> Result<(), OidcError> {
+        *self
+            .fetched_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
         let issuer = IssuerUrl::new(self.settings.issuer.clone())
             .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
         let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
@@ -206,22 +251,34 @@ impl Oidc {
         nonce: &str,
         pkce_verifier: &str,
     ) -> Result<SignedIn, OidcError> {
-        let guard = self.discovered.read().await;
-        let (client, _) = guard
-            .as_ref()
-            .ok_or_else(|| OidcError::Discovery("not discovered".into()))?;
-        let response = client
-            .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .map_err(|e| OidcError::Config(e.to_string()))?
-            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
-            .request_async(&self.http)
-            .await
-            .map_err(|e| OidcError::Token(error_chain(&e)))?;
+        let response = {
+            let guard = self.discovered.read().await;
+            let (client, _) = guard
+                .as_ref()
+                .ok_or_else(|| OidcError::Discovery("not discovered".into()))?;
+            client
+                .exchange_code(AuthorizationCode::new(code.to_owned()))
+                .map_err(|e| OidcError::Config(e.to_string()))?
+                .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+                .request_async(&self.http)
+                .await
+                .map_err(|e| OidcError::Token(error_chain(&e)))?
+        };
         let id_token = response.id_token().ok_or(OidcError::NoIdToken)?;
-        let verifier = client.id_token_verifier();
-        let claims = id_token
-            .claims(&verifier, &Nonce::new(nonce.to_owned()))
-            .map_err(|e| OidcError::IdToken(error_chain(&e)))?;
+        let nonce = Nonce::new(nonce.to_owned());
+        let claims = match self.verify(id_token, &nonce).await {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) if !self.fetched_within(UNKNOWN_KEY_REFETCH) => {
+                // Signed with a key we do not know: the IdP rotated its
+                // keys since we fetched them. Fetch once more and retry.
+                tracing::info!(issuer = %self.settings.issuer, "ID token signed with an unknown key: fetching the identity provider's keys again");
+                self.fetch().await?;
+                self.verify(id_token, &nonce).await
+            }
+            other => other,
+        }
+        .map_err(|e| OidcError::IdToken(error_chain(&e)))?;
         let name = claims
             .preferred_username()
             .map(|n| n.as_str().to_owned())
@@ -247,6 +304,19 @@ impl Oidc {
             user: User { name, role },
             id_token: id_token.to_string().into(),
         })
+    }
+
+    /// The ID token's claims, checked with the keys known now.
+    async fn verify(
+        &self,
+        id_token: &CampusIdToken,
+        nonce: &Nonce,
+    ) -> Result<CampusIdTokenClaims, ClaimsVerificationError> {
+        let guard = self.discovered.read().await;
+        let Some((client, _)) = guard.as_ref() else {
+            return Err(ClaimsVerificationError::Other("not discovered".into()));
+        };
+        id_token.claims(&client.id_token_verifier(), nonce).cloned()
     }
 
     /// Where to send the browser to end its IdP session too, if the IdP

@@ -152,15 +152,29 @@ impl RogueIdp {
     /// Starts the rogue IdP on a free port, its log in
     /// `DIR/rogue-idp-MODE.log`.
     pub fn start(dir: &Path, mode: &str, client_id: &str) -> Self {
+        Self::start_on(dir, mode, client_id, "0", &format!("rogue-idp-{mode}"))
+    }
+
+    fn start_on(dir: &Path, mode: &str, client_id: &str, port: &str, name: &str) -> Self {
         let mut command = node("rogue-idp.mjs");
-        command.args(["--port", "0", "--mode", mode, "--client-id", client_id]);
-        let (process, issuer) = start(
-            &format!("rogue-idp-{mode}"),
-            command,
-            dir,
-            "rogue idp listening on ",
-        );
+        command.args(["--port", port, "--mode", mode, "--client-id", client_id]);
+        let (process, issuer) = start(name, command, dir, "rogue idp listening on ");
         Self { issuer, process }
+    }
+
+    /// Stops this IdP (in mode `ok`) and starts another on the same
+    /// address, which signs with a new key under a new key id: a key
+    /// rotation, as the console sees it. Its log is
+    /// `DIR/rogue-idp-rotated.log`.
+    pub fn rotated(self, dir: &Path, client_id: &str) -> Self {
+        let port = self
+            .issuer
+            .rsplit(':')
+            .next()
+            .unwrap_or_else(|| panic!("no port in {}", self.issuer))
+            .to_owned();
+        drop(self);
+        Self::start_on(dir, "ok", client_id, &port, "rogue-idp-rotated")
     }
 
     /// The rogue IdP's log so far.

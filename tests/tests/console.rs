@@ -123,6 +123,7 @@ fn staff_sign_in_triage_and_every_refusal() {
     changes_need_the_csrf_token_and_our_origin(&console, &session, &campaign_id);
     a_tampered_state_is_refused(&console, &provider);
     a_rogue_idp_is_refused(dir, ch, &extra);
+    sign_in_survives_the_idps_key_rotation(dir, ch, &extra);
 }
 
 /// A real sweep of the PCs: the campaign the console will show. Returns its id.
@@ -471,6 +472,48 @@ fn a_rogue_idp_is_refused(dir: &Path, ch: &ClickHouse, extra: &str) {
         eprintln!("{mode}: {refusal}");
         assert!(refusal.to_lowercase().contains(reason), "{mode}: {refusal}");
     }
+}
+
+/// Step 8: The IdP rotates its signing key while the console runs: the next
+/// sign-in fetches the new key set instead of failing until a restart.
+fn sign_in_survives_the_idps_key_rotation(dir: &Path, ch: &ClickHouse, extra: &str) {
+    let idp = RogueIdp::start(dir, "ok", CLIENT_ID);
+    let console = Console::start(
+        dir,
+        "console-rotation",
+        free_port(),
+        ch,
+        Some(&idp.issuer),
+        extra,
+    );
+    let signed_in = |console: &Console| {
+        let (browser, to_idp) = start_sign_in(console);
+        let back = get_url(&to_idp, "");
+        let callback = back
+            .header("location")
+            .expect("the IdP redirects back")
+            .to_owned();
+        let path = callback
+            .strip_prefix(&console.url())
+            .unwrap_or_else(|| panic!("callback {callback}"));
+        http(console.port, "GET", path, &[("Cookie", &browser)], "")
+            .cookie("__Host-doorwatch_session")
+            .is_some()
+    };
+    assert!(signed_in(&console), "signed in with the first key");
+    let _idp = idp.rotated(dir, CLIENT_ID);
+    // Fetches for an unknown key are at least 10 s apart.
+    std::thread::sleep(Duration::from_secs(10));
+    let signed_in_again = signed_in(&console);
+    let log = console.process.log();
+    assert!(
+        signed_in_again,
+        "signed in after the rotation without a restart:\n{log}"
+    );
+    assert!(
+        log.contains("ID token signed with an unknown key"),
+        "the console says why it fetched the keys again:\n{log}"
+    );
 }
 
 /// Every page (as the local admin) and every API endpoint (as an admin
