@@ -20,11 +20,12 @@ use openidconnect::core::{
     CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AdditionalClaims, AuthorizationCode, ClaimsVerificationError, Client, ClientId, ClientSecret,
-    CsrfToken, EmptyExtraTokenFields, EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet,
-    IdToken, IdTokenClaims, IdTokenFields, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge,
-    PkceCodeVerifier, PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope,
-    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    AccessToken, AdditionalClaims, AuthorizationCode, ClaimsVerificationError, Client, ClientId,
+    ClientSecret, CsrfToken, EmptyExtraTokenFields, EndSessionUrl, EndpointMaybeSet,
+    EndpointNotSet, EndpointSet, IdToken, IdTokenClaims, IdTokenFields, IssuerUrl, LogoutRequest,
+    Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
+    ProviderMetadataWithLogout, RedirectUrl, Scope, SignatureVerificationError,
+    StandardErrorResponse, StandardTokenResponse, SubjectIdentifier, TokenResponse, UserInfoClaims,
     reqwest,
 };
 use tokio::sync::RwLock;
@@ -102,6 +103,8 @@ pub enum OidcError {
         user: String,
         values: String,
     },
+    #[error("the identity provider's userinfo request failed: {0}")]
+    UserInfo(String),
     #[error("bad configuration: {0}")]
     Config(String),
 }
@@ -285,7 +288,15 @@ impl Oidc {
             .or_else(|| claims.email().map(|e| e.as_str().to_owned()))
             .unwrap_or_else(|| claims.subject().as_str().to_owned());
         let claim = &self.settings.role_claim;
-        let Some(values) = claim_values(claims.additional_claims(), claim) else {
+        let values = match claim_values(claims.additional_claims(), claim) {
+            Some(values) => Some(values),
+            // Some IdPs put groups only in userinfo.
+            None => {
+                self.userinfo_claim(response.access_token(), claims.subject())
+                    .await?
+            }
+        };
+        let Some(values) = values else {
             return Err(OidcError::MissingClaim {
                 claim: claim.clone(),
                 user: text::printable_bounded(&name, 200),
@@ -304,6 +315,31 @@ impl Oidc {
             user: User { name, role },
             id_token: id_token.to_string().into(),
         })
+    }
+
+    /// The role claim's values from the IdP's userinfo endpoint, for an
+    /// ID token without the claim; `None` when userinfo has none either
+    /// (or the IdP offers no userinfo).
+    async fn userinfo_claim(
+        &self,
+        access_token: &AccessToken,
+        subject: &SubjectIdentifier,
+    ) -> Result<Option<Vec<String>>, OidcError> {
+        let guard = self.discovered.read().await;
+        let Some((client, _)) = guard.as_ref() else {
+            return Err(OidcError::Discovery("not discovered".into()));
+        };
+        let Ok(request) = client.user_info(access_token.clone(), Some(subject.clone())) else {
+            return Ok(None);
+        };
+        let info: UserInfoClaims<CampusClaims, CoreGenderClaim> = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::UserInfo(error_chain(&e)))?;
+        Ok(claim_values(
+            info.additional_claims(),
+            &self.settings.role_claim,
+        ))
     }
 
     /// The ID token's claims, checked with the keys known now.

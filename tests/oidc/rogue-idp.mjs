@@ -10,6 +10,8 @@
 //   wrong-nonce   the ID token's nonce is not the one the client sent
 //   expired       iat two hours ago, exp one hour ago
 //   other-issuer  iss is http://127.0.0.1:1/not-the-issuer
+//   userinfo-groups  a valid ID token without groups; only /userinfo (with
+//                 an access token this IdP issued) says them
 //
 // Endpoints: /.well-known/openid-configuration, /jwks, /authorize (302 back
 // to redirect_uri with code and state, no login page), /token (any client
@@ -25,7 +27,7 @@ import { parseArgs } from 'node:util';
 
 import * as jose from 'jose';
 
-const MODES = ['ok', 'wrong-nonce', 'expired', 'other-issuer'];
+const MODES = ['ok', 'wrong-nonce', 'expired', 'other-issuer', 'userinfo-groups'];
 
 const { values: args } = parseArgs({
   options: {
@@ -46,6 +48,7 @@ const { privateKey, publicKey } = await jose.generateKeyPair('RS256', { extracta
 const jwks = { keys: [{ ...(await jose.exportJWK(publicKey)), kid, alg: 'RS256', use: 'sig' }] };
 
 const codes = new Map(); // code -> { nonce, codeChallenge }
+const accessTokens = new Set();
 const random = () => randomBytes(16).toString('base64url');
 
 function json(res, status, body) {
@@ -70,6 +73,7 @@ async function idToken(issuer, nonce) {
     email: 'mallory@campus.test',
     groups: ['doorwatch-admins'],
   };
+  if (args.mode === 'userinfo-groups') delete claims.groups;
   let iss = issuer;
   let iat = now;
   let exp = now + 300;
@@ -139,16 +143,21 @@ async function handle(req, res, issuer) {
           return json(res, 400, { error: 'invalid_grant', error_description: 'PKCE verification failed' });
         }
       }
+      const accessToken = random();
+      accessTokens.add(accessToken);
       return json(res, 200, {
-        access_token: random(),
+        access_token: accessToken,
         token_type: 'Bearer',
         expires_in: 300,
         scope: 'openid profile email groups',
         id_token: await idToken(issuer, entry.nonce),
       });
     }
-    case '/userinfo':
+    case '/userinfo': {
+      const bearer = (req.headers.authorization ?? '').replace(/^Bearer /, '');
+      if (!accessTokens.has(bearer)) return json(res, 401, { error: 'invalid_token' });
       return json(res, 200, { sub: 'mallory', name: 'Mallory Rogue', email: 'mallory@campus.test', groups: ['doorwatch-admins'] });
+    }
     default:
       return json(res, 404, { error: 'not_found' });
   }
