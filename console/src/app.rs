@@ -75,9 +75,6 @@ async fn run(ready: ReadyConfig, stop: watch::Receiver<bool>) -> Result<(), AppE
                 format!("{}/auth/callback", config.public_url),
             )
             .map_err(AppError::Oidc)?;
-            if let Err(e) = oidc.discover().await {
-                tracing::warn!(error = %e, "identity provider unreachable; will retry at the next sign-in");
-            }
             Some(oidc)
         }
         _ => None,
@@ -106,6 +103,9 @@ async fn run(ready: ReadyConfig, stop: watch::Receiver<bool>) -> Result<(), AppE
         tracing::warn!(error = %e, "cannot compute the overview counts yet");
     }
     let refresh = tokio::spawn(refresh_aggregates(app.clone(), stop.clone()));
+    // The IdP is asked in the background: the console listens at once,
+    // and a sign-in before discovery is done discovers by itself.
+    let discovery = tokio::spawn(discover(app.clone()));
     let router = web::router(app);
     tracing::info!(address = %local, tls = tls.is_some(), "console listening");
     https::serve(
@@ -118,9 +118,19 @@ async fn run(ready: ReadyConfig, stop: watch::Receiver<bool>) -> Result<(), AppE
     )
     .await;
     // Serving ends only on a stop, and the refresh ends with it.
+    discovery.abort();
     finish(refresh).await;
     tracing::info!("console stopped");
     Ok(())
+}
+
+/// Fetches the IdP's discovery document and keys, if there is an IdP.
+async fn discover(app: Arc<App>) {
+    if let Some(oidc) = &app.oidc
+        && let Err(e) = oidc.discover().await
+    {
+        tracing::warn!(error = %e, "identity provider unreachable; will retry at the next sign-in");
+    }
 }
 
 /// Awaits a task the console started; a panic in it is logged.

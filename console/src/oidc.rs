@@ -85,7 +85,7 @@ type CampusClient = Client<
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OidcError {
-    #[error("the identity provider's discovery document could not be fetched: {0}")]
+    #[error("cannot fetch the identity provider's {0}")]
     Discovery(String),
     #[error("the token request failed: {0}")]
     Token(String),
@@ -107,6 +107,16 @@ pub enum OidcError {
     UserInfo(String),
     #[error("bad configuration: {0}")]
     Config(String),
+}
+
+impl OidcError {
+    /// Who the IdP said the user was, when the refusal came after it did.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Self::MissingClaim { user, .. } | Self::NoRole { user, .. } => Some(user),
+            _ => None,
+        }
+    }
 }
 
 /// A finished sign-in.
@@ -202,7 +212,13 @@ impl Oidc {
             .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
         let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
             .await
-            .map_err(|e| OidcError::Discovery(error_chain(&e)))?;
+            .map_err(|e| {
+                OidcError::Discovery(format!(
+                    "{}/.well-known/openid-configuration or the key set (jwks_uri) it names: {}",
+                    self.settings.issuer.trim_end_matches('/'),
+                    error_chain(&e)
+                ))
+            })?;
         let end_session = metadata.additional_metadata().end_session_endpoint.clone();
         let redirect = RedirectUrl::new(self.redirect.clone())
             .map_err(|e| OidcError::Config(format!("redirect URL: {e}")))?;
@@ -223,7 +239,7 @@ impl Oidc {
         let guard = self.discovered.read().await;
         let (client, _) = guard
             .as_ref()
-            .ok_or_else(|| OidcError::Discovery("not discovered".into()))?;
+            .ok_or_else(|| OidcError::Discovery("discovery document: not fetched yet".into()))?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(
@@ -256,9 +272,9 @@ impl Oidc {
     ) -> Result<SignedIn, OidcError> {
         let response = {
             let guard = self.discovered.read().await;
-            let (client, _) = guard
-                .as_ref()
-                .ok_or_else(|| OidcError::Discovery("not discovered".into()))?;
+            let (client, _) = guard.as_ref().ok_or_else(|| {
+                OidcError::Discovery("discovery document: not fetched yet".into())
+            })?;
             client
                 .exchange_code(AuthorizationCode::new(code.to_owned()))
                 .map_err(|e| OidcError::Config(e.to_string()))?
@@ -327,7 +343,9 @@ impl Oidc {
     ) -> Result<Option<Vec<String>>, OidcError> {
         let guard = self.discovered.read().await;
         let Some((client, _)) = guard.as_ref() else {
-            return Err(OidcError::Discovery("not discovered".into()));
+            return Err(OidcError::Discovery(
+                "discovery document: not fetched yet".into(),
+            ));
         };
         let Ok(request) = client.user_info(access_token.clone(), Some(subject.clone())) else {
             return Ok(None);

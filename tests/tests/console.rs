@@ -475,6 +475,11 @@ fn a_rogue_idp_is_refused(dir: &Path, ch: &ClickHouse, extra: &str) {
         eprintln!("{mode}: {refusal}");
         assert!(refusal.to_lowercase().contains(reason), "{mode}: {refusal}");
     }
+    // Refused campus sign-ins are audited, as local ones are.
+    let refused = ch.query_ok(
+        "SELECT count() FROM doorwatch.audit_log WHERE action = 'login.refused' AND role = 'none'",
+    );
+    assert_eq!(refused.trim(), "3", "one audit entry per refused sign-in");
 }
 
 /// Step 8: The IdP rotates its signing key while the console runs: the next

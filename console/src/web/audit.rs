@@ -46,8 +46,31 @@ pub(super) async fn audit_as(
     target: &str,
     detail: &str,
 ) -> Result<(), WebError> {
-    let row = audit_row(user, ip, agent, action, target, detail);
+    let row = audit_row(
+        &user.name,
+        user.role.label(),
+        ip,
+        agent,
+        action,
+        target,
+        detail,
+    );
     tracing::info!(actor = %row.actor, action, target = %row.target, ip = %ip, "audit");
+    app.store.insert_audit(&row).await.map_err(WebError::from)
+}
+
+/// Records a campus sign-in the console refused (the IdP said who, but the
+/// token was bad or mapped to no role): `name` is who the IdP said, or
+/// "unknown"; the role column says "none".
+pub(super) async fn audit_refused_sign_in(
+    app: &App,
+    name: &str,
+    ip: IpAddr,
+    agent: &str,
+    why: &str,
+) -> Result<(), WebError> {
+    let row = audit_row(name, "none", ip, agent, "login.refused", "", why);
+    tracing::info!(actor = %row.actor, action = "login.refused", ip = %ip, "audit");
     app.store.insert_audit(&row).await.map_err(WebError::from)
 }
 
@@ -55,7 +78,8 @@ pub(super) async fn audit_as(
 /// notes from staff, the user agent from the browser: all outside text,
 /// so each is bounded and escaped before it is logged or stored.
 fn audit_row(
-    user: &User,
+    name: &str,
+    role: &str,
     ip: IpAddr,
     agent: &str,
     action: &str,
@@ -65,8 +89,8 @@ fn audit_row(
     AuditRow {
         audit_id: uuid::Uuid::now_v7(),
         at: unix_now_u32(),
-        actor: text::printable_bounded(&user.name, MAX_NAME),
-        role: user.role.label().to_owned(),
+        actor: text::printable_bounded(name, MAX_NAME),
+        role: role.to_owned(),
         action: action.to_owned(),
         target: text::printable_bounded(target, MAX_NAME),
         detail: text::printable_bounded(detail, MAX_NOTE),
@@ -90,7 +114,8 @@ mod tests {
             role: Role::Admin,
         };
         let row = audit_row(
-            &user,
+            &user.name,
+            user.role.label(),
             IpAddr::from([127, 0, 0, 1]),
             "curl\r\n",
             "login.failed",

@@ -12,7 +12,7 @@ use doorwatch_process::clock::unix_now_u32;
 use doorwatch_process::text;
 use serde::Deserialize;
 
-use super::audit::{audit, audit_as};
+use super::audit::{audit, audit_as, audit_refused_sign_in};
 use super::caller::{BROWSER_COOKIE, PageCaller, SESSION_COOKIE, cookie, set_cookie, user_agent};
 use super::csrf::check_csrf;
 use super::errors::{PageError, WebError};
@@ -162,7 +162,14 @@ pub(super) async fn auth_callback(
         .await
     {
         Ok(s) => s,
-        Err(e) => return Ok(refuse(&e.to_string())),
+        Err(e) => {
+            // Refused campus sign-ins are audited, as local ones are.
+            let who = e
+                .user()
+                .map_or_else(|| "unknown".to_owned(), |u| format!("oidc:{u}"));
+            audit_refused_sign_in(&app, &who, ip, &agent, &e.to_string()).await?;
+            return Ok(refuse(&e.to_string()));
+        }
     };
     audit_as(
         &app,
