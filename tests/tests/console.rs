@@ -441,16 +441,7 @@ fn a_rogue_idp_is_refused(dir: &Path, ch: &ClickHouse, extra: &str) {
             Some(&rogue.issuer),
             extra,
         );
-        let (browser, to_idp) = start_sign_in(&rogue_console);
-        let back = get_url(&to_idp, "");
-        let callback = back
-            .header("location")
-            .expect("the IdP redirects back")
-            .to_owned();
-        let path = callback
-            .strip_prefix(&rogue_console.url())
-            .unwrap_or_else(|| panic!("callback {callback}"));
-        let answer = http(rogue_console.port, "GET", path, &[("Cookie", &browser)], "");
+        let answer = sign_in_at_a_rogue_idp(&rogue_console);
         if reason.is_empty() {
             assert!(
                 answer.cookie("__Host-doorwatch_session").is_some(),
@@ -482,6 +473,21 @@ fn a_rogue_idp_is_refused(dir: &Path, ch: &ClickHouse, extra: &str) {
     assert_eq!(refused.trim(), "3", "one audit entry per refused sign-in");
 }
 
+/// A sign-in at `console` whose IdP is a rogue one (it signs in at once, no
+/// login page): the console's answer to the callback.
+fn sign_in_at_a_rogue_idp(console: &Console) -> doorwatch_e2e::http::Answer {
+    let (browser, to_idp) = start_sign_in(console);
+    let back = get_url(&to_idp, "");
+    let callback = back
+        .header("location")
+        .expect("the IdP redirects back")
+        .to_owned();
+    let path = callback
+        .strip_prefix(&console.url())
+        .unwrap_or_else(|| panic!("callback {callback}"));
+    http(console.port, "GET", path, &[("Cookie", &browser)], "")
+}
+
 /// Step 8: The IdP rotates its signing key while the console runs: the next
 /// sign-in fetches the new key set instead of failing until a restart.
 fn sign_in_survives_the_idps_key_rotation(dir: &Path, ch: &ClickHouse, extra: &str) {
@@ -495,16 +501,7 @@ fn sign_in_survives_the_idps_key_rotation(dir: &Path, ch: &ClickHouse, extra: &s
         extra,
     );
     let signed_in = |console: &Console| {
-        let (browser, to_idp) = start_sign_in(console);
-        let back = get_url(&to_idp, "");
-        let callback = back
-            .header("location")
-            .expect("the IdP redirects back")
-            .to_owned();
-        let path = callback
-            .strip_prefix(&console.url())
-            .unwrap_or_else(|| panic!("callback {callback}"));
-        http(console.port, "GET", path, &[("Cookie", &browser)], "")
+        sign_in_at_a_rogue_idp(console)
             .cookie("__Host-doorwatch_session")
             .is_some()
     };
