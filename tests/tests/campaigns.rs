@@ -294,10 +294,13 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
     assert_eq!(hooks.len(), 1, "one webhook alert: {hooks:?}");
     let hook: serde_json::Value = serde_json::from_str(&hooks[0]).expect("JSON body");
     assert_eq!(hook["event"], "campaign_opened");
+    // The alert goes out when the campaign opens: how many of the five
+    // PCs had reported by then depends on timing (3 open a sweep).
+    let swept = |t: &str| (3..=PCS).any(|n| t.contains(&format!("swept {n} campus PCs")));
     assert!(
         hook["text"]
             .as_str()
-            .is_some_and(|t| t.contains("swept 5 campus PCs")
+            .is_some_and(|t| swept(t)
                 && t.contains(&format!("https://doorwatch.campus.test/campaigns/{id}"))),
         "{hook}"
     );
