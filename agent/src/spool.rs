@@ -240,6 +240,22 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
     file.sync_all().map_err(io_err(path))
 }
 
+/// The segment reader on bytes in memory, for the fuzz targets (`fuzz/`):
+/// how many records [`Spool::open`] would accept from a segment holding
+/// `bytes`, and where their valid prefix ends. Not an API.
+#[doc(hidden)]
+pub fn parse_segment(bytes: &[u8]) -> (usize, usize) {
+    let (entries, valid) = parse(bytes, 0);
+    (entries.len(), valid)
+}
+
+/// One segment record as [`Spool::append`] writes it, for the fuzz targets
+/// (`fuzz/`), so they can reach past the checksum. Not an API.
+#[doc(hidden)]
+pub fn segment_record(seq: u64, payload: &[u8]) -> Vec<u8> {
+    record(seq, payload)
+}
+
 impl Spool {
     /// Opens (creating if needed) the spool in `dir`, recovering what a
     /// previous run left.

@@ -13,6 +13,8 @@ mod audit;
 mod caller;
 mod csrf;
 mod errors;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 mod pages;
 mod params;
