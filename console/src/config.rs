@@ -342,6 +342,14 @@ impl ConsoleConfig {
                 "sessions must last above zero",
             ));
         }
+        // Unchecked, a huge value wrapped to a short session in a release
+        // build (and panicked in a debug one).
+        let session_idle_secs = self.session_idle_minutes.checked_mul(60).ok_or_else(|| {
+            ConfigError::invalid("session_idle_minutes", "is too long to count in seconds")
+        })?;
+        let session_max_secs = self.session_max_hours.checked_mul(3600).ok_or_else(|| {
+            ConfigError::invalid("session_max_hours", "is too long to count in seconds")
+        })?;
         Ok(ValidConfig {
             listen: self.listen,
             public_url,
@@ -352,8 +360,8 @@ impl ConsoleConfig {
             oidc,
             local_admin,
             api_tokens,
-            session_idle_secs: self.session_idle_minutes * 60,
-            session_max_secs: self.session_max_hours * 3600,
+            session_idle_secs,
+            session_max_secs,
         })
     }
 }
@@ -505,6 +513,21 @@ roles = { admin = ["sec-admins"], analyst = ["sec-team"], viewer = ["it-staff"] 
         assert_eq!(oidc.role_claim, "groups");
         assert_eq!(oidc.roles.of(["it-staff", "sec-team"]), Some(Role::Analyst));
         assert_eq!(oidc.roles.of(["students"]), None);
+    }
+
+    #[test]
+    fn session_lengths_too_long_to_count_are_refused_not_wrapped() {
+        // Found by the fuzz target `config` (fuzz/regressions/config/).
+        for (field, value) in [
+            ("session_max_hours", u64::MAX / 3600 + 1),
+            ("session_idle_minutes", u64::MAX / 60 + 1),
+        ] {
+            let text = GOOD.replace("[clickhouse]", &format!("{field} = {value}\n[clickhouse]"));
+            let err = parse(&text).expect_err("too long");
+            assert!(err.to_string().contains(field), "{err}");
+        }
+        let text = GOOD.replace("[clickhouse]", "session_max_hours = 8760\n[clickhouse]");
+        assert_eq!(parse(&text).expect("a year").session_max_secs, 8760 * 3600);
     }
 
     #[test]
