@@ -506,6 +506,15 @@ roles = { admin = ["sec-admins"], analyst = ["sec-team"], viewer = ["it-staff"] 
     }
 
     #[test]
+    fn the_shipped_example_parses_and_validates() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/console.toml");
+        let text = std::fs::read_to_string(path).expect("deploy/console.toml");
+        let config = parse(&text).expect("deploy/console.toml is valid");
+        assert_eq!(config.session_idle_secs, 30 * 60);
+        assert_eq!(config.session_max_secs, 12 * 3600);
+    }
+
+    #[test]
     fn a_good_config_validates_and_maps_roles() {
         let config = parse(GOOD).expect("valid");
         assert_eq!(config.public_url, "http://127.0.0.1:8080");
