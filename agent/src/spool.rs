@@ -242,11 +242,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
 
 /// The segment reader on bytes in memory, for the fuzz targets (`fuzz/`):
 /// how many records [`Spool::open`] would accept from a segment holding
-/// `bytes`, and where their valid prefix ends. Not an API.
+/// `bytes` (nothing acknowledged yet), and where the last of them ends.
+/// Not an API.
 #[doc(hidden)]
 pub fn parse_segment(bytes: &[u8]) -> (usize, usize) {
-    let (entries, valid) = parse(bytes, 0);
-    (entries.len(), valid)
+    let parsed = parse(bytes, 0, 0);
+    (parsed.entries.len(), parsed.end)
 }
 
 /// One segment record as [`Spool::append`] writes it, for the fuzz targets
