@@ -1,6 +1,8 @@
 //! The spool's segment reader (what `Spool::open` runs on every segment
 //! file) on any bytes; and, so the fuzzer gets past the checksum, on a
-//! record the spool itself wrote around fuzzed payload bytes.
+//! record the spool itself wrote around fuzzed payload bytes. The reader
+//! resynchronises after a damaged record, so a record the fuzzer hides
+//! inside an unreadable one may be found.
 #![no_main]
 
 use doorwatch_agent::spool;
@@ -30,7 +32,13 @@ fuzz_target!(|data: &[u8]| {
                 "a written record was not read back"
             );
         } else {
-            assert_eq!((records, valid), (0, 0));
+            // The written record is unreadable; the reader may still find
+            // a valid record inside its bytes (it resynchronises after
+            // damage), but never past them.
+            assert!(
+                valid <= written,
+                "read past the segment: {valid} > {written}"
+            );
         }
         segment.extend_from_slice(data);
         let (_, valid_after) = spool::parse_segment(&segment);
