@@ -47,6 +47,11 @@ pub enum Transport {
     Tcp {
         src_port: u16,
         dst_port: u16,
+        /// Sequence and acknowledgment numbers: a handshake's third
+        /// packet acknowledges this PC's own sequence number plus one,
+        /// which only a source that received this PC's answer can know.
+        seq: u32,
+        ack: u32,
         flags: u8,
         /// Advertised window.
         window: u16,
@@ -328,6 +333,8 @@ fn transport(protocol: u8, data: &[u8], l4_len: usize, v6: bool) -> Result<Trans
             Transport::Tcp {
                 src_port: u16::from_be_bytes([header[0], header[1]]),
                 dst_port: u16::from_be_bytes([header[2], header[3]]),
+                seq: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+                ack: u32::from_be_bytes([header[8], header[9], header[10], header[11]]),
                 flags: header[13],
                 window: u16::from_be_bytes([header[14], header[15]]),
                 options_len: (offset - 5) * 4,

@@ -155,6 +155,7 @@ fn scan_detail(report: &EpisodeReport, episode_id: uuid::Uuid) -> v1::ScanDetect
             .map(|&ip| ip_bytes(ip))
             .collect(),
         fragmented: report.fragmented,
+        handshake_verified: report.handshake_verified,
         exposed: report
             .exposed
             .iter()

@@ -114,6 +114,11 @@ pub fn scan(report: &EpisodeReport) -> String {
     if report.fragmented {
         text.push_str(" The probes were split into fragments to get past filters.");
     }
+    if report.handshake_verified {
+        text.push_str(
+            " It completed a connection with this PC, so the address is really the scanner's and not forged.",
+        );
+    }
     if !report.companions.is_empty() {
         let listed: Vec<String> = report
             .companions
@@ -381,6 +386,7 @@ mod tests {
             confidence: 90,
             companions: vec![],
             fragmented: false,
+            handshake_verified: false,
             exposed: vec![],
             explanation: String::new(),
         }

@@ -61,6 +61,7 @@ fn row(rng: &mut SmallRng, source: u32, pc: u32, first_seen: u32) -> ScanEventRo
         fragmented: 0,
         exposed_ports: vec![],
         severity: if open { 2 } else { 1 },
+        handshake_verified: 0,
     }
 }
 

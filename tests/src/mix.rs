@@ -273,6 +273,9 @@ impl Episode {
             explanation: self.explain(target, state, last_seen_ms),
             companions: self.companions.clone(),
             fragmented: self.fragmented,
+            // connect() completes a handshake on every open port it finds.
+            handshake_verified: !self.open_ports.is_empty()
+                && self.scan_types.contains(&(v1::ScanType::Connect as i32)),
             exposed: exposed
                 .iter()
                 .map(|&port| v1::Exposure {

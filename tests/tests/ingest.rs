@@ -43,6 +43,7 @@ fn scan_event(explanation: String) -> v1::Event {
             explanation,
             companions: vec![],
             fragmented: false,
+            handshake_verified: false,
             exposed: vec![],
             severity: v1::Severity::Low as i32,
         })),

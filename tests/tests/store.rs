@@ -31,6 +31,7 @@ fn row(scanner: &str, ports: u32) -> ScanEventRow {
         fragmented: 1,
         exposed_ports: vec![],
         severity: 2,
+        handshake_verified: 1,
     }
 }
 

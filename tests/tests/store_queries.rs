@@ -197,6 +197,7 @@ fn scan(scanner: &str, pc_number: u32) -> ScanEventRow {
         fragmented: 0,
         exposed_ports: vec![],
         severity: 2,
+        handshake_verified: 0,
     }
 }
 
@@ -312,6 +313,7 @@ fn detection() -> Detection {
     let worm_pc2 = ScanEventRow {
         open_ports: vec![445],
         exposed_ports: vec![445],
+        handshake_verified: 1,
         ..worm(2, T + 9)
     };
     let v6_pc1 = ScanEventRow {
@@ -321,6 +323,7 @@ fn detection() -> Detection {
         port_sample: vec![22],
         companions: vec![addr("2001:db8:0:1::8"), addr("203.0.113.66")],
         fragmented: 1,
+        handshake_verified: 1,
         confidence: 70,
         target: addr("fd00:d00::1"),
         ..last_seen_at(scan("2001:db8:0:1::7", 1), T + 3610)
@@ -632,6 +635,23 @@ async fn check_scan_and_flood_events(store: &Store, detection: &Detection) {
     assert_eq!(
         store.recent_scan_events(T + 100, 10).await.expect("late"),
         std::slice::from_ref(&detection.v6_pc1)
+    );
+    let verified = |since| async move {
+        let mut found = store.verified_scanners(since).await.expect("verified");
+        found.sort();
+        found
+    };
+    assert_eq!(
+        verified(T).await,
+        [
+            "198.18.1.9".parse::<std::net::IpAddr>().expect("ip"),
+            "2001:db8:0:1::7".parse().expect("ip")
+        ],
+        "scanners that completed a handshake, once each"
+    );
+    assert_eq!(
+        verified(T + 100).await,
+        ["2001:db8:0:1::7".parse::<std::net::IpAddr>().expect("ip")]
     );
     let [first, second] = &detection.floods;
     assert_eq!(
@@ -1673,26 +1693,46 @@ async fn check_members(store: &Store, c: &Campaigns) {
             .expect("none"),
         Vec::<Uuid>::new()
     );
-    let feed = |source: &str, last_active, campaigns| FeedSourceRow {
-        source: source.into(),
-        last_active,
-        campaigns,
+    let feed = |source: &str, last_active, campaigns: &[&CampaignRow]| {
+        let mut ids: Vec<String> = campaigns
+            .iter()
+            .map(|c| c.campaign_id.to_string())
+            .collect();
+        ids.sort();
+        FeedSourceRow {
+            source: source.into(),
+            last_active,
+            campaigns: campaigns.len() as u64,
+            campaign_ids: ids,
+        }
     };
+    let feed_now = store.feed_sources(T).await.expect("feed");
     assert_eq!(
-        store.feed_sources(T).await.expect("feed"),
-        [
-            feed("192.0.2.1", T + 700, 1),
-            feed("203.0.113.5", T + 700, 2),
-            feed("203.0.113.6", T + 600, 1),
-        ],
-        "sweep and distributed sources only"
+        feed_now.len(),
+        3,
+        "sweep and distributed sources only: {feed_now:?}"
+    );
+    assert_eq!(feed_now[0].source, "192.0.2.1");
+    assert_eq!(
+        feed_now[1],
+        feed("203.0.113.5", T + 700, &[&c.sweep, &c.botnet])
+    );
+    assert_eq!(feed_now[2].source, "203.0.113.6");
+    assert_eq!(
+        (feed_now[0].last_active, feed_now[0].campaigns),
+        (T + 700, 1)
     );
     assert_eq!(
-        store.feed_sources(T + 650).await.expect("recent feed"),
-        [
-            feed("192.0.2.1", T + 700, 1),
-            feed("203.0.113.5", T + 700, 1)
-        ]
+        (feed_now[2].last_active, feed_now[2].campaigns),
+        (T + 600, 1)
+    );
+    let recent = store.feed_sources(T + 650).await.expect("recent feed");
+    assert_eq!(
+        recent
+            .iter()
+            .map(|r| (r.source.as_str(), r.last_active, r.campaigns))
+            .collect::<Vec<_>>(),
+        [("192.0.2.1", T + 700, 1), ("203.0.113.5", T + 700, 1)]
     );
 }
 

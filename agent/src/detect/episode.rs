@@ -37,6 +37,7 @@ pub(super) fn report(
             .map(|e| e.companions.clone())
             .unwrap_or_default(),
         fragmented: pair.fragmented,
+        handshake_verified: pair.handshake_verified,
         exposed: Vec::new(),
         explanation: String::new(),
     };

@@ -36,6 +36,7 @@ mod ambiguous;
 mod config;
 mod episode;
 mod flood;
+mod handshake;
 mod knock;
 mod pair;
 mod ports;
@@ -52,6 +53,7 @@ pub use crate::findings::{
 use ambiguous::{Ambiguous, AmbiguousCache};
 pub use config::DetectorConfig;
 use episode::report;
+use handshake::Handshakes;
 use pair::{Contact, Pair};
 pub use ports::PortSet;
 use probation::Probation;
@@ -102,6 +104,7 @@ pub struct Detector {
     probation_seq: u64,
     pairs: HashMap<Key, Pair>,
     outbound: HashMap<FlowKey, u64>,
+    handshakes: Handshakes,
     floods: flood::Floods,
     next_episode: u64,
     last_knock_report_ms: u64,
@@ -124,6 +127,7 @@ impl Detector {
             probation_seq: 0,
             pairs: HashMap::default(),
             outbound: HashMap::default(),
+            handshakes: Handshakes::default(),
             floods: flood::Floods::default(),
             next_episode: 1,
             last_knock_report_ms: 0,
@@ -161,6 +165,7 @@ impl Detector {
             + self.pairs.values().map(Pair::heap_bytes).sum::<usize>()
             + self.pairs.len() * PAIR_BYTES
             + self.outbound.len() * 64
+            + self.handshakes.len() * handshake::ENTRY_BYTES
     }
 
     /// Most tracked pairs the budget could hold at their fixed cost alone.
@@ -197,8 +202,19 @@ impl Detector {
                 dst_port,
                 flags,
                 options_len,
+                ack,
                 ..
             } => {
+                if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::ACK
+                    && !self.handshakes.is_empty()
+                    && self.handshakes.acknowledged(
+                        &(scanner, src_port, target, dst_port),
+                        ack,
+                        now,
+                    )
+                {
+                    self.handshake_verified((scanner, target));
+                }
                 let syn_only = flags
                     & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST | tcp_flags::FIN)
                     == tcp_flags::SYN;
@@ -271,6 +287,16 @@ impl Detector {
         self.contact((scanner, target), contact, now);
     }
 
+    /// The source of `key` completed a TCP handshake with this PC: its
+    /// address is its own.
+    fn handshake_verified(&mut self, key: Key) {
+        if let Some(pair) = self.pairs.get_mut(&key) {
+            pair.verify_handshake();
+        } else if let Some(entry) = self.probation.get_mut(&key) {
+            entry.handshake_verified = true;
+        }
+    }
+
     /// Whether an inbound packet belongs to a flow this PC opened.
     fn is_reply(&self, protocol: u8, remote: IpAddr, remote_port: u16, local_port: u16) -> bool {
         self.outbound
@@ -306,6 +332,7 @@ impl Detector {
                 answer: None,
                 seq: 0,
                 knocked: false,
+                handshake_verified: false,
             };
             self.promote(key, entry, None, now);
             return;
@@ -335,6 +362,7 @@ impl Detector {
                 answer: None,
                 seq,
                 knocked: false,
+                handshake_verified: false,
             },
         );
         self.probation_order.push_back((key, seq));
@@ -352,6 +380,9 @@ impl Detector {
         pair.record(entry.contact, entry.last_seen_ms);
         pair.add_probes(u64::from(entry.probes.saturating_sub(1)));
         pair.replay_answer(&entry.contact, entry.answer);
+        if entry.handshake_verified {
+            pair.verify_handshake();
+        }
         if let Some(contact) = next {
             pair.record(contact, now);
         }
@@ -373,6 +404,7 @@ impl Detector {
                 src_port,
                 dst_port,
                 flags,
+                seq,
                 ..
             } => {
                 let syn_ack = tcp_flags::SYN | tcp_flags::ACK;
@@ -403,7 +435,11 @@ impl Detector {
                 } else {
                     return;
                 };
-                self.answer(key, pair::Answered::Tcp(src_port), answer, now);
+                let watched = self.answer(key, pair::Answered::Tcp(src_port), answer, now);
+                if watched && answer == pair::Answer::Open {
+                    self.handshakes
+                        .answered((remote, dst_port, target, src_port), seq, now);
+                }
             }
             Transport::Udp { src_port, dst_port } => {
                 // Either this PC's own request or its answer to a probe.
@@ -543,6 +579,7 @@ impl Detector {
             .retain(|_, e| now.saturating_sub(e.last_seen_ms) < undecided);
         self.outbound
             .retain(|_, seen| now.saturating_sub(*seen) < OUTBOUND_FLOW_MS);
+        self.handshakes.expire(now);
         self.floods
             .tick(now, config, &mut self.next_episode, &mut self.reports);
         self.enforce_budget();

@@ -173,6 +173,9 @@ pub struct Pair {
     syn_os: u32,
     half_open: bool,
     completed: bool,
+    /// The source completed a TCP handshake with this PC, acknowledging
+    /// this PC's sequence number: its address is not forged.
+    pub handshake_verified: bool,
     pub fragmented: bool,
     pub episode: Option<Episode>,
     /// Set when this source is a decoy of that scanner's episode.
@@ -245,6 +248,17 @@ impl Pair {
             self.half_open = true;
         } else {
             self.completed = true;
+        }
+    }
+
+    /// The source acknowledged this PC's SYN-ACK (see `handshake.rs`). An
+    /// open episode reports it at its next update.
+    pub fn verify_handshake(&mut self) {
+        if !self.handshake_verified {
+            self.handshake_verified = true;
+            if let Some(episode) = self.episode.as_mut() {
+                episode.dirty = true;
+            }
         }
     }
 

@@ -16,4 +16,6 @@ pub(super) struct Probation {
     pub(super) seq: u64,
     /// Already reported as a knock.
     pub(super) knocked: bool,
+    /// It completed a TCP handshake with this PC (see `handshake.rs`).
+    pub(super) handshake_verified: bool,
 }

@@ -54,9 +54,24 @@ impl Pc {
     }
 
     fn tcp_in(&mut self, from: &str, sport: u16, dport: u16, flags: u8, options_len: u8) {
+        self.tcp_in_acking(from, sport, dport, flags, options_len, 0);
+    }
+
+    /// An inbound TCP packet whose acknowledgment number is `ack`.
+    fn tcp_in_acking(
+        &mut self,
+        from: &str,
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        options_len: u8,
+        ack: u32,
+    ) {
         let t = Transport::Tcp {
             src_port: sport,
             dst_port: dport,
+            seq: 0,
+            ack,
             flags,
             window: 1024,
             options_len,
@@ -65,9 +80,16 @@ impl Pc {
     }
 
     fn tcp_out(&mut self, to: &str, sport: u16, dport: u16, flags: u8) {
+        self.tcp_out_numbered(to, sport, dport, flags, 0);
+    }
+
+    /// An outbound TCP packet whose sequence number is `seq`.
+    fn tcp_out_numbered(&mut self, to: &str, sport: u16, dport: u16, flags: u8, seq: u32) {
         let t = Transport::Tcp {
             src_port: sport,
             dst_port: dport,
+            seq,
+            ack: 0,
             flags,
             window: 0,
             options_len: 0,
@@ -245,6 +267,65 @@ fn connect_scan_is_told_from_syn_scan() {
     assert_eq!(scans.len(), 1);
     assert_eq!(scans[0].kinds, vec![ScanKind::Connect]);
     assert_eq!(scans[0].open_ports, vec![22]);
+}
+
+/// A scan of ports 1 to 30 from `from` where port 22 is open and this PC
+/// answers it with sequence number 7000; `third` is what the scanner
+/// sends after the SYN-ACK (flags, acknowledgment number), if anything.
+fn scan_with_one_open_port(pc: &mut Pc, from: &str, third: &[(u8, u32)]) {
+    for port in 1..=30u16 {
+        let open = port == 22;
+        pc.tcp_in(from, 40000 + port, port, SYN, 20);
+        if !open {
+            pc.tcp_out(from, port, 40000 + port, RST_ACK);
+            continue;
+        }
+        pc.tcp_out_numbered(from, port, 40000 + port, SYN_ACK, 7000);
+        for &(flags, ack) in third {
+            pc.tcp_in_acking(from, 40000 + port, port, flags, 0, ack);
+        }
+    }
+}
+
+#[test]
+fn only_a_handshake_that_acknowledges_this_pcs_answer_verifies_the_scanner() {
+    // connect(): the scanner's stack acknowledges 7000 + 1, then resets.
+    let mut pc = Pc::new();
+    scan_with_one_open_port(&mut pc, "198.51.100.7", &[(ACK, 7001), (RST_ACK, 7001)]);
+    let scans = pc.final_scans();
+    assert!(scans[0].handshake_verified, "{:?}", scans[0]);
+    assert!(
+        scans[0].explanation.contains("completed a connection"),
+        "{}",
+        scans[0].explanation
+    );
+
+    // A SYN scan walks away half-open: nothing proves the address.
+    let mut pc = Pc::new();
+    scan_with_one_open_port(&mut pc, "198.51.100.8", &[(RST, 0)]);
+    let scans = pc.final_scans();
+    assert!(!scans[0].handshake_verified);
+    assert!(!scans[0].explanation.contains("completed a connection"));
+
+    // A forger who cannot see this PC's SYN-ACK guesses the number.
+    let mut pc = Pc::new();
+    let guesses: Vec<(u8, u32)> = (0..200).map(|g| (ACK, g * 7919)).collect();
+    scan_with_one_open_port(&mut pc, "198.51.100.9", &guesses);
+    assert!(!pc.final_scans()[0].handshake_verified);
+}
+
+#[test]
+fn a_handshake_before_the_scan_is_decided_still_counts() {
+    // The open port comes first, while the source is still in probation.
+    let mut pc = Pc::new();
+    pc.tcp_in("198.51.100.7", 40022, 22, SYN, 20);
+    pc.tcp_out_numbered("198.51.100.7", 22, 40022, SYN_ACK, u32::MAX);
+    pc.tcp_in_acking("198.51.100.7", 40022, 22, ACK, 0, 0);
+    for port in 23..=40u16 {
+        pc.tcp_in("198.51.100.7", 40000 + port, port, SYN, 20);
+        pc.tcp_out("198.51.100.7", port, 40000 + port, RST_ACK);
+    }
+    assert!(pc.final_scans()[0].handshake_verified);
 }
 
 #[test]
@@ -632,6 +713,8 @@ fn spoofed_flood_is_one_flood_within_budget_and_a_real_scan_still_shows() {
             Transport::Tcp {
                 src_port: 1024,
                 dst_port: 80,
+                seq: 0,
+                ack: 0,
                 flags: SYN,
                 window: 512,
                 options_len: 0,
@@ -643,6 +726,8 @@ fn spoofed_flood_is_one_flood_within_budget_and_a_real_scan_still_shows() {
             Transport::Tcp {
                 src_port: 80,
                 dst_port: 1024,
+                seq: 0,
+                ack: 0,
                 flags: RST_ACK,
                 window: 0,
                 options_len: 0,

@@ -87,6 +87,9 @@ pub struct EpisodeReport {
     pub companions: Vec<IpAddr>,
     /// Probes arrived as IP fragments (nmap -f).
     pub fragmented: bool,
+    /// The scanner completed a TCP handshake with this PC, acknowledging
+    /// this PC's own sequence number: its address is not forged.
+    pub handshake_verified: bool,
     /// Risky open ports of this PC the scan reached. The detector leaves
     /// this empty; the agent fills it from its listening-port inventory.
     pub exposed: Vec<Exposure>,

@@ -82,6 +82,8 @@ impl Pc {
                 transport: Transport::Tcp {
                     src_port,
                     dst_port,
+                    seq: 0,
+                    ack: 0,
                     flags,
                     window: 1024,
                     options_len: 20,

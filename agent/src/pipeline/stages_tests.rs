@@ -71,6 +71,7 @@ fn scan(episode: u64, state: EpisodeState, open_ports: Vec<u16>) -> EpisodeRepor
         confidence: 90,
         companions: Vec::new(),
         fragmented: false,
+        handshake_verified: false,
         exposed: Vec::new(),
         explanation: String::new(),
     };

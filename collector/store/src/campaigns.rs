@@ -424,6 +424,8 @@ pub struct FeedSourceRow {
     pub last_active: u32,
     /// Campaigns it took part in.
     pub campaigns: u64,
+    /// Their ids, as text, in order.
+    pub campaign_ids: Vec<String>,
 }
 
 /// Sources of sweep and distributed campaigns active at or after
@@ -435,7 +437,8 @@ pub(crate) async fn feed_sources(
     client
         .query(
             "SELECT value AS source, max(last_seen) AS last_active, \
-                    uniqExact(campaign_id) AS campaigns \
+                    uniqExact(campaign_id) AS campaigns, \
+                    arraySort(groupUniqArray(toString(campaign_id))) AS campaign_ids \
              FROM campaign_members \
              WHERE member = 'source' AND last_seen >= toDateTime(?) \
                AND campaign_id IN (SELECT campaign_id FROM campaigns \

@@ -485,6 +485,15 @@ impl Store {
         campaigns::feed_sources(&self.client, since_unix).await
     }
 
+    /// Scanners that completed a TCP handshake with a campus PC (their
+    /// address is not forged) in episodes seen at or after `since_unix`.
+    pub async fn verified_scanners(
+        &self,
+        since_unix: u32,
+    ) -> Result<Vec<std::net::IpAddr>, StoreError> {
+        scan_events::verified_scanners(&self.client, since_unix).await
+    }
+
     /// Claims lease `name` for `term` for `holder`.
     pub async fn claim_lease(
         &self,

@@ -471,6 +471,17 @@ pub const MIGRATIONS: &[Migration] = &[
         ) ENGINE = MergeTree() ORDER BY updated_at",
         )],
     },
+    Migration {
+        version: 16,
+        name: "verified_scanners",
+        // Whether the scanner completed a TCP handshake with the PC, which
+        // a forged source address cannot: the feed's evidence.
+        steps: &[Step::AddColumn {
+            table: "scan_events",
+            column: "handshake_verified",
+            definition: "UInt8 DEFAULT 0",
+        }],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -38,6 +38,9 @@ pub struct ScanEventRow {
     /// The agent's judgement of the episode: 1 low, 2 medium, 3 high,
     /// 4 critical.
     pub severity: u8,
+    /// 1 if the scanner completed a TCP handshake with the PC: its address
+    /// is not forged.
+    pub handshake_verified: u8,
 }
 
 pub(crate) async fn insert(
@@ -45,6 +48,31 @@ pub(crate) async fn insert(
     rows: &[ScanEventRow],
 ) -> Result<(), StoreError> {
     crate::insert_all(client, "scan_events", rows).await
+}
+
+/// Scanners that completed a TCP handshake with a PC in an episode seen
+/// at or after `since_unix` (see [`ScanEventRow::handshake_verified`]).
+pub(crate) async fn verified_scanners(
+    client: &clickhouse::Client,
+    since_unix: u32,
+) -> Result<Vec<std::net::IpAddr>, StoreError> {
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Scanner {
+        scanner: [u8; 16],
+    }
+    let rows = client
+        .query(
+            "SELECT DISTINCT scanner FROM scan_events \
+             WHERE handshake_verified = 1 AND last_seen >= toDateTime(?)",
+        )
+        .bind(since_unix)
+        .fetch_all::<Scanner>()
+        .await
+        .map_err(StoreError::query("select verified scanners"))?;
+    Ok(rows
+        .into_iter()
+        .map(|row| crate::ip::from_fixed16(row.scanner))
+        .collect())
 }
 
 pub(crate) async fn recent(

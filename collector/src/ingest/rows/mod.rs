@@ -286,6 +286,7 @@ fn scan_row(common: &Common<'_>, scan: v1::ScanDetected) -> Result<ScanEventRow,
         fragmented: u8::from(scan.fragmented),
         exposed_ports,
         severity,
+        handshake_verified: u8::from(scan.handshake_verified),
     })
 }
 
@@ -410,6 +411,7 @@ mod tests {
                 explanation: "a scan".into(),
                 companions: vec![vec![198, 18, 0, 3]],
                 fragmented: false,
+                handshake_verified: true,
                 exposed: vec![],
                 severity: v1::Severity::Medium as i32,
             })),
