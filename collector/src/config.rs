@@ -359,6 +359,14 @@ mod tests {
                 "[feed]\nlisten = \"nowhere\"\ntoken_file = \"t\"\n",
                 "feed.listen",
             ),
+            (
+                "[feed]\nlisten = \"127.0.0.1:8443\"\ntoken_file = \"t\"\nnever_list = [\"resolver\"]\n",
+                "feed.never_list",
+            ),
+            (
+                "[feed]\nlisten = \"127.0.0.1:8443\"\ntoken_file = \"t\"\nevidence = \"syn\"\n",
+                "feed.evidence",
+            ),
         ] {
             let err = parse(&format!("{GOOD}{table}"))
                 .expect_err(table)

@@ -20,6 +20,10 @@ use doorwatch_e2e::stack::Stack;
 
 const PCS: usize = 5;
 const ALLOWLISTED: &str = "198.18.0.101";
+/// An outside host whose address an attacker forges.
+const INNOCENT: &str = "198.18.0.130";
+/// An outside host on the feed's never-list (a resolver the campus uses).
+const RESOLVER: &str = "198.18.0.132";
 
 struct Lab {
     stack: Stack,
@@ -132,7 +136,7 @@ impl Lab {
             );
             *shared.borrow_mut() = common.clone();
             format!(
-                "{common}[feed]\nlisten = \"127.0.0.1:{feed_port}\"\ntoken_file = \"{token}\"\n",
+                "{common}[feed]\nlisten = \"127.0.0.1:{feed_port}\"\ntoken_file = \"{token}\"\nnever_list = [\"{RESOLVER}\"]\n",
                 token = pki.join("feed.token").display(),
             )
         });
@@ -484,4 +488,142 @@ fn sweeps_distributed_probes_and_internal_scans_become_campaigns() {
     for agent in &mut lab.agents {
         assert!(agent.is_running(), "agents keep running");
     }
+
+    forged_sources_are_never_listed_as_proven(&mut lab);
+}
+
+/// The feed's listing policy against a forger: SYNs with a forged source
+/// list their victim only as unverified, a never-listed address is never
+/// listed, and a scanner that completed a handshake is listed as proven.
+fn forged_sources_are_never_listed_as_proven(lab: &mut Lab) {
+    require::tool("hping3", "hping3");
+    let innocent = lab.campus.add_host("innocent", &[INNOCENT]);
+    let resolver = lab.campus.add_host("resolver", &[RESOLVER]);
+    let forger = lab.campus.add_host("forger", &["198.18.0.131"]);
+    // One PC serves the web, so a connect() scan completes a handshake.
+    let mut web = lab.pcs[0].command("python3");
+    web.args(["-m", "http.server", "80", "--bind", "0.0.0.0"]);
+    let _web = Process::spawn("web", web, lab.stack.dir.path()).expect("web server");
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Bounded: 40 SYNs per PC and forged address, 5 ms apart.
+    for victim in [INNOCENT, RESOLVER] {
+        for target in lab.targets(0) {
+            // hping3 exits 1 when nothing answers, as the forged victim's
+            // replies never reach the forger; a timeout (124) is a failure.
+            let status = forger
+                .command("timeout")
+                .args([
+                    "20", "hping3", "-q", "-S", "-a", victim, "-p", "++1000", "-i", "u5000", "-c",
+                    "40", &target,
+                ])
+                .status()
+                .expect("run hping3");
+            assert!(matches!(status.code(), Some(0 | 1)), "hping3: {status}");
+        }
+    }
+    let connect = lab.campus.add_host("connector", &["198.18.0.120"]);
+    let out = run(connect
+        .command("timeout")
+        .args([
+            "120",
+            "nmap",
+            "-n",
+            "-Pn",
+            "-sT",
+            "--max-retries",
+            "1",
+            "-p",
+            "75-85",
+        ])
+        .args(lab.targets(0)));
+    assert!(
+        out.contains("80/tcp open"),
+        "the web server is open:\n{out}"
+    );
+
+    let entries = |query: &str| -> serde_json::Value {
+        let (status, body) = feed_get(
+            &lab.stack.pki,
+            lab.feed_port,
+            &format!("/blocklist.json{query}"),
+            Some(FEED_TOKEN),
+        );
+        assert!(status.contains("200"), "{status}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON feed");
+        json["entries"].clone()
+    };
+    let find = |list: &serde_json::Value, address: &str| {
+        list.as_array()
+            .and_then(|l| l.iter().find(|e| e["address"] == address).cloned())
+    };
+    let start = Instant::now();
+    while (find(&entries("?evidence=handshake"), "198.18.0.120").is_none()
+        || find(&entries(""), INNOCENT).is_none())
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let all = entries("");
+    let proven = entries("?evidence=handshake");
+    eprintln!("feed {:?} after the scans: {all:#}", start.elapsed());
+
+    let forged = find(&all, INNOCENT).expect("the forged address is listed, unverified");
+    assert_eq!(forged["evidence"], "unverified", "{forged}");
+    assert!(
+        forged["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("a sweep of") && w.contains("forged source address")),
+        "{forged}"
+    );
+    assert!(find(&proven, INNOCENT).is_none(), "not proven: {proven}");
+    assert!(find(&all, RESOLVER).is_none(), "never-listed: {all}");
+    let real = find(&proven, "198.18.0.120").expect("the connect() scanner is proven");
+    assert_eq!(real["evidence"], "handshake", "{real}");
+    assert!(
+        real["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("completed a TCP handshake")),
+        "{real}"
+    );
+    let syn_scanner = find(&all, "198.18.0.100").expect("the SYN scanner is listed");
+    assert_eq!(
+        syn_scanner["evidence"], "unverified",
+        "nmap -sS never completes"
+    );
+    assert!(
+        proven
+            .as_array()
+            .is_some_and(|l| l.iter().all(|e| e["evidence"] == "handshake")),
+        "{proven}"
+    );
+    let (status, body) = feed_get(
+        &lab.stack.pki,
+        lab.feed_port,
+        "/blocklist.txt?evidence=handshake",
+        Some(FEED_TOKEN),
+    );
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(
+        body.lines().collect::<Vec<_>>(),
+        proven
+            .as_array()
+            .map(|l| l
+                .iter()
+                .filter_map(|e| e["address"].as_str())
+                .collect::<Vec<_>>())
+            .unwrap_or_default(),
+        "the text list is the same"
+    );
+    let (status, body) = feed_get(
+        &lab.stack.pki,
+        lab.feed_port,
+        "/blocklist.txt?evidence=handshak",
+        Some(FEED_TOKEN),
+    );
+    assert!(
+        status.contains("400") && body.contains("evidence"),
+        "{status}: {body}"
+    );
+    drop((innocent, resolver));
 }

@@ -2,11 +2,15 @@
 //! campaigns, for campus firewalls ("external dynamic lists").
 //!
 //! - `GET /blocklist.txt`: one address per line, nothing else;
-//! - `GET /blocklist.json`: the same with last activity and campaign count.
+//! - `GET /blocklist.json`: the same with last activity, campaign count,
+//!   evidence and, for each entry, why it is listed.
 //!
-//! An entry expires `entry_hours` after its source was last active. The
-//! allowlist and the campus's own networks are applied before anything is
-//! listed. Every request needs the feed token, as `Authorization: Bearer
+//! Either takes `?evidence=handshake` to list only sources whose address
+//! is proven (see [`super::listing`], which owns what may be listed and
+//! why); the feed's `evidence` setting is the least any request gets.
+//!
+//! An entry expires `entry_hours` after its source was last active. Every
+//! request needs the feed token, as `Authorization: Bearer
 //! TOKEN` or as the password of HTTP Basic authentication (what firewalls
 //! support). With `tls` on, the feed is served over TLS 1.3 with the
 //! collector's certificate.
@@ -17,7 +21,7 @@
 use doorwatch_process::config::ConfigError;
 use doorwatch_process::{clock, shutdown};
 use serde::Deserialize;
-use std::net::IpAddr;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +35,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use doorwatch_tls::serve::{ConnectionLimits, ConnectionSlot, PlainTcp, serve_connections};
+
+use super::listing::{Evidence, ListingPolicy};
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
@@ -53,9 +59,10 @@ pub struct Settings {
     /// Every request must carry this.
     pub token: String,
     pub entry_lifetime: Duration,
-    /// Never listed, whatever happens.
-    pub campus: Vec<Cidr>,
-    pub allowlist: Vec<Cidr>,
+    /// Who is never listed.
+    pub policy: ListingPolicy,
+    /// The least evidence any entry needs.
+    pub minimum: Evidence,
     /// TLS with the collector's certificate, or plain HTTP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
@@ -66,6 +73,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("entry_lifetime", &self.entry_lifetime)
+            .field("minimum", &self.minimum)
             .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
@@ -78,30 +86,49 @@ pub struct Entry {
     pub last_active: String,
     pub campaigns: u64,
     pub expires: String,
+    pub evidence: Evidence,
+    /// In plain words: the campaigns, and whether the address is proven.
+    pub why: String,
 }
 
-/// The current list: campaign sources active within the lifetime, minus
-/// the campus and the allowlist.
+/// The current list: campaign sources active within the lifetime that the
+/// listing policy lets through with at least `minimum` evidence.
 pub async fn entries(
     store: &Store,
     settings: &Settings,
+    minimum: Evidence,
     now: u32,
 ) -> Result<Vec<Entry>, doorwatch_store::StoreError> {
     let lifetime = u32::try_from(settings.entry_lifetime.as_secs()).unwrap_or(u32::MAX);
-    let rows = store.feed_sources(now.saturating_sub(lifetime)).await?;
+    let since = now.saturating_sub(lifetime);
+    let (rows, verified) =
+        tokio::try_join!(store.feed_sources(since), store.verified_scanners(since))?;
+    let verified: HashSet<_> = verified.into_iter().collect();
+    let mut ids: Vec<uuid::Uuid> = rows
+        .iter()
+        .flat_map(|row| row.campaign_ids.iter())
+        .filter_map(|id| id.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let campaigns: HashMap<_, _> = store
+        .campaigns_by_id(&ids)
+        .await?
+        .into_iter()
+        .map(|c| (c.campaign_id, c))
+        .collect();
     Ok(rows
         .into_iter()
-        .filter(|row| {
-            row.source.parse::<IpAddr>().is_ok_and(|ip| {
-                !settings.campus.iter().any(|c| c.contains(ip))
-                    && !settings.allowlist.iter().any(|c| c.contains(ip))
+        .filter_map(|row| {
+            let listing = settings.policy.judge(&row, &campaigns, &verified).ok()?;
+            (listing.evidence >= minimum).then(|| Entry {
+                last_active: clock::rfc3339(row.last_active),
+                campaigns: row.campaigns,
+                expires: clock::rfc3339(row.last_active.saturating_add(lifetime)),
+                evidence: listing.evidence,
+                why: listing.why,
+                address: row.source,
             })
-        })
-        .map(|row| Entry {
-            address: row.source,
-            last_active: clock::rfc3339(row.last_active),
-            campaigns: row.campaigns,
-            expires: clock::rfc3339(row.last_active.saturating_add(lifetime)),
         })
         .collect())
 }
@@ -264,12 +291,19 @@ async fn respond(
     if !authorised {
         return (401, TEXT, "the feed token is required\n".into());
     }
-    let path = request.path.split('?').next().unwrap_or_default();
+    let (path, query) = request
+        .path
+        .split_once('?')
+        .unwrap_or((request.path.as_str(), ""));
     if path != "/blocklist.txt" && path != "/blocklist.json" {
         return (404, TEXT, "try /blocklist.txt or /blocklist.json\n".into());
     }
+    let minimum = match requested_evidence(query) {
+        Ok(asked) => asked.max(settings.minimum),
+        Err(problem) => return (400, TEXT, format!("{problem}\n")),
+    };
     let now = clock::unix_now_u32();
-    let list = match entries(store, settings, now).await {
+    let list = match entries(store, settings, minimum, now).await {
         Ok(list) => list,
         Err(e) => {
             tracing::warn!(error = %e, "feed: cannot read campaigns");
@@ -280,14 +314,43 @@ async fn respond(
         let body: String = list.iter().map(|e| format!("{}\n", e.address)).collect();
         (200, TEXT, body)
     } else {
-        let body = serde_json::json!({ "generated": clock::rfc3339(now), "entries": list });
+        let body = serde_json::json!({
+            "generated": clock::rfc3339(now),
+            "evidence": minimum_label(minimum),
+            "entries": list,
+        });
         (200, "application/json", body.to_string())
+    }
+}
+
+/// The least evidence a request asks for: `evidence=any` (the default) or
+/// `evidence=handshake`; anything else is refused, so that a firewall
+/// admin's typo never widens the list.
+fn requested_evidence(query: &str) -> Result<Evidence, String> {
+    let mut minimum = Evidence::Unverified;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("evidence", value)) => {
+                minimum = Evidence::parse_minimum(value)
+                    .ok_or_else(|| "evidence must be \"any\" or \"handshake\"".to_owned())?;
+            }
+            _ => return Err("the only parameter is evidence=any|handshake".to_owned()),
+        }
+    }
+    Ok(minimum)
+}
+
+fn minimum_label(minimum: Evidence) -> &'static str {
+    match minimum {
+        Evidence::Unverified => "any",
+        Evidence::Handshake => "handshake",
     }
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -312,6 +375,14 @@ pub struct FeedConfig {
     pub entry_hours: u64,
     /// Serve over TLS with the collector's certificate ([tls]).
     pub tls: bool,
+    /// Networks never listed, on top of the campus, the correlation
+    /// allowlist and the built-in list: the campus's DNS resolvers and
+    /// upstream services, partners. CIDRs or addresses.
+    pub never_list: Vec<String>,
+    /// The least evidence an entry needs: "any", or "handshake" (the
+    /// source completed a TCP handshake with a PC, so its address is not
+    /// forged). A request may ask for more, never less.
+    pub evidence: String,
 }
 
 impl Default for FeedConfig {
@@ -321,6 +392,8 @@ impl Default for FeedConfig {
             token_file: None,
             entry_hours: 24,
             tls: true,
+            never_list: Vec::new(),
+            evidence: "any".to_owned(),
         }
     }
 }
@@ -332,6 +405,8 @@ pub struct ValidFeed {
     pub token_file: PathBuf,
     pub entry_lifetime: std::time::Duration,
     pub tls: bool,
+    pub never_list: Vec<Cidr>,
+    pub minimum: Evidence,
 }
 
 impl FeedConfig {
@@ -355,11 +430,27 @@ impl FeedConfig {
                 format!("{} is outside 1..=8760", self.entry_hours),
             ));
         }
+        let never_list = self
+            .never_list
+            .iter()
+            .map(|text| {
+                text.parse::<Cidr>()
+                    .map_err(|e| invalid("feed.never_list", format!("{text:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        let minimum = Evidence::parse_minimum(&self.evidence).ok_or_else(|| {
+            invalid(
+                "feed.evidence",
+                format!("{:?} is not \"any\" or \"handshake\"", self.evidence),
+            )
+        })?;
         Ok(Some(ValidFeed {
             listen,
             token_file,
             entry_lifetime: std::time::Duration::from_secs(self.entry_hours * 3600),
             tls: self.tls,
+            never_list,
+            minimum,
         }))
     }
 }
@@ -382,5 +473,23 @@ mod tests {
         assert_eq!(r.token().as_deref(), Some("s3cret"));
         assert_eq!(Request::parse("GET / HTTP/1.1\r\n\r\n").token(), None);
         assert_eq!(Request::parse("\r\n\r\n"), Request::default());
+    }
+
+    #[test]
+    fn a_request_may_ask_for_proven_addresses_only_and_typos_are_refused() {
+        assert_eq!(requested_evidence(""), Ok(Evidence::Unverified));
+        assert_eq!(requested_evidence("evidence=any"), Ok(Evidence::Unverified));
+        assert_eq!(
+            requested_evidence("evidence=handshake"),
+            Ok(Evidence::Handshake)
+        );
+        for bad in [
+            "evidence=hand",
+            "evidence",
+            "evidnce=handshake",
+            "x=1&evidence=any",
+        ] {
+            assert!(requested_evidence(bad).is_err(), "{bad}");
+        }
     }
 }
