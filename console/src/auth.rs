@@ -7,6 +7,7 @@
 //! signs everybody out, which is the safe direction.
 
 use doorwatch_process::secret::Secret;
+use doorwatch_tls::serve::AddressKey;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -75,8 +76,8 @@ pub struct PendingLogin {
     /// from another browser is refused, so nobody can sign a victim into
     /// the attacker's account.
     pub browser: Secret,
-    /// The address (key) that started it.
-    from: String,
+    /// The address (key) that started it; set when it is added.
+    from: Option<AddressKey>,
     /// Where to go after signing in (a path on this console).
     pub return_to: String,
     created: u64,
@@ -195,7 +196,7 @@ impl Sessions {
         let mut pending = lock(&self.pending);
         let now = login.created;
         pending.retain(|_, p| now.saturating_sub(p.created) < PENDING_SECS);
-        login.from = address_key(from);
+        login.from = Some(AddressKey::of(from));
         let mut mine: Vec<(u64, String)> = pending
             .iter()
             .filter(|(_, p)| p.from == login.from)
@@ -233,7 +234,7 @@ impl PendingLogin {
             pkce_verifier,
             nonce,
             browser,
-            from: String::new(),
+            from: None,
             return_to,
             created: now,
         }
@@ -327,7 +328,7 @@ impl Default for LoginLimiter {
 #[derive(Debug, Default)]
 struct LimiterState {
     /// Attempts (failed or in progress) per address, by time.
-    by_address: HashMap<String, Vec<u64>>,
+    by_address: HashMap<AddressKey, Vec<u64>>,
     /// Failures per name, by time, and when the name was last tried.
     by_name: HashMap<String, (Vec<u64>, u64)>,
 }
@@ -345,25 +346,10 @@ pub enum Refusal {
 #[derive(Debug)]
 pub struct LoginAttempt<'a> {
     limiter: &'a LoginLimiter,
-    address: String,
+    address: AddressKey,
     name: String,
     at: u64,
     settled: bool,
-}
-
-/// What an address is counted as: an IPv4 address, or an IPv6 /64 (one
-/// host can use all of it).
-fn address_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
-    }
 }
 
 impl LoginLimiter {
@@ -393,8 +379,8 @@ impl LoginLimiter {
                 return Err(Refusal::Address);
             }
         }
-        let address = address_key(ip);
-        let attempts = state.by_address.entry(address.clone()).or_default();
+        let address = AddressKey::of(ip);
+        let attempts = state.by_address.entry(address).or_default();
         attempts.retain(|&t| now.saturating_sub(t) < WINDOW_SECS);
         if attempts.len() >= ATTEMPTS {
             return Err(Refusal::Address);
@@ -408,11 +394,7 @@ impl LoginLimiter {
             return Err(Refusal::NamePaced);
         }
         *last_try = now;
-        state
-            .by_address
-            .entry(address.clone())
-            .or_default()
-            .push(now);
+        state.by_address.entry(address).or_default().push(now);
         Ok(LoginAttempt {
             limiter: self,
             address,

@@ -86,15 +86,18 @@ struct Counts {
     by_address: HashMap<AddressKey, usize>,
 }
 
-/// What one client is counted as: its IPv4 address, or its IPv6 /64.
+/// What one client is counted as: its IPv4 address (an IPv4-mapped IPv6
+/// address too), or its IPv6 /64, since one host can use all of a /64.
+/// Every per-address limit uses this: connection caps here, and the
+/// console's sign-in limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum AddressKey {
+pub enum AddressKey {
     V4([u8; 4]),
     V6Prefix([u8; 8]),
 }
 
 impl AddressKey {
-    fn of(ip: IpAddr) -> Self {
+    pub fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) => Self::V4(v4.octets()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
