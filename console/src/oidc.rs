@@ -87,6 +87,8 @@ type CampusClient = Client<
 pub enum OidcError {
     #[error("cannot fetch the identity provider's {0}")]
     Discovery(String),
+    #[error("cannot fetch the identity provider's discovery document: not fetched yet")]
+    NotDiscovered,
     #[error("the token request failed: {0}")]
     Token(String),
     #[error("the identity provider returned no ID token")]
@@ -237,9 +239,7 @@ impl Oidc {
     pub async fn start(&self) -> Result<Start, OidcError> {
         self.discover().await?;
         let guard = self.discovered.read().await;
-        let (client, _) = guard
-            .as_ref()
-            .ok_or_else(|| OidcError::Discovery("discovery document: not fetched yet".into()))?;
+        let (client, _) = guard.as_ref().ok_or(OidcError::NotDiscovered)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(
@@ -272,9 +272,7 @@ impl Oidc {
     ) -> Result<SignedIn, OidcError> {
         let response = {
             let guard = self.discovered.read().await;
-            let (client, _) = guard.as_ref().ok_or_else(|| {
-                OidcError::Discovery("discovery document: not fetched yet".into())
-            })?;
+            let (client, _) = guard.as_ref().ok_or(OidcError::NotDiscovered)?;
             client
                 .exchange_code(AuthorizationCode::new(code.to_owned()))
                 .map_err(|e| OidcError::Config(e.to_string()))?
@@ -343,9 +341,7 @@ impl Oidc {
     ) -> Result<Option<Vec<String>>, OidcError> {
         let guard = self.discovered.read().await;
         let Some((client, _)) = guard.as_ref() else {
-            return Err(OidcError::Discovery(
-                "discovery document: not fetched yet".into(),
-            ));
+            return Err(OidcError::NotDiscovered);
         };
         let Ok(request) = client.user_info(access_token.clone(), Some(subject.clone())) else {
             return Ok(None);
