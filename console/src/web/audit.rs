@@ -55,8 +55,7 @@ pub(super) async fn audit_as(
         target,
         detail,
     );
-    tracing::info!(actor = %row.actor, action, target = %row.target, ip = %ip, "audit");
-    app.store.insert_audit(&row).await.map_err(WebError::from)
+    record(app, row).await
 }
 
 /// Records a campus sign-in the console refused (the IdP said who, but the
@@ -69,8 +68,22 @@ pub(super) async fn audit_refused_sign_in(
     agent: &str,
     why: &str,
 ) -> Result<(), WebError> {
-    let row = audit_row(name, "none", ip, agent, "login.refused", "", why);
-    tracing::info!(actor = %row.actor, action = "login.refused", ip = %ip, "audit");
+    record(
+        app,
+        audit_row(name, "none", ip, agent, "login.refused", "", why),
+    )
+    .await
+}
+
+/// Logs one audit row and stores it.
+async fn record(app: &App, row: AuditRow) -> Result<(), WebError> {
+    tracing::info!(
+        actor = %row.actor,
+        action = %row.action,
+        target = %row.target,
+        ip = %row.source_ip,
+        "audit"
+    );
     app.store.insert_audit(&row).await.map_err(WebError::from)
 }
 
