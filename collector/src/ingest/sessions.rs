@@ -54,7 +54,7 @@ impl AgentSessions {
     /// Makes a new stream `agent_id`'s current one: an older stream of
     /// the same agent is told it was replaced. The budget carries over.
     pub fn begin(&self, agent_id: &str, now: Instant) -> AgentStream {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut inner = self.lock();
         inner.since_prune += 1;
         if inner.since_prune >= PRUNE_EVERY {
             inner.since_prune = 0;
@@ -81,6 +81,11 @@ impl AgentSessions {
         }
     }
 
+    /// The state; a panic elsewhere while holding it leaves it usable.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Forgets agents without a stream whose budget has refilled: a fresh
     /// entry would be the same. Keeps the map to the agents seen lately.
     fn prune(&self, inner: &mut Inner, now: Instant) {
@@ -97,11 +102,7 @@ impl AgentSessions {
     /// Whether `agent_id` is remembered (for tests).
     #[cfg(test)]
     fn remembers(&self, agent_id: &str) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .agents
-            .contains_key(agent_id)
+        self.lock().agents.contains_key(agent_id)
     }
 }
 
@@ -119,12 +120,7 @@ impl AgentStream {
     /// Takes `events` from the agent's budget; returns how long the
     /// stream must wait before going on (see [`RateLimit::take`]).
     pub fn take(&self, events: usize, now: Instant) -> Duration {
-        let mut inner = self
-            .sessions
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match inner.agents.get_mut(&self.agent_id) {
+        match self.sessions.lock().agents.get_mut(&self.agent_id) {
             Some(entry) => entry.rate.take(events, now),
             // Pruned cannot happen while open; be strict anyway.
             None => Duration::from_secs(1),
@@ -145,12 +141,7 @@ impl AgentStream {
 
 impl Drop for AgentStream {
     fn drop(&mut self) {
-        let mut inner = self
-            .sessions
-            .inner
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(entry) = inner.agents.get_mut(&self.agent_id)
+        if let Some(entry) = self.sessions.lock().agents.get_mut(&self.agent_id)
             && entry.generation == self.generation
         {
             entry.open = false;
