@@ -145,6 +145,36 @@ struct Parsed {
     damaged_bytes: usize,
 }
 
+/// A segment damaged before its end: a copy as found is left beside it
+/// (`*.corrupt`) for whoever looks into it, and the segment is rewritten
+/// with its valid records only, so the next start finds (and counts)
+/// nothing again. Returns the rewritten bytes.
+fn quarantine_and_compact(
+    path: &Path,
+    found: &[u8],
+    parsed: &Parsed,
+    recovery: &mut Recovery,
+) -> Result<Vec<u8>, SpoolError> {
+    let copy = path.with_extension("corrupt");
+    std::fs::write(&copy, found).map_err(io_err(&copy))?;
+    recovery.quarantined.push(copy);
+    let compacted = compact(found, &parsed.entries);
+    let rewrite = path.with_extension("rewrite");
+    write_synced(&rewrite, &compacted)?;
+    std::fs::rename(&rewrite, path).map_err(io_err(path))?;
+    Ok(compacted)
+}
+
+/// A crash while appending: cuts what follows the last valid record.
+fn cut_torn_tail(path: &Path, end: usize) -> Result<(), SpoolError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.set_len(end as u64).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
+}
+
 /// The record at `offset`, if a valid one starts there. After damage,
 /// `window_after` is the last seq known good: a record found then must
 /// follow it closely, which rejects garbage cheaply before any checksum.
@@ -316,36 +346,21 @@ impl Spool {
         for id in ids {
             let path = spool.segment_path(id);
             let found = std::fs::read(&path).map_err(io_err(&path))?;
-            let mut parsed = parse(&found, id, known);
             let newest = Some(id) == last;
-            let mut bytes = found.as_slice();
-            let compacted;
+            let parsed = parse(&found, id, known);
+            // Damage before the end; the newest segment may also end in a
+            // torn record (a crash while appending), which is no damage.
             let damaged_here = parsed.damaged_bytes > 0 || (!newest && parsed.end < found.len());
-            if damaged_here || (!newest && parsed.end < bytes.len()) {
-                // Damage before the end: a copy of the segment as found is
-                // left for whoever looks into it, and the segment is
-                // rewritten with its valid records only, so the next start
-                // finds (and counts) nothing again.
-                let copy = path.with_extension("corrupt");
-                std::fs::write(&copy, bytes).map_err(io_err(&copy))?;
-                recovery.quarantined.push(copy);
-                compacted = compact(bytes, &parsed.entries);
-                let rewrite = path.with_extension("rewrite");
-                write_synced(&rewrite, &compacted)?;
-                std::fs::rename(&rewrite, &path).map_err(io_err(&path))?;
-                parsed = parse(&compacted, id, known);
-                bytes = &compacted;
-            } else if newest && parsed.end < bytes.len() {
-                // A crash while appending: cut what follows the last
-                // valid record.
-                let file = OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                file.set_len(parsed.end as u64).map_err(io_err(&path))?;
-                file.sync_all().map_err(io_err(&path))?;
-                recovery.truncated_bytes += (bytes.len() - parsed.end) as u64;
-            }
+            let (parsed, length) = if damaged_here {
+                let compacted = quarantine_and_compact(&path, &found, &parsed, &mut recovery)?;
+                (parse(&compacted, id, known), compacted.len())
+            } else {
+                if parsed.end < found.len() {
+                    cut_torn_tail(&path, parsed.end)?;
+                    recovery.truncated_bytes += (found.len() - parsed.end) as u64;
+                }
+                (parsed, found.len())
+            };
             let entries: Vec<Entry> = parsed
                 .entries
                 .into_iter()
@@ -375,7 +390,7 @@ impl Spool {
                 id,
                 Segment {
                     path,
-                    bytes: bytes.len().min(parsed.end) as u64,
+                    bytes: length.min(parsed.end) as u64,
                 },
             );
         }
