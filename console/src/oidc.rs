@@ -30,8 +30,8 @@ use openidconnect::{
 };
 use tokio::sync::RwLock;
 
-use crate::auth::User;
-use crate::config::{OidcFiles, ValidOidc};
+use crate::auth::{Role, User};
+use crate::config::{OidcFiles, Roles, ValidOidc};
 
 /// Every claim of the ID token beyond the standard ones, so the role
 /// claim can be any name the campus uses.
@@ -95,15 +95,18 @@ pub enum OidcError {
     NoIdToken,
     #[error("the ID token is not valid: {0}")]
     IdToken(String),
-    #[error(
-        "user {user}: the ID token has no {claim} claim (is it only in userinfo, or behind a scope not asked for?)"
-    )]
-    MissingClaim { claim: String, user: String },
-    #[error("user {user}: the ID token's {claim} claim ({values}) maps to no doorwatch role")]
+    #[error("user {user}: no {claim} claim in {looked} (is it behind a scope not asked for?)")]
+    MissingClaim {
+        claim: String,
+        user: String,
+        looked: Looked,
+    },
+    #[error("user {user}: the {claim} claim in {read_from} ({values}) maps to no doorwatch role")]
     NoRole {
         claim: String,
         user: String,
         values: String,
+        read_from: ClaimSource,
     },
     #[error("the identity provider's userinfo request failed: {0}")]
     UserInfo(String),
@@ -119,6 +122,48 @@ impl OidcError {
             _ => None,
         }
     }
+}
+
+/// Where the role claim's values were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimSource {
+    IdToken,
+    /// The ID token had no such claim; the IdP's userinfo did.
+    UserInfo,
+}
+
+impl std::fmt::Display for ClaimSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::IdToken => "the ID token",
+            Self::UserInfo => "userinfo",
+        })
+    }
+}
+
+/// Where the role claim was looked for, when it was nowhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Looked {
+    /// The ID token; the IdP names no userinfo endpoint.
+    IdTokenOnly,
+    IdTokenAndUserInfo,
+}
+
+impl std::fmt::Display for Looked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::IdTokenOnly => "the ID token (the identity provider offers no userinfo)",
+            Self::IdTokenAndUserInfo => "the ID token or userinfo",
+        })
+    }
+}
+
+/// The role claim of one sign-in: its values and where they were read, or
+/// where it was looked for in vain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Lookup {
+    Found(Vec<String>, ClaimSource),
+    Missing(Looked),
 }
 
 /// A finished sign-in.
@@ -302,29 +347,15 @@ impl Oidc {
             .or_else(|| claims.email().map(|e| e.as_str().to_owned()))
             .unwrap_or_else(|| claims.subject().as_str().to_owned());
         let claim = &self.settings.role_claim;
-        let values = match claim_values(claims.additional_claims(), claim) {
-            Some(values) => Some(values),
+        let lookup = match claim_values(claims.additional_claims(), claim) {
+            Some(values) => Lookup::Found(values, ClaimSource::IdToken),
             // Some IdPs put groups only in userinfo.
             None => {
                 self.userinfo_claim(response.access_token(), claims.subject())
                     .await?
             }
         };
-        let Some(values) = values else {
-            return Err(OidcError::MissingClaim {
-                claim: claim.clone(),
-                user: text::printable_bounded(&name, 200),
-            });
-        };
-        let role = self
-            .settings
-            .roles
-            .of(values.iter().map(String::as_str))
-            .ok_or_else(|| OidcError::NoRole {
-                claim: claim.clone(),
-                user: text::printable_bounded(&name, 200),
-                values: text::printable_bounded(&values.join(", "), 400),
-            })?;
+        let role = role_of(&self.settings.roles, claim, &name, lookup)?;
         Ok(SignedIn {
             user: User { name, role },
             id_token: id_token.to_string().into(),
@@ -332,28 +363,29 @@ impl Oidc {
     }
 
     /// The role claim's values from the IdP's userinfo endpoint, for an
-    /// ID token without the claim; `None` when userinfo has none either
-    /// (or the IdP offers no userinfo).
+    /// ID token without the claim.
     async fn userinfo_claim(
         &self,
         access_token: &AccessToken,
         subject: &SubjectIdentifier,
-    ) -> Result<Option<Vec<String>>, OidcError> {
+    ) -> Result<Lookup, OidcError> {
         let guard = self.discovered.read().await;
         let Some((client, _)) = guard.as_ref() else {
             return Err(OidcError::NotDiscovered);
         };
         let Ok(request) = client.user_info(access_token.clone(), Some(subject.clone())) else {
-            return Ok(None);
+            return Ok(Lookup::Missing(Looked::IdTokenOnly));
         };
         let info: UserInfoClaims<CampusClaims, CoreGenderClaim> = request
             .request_async(&self.http)
             .await
             .map_err(|e| OidcError::UserInfo(error_chain(&e)))?;
-        Ok(claim_values(
-            info.additional_claims(),
-            &self.settings.role_claim,
-        ))
+        Ok(
+            match claim_values(info.additional_claims(), &self.settings.role_claim) {
+                Some(values) => Lookup::Found(values, ClaimSource::UserInfo),
+                None => Lookup::Missing(Looked::IdTokenAndUserInfo),
+            },
+        )
     }
 
     /// The ID token's claims, checked with the keys known now.
@@ -387,6 +419,29 @@ impl Oidc {
     }
 }
 
+/// The role that the claim `claim` of `user` grants, or why it grants
+/// none, saying where the claim was read or looked for.
+fn role_of(roles: &Roles, claim: &str, user: &str, lookup: Lookup) -> Result<Role, OidcError> {
+    let user = text::printable_bounded(user, 200);
+    match lookup {
+        Lookup::Missing(looked) => Err(OidcError::MissingClaim {
+            claim: claim.to_owned(),
+            user,
+            looked,
+        }),
+        Lookup::Found(values, read_from) => {
+            roles
+                .of(values.iter().map(String::as_str))
+                .ok_or_else(|| OidcError::NoRole {
+                    claim: claim.to_owned(),
+                    user,
+                    values: text::printable_bounded(&values.join(", "), 400),
+                    read_from,
+                })
+        }
+    }
+}
+
 /// The string values of claim `name` (a string, or a list of strings);
 /// `None` when the token has no such claim.
 fn claim_values(claims: &CampusClaims, name: &str) -> Option<Vec<String>> {
@@ -405,6 +460,51 @@ fn claim_values(claims: &CampusClaims, name: &str) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_says_where_the_groups_were_read_or_looked_for() {
+        let roles = Roles {
+            analyst: ["doorwatch-analysts".to_owned()].into(),
+            ..Roles::default()
+        };
+        let found = |values: &[&str], source| {
+            Lookup::Found(values.iter().map(|v| (*v).to_owned()).collect(), source)
+        };
+        assert_eq!(
+            role_of(
+                &roles,
+                "groups",
+                "alice",
+                found(&["doorwatch-analysts"], ClaimSource::UserInfo)
+            )
+            .expect("a role"),
+            Role::Analyst
+        );
+        let refusal = |lookup| {
+            role_of(&roles, "groups", "nobody", lookup)
+                .expect_err("no role")
+                .to_string()
+        };
+        // Groups read from userinfo were once reported as the ID token's.
+        assert_eq!(
+            refusal(found(&["staff"], ClaimSource::UserInfo)),
+            "user nobody: the groups claim in userinfo (staff) maps to no doorwatch role"
+        );
+        assert_eq!(
+            refusal(found(&[], ClaimSource::IdToken)),
+            "user nobody: the groups claim in the ID token () maps to no doorwatch role"
+        );
+        // A claim missing from both was reported as "only in userinfo?".
+        assert_eq!(
+            refusal(Lookup::Missing(Looked::IdTokenAndUserInfo)),
+            "user nobody: no groups claim in the ID token or userinfo (is it behind a scope not asked for?)"
+        );
+        assert!(
+            refusal(Lookup::Missing(Looked::IdTokenOnly)).contains("offers no userinfo"),
+            "{}",
+            refusal(Lookup::Missing(Looked::IdTokenOnly))
+        );
+    }
 
     #[test]
     fn role_claims_may_be_a_string_or_a_list() {

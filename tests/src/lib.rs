@@ -22,6 +22,7 @@
 pub mod bulk;
 pub mod clickhouse;
 pub mod console;
+pub mod dot_idp;
 pub mod http;
 pub mod mix;
 pub mod netns;

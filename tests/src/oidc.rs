@@ -47,7 +47,7 @@ fn node(script: &str) -> Command {
 }
 
 /// Starts `command`, waits for `PREFIX URL` in its log and returns the URL.
-fn start(name: &str, command: Command, dir: &Path, prefix: &str) -> (Process, String) {
+pub(crate) fn start(name: &str, command: Command, dir: &Path, prefix: &str) -> (Process, String) {
     let mut process =
         Process::spawn(name, command, dir).unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
     process.wait_for_log(prefix, START_TIMEOUT);
