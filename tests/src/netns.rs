@@ -39,6 +39,21 @@ impl Host {
         c
     }
 
+    /// Runs nmap from this host against `targets` (hosts of this test's
+    /// namespaces only), bounded to 120 s and one retry, without DNS or
+    /// host discovery; `args` give the scan type, ports and rate. Returns
+    /// nmap's output; panics unless it finished.
+    pub fn nmap(&self, args: &[&str], targets: &[String]) -> String {
+        let out = crate::process::run(
+            self.command("timeout")
+                .args(["120", "nmap", "-n", "-Pn", "--max-retries", "1"])
+                .args(args)
+                .args(targets),
+        );
+        assert!(out.contains("Nmap done"), "nmap did not finish:\n{out}");
+        out
+    }
+
     /// The first IPv4 LAN address.
     pub fn ipv4(&self) -> IpAddr {
         *self
