@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use doorwatch_store::{AlertRow, AlertStatus, CampaignRow, CampaignState, Store};
+use doorwatch_store::{AlertRow, AlertStatus, AlertSubject, CampaignRow, CampaignState, Store};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
@@ -570,6 +570,7 @@ async fn worker(
             at: clock::unix_now_u32(),
             error: outcome.clone().err().unwrap_or_default(),
             text: alert.text(&settings.console_url),
+            subject: AlertSubject::Campaign,
         };
         match &outcome {
             Ok(()) => {
