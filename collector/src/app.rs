@@ -144,7 +144,7 @@ pub async fn serve(config: ValidConfig) -> anyhow::Result<()> {
             }
             OptionalJob::Alerts(settings) => {
                 let names: Vec<&str> = settings.channels.iter().map(|c| c.name()).collect();
-                tracing::info!(channels = ?names, "sending campaign alerts");
+                tracing::info!(channels = ?names, "sending alerts");
                 tasks.spawn(
                     "alerts",
                     alert::run(store.clone(), settings, stop_rx.clone()),

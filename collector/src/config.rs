@@ -42,7 +42,7 @@ pub struct CollectorConfig {
     /// Campus-wide campaigns.
     #[serde(default)]
     pub correlation: CorrelationConfig,
-    /// Where campaign alerts go.
+    /// Where alerts (campaigns, revoked PCs' returns) go.
     #[serde(default)]
     pub alerts: AlertsConfig,
     /// The blocklist feed for firewalls.

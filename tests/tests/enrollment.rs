@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use doorwatch_agent::tls::ClientTls;
 use doorwatch_e2e::netns::{Campus, Host, Uplink};
 use doorwatch_e2e::process::{Process, free_port, run};
+use doorwatch_e2e::receivers::{Received, mentioning, syslog_listener, webhook_receiver};
 use doorwatch_e2e::require;
 use doorwatch_e2e::stack::{self, COLLECTOR_NAME, Stack};
 use doorwatch_proto::v1::enrollment_client::EnrollmentClient;
@@ -1473,14 +1474,26 @@ fn simultaneous_requests_cannot_overdraw_a_token_or_enroll_one_key_twice() {
 
 /// A stolen PC keeps its agent.toml, token included. Revoking its agent
 /// revokes that token too (it could still enroll PCs), so the PC cannot
-/// enroll again with it; should it come back with another token, the
-/// collector says a revoked PC's hostname enrolled again.
+/// enroll again with it. Should it come back with another token under its
+/// hostname, or should a crafted request present its key, the alert
+/// channels say so, once each (two collectors alert on the database, and
+/// one restarts), and every alert is recorded.
 #[test]
 fn revoking_a_stolen_pc_revokes_its_token_and_flags_its_return() {
-    let setup = setup(1, "30d");
-    let pc = &setup.pcs[0];
+    let (webhook_port, webhook) = webhook_receiver();
+    let (syslog_port, syslog) = syslog_listener();
+    let alerts = format!(
+        "[alerts]\nwebhook_url = \"http://127.0.0.1:{webhook_port}/hook\"\n\
+         syslog = \"udp://127.0.0.1:{syslog_port}\"\n\
+         console_url = \"https://doorwatch.campus.test\"\n"
+    );
+    let mut setup = setup_with(1, |pki| {
+        format!("{}{alerts}", stack::enrollment_table(pki, "30d"))
+    });
+    let second = a_second_collector_alerting(&setup, &alerts);
+    let pc = setup.pcs[0].clone();
     let token = setup.token("lab", &["--expires", "1h", "--max-uses", "5"]);
-    let stolen = the_pc_enrolls(&setup, pc, "stolen", &token);
+    let stolen = the_pc_enrolls(&setup, &pc, "stolen", &token);
 
     let said = setup.collector(&["agents", "revoke", &stolen, "--reason", "laptop stolen"]);
     assert!(
@@ -1498,8 +1511,8 @@ fn revoking_a_stolen_pc_revokes_its_token_and_flags_its_return() {
     assert_eq!(row["status"], "revoked", "{row}");
 
     // The thief wipes the PC's identity and enrolls with the kept token.
-    let config = setup.agent_config(pc, "stolen-again", None);
-    let out = setup.enroll(pc, &config, &token);
+    let config = setup.agent_config(&pc, "stolen-again", None);
+    let out = setup.enroll(&pc, &config, &token);
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("revoked"),
         "the kept token no longer enrolls:\n{}",
@@ -1508,12 +1521,160 @@ fn revoking_a_stolen_pc_revokes_its_token_and_flags_its_return() {
 
     // With another token it gets in, and the collector flags it.
     let other = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
-    let returned = the_pc_enrolls(&setup, pc, "returned", &other);
+    let returned = the_pc_enrolls(&setup, &pc, "returned", &other);
     let line = setup.collector_line(
         &["a revoked PC's hostname enrolled again", &stolen, &returned],
         Duration::from_secs(10),
     );
     assert!(line.contains(token_id(&other)), "{line}");
+    let from_pc = setup.uplinks[0].host_ip.to_string();
+    let back = the_alert(&webhook, &[&returned], Duration::from_secs(30));
+    let back: serde_json::Value = serde_json::from_str(&back).expect("the webhook gets JSON");
+    assert_eq!(back["event"], "revoked_pc_returned", "{back}");
+    let r = &back["return"];
+    assert_eq!(r["matched"], serde_json::json!(["hostname"]), "{back}");
+    assert_eq!(r["outcome"], "enrolled", "{back}");
+    assert_eq!(r["agent_id"], returned.as_str(), "{back}");
+    assert_eq!(r["revoked_agent"]["id"], stolen.as_str(), "{back}");
+    assert_eq!(r["revoked_agent"]["reason"], "laptop stolen", "{back}");
+    assert_eq!(r["token_id"], token_id(&other), "{back}");
+    assert_eq!(r["remote"], from_pc.as_str(), "{back}");
+    assert_eq!(
+        r["claimed_hostname"], r["revoked_agent"]["hostname"],
+        "{back}"
+    );
+    let said = back["text"].as_str().expect("a text");
+    assert!(
+        said.contains(&format!("doorwatch-collector agents revoke {returned}"))
+            && said.contains(&format!("also revokes token {}", token_id(&other))),
+        "the alert says what to do: {said}"
+    );
+    let logged = the_alert(
+        &syslog,
+        &["revoked-pc-returned", &stolen, &returned, token_id(&other)],
+        Duration::from_secs(10),
+    );
+    assert!(logged.contains(&format!("cs5={from_pc}")), "{logged}");
+
+    // "Or key": a crafted request with the stolen PC's own key, and a
+    // token the thief got hold of, is refused, and the channels say so.
+    let third = setup.token("lab", &["--expires", "1h", "--max-uses", "1"]);
+    let csr = signing_request(&setup.home("stolen").join("agent.key"));
+    let refused = runtime().block_on(async {
+        EnrollmentClient::new(setup.channel(&setup.anonymous_tls()).await)
+            .enroll(enroll_request(&third, csr))
+            .await
+    });
+    let status = refused.expect_err("a revoked agent's key does not enroll");
+    assert_eq!(status.code(), Code::AlreadyExists, "{status:?}");
+    assert!(status.message().contains(&stolen), "{status:?}");
+    let key = the_alert(&webhook, &[token_id(&third)], Duration::from_secs(30));
+    let key: serde_json::Value = serde_json::from_str(&key).expect("JSON");
+    assert_eq!(
+        key["return"]["matched"],
+        serde_json::json!(["key"]),
+        "{key}"
+    );
+    assert_eq!(key["return"]["outcome"], "refused", "{key}");
+    assert_eq!(key["return"]["agent_id"], serde_json::Value::Null, "{key}");
+    assert_eq!(
+        key["return"]["revoked_agent"]["id"],
+        stolen.as_str(),
+        "{key}"
+    );
+    assert_eq!(key["return"]["claimed_hostname"], "e2e-client", "{key}");
+    assert!(
+        key["text"].as_str().is_some_and(|t| t.contains(&format!(
+            "doorwatch-collector token revoke {}",
+            token_id(&third)
+        ))),
+        "{key}"
+    );
+    the_alert(
+        &syslog,
+        &["revoked-pc-returned", &stolen, token_id(&third)],
+        Duration::from_secs(10),
+    );
+    each_return_is_recorded_once_per_channel(&setup);
+
+    // Restarted, with the other collector gone, the collector takes over
+    // alerting and sends neither again: the record is the memory.
+    drop(second);
+    setup.stack.stop_collector();
+    setup.stack.restart_collector("collector-2");
+    let holds = setup.collector_line(
+        &["lease holder changed", "alerts", "held=true"],
+        Duration::from_secs(40),
+    );
+    eprintln!("restarted: {holds}");
+    std::thread::sleep(Duration::from_secs(4));
+    for (needle, what) in [(returned.as_str(), "hostname"), (token_id(&third), "key")] {
+        assert_eq!(
+            mentioning(&webhook, needle).len(),
+            1,
+            "one webhook alert for the {what} return, across two collectors and a restart"
+        );
+        assert_eq!(
+            mentioning(&syslog, needle).len(),
+            1,
+            "one syslog alert for the {what} return"
+        );
+    }
+    each_return_is_recorded_once_per_channel(&setup);
+}
+
+/// A second collector on the stack's database, alerting to the same
+/// channels (`alerts` is its `[alerts]` table).
+fn a_second_collector_alerting(setup: &Setup, alerts: &str) -> Process {
+    let dir = setup.stack.dir.path().join("second");
+    std::fs::create_dir_all(&dir).expect("second collector's folder");
+    let config = stack::collector_config(
+        &dir,
+        SocketAddr::new(setup.stack.collector_address.ip(), free_port()),
+        &setup.stack.pki,
+        &setup.stack.clickhouse,
+        "doorwatch",
+        &format!(
+            "{}{alerts}",
+            stack::enrollment_table(&setup.stack.pki, "30d")
+        ),
+    );
+    stack::start_collector_named(&dir, &config, "collector-b")
+}
+
+/// Waits up to `timeout` for exactly one entry of `received` to hold all
+/// of `needles`, then returns it.
+fn the_alert(received: &Received, needles: &[&str], timeout: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        let found: Vec<String> = mentioning(received, needles[0])
+            .into_iter()
+            .filter(|e| needles.iter().all(|n| e.contains(n)))
+            .collect();
+        match &found[..] {
+            [one] => return one.clone(),
+            [] if start.elapsed() < timeout => std::thread::sleep(Duration::from_millis(200)),
+            _ => panic!(
+                "{} alerts holding {needles:?} within {timeout:?}, not one: {found:#?}",
+                found.len()
+            ),
+        }
+    }
+}
+
+/// Two returns (by hostname, by key), each recorded as sent on each
+/// channel, once.
+fn each_return_is_recorded_once_per_channel(setup: &Setup) {
+    let sql = "SELECT channel, status, count() FROM doorwatch.alerts \
+               WHERE subject = 'revoked_pc_returned' \
+               GROUP BY campaign_id, channel, status ORDER BY channel, status \
+               FORMAT TSV";
+    let want = "syslog\tsent\t1\nsyslog\tsent\t1\nwebhook\tsent\t1\nwebhook\tsent\t1";
+    let got = setup
+        .stack
+        .clickhouse
+        .poll(sql, Duration::from_secs(10), |r| r.trim() == want);
+    assert_eq!(got.trim(), want, "every return alert is recorded once");
 }
 
 /// `pc` enrolls as agent folder `name` with `token`; returns the new

@@ -10,17 +10,18 @@
 //!   batched inserter (all six event tables), read back whole, then through
 //!   the correlator's activity queries and the console's overview, search
 //!   and campaign views;
-//! - enrollment (tokens, agents, revocations), policies, the correlation
-//!   allowlist, heartbeats, the audit log, a read-only `connect` and the
-//!   grants check;
+//! - enrollment (tokens, agents, revocations, the revoked agents an
+//!   enrolling PC resembles, the returns recorded and their alerts),
+//!   policies, the correlation allowlist, heartbeats, the audit log, a
+//!   read-only `connect` and the grants check;
 //! - campaigns, their members, alerts, triage and leases;
 //! - retention: partitions, dropping one, deleting expired campaigns and
 //!   old lease claims.
 //!
 //! Round trips compare whole rows, so the Enum8 columns (episode and
-//! campaign state, anomaly and campaign kind, member, alert status, triage
-//! state) and the UUID columns are checked both ways, and resent rows and
-//! older versions must not show. Data uses documentation and benchmarking
+//! campaign state, anomaly and campaign kind, member, alert status and
+//! subject, triage state) and the UUID columns are checked both ways, and
+//! resent rows and older versions must not show. Data uses documentation and benchmarking
 //! ranges only: 198.18.0.0/15 and fd00:d00::/64 are the campus,
 //! 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 and 2001:db8::/32 the
 //! outside. Nothing is sent anywhere but to the engine on loopback.
@@ -29,13 +30,14 @@ use std::time::{Duration, Instant};
 
 use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_store::{
-    ActivityFilter, ActivityRow, AgentHealthRow, AgentRow, AlertRow, AlertStatus, AllowlistRow,
-    AnomalyKind, AuditRow, CampaignKind, CampaignMemberRow, CampaignRow, CampaignState, EpisodeRow,
-    EpisodeState, EventRows, EventSearch, FeedSourceRow, FloodEventRow, FlowMinuteRow,
-    HeartbeatRow, InsertLimits, KnockEventRow, ListeningPortRow, MIGRATIONS, MemberCounts,
-    MemberKind, OutboundAnomalyRow, PartitionRow, PcHitRow, PolicyRow, PortRow, RevocationRow,
-    ScanEventRow, ScannerRow, Store, StoreConfig, StoreError, TalkerRow, TimeBucket, TokenRow,
-    TokenUse, TriageRow, TriageState, grants, hex_sha256, ip,
+    ActivityFilter, ActivityRow, AgentHealthRow, AgentRow, AlertRow, AlertStatus, AlertSubject,
+    AllowlistRow, AnomalyKind, AuditRow, CampaignKind, CampaignMemberRow, CampaignRow,
+    CampaignState, EpisodeRow, EpisodeState, EventRows, EventSearch, FeedSourceRow, FloodEventRow,
+    FlowMinuteRow, HeartbeatRow, InsertLimits, KnockEventRow, ListeningPortRow, MIGRATIONS,
+    MemberCounts, MemberKind, OutboundAnomalyRow, PartitionRow, PcHitRow, PolicyRow, PortRow,
+    RevocationRow, RevokedMatch, RevokedReturnRow, ScanEventRow, ScannerRow, Store, StoreConfig,
+    StoreError, TalkerRow, TimeBucket, TokenRow, TokenUse, TriageRow, TriageState, grants,
+    hex_sha256, ip,
 };
 use uuid::Uuid;
 
@@ -106,6 +108,8 @@ async fn enrollment_policies_heartbeats_and_audit_round_trip() {
     check_allowlist(&setup.store).await;
     check_tokens_and_agents(&setup.store).await;
     check_revocations(&setup.store).await;
+    check_revoked_matches(&setup.store).await;
+    check_revoked_returns(&setup.store).await;
     check_audit(&setup.store).await;
 }
 
@@ -1405,6 +1409,174 @@ async fn check_revocations(store: &Store) {
     );
 }
 
+/// After [`check_revocations`]: PC 2 (lab-2.example, "pc-2 key") and PC 3
+/// (lab-3.example, "pc-3 key") are revoked, PC 1 is not.
+async fn check_revoked_matches(store: &Store) {
+    let matching = |hostname: &'static str, key: &'static [u8], limit: u64| async move {
+        let key = if key.is_empty() {
+            String::new()
+        } else {
+            hex_sha256(key)
+        };
+        store
+            .revoked_matching(hostname, &key, limit)
+            .await
+            .expect("revoked matching")
+    };
+    let pc2 = RevokedMatch {
+        agent_id: pc(2),
+        hostname: "lab-2.example".into(),
+        revoked_at: T + 300,
+        reason: "laptop stolen".into(),
+        hostname_matched: 1,
+        key_matched: 0,
+    };
+    let pc3 = RevokedMatch {
+        agent_id: pc(3),
+        hostname: "lab-3.example".into(),
+        revoked_at: T + 350,
+        reason: "retired".into(),
+        hostname_matched: 0,
+        key_matched: 1,
+    };
+    assert_eq!(
+        matching("LAB-2.Example", b"", 10).await,
+        std::slice::from_ref(&pc2),
+        "the hostname, in any ASCII case, with the first revocation"
+    );
+    assert_eq!(
+        matching("other", b"pc-3 key", 10).await,
+        std::slice::from_ref(&pc3)
+    );
+    assert_eq!(
+        matching("lab-2.example", b"pc-3 key", 10).await,
+        [pc3.clone(), pc2.clone()],
+        "the most recently revoked first"
+    );
+    assert_eq!(matching("lab-2.example", b"pc-3 key", 1).await, [pc3]);
+    assert_eq!(
+        matching("lab-2.example", b"pc-2 key", 10).await,
+        [RevokedMatch {
+            key_matched: 1,
+            ..pc2.clone()
+        }],
+        "both at once"
+    );
+    assert_eq!(
+        matching("lab-1.example", b"pc-1 key 2", 10).await,
+        [],
+        "PC 1 is not revoked"
+    );
+    assert_eq!(matching("lab-2.exampl", b"pc-2 key!", 10).await, []);
+
+    // The current record counts: PC 2 renamed and renewed.
+    let renamed = AgentRow {
+        hostname: "renamed-2".into(),
+        key_sha256: hex_sha256(b"pc-2 key 2"),
+        version: 2,
+        ..agent_row(2, "a1b2c3d4e5f60708", "pc-2 key")
+    };
+    store.insert_agent(&renamed).await.expect("insert agent");
+    assert_eq!(matching("lab-2.example", b"pc-2 key", 10).await, []);
+    assert_eq!(
+        matching("renamed-2", b"pc-2 key 2", 10).await,
+        [RevokedMatch {
+            hostname: "renamed-2".into(),
+            key_matched: 1,
+            ..pc2
+        }]
+    );
+
+    // A revoked agent known by hand-made certificate only, renewed without
+    // a hostname: an enrollment without one matches nothing.
+    let bare = AgentRow {
+        hostname: String::new(),
+        key_sha256: String::new(),
+        ..agent_row(4, "", "unused")
+    };
+    store.insert_agent(&bare).await.expect("insert agent");
+    store
+        .insert_revocation(&RevocationRow {
+            agent_id: pc(4),
+            revoked_at: T + 360,
+            reason: "lost".into(),
+            revoked_by: "alice".into(),
+        })
+        .await
+        .expect("insert revocation");
+    assert_eq!(matching("", b"", 10).await, []);
+}
+
+fn revoked_return(return_id: u128, at: u32) -> RevokedReturnRow {
+    RevokedReturnRow {
+        return_id: Uuid::from_u128(return_id),
+        at,
+        revoked_agent_id: pc(2),
+        revoked_hostname: "lab-2.example".into(),
+        revoked_at: T + 300,
+        revoked_reason: "laptop stolen".into(),
+        hostname_matched: 1,
+        key_matched: 0,
+        agent_id: pc(7),
+        claimed_hostname: "lab-2.example".into(),
+        token_id: "0102030405060708".into(),
+        remote: "198.18.1.7".into(),
+        key_sha256: hex_sha256(b"pc-7 key"),
+    }
+}
+
+async fn check_revoked_returns(store: &Store) {
+    let first = revoked_return(1, T + 1_000);
+    let refused = RevokedReturnRow {
+        key_matched: 1,
+        agent_id: String::new(),
+        ..revoked_return(2, T + 2_000)
+    };
+    store
+        .insert_revoked_returns(&[first.clone(), refused.clone()])
+        .await
+        .expect("insert returns");
+    store
+        .insert_revoked_returns(std::slice::from_ref(&first))
+        .await
+        .expect("insert a return again");
+    store
+        .insert_revoked_returns(&[])
+        .await
+        .expect("insert nothing");
+    assert_eq!(
+        store.revoked_returns(T).await.expect("returns"),
+        [first.clone(), refused.clone()],
+        "oldest first, a resent row once"
+    );
+    assert_eq!(
+        store.revoked_returns(T + 1_001).await.expect("returns"),
+        [refused]
+    );
+    // Its alert is recorded like a campaign's, under the return's id.
+    let sent = AlertRow {
+        campaign_id: first.return_id,
+        severity: 3,
+        channel: "webhook".into(),
+        status: AlertStatus::Sent,
+        attempts: 1,
+        at: T + 1_001,
+        error: String::new(),
+        text: "[doorwatch] Revoked PC back? …".into(),
+        subject: AlertSubject::RevokedPcReturned,
+    };
+    store.insert_alert(&sent).await.expect("insert alert");
+    assert_eq!(
+        store.alerted(&[first.return_id]).await.expect("alerted"),
+        [(first.return_id, "webhook".to_owned(), 3)]
+    );
+    assert_eq!(
+        store.recent_alerts(T + 1_000).await.expect("recent alerts"),
+        [sent],
+        "the subject round-trips"
+    );
+}
+
 fn audit(at: u32, action: &str, target: &str) -> AuditRow {
     AuditRow {
         audit_id: Uuid::now_v7(),
@@ -1485,6 +1657,7 @@ fn alert(row: &CampaignRow, severity: u8, channel: &str, status: AlertStatus, at
         }
         .into(),
         text: format!("{}: severity {severity}", row.campaign_key),
+        subject: AlertSubject::Campaign,
     }
 }
 

@@ -7,6 +7,14 @@
 //! new UUID agent id, so a re-imaged PC that enrolls again is a new agent
 //! and its old identity simply goes stale. A CSR's public key can enroll
 //! once: a replayed Enroll request (the same key again) is refused.
+//!
+//! A stolen PC may come back: the stock agent makes a new key for every
+//! enrollment, but keeps its hostname, and a crafted request may reuse the
+//! revoked agent's key (refused, as any known key). An enrollment that
+//! claims a revoked agent's hostname or presents its key is recorded in
+//! `revoked_returns` and logged; the holder of the `alerts` lease alerts
+//! it ([`crate::campaigns::alert`]). A claim proves nothing, so the
+//! enrollment itself goes ahead.
 
 pub mod config;
 
@@ -17,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use doorwatch_proto::v1::{self, EnrollRequest, EnrollResponse, RenewRequest};
-use doorwatch_store::{AgentRow, Store, StoreError, Token, TokenRow, TokenState};
+use doorwatch_store::{
+    AgentRow, RevokedMatch, RevokedReturnRow, Store, StoreError, Token, TokenRow, TokenState,
+};
 use std::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -30,6 +40,10 @@ use crate::trust::tls::PeerInfo;
 const MAX_CSR_BYTES: usize = 16 * 1024;
 /// Source addresses remembered by the enrollment rate limit.
 const MAX_TRACKED_ADDRESSES: usize = 10_000;
+/// Most revoked agents one enrollment is recorded against, the most
+/// recently revoked first (a name many revoked PCs shared, like `ubuntu`,
+/// must not make a flood of alerts).
+const MAX_RETURN_MATCHES: u64 = 10;
 
 /// Settings of the enrollment service.
 #[derive(Debug, Clone)]
@@ -128,38 +142,29 @@ impl EnrollmentService {
         Err(Refusal::denied(refusal))
     }
 
-    /// Signs `csr` for `agent_id` after checking its key was never used.
-    async fn sign(&self, csr: &[u8], agent_id: &str) -> Result<SignedAgent, Refusal> {
+    /// Signs `csr` for `agent_id` (the request's own checks only).
+    fn sign(&self, csr: &[u8], agent_id: &str) -> Result<SignedAgent, Refusal> {
         if csr.len() > MAX_CSR_BYTES {
             return Err(Refusal::invalid(format!(
                 "certificate signing request is {} bytes; at most {MAX_CSR_BYTES}",
                 csr.len()
             )));
         }
-        let signed = self
-            .issuer
+        self.issuer
             .sign_request(csr, agent_id, self.settings.certificate_lifetime)
             .map_err(|e| match e {
                 PkiError::BadRequest(_) => Refusal::invalid(e.to_string()),
                 other => Refusal::internal(other.to_string()),
-            })?;
-        if let Some(owner) = self
-            .store
+            })
+    }
+
+    /// The agent that already enrolled or renewed with the key `signed`
+    /// names, if one did: a replayed or reused request.
+    async fn key_owner(&self, signed: &SignedAgent) -> Result<Option<String>, Refusal> {
+        self.store
             .agent_with_key(&signed.key_sha256)
             .await
-            .map_err(Refusal::storage)?
-        {
-            let revoked = self.store.revocations().await.unwrap_or_default();
-            if let Some(revocation) = revoked.iter().find(|r| r.agent_id == owner) {
-                tracing::warn!(revoked_agent_id = %owner, revoked_reason = %revocation.reason, "the key of a revoked agent tried to enroll again: refused");
-            }
-            return Err(Refusal {
-                status: Status::already_exists(format!(
-                    "this key is already enrolled (agent {owner}); a replayed or reused request is refused, make a new key"
-                )),
-            });
-        }
-        Ok(signed)
+            .map_err(Refusal::storage)
     }
 
     async fn enroll(
@@ -170,11 +175,35 @@ impl EnrollmentService {
         let _recording = self.recording.lock().await;
         let token = self.check_token(&request.token).await?;
         let agent_id = uuid::Uuid::new_v4().to_string();
-        let signed = self.sign(&request.csr_der, &agent_id).await?;
+        let signed = self.sign(&request.csr_der, &agent_id)?;
         let now = clock::unix_now();
+        let attempt = Attempt {
+            id: agent_id.clone(),
+            at: clock::seconds(now),
+            claimed_hostname: identity::claim(&request.hostname),
+            token_id: token.token_id.clone(),
+            remote: peer.remote.ip().to_string(),
+            key_sha256: signed.key_sha256.clone(),
+        };
+        // The store, not the in-memory list: a PC may enroll again right
+        // after its revocation, before this collector has reloaded it.
+        let resembled = self
+            .store
+            .revoked_matching(
+                &attempt.claimed_hostname,
+                &attempt.key_sha256,
+                MAX_RETURN_MATCHES,
+            )
+            .await
+            .map_err(Refusal::storage)?;
+        if let Some(owner) = self.key_owner(&signed).await? {
+            self.record_return(returns(&attempt, None, &resembled))
+                .await;
+            return Err(Refusal::known_key(&owner));
+        }
         let row = AgentRow {
             agent_id: agent_id.clone(),
-            hostname: identity::claim(&request.hostname),
+            hostname: attempt.claimed_hostname.clone(),
             os: identity::claim(&request.os),
             agent_version: identity::claim(&request.agent_version),
             agent_group: token.agent_group.clone(),
@@ -183,7 +212,7 @@ impl EnrollmentService {
             cert_serial: signed.serial.clone(),
             cert_not_after: clock::seconds(signed.not_after.unix_timestamp().max(0) as u64),
             key_sha256: signed.key_sha256.clone(),
-            remote: peer.remote.ip().to_string(),
+            remote: attempt.remote.clone(),
             version: clock::unix_now_ms(),
         };
         self.store
@@ -200,49 +229,27 @@ impl EnrollmentService {
             not_after = %clock::rfc3339(row.cert_not_after),
             "agent enrolled"
         );
-        self.warn_if_a_revoked_pc_returns(&row).await;
+        self.record_return(returns(&attempt, Some(&agent_id), &resembled))
+            .await;
         Ok(response(row, signed))
     }
 
-    /// A new agent whose claimed hostname is a revoked agent's may be a
-    /// stolen PC enrolling again (with a token it kept): say so loudly,
-    /// with what an admin needs to act. A claim proves nothing, so the
-    /// enrollment itself goes ahead.
-    async fn warn_if_a_revoked_pc_returns(&self, row: &AgentRow) {
-        if row.hostname.is_empty() {
+    /// Logs and records an enrollment that resembled revoked agents, so
+    /// the alert channels carry it. Without the record no alert goes out,
+    /// so a failure is an error in the log, which still names everything.
+    async fn record_return(&self, rows: Vec<RevokedReturnRow>) {
+        for row in &rows {
+            warn_of_return(row);
+        }
+        if rows.is_empty() {
             return;
         }
-        // The store, not the in-memory list: a PC may enroll again right
-        // after its revocation, before this collector has reloaded it.
-        let (agents, revoked) =
-            match tokio::try_join!(self.store.agents(), self.store.revocations()) {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot check the new agent against revoked ones");
-                    return;
-                }
-            };
-        let reason = |id: &str| {
-            revoked
-                .iter()
-                .find(|r| r.agent_id == id)
-                .map(|r| r.reason.clone())
-        };
-        for (revoked_agent, why) in agents.iter().filter_map(|a| {
-            let matches =
-                a.agent_id != row.agent_id && a.hostname.eq_ignore_ascii_case(&row.hostname);
-            matches
-                .then(|| reason(&a.agent_id).map(|why| (a, why)))
-                .flatten()
-        }) {
-            tracing::warn!(
-                agent_id = %row.agent_id,
-                claimed_hostname = %row.hostname,
-                revoked_agent_id = %revoked_agent.agent_id,
-                revoked_reason = %why,
-                token_id = %row.token_id,
-                remote = %row.remote,
-                "a revoked PC's hostname enrolled again: if that PC was stolen, revoke this agent and its token"
+        if let Err(e) = self.store.insert_revoked_returns(&rows).await {
+            tracing::error!(
+                error = %e,
+                agent_id = %rows[0].agent_id,
+                token_id = %rows[0].token_id,
+                "cannot record a revoked PC's return: no alert will be sent, act on the warning above"
             );
         }
     }
@@ -266,7 +273,10 @@ impl EnrollmentService {
             )));
         }
         let _recording = self.recording.lock().await;
-        let signed = self.sign(&request.csr_der, &agent_id).await?;
+        let signed = self.sign(&request.csr_der, &agent_id)?;
+        if let Some(owner) = self.key_owner(&signed).await? {
+            return Err(Refusal::known_key(&owner));
+        }
         let previous = self
             .store
             .agent(&agent_id)
@@ -313,6 +323,83 @@ impl EnrollmentService {
     }
 }
 
+/// An enrollment request as a revoked PC's return records it.
+#[derive(Debug, Clone)]
+struct Attempt {
+    /// The agent id it gets if it enrolls.
+    id: String,
+    at: u32,
+    /// Already made safe ([`identity::claim`]).
+    claimed_hostname: String,
+    token_id: String,
+    remote: String,
+    key_sha256: String,
+}
+
+/// Pure: the record of `attempt`, which enrolled as `enrolled` (`None`:
+/// refused), against each revoked agent it `resembled`. Ids are the same
+/// for the same attempt and revoked agent.
+fn returns(
+    attempt: &Attempt,
+    enrolled: Option<&str>,
+    resembled: &[RevokedMatch],
+) -> Vec<RevokedReturnRow> {
+    resembled
+        .iter()
+        .map(|revoked| {
+            let digest = ring::digest::digest(
+                &ring::digest::SHA256,
+                format!("doorwatch-return\0{}\0{}", attempt.id, revoked.agent_id).as_bytes(),
+            );
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&digest.as_ref()[..16]);
+            RevokedReturnRow {
+                return_id: uuid::Builder::from_custom_bytes(id).into_uuid(),
+                at: attempt.at,
+                revoked_agent_id: revoked.agent_id.clone(),
+                revoked_hostname: revoked.hostname.clone(),
+                revoked_at: revoked.revoked_at,
+                revoked_reason: revoked.reason.clone(),
+                hostname_matched: revoked.hostname_matched,
+                key_matched: revoked.key_matched,
+                agent_id: enrolled.unwrap_or_default().to_owned(),
+                claimed_hostname: attempt.claimed_hostname.clone(),
+                token_id: attempt.token_id.clone(),
+                remote: attempt.remote.clone(),
+                key_sha256: attempt.key_sha256.clone(),
+            }
+        })
+        .collect()
+}
+
+/// Logs an enrollment that resembled a revoked agent (one row of
+/// `revoked_returns`) as a warning with what an admin needs to act.
+fn warn_of_return(r: &RevokedReturnRow) {
+    let what = match (r.agent_id.is_empty(), r.key_matched != 0) {
+        (false, _) => {
+            "a revoked PC's hostname enrolled again: if that PC was stolen, revoke this agent and its token"
+        }
+        (true, true) => {
+            "the key of a revoked agent tried to enroll again: refused; revoke the token it used"
+        }
+        (true, false) => {
+            "a revoked PC's hostname tried to enroll again: refused (its key is already enrolled); revoke the token it used"
+        }
+    };
+    tracing::warn!(
+        agent_id = %r.agent_id,
+        claimed_hostname = %r.claimed_hostname,
+        revoked_agent_id = %r.revoked_agent_id,
+        revoked_reason = %r.revoked_reason,
+        hostname_matched = r.hostname_matched != 0,
+        key_matched = r.key_matched != 0,
+        token_id = %r.token_id,
+        remote = %r.remote,
+        return_id = %r.return_id,
+        "{what}"
+    );
+}
+
 fn response(row: AgentRow, signed: SignedAgent) -> EnrollResponse {
     EnrollResponse {
         agent_id: row.agent_id,
@@ -344,6 +431,15 @@ impl Refusal {
     fn internal(message: String) -> Self {
         Self {
             status: Status::internal(message),
+        }
+    }
+
+    /// The key is already `owner`'s.
+    fn known_key(owner: &str) -> Self {
+        Self {
+            status: Status::already_exists(format!(
+                "this key is already enrolled (agent {owner}); a replayed or reused request is refused, make a new key"
+            )),
         }
     }
 
@@ -417,4 +513,92 @@ fn peer<T>(request: &Request<T>) -> Result<PeerInfo, Status> {
         .get::<PeerInfo>()
         .cloned()
         .ok_or_else(|| Status::internal("connection information missing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt() -> Attempt {
+        Attempt {
+            id: "9c1d0000-0000-4000-8000-000000000002".into(),
+            at: 1_764_000_600,
+            claimed_hostname: "LAB-PC-7".into(),
+            token_id: "3f9a0c1d2e4b5a67".into(),
+            remote: "198.18.0.7".into(),
+            key_sha256: "ab".repeat(32),
+        }
+    }
+
+    fn revoked(agent_id: &str, hostname_matched: u8, key_matched: u8) -> RevokedMatch {
+        RevokedMatch {
+            agent_id: agent_id.into(),
+            hostname: "lab-pc-7".into(),
+            revoked_at: 1_764_000_000,
+            reason: "laptop stolen".into(),
+            hostname_matched,
+            key_matched,
+        }
+    }
+
+    #[test]
+    fn nothing_resembled_records_nothing() {
+        assert!(returns(&attempt(), Some("x"), &[]).is_empty());
+    }
+
+    #[test]
+    fn each_revoked_agent_resembled_is_one_row_with_the_whole_attempt() {
+        let found = [revoked("a", 1, 0), revoked("b", 1, 1)];
+        let rows = returns(&attempt(), Some(&attempt().id), &found);
+        assert_eq!(rows.len(), 2);
+        let first = &rows[0];
+        assert_eq!(
+            (
+                first.revoked_agent_id.as_str(),
+                first.revoked_hostname.as_str()
+            ),
+            ("a", "lab-pc-7")
+        );
+        assert_eq!(
+            (first.revoked_at, first.revoked_reason.as_str()),
+            (1_764_000_000, "laptop stolen")
+        );
+        assert_eq!((first.hostname_matched, first.key_matched), (1, 0));
+        assert_eq!((rows[1].hostname_matched, rows[1].key_matched), (1, 1));
+        assert_eq!(first.agent_id, attempt().id, "the new agent");
+        assert_eq!(
+            (
+                first.at,
+                first.claimed_hostname.as_str(),
+                first.token_id.as_str(),
+                first.remote.as_str(),
+                first.key_sha256.as_str()
+            ),
+            (
+                1_764_000_600,
+                "LAB-PC-7",
+                "3f9a0c1d2e4b5a67",
+                "198.18.0.7",
+                "ab".repeat(32).as_str()
+            )
+        );
+        assert_ne!(rows[0].return_id, rows[1].return_id);
+        assert_eq!(
+            returns(&attempt(), Some(&attempt().id), &found)[0].return_id,
+            first.return_id,
+            "the same attempt and revoked agent give the same id"
+        );
+        let other = Attempt {
+            id: "another attempt".into(),
+            ..attempt()
+        };
+        assert_ne!(returns(&other, None, &found)[0].return_id, first.return_id);
+    }
+
+    #[test]
+    fn a_refused_attempt_names_no_new_agent() {
+        let rows = returns(&attempt(), None, &[revoked("a", 0, 1)]);
+        assert_eq!(rows[0].agent_id, "", "refused: no agent was made");
+        assert_eq!(rows[0].key_matched, 1);
+    }
 }

@@ -352,6 +352,8 @@ pub(crate) async fn insert_members(
 /// One alert sent or given up on a channel.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
 pub struct AlertRow {
+    /// The campaign, or for a revoked PC's return the `return_id` of its
+    /// `revoked_returns` row (see `subject`).
     #[serde(with = "clickhouse::serde::uuid")]
     pub campaign_id: uuid::Uuid,
     pub severity: u8,
@@ -361,6 +363,8 @@ pub struct AlertRow {
     pub at: u32,
     pub error: String,
     pub text: String,
+    /// What the alert is about.
+    pub subject: crate::AlertSubject,
 }
 
 pub(crate) async fn insert_alert(
@@ -370,7 +374,8 @@ pub(crate) async fn insert_alert(
     crate::insert_all(client, "alerts", std::slice::from_ref(row)).await
 }
 
-/// The highest severity recorded per campaign and channel, for `ids`.
+/// The highest severity recorded per campaign (or return) and channel,
+/// for `ids`.
 pub(crate) async fn alerted(
     client: &clickhouse::Client,
     ids: &[uuid::Uuid],

@@ -1,5 +1,6 @@
 //! Enrollment records: bootstrap tokens (`enrollment_tokens`), enrolled
-//! agents (`agents`) and revocations (`agent_revocations`).
+//! agents (`agents`), revocations (`agent_revocations`) and enrollments
+//! that resembled a revoked agent (`revoked_returns`).
 //!
 //! Every collector reads and writes these tables, so a token created, an
 //! agent enrolled or an agent revoked through one collector is seen by all
@@ -94,7 +95,8 @@ pub struct AgentRow {
     /// Hex serial of its newest certificate.
     pub cert_serial: String,
     pub cert_not_after: u32,
-    /// Hex SHA-256 of the newest certificate's public key (DER).
+    /// Hex SHA-256 of the newest certificate's public key (its
+    /// SubjectPublicKeyInfo, DER): the key's fingerprint.
     pub key_sha256: String,
     /// Address the enrollment or renewal came from.
     pub remote: String,
@@ -109,6 +111,50 @@ pub struct RevocationRow {
     pub revoked_at: u32,
     pub reason: String,
     pub revoked_by: String,
+}
+
+/// A revoked agent that an enrolling PC resembles (see
+/// [`crate::Store::revoked_matching`]).
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct RevokedMatch {
+    pub agent_id: String,
+    /// The hostname in its current record.
+    pub hostname: String,
+    /// Its first revocation.
+    pub revoked_at: u32,
+    pub reason: String,
+    /// 1 when the PC claims this hostname.
+    pub hostname_matched: u8,
+    /// 1 when the PC presents this agent's key.
+    pub key_matched: u8,
+}
+
+/// An enrollment that resembled a revoked agent: what an admin needs to
+/// decide whether a stolen PC came back. PC-claimed text is stored as
+/// the collector made it safe.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+pub struct RevokedReturnRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub return_id: uuid::Uuid,
+    /// When the enrollment was attempted.
+    pub at: u32,
+    pub revoked_agent_id: String,
+    pub revoked_hostname: String,
+    pub revoked_at: u32,
+    pub revoked_reason: String,
+    /// 1 when the PC claimed the revoked agent's hostname.
+    pub hostname_matched: u8,
+    /// 1 when the PC presented the revoked agent's key.
+    pub key_matched: u8,
+    /// The new agent; empty when the enrollment was refused.
+    pub agent_id: String,
+    pub claimed_hostname: String,
+    /// The bootstrap token it enrolled (or tried to) with.
+    pub token_id: String,
+    /// The address it came from.
+    pub remote: String,
+    /// Fingerprint of the key it presented.
+    pub key_sha256: String,
 }
 
 pub(crate) async fn insert_token(
@@ -222,6 +268,71 @@ pub(crate) async fn revocations(
         .fetch_all::<RevocationRow>()
         .await
         .map_err(StoreError::query("select revocations"))
+}
+
+pub(crate) async fn revoked_matching(
+    client: &clickhouse::Client,
+    hostname: &str,
+    key_sha256: &str,
+    limit: u64,
+) -> Result<Vec<RevokedMatch>, StoreError> {
+    // Only revoked agents' rows are read (both tables are ordered by
+    // agent_id). The newest version of each is its current record
+    // (argMax, not FINAL, so a filter never sees an older version).
+    // `lower` folds ASCII only, as the rule says. No alias reuses a
+    // column's name: ClickHouse would put the alias inside the aggregate.
+    client
+        .query(
+            "SELECT agent_id, newest_hostname AS hostname, first_at AS revoked_at, \
+                    first_reason AS reason, hostname_matched, key_matched \
+             FROM ( \
+                 SELECT agent_id, newest_hostname, \
+                        (newest_hostname != '' AND lower(newest_hostname) = lower(?)) \
+                            AS hostname_matched, \
+                        (newest_key != '' AND newest_key = ?) AS key_matched \
+                 FROM (SELECT agent_id, argMax(hostname, version) AS newest_hostname, \
+                              argMax(key_sha256, version) AS newest_key \
+                       FROM agents \
+                       WHERE agent_id IN (SELECT agent_id FROM agent_revocations) \
+                       GROUP BY agent_id) \
+                 WHERE hostname_matched OR key_matched) AS resembled \
+             ANY INNER JOIN \
+                 (SELECT agent_id, min(revoked_at) AS first_at, \
+                         argMin(reason, revoked_at) AS first_reason \
+                  FROM agent_revocations GROUP BY agent_id) AS revoked \
+             USING agent_id \
+             ORDER BY revoked_at DESC, agent_id LIMIT ?",
+        )
+        .bind(hostname)
+        .bind(key_sha256)
+        .bind(limit)
+        .fetch_all::<RevokedMatch>()
+        .await
+        .map_err(StoreError::query(
+            "select revoked agents like an enrollment",
+        ))
+}
+
+pub(crate) async fn insert_revoked_returns(
+    client: &clickhouse::Client,
+    rows: &[RevokedReturnRow],
+) -> Result<(), StoreError> {
+    crate::insert_all(client, "revoked_returns", rows).await
+}
+
+pub(crate) async fn revoked_returns(
+    client: &clickhouse::Client,
+    since_unix: u32,
+) -> Result<Vec<RevokedReturnRow>, StoreError> {
+    client
+        .query(
+            "SELECT ?fields FROM revoked_returns FINAL \
+             WHERE at >= toDateTime(?) ORDER BY at, return_id",
+        )
+        .bind(since_unix)
+        .fetch_all::<RevokedReturnRow>()
+        .await
+        .map_err(StoreError::query("select revoked returns"))
 }
 
 #[cfg(test)]

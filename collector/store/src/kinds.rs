@@ -1,6 +1,6 @@
 //! The closed sets that doorwatch stores in `Enum8` columns: campaign kinds
 //! and states, campaign member kinds, episode states, outbound anomaly
-//! kinds, alert outcomes and triage states.
+//! kinds, alert outcomes and subjects, and triage states.
 //!
 //! Each is a Rust enum whose discriminants are the column's numbers, so a
 //! `Row` field holds the enum itself and the `clickhouse` crate reads and
@@ -155,6 +155,16 @@ enum8! {
 }
 
 enum8! {
+    /// What an alert is about: a campaign, or a revoked PC coming back (an
+    /// enrollment that claimed the hostname, or presented the key, of a
+    /// revoked agent; see `revoked_returns`).
+    AlertSubject, "alert subject" {
+        Campaign = 1 => "campaign",
+        RevokedPcReturned = 2 => "revoked_pc_returned",
+    }
+}
+
+enum8! {
     /// What security staff decided about a campaign; `New` until someone
     /// triages it.
     TriageState, "triage state" {
@@ -202,6 +212,7 @@ mod tests {
             ("state", "detected", EpisodeState::enum8_sql()),
             ("kind", "upload_volume", AnomalyKind::enum8_sql()),
             ("status", "sent", AlertStatus::enum8_sql()),
+            ("subject", "campaign", AlertSubject::enum8_sql()),
             ("state", "new", TriageState::enum8_sql()),
         ] {
             assert_eq!(newest_definition(column, first), expected, "{column}");

@@ -41,13 +41,16 @@ pub use config::{ClickHouseConfig, PasswordFileError};
 pub use console::{
     AuditRow, EpisodeRow, EventSearch, PcHitRow, PortRow, ScannerRow, TimeBucket, TriageRow,
 };
-pub use enrollment::{AgentRow, RevocationRow, TokenRow, TokenState, TokenUse};
+pub use enrollment::{
+    AgentRow, RevocationRow, RevokedMatch, RevokedReturnRow, TokenRow, TokenState, TokenUse,
+};
 pub use error::StoreError;
 pub use flood_events::FloodEventRow;
 pub use heartbeats::{AgentHealthRow, Health, HeartbeatRow};
 pub use inserter::{EventInserter, EventRows, InsertLimits};
 pub use kinds::{
-    AlertStatus, AnomalyKind, CampaignKind, CampaignState, EpisodeState, MemberKind, TriageState,
+    AlertStatus, AlertSubject, AnomalyKind, CampaignKind, CampaignState, EpisodeState, MemberKind,
+    TriageState,
 };
 pub use knock_events::KnockEventRow;
 pub use migrations::{MIGRATIONS, Migration, Step};
@@ -243,6 +246,36 @@ impl Store {
     /// Every revoked agent id, with its first revocation.
     pub async fn revocations(&self) -> Result<Vec<RevocationRow>, StoreError> {
         enrollment::revocations(&self.client).await
+    }
+
+    /// The revoked agents an enrolling PC resembles: those whose current
+    /// record has the hostname it claims (ignoring ASCII case) or the key
+    /// it presents (hex SHA-256 of the SubjectPublicKeyInfo), most
+    /// recently revoked first, at most `limit`. An empty hostname or key
+    /// matches nothing.
+    pub async fn revoked_matching(
+        &self,
+        hostname: &str,
+        key_sha256: &str,
+        limit: u64,
+    ) -> Result<Vec<RevokedMatch>, StoreError> {
+        enrollment::revoked_matching(&self.client, hostname, key_sha256, limit).await
+    }
+
+    /// Records enrollments that resembled revoked agents.
+    pub async fn insert_revoked_returns(
+        &self,
+        rows: &[RevokedReturnRow],
+    ) -> Result<(), StoreError> {
+        enrollment::insert_revoked_returns(&self.client, rows).await
+    }
+
+    /// Returns recorded at or after `since_unix`, each once, oldest first.
+    pub async fn revoked_returns(
+        &self,
+        since_unix: u32,
+    ) -> Result<Vec<RevokedReturnRow>, StoreError> {
+        enrollment::revoked_returns(&self.client, since_unix).await
     }
 
     /// Outside sources by /24 or /64 seen by at least `min_pcs` PCs.
@@ -472,7 +505,8 @@ impl Store {
         campaigns::insert_alert(&self.client, row).await
     }
 
-    /// Highest severity alerted per (campaign, channel), for `ids`.
+    /// Highest severity alerted per (campaign or return, channel), for
+    /// `ids`.
     pub async fn alerted(
         &self,
         ids: &[uuid::Uuid],

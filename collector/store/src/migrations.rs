@@ -482,6 +482,43 @@ pub const MIGRATIONS: &[Migration] = &[
             definition: "UInt8 DEFAULT 0",
         }],
     },
+    Migration {
+        version: 17,
+        name: "revoked_returns",
+        steps: &[
+            // Enrollments that claimed the hostname, or presented the key,
+            // of a revoked agent: one row per (attempt, revoked agent),
+            // written by the collector that took the attempt. The holder
+            // of the alerts lease alerts each once; `agent_id` is empty
+            // when the attempt was refused. The key ending in return_id
+            // collapses a resent row.
+            Step::Sql(
+                "CREATE TABLE IF NOT EXISTS revoked_returns (
+                return_id UUID,
+                at DateTime,
+                revoked_agent_id String,
+                revoked_hostname String,
+                revoked_at DateTime,
+                revoked_reason String,
+                hostname_matched UInt8,
+                key_matched UInt8,
+                agent_id String,
+                claimed_hostname String,
+                token_id String,
+                remote String,
+                key_sha256 String
+            ) ENGINE = ReplacingMergeTree() ORDER BY (at, return_id)",
+            ),
+            // Alerts are about a campaign or about a return, whose id
+            // the campaign_id column then holds (18.16 cannot rename a
+            // column). Rows from before are campaign alerts.
+            Step::AddColumn {
+                table: "alerts",
+                column: "subject",
+                definition: "Enum8('campaign' = 1, 'revoked_pc_returned' = 2) DEFAULT 'campaign'",
+            },
+        ],
+    },
 ];
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use doorwatch_process::config::ConfigError;
 use serde::Deserialize;
 
-/// Alert channels. With none set, campaigns are stored but nobody is told.
+/// Alert channels. With none set, campaigns and revoked PCs' returns are
+/// stored (and returns logged) but nobody is told.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
