@@ -24,6 +24,7 @@ pub mod clickhouse;
 pub mod console;
 pub mod dot_idp;
 pub mod http;
+pub mod loadgen;
 pub mod mix;
 pub mod netns;
 pub mod oidc;

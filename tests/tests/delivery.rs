@@ -10,13 +10,11 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use doorwatch_e2e::process::Process;
+use doorwatch_e2e::loadgen::{Loadgen, tail};
 use doorwatch_e2e::require;
-use doorwatch_e2e::stack::{COLLECTOR_NAME, Stack};
+use doorwatch_e2e::stack::Stack;
 
 /// Every simulated agent id starts with this, so the checks below see
 /// only the load generator's events.
@@ -29,69 +27,16 @@ fn stack() -> Stack {
     Stack::start(loopback)
 }
 
-/// A running load generator and the file it writes its event ids to.
-struct Loadgen {
-    process: Process,
-    ids: PathBuf,
-}
-
 /// Starts `doorwatch-loadgen` against the stack's collector; `args` sets
 /// agents, rate and timing.
 fn start_loadgen(stack: &Stack, args: &[&str]) -> Loadgen {
-    let ids = stack.dir.path().join("loadgen-ids.txt");
-    let mut command = Command::new(require::binary("doorwatch-loadgen"));
-    command
-        .args(["--collector", &stack.collector_address.to_string()])
-        .args(["--server-name", COLLECTOR_NAME, "--prefix", PREFIX])
-        .args(["--format", "json", "--progress", "2", "--pki"])
-        .arg(&stack.pki)
-        .arg("--ids-out")
-        .arg(&ids)
-        .args(args);
-    let process = Process::spawn("loadgen", command, stack.dir.path()).expect("start loadgen");
-    Loadgen { process, ids }
-}
-
-impl Loadgen {
-    /// Waits for the load generator to exit by itself and returns its
-    /// report. Panics unless it reported every generated event
-    /// acknowledged (that is what its exit status 0 means).
-    fn finish(&mut self, timeout: Duration) -> serde_json::Value {
-        let start = Instant::now();
-        while self.process.is_running() {
-            assert!(
-                start.elapsed() < timeout,
-                "loadgen still running after {timeout:?}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let log = self.process.log();
-        let report: serde_json::Value = log
-            .lines()
-            .filter(|line| line.starts_with('{'))
-            .find_map(|line| serde_json::from_str(line).ok())
-            .unwrap_or_else(|| panic!("loadgen printed no report:\n{log}"));
-        assert!(
-            log.contains("ok: all ") && report["not_acked"] == 0,
-            "loadgen did not get every event acknowledged: {report}\n{}",
-            tail(&log, 30)
-        );
-        assert_eq!(report["invalid_argument"], 0, "generator bug: {report}");
-        report
-    }
-
-    fn ids(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.ids)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", self.ids.display()))
-            .lines()
-            .map(str::to_owned)
-            .collect()
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    Loadgen::start(
+        stack.dir.path(),
+        stack.collector_address,
+        &stack.pki,
+        PREFIX,
+        args,
+    )
 }
 
 fn number(report: &serde_json::Value, key: &str) -> u64 {
