@@ -147,20 +147,9 @@ impl CollectorConfig {
         let mut listen_limits = crate::trust::tls::AgentListenerLimits::default();
         listen_limits.connections.max_connections = self.listen.max_connections;
         listen_limits.connections.max_per_address = self.listen.max_connections_per_address;
-        let url = &self.clickhouse.url;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError::invalid(
-                "clickhouse.url",
-                format!("{url:?} must start with http:// or https://"),
-            ));
-        }
-        let db = &self.clickhouse.database;
-        if db.is_empty() || !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(ConfigError::invalid(
-                "clickhouse.database",
-                format!("{db:?} must be letters, digits and underscores"),
-            ));
-        }
+        self.clickhouse
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.field, e.problem))?;
         let (writer, agent_limits) = self.ingest.validate()?;
         let enrollment = self.enrollment.validate()?;
         let (correlation, campus_networks, allowlist) = self.correlation.validate()?;

@@ -206,6 +206,7 @@ mod tests {
             user: "doorwatch_console".into(),
             password: None,
             compress: false,
+            cluster: None,
         };
         let waited = tokio::time::timeout(Duration::from_secs(30), connect_store(&nowhere, stop))
             .await

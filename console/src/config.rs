@@ -344,6 +344,9 @@ impl ConsoleConfig {
         }
         // Unchecked, a huge value wrapped to a short session in a release
         // build (and panicked in a debug one).
+        self.clickhouse
+            .validate()
+            .map_err(|e| ConfigError::invalid(e.field, e.problem))?;
         let session_idle_secs = self.session_idle_minutes.checked_mul(60).ok_or_else(|| {
             ConfigError::invalid("session_idle_minutes", "is too long to count in seconds")
         })?;

@@ -80,6 +80,7 @@ async fn an_unreachable_server_is_named_in_the_error() {
         user: "default".into(),
         password: None,
         compress: false,
+        cluster: None,
     };
     let error = Store::connect(&config).await.expect_err("nothing listens");
     assert!(error.is_transient(), "{error}");

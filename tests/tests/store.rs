@@ -46,6 +46,7 @@ async fn store_round_trips_and_counts_retried_batches_once() {
         database: "store_test".into(),
         user: "default".into(),
         password: None,
+        cluster: None,
     };
     let store = Store::open(&config).await.expect("open");
     // A second collector starting against the same database changes nothing.
@@ -210,6 +211,7 @@ async fn knocks_alone_make_sweeps_botnets_and_worms() {
         database: "knocks_test".into(),
         user: "default".into(),
         password: None,
+        cluster: None,
     };
     let store = Store::open(&config).await.expect("open");
     let now = doorwatch_process::clock::unix_now_u32();

@@ -2,8 +2,9 @@
 //! servers with SQL users, creating the database and migrating it (the
 //! collector), or checking a collector already did (the readers).
 
+use crate::layout::Layout;
 use crate::{
-    MIGRATIONS, ServerInfo, SqlPath, Store, StoreConfig, StoreError, grants, migrations,
+    Cluster, MIGRATIONS, ServerInfo, SqlPath, Store, StoreConfig, StoreError, grants, migrations,
     quote_identifier, server,
 };
 
@@ -12,19 +13,20 @@ impl Store {
     /// user's grants (servers with SQL access control), creates the
     /// database if needed and applies pending migrations.
     pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
-        let base = Self::client(config);
+        let base = Self::client(config).await?;
         let server = Self::detect(&base, config).await?;
         let store = Self::with_database(base.clone(), server, config);
         store.check_grants(grants::COLLECTOR).await?;
         base.with_validation(false)
             .query(&format!(
-                "CREATE DATABASE IF NOT EXISTS {}",
-                quote_identifier(&config.database)
+                "CREATE DATABASE IF NOT EXISTS {}{}",
+                quote_identifier(&config.database),
+                store.layout.on_cluster()
             ))
             .execute()
             .await
             .map_err(StoreError::query("create database"))?;
-        migrations::apply(&store.client).await?;
+        migrations::apply(&store.client, &store.layout).await?;
         Ok(store)
     }
 
@@ -32,7 +34,7 @@ impl Store {
     /// version, and checks that a collector created and migrated the
     /// schema. Changes nothing, so a read-only user can do it.
     pub async fn connect(config: &StoreConfig) -> Result<Self, StoreError> {
-        let base = Self::client(config);
+        let base = Self::client(config).await?;
         let server = Self::detect(&base, config).await?;
         let exists: u64 = base
             .clone()
@@ -67,7 +69,9 @@ impl Store {
         Ok(store)
     }
 
-    fn client(config: &StoreConfig) -> clickhouse::Client {
+    /// The client, with a cluster's settings when there is one (checked
+    /// against the server first: [`Self::check_cluster`]).
+    async fn client(config: &StoreConfig) -> Result<clickhouse::Client, StoreError> {
         let compression = if config.compress {
             clickhouse::Compression::Lz4
         } else {
@@ -80,7 +84,92 @@ impl Store {
         if let Some(password) = &config.password {
             base = base.with_password(password);
         }
-        base
+        let Some(cluster) = &config.cluster else {
+            return Ok(base);
+        };
+        Self::check_cluster(&base.clone().with_validation(false), config, cluster).await?;
+        // A subquery over a Distributed table runs once and its result goes
+        // to every shard (GLOBAL IN), instead of being refused.
+        base = base.with_setting("distributed_product_mode", "global");
+        // An INSERT into a Distributed table returns only once every
+        // shard's replica stored its rows: the collector's ack waits for it.
+        base = base.with_setting("insert_distributed_sync", "1");
+        if cluster.insert_quorum > 1 {
+            base = base
+                .with_setting("insert_quorum", cluster.insert_quorum.to_string())
+                .with_setting("insert_quorum_parallel", "1");
+        }
+        Ok(base)
+    }
+
+    /// Fails with [`StoreError::Cluster`] unless the server knows the
+    /// cluster, has the `shard` and `replica` macros the replicated tables
+    /// are named by, reaches ZooKeeper (or Keeper), and can meet the
+    /// insert quorum.
+    async fn check_cluster(
+        base: &clickhouse::Client,
+        config: &StoreConfig,
+        cluster: &Cluster,
+    ) -> Result<(), StoreError> {
+        let fail = |problem: String| StoreError::Cluster {
+            url: config.url.clone(),
+            cluster: cluster.name.clone(),
+            problem,
+        };
+        let replicas: Vec<u64> = base
+            .query(
+                "SELECT toUInt64(count()) FROM system.clusters WHERE cluster = ? \
+                 GROUP BY shard_num ORDER BY shard_num",
+            )
+            .bind(&cluster.name)
+            .fetch_all()
+            .await
+            .map_err(|e| StoreError::Connect {
+                url: config.url.clone(),
+                source: e,
+            })?;
+        let Some(fewest) = replicas.iter().min() else {
+            return Err(fail(
+                "the server's remote_servers has no such cluster".to_owned(),
+            ));
+        };
+        let macros: Vec<String> = base
+            .query("SELECT macro FROM system.macros")
+            .fetch_all()
+            .await
+            .map_err(StoreError::query("read system.macros"))?;
+        for needed in ["shard", "replica"] {
+            if !macros.iter().any(|m| m == needed) {
+                return Err(fail(format!(
+                    "the server has no <macros><{needed}> (each node names its shard and a replica name unique in the cluster)"
+                )));
+            }
+        }
+        base.query("SELECT count() FROM system.zookeeper WHERE path = '/'")
+            .fetch_one::<u64>()
+            .await
+            .map_err(|e| fail(format!("the server cannot reach ZooKeeper or Keeper: {e}")))?;
+        if u64::from(cluster.insert_quorum) > *fewest {
+            return Err(fail(format!(
+                "clickhouse.insert_quorum = {} but a shard has only {fewest} replicas",
+                cluster.insert_quorum
+            )));
+        }
+        if cluster.insert_quorum > 1 {
+            let parallel: u64 = base
+                .query("SELECT count() FROM system.settings WHERE name = 'insert_quorum_parallel'")
+                .fetch_one()
+                .await
+                .map_err(StoreError::query("read system.settings"))?;
+            if parallel == 0 {
+                return Err(fail(
+                    "clickhouse.insert_quorum above 1 needs parallel quorum inserts (ClickHouse 20.10 or newer); \
+                     on this server concurrent quorum inserts fail (docs/clickhouse.md): set it to 0"
+                        .to_owned(),
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn detect(
@@ -104,8 +193,16 @@ impl Store {
         let client = base
             .with_database(&config.database)
             .with_validation(validation);
+        let layout = match &config.cluster {
+            Some(cluster) => Layout::Cluster {
+                cluster: cluster.name.clone(),
+                database: config.database.clone(),
+            },
+            None => Layout::Single,
+        };
         Self {
             client,
+            layout,
             server,
             url: config.url.clone(),
             user: config.user.clone(),

@@ -39,6 +39,15 @@ pub enum StoreError {
     /// and migrates it at start.
     #[error("{problem} at {url}: start (or upgrade) a collector, which creates and migrates it")]
     SchemaNotReady { url: String, problem: String },
+    /// The server cannot hold the cluster layout the config asks for.
+    #[error(
+        "ClickHouse at {url} cannot hold doorwatch's tables on cluster {cluster}: {problem} (see deploy/cluster.md)"
+    )]
+    Cluster {
+        url: String,
+        cluster: String,
+        problem: String,
+    },
     /// The ClickHouse user lacks privileges doorwatch needs.
     #[error(
         "ClickHouse user {user} at {url} lacks {missing}: grant them as in deploy/clickhouse/users.sql"
@@ -74,6 +83,7 @@ impl StoreError {
             Self::Timeout { .. } | Self::SchemaNotReady { .. } => true,
             Self::Unexpected { .. }
             | Self::UnsupportedVersion { .. }
+            | Self::Cluster { .. }
             | Self::MissingGrants { .. } => false,
         }
     }

@@ -187,8 +187,11 @@ mod tests {
             .iter()
             .flat_map(|m| m.steps.iter())
             .map(|step| match step {
-                Step::Sql(sql) => (*sql).to_owned(),
+                Step::Create(table) => table.columns.to_owned(),
                 Step::AddColumn {
+                    column, definition, ..
+                }
+                | Step::ModifyColumn {
                     column, definition, ..
                 } => format!("{column} {definition}"),
             })

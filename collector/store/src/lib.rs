@@ -24,6 +24,7 @@ mod inserter;
 pub mod ip;
 pub mod kinds;
 mod knock_events;
+pub mod layout;
 mod migrations;
 mod outbound;
 mod policies;
@@ -37,7 +38,7 @@ pub use campaigns::{
     ActivityFilter, ActivityRow, AlertRow, CampaignMemberRow, CampaignRow, FeedSourceRow,
     MemberCounts, severity_label,
 };
-pub use config::{ClickHouseConfig, PasswordFileError};
+pub use config::{ClickHouseConfig, InvalidClickHouseConfig, PasswordFileError};
 pub use console::{
     AuditRow, EpisodeRow, EventSearch, PcHitRow, PortRow, ScannerRow, TimeBucket, TriageRow,
 };
@@ -73,6 +74,18 @@ pub struct StoreConfig {
     /// Compress what is sent to ClickHouse with LZ4 (worth it over a
     /// network; on the same host it only costs CPU).
     pub compress: bool,
+    /// The cluster to lay the schema out on; `None`: one server.
+    pub cluster: Option<Cluster>,
+}
+
+/// A ClickHouse cluster doorwatch's schema spans (see `layout`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Its name in the servers' `remote_servers`.
+    pub name: String,
+    /// Replicas of a shard that must hold an insert before it is
+    /// acknowledged; 0 or 1: the replica that took it.
+    pub insert_quorum: u32,
 }
 
 /// Everything but the password.
@@ -84,6 +97,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("compress", &self.compress)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -92,6 +106,7 @@ impl std::fmt::Debug for StoreConfig {
 #[derive(Clone)]
 pub struct Store {
     client: clickhouse::Client,
+    layout: layout::Layout,
     server: ServerInfo,
     url: String,
     user: String,
@@ -552,7 +567,7 @@ impl Store {
     /// The active partitions of `tables` with their rows and bytes, by
     /// table and partition.
     pub async fn partitions(&self, tables: &[&str]) -> Result<Vec<PartitionRow>, StoreError> {
-        retention::partitions(&self.client, tables).await
+        retention::partitions(&self.client, &self.layout, tables).await
     }
 
     /// Drops one partition (`YYYYMMDD` or `YYYYMM`) of `table`.
@@ -561,7 +576,7 @@ impl Store {
         table: &'static str,
         partition: &str,
     ) -> Result<(), StoreError> {
-        retention::drop_partition(&self.client, table, partition).await
+        retention::drop_partition(&self.client, &self.layout, table, partition).await
     }
 
     /// Campaigns whose newest activity is before `cutoff` (Unix seconds).
@@ -658,6 +673,7 @@ mod tests {
             user: "collector".into(),
             password: Some("ch-password-value".into()),
             compress: false,
+            cluster: None,
         };
         let text = format!("{config:?}");
         assert!(

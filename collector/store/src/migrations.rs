@@ -1,12 +1,17 @@
 //! Versioned schema migrations, applied at collector start and recorded in
 //! `schema_migrations`.
 //!
-//! Every statement is idempotent (`IF NOT EXISTS`), so several collectors
-//! starting at once, or a collector that died half-way, converge on the same
-//! schema. A migration is never edited once released; changes come as new
-//! versions.
+//! A migration describes each table once ([`Table`]); `crate::layout`
+//! turns that into the statements for one server or for a cluster. Every
+//! step is idempotent (`IF NOT EXISTS`, a column added only when missing),
+//! so several collectors starting at once, or a collector that died
+//! half-way, converge on the same schema; on a cluster, each statement runs
+//! `ON CLUSTER` (or, for a shared table, on one node and replication
+//! carries it), so one collector migrates every node. A migration is never
+//! edited once released; changes come as new versions.
 
 use crate::StoreError;
+use crate::layout::{Engine, Layout, Placement, Table};
 
 /// One schema step.
 #[derive(Debug)]
@@ -16,14 +21,21 @@ pub struct Migration {
     pub steps: &'static [Step],
 }
 
-/// One statement of a migration, in an idempotent form.
+/// One step of a migration, in an idempotent form.
 #[derive(Debug)]
 pub enum Step {
-    /// DDL that is idempotent by itself (`CREATE … IF NOT EXISTS`).
-    Sql(&'static str),
+    /// `CREATE TABLE … IF NOT EXISTS`, laid out for one server or a cluster.
+    Create(Table),
     /// `ALTER TABLE … ADD COLUMN`, skipped when the column exists (18.16
     /// has no `ADD COLUMN IF NOT EXISTS`).
     AddColumn {
+        table: &'static str,
+        column: &'static str,
+        definition: &'static str,
+    },
+    /// `ALTER TABLE … MODIFY COLUMN`: idempotent by itself when it only
+    /// changes metadata (adding an `Enum8` value).
+    ModifyColumn {
         table: &'static str,
         column: &'static str,
         definition: &'static str,
@@ -35,8 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "scan_events",
-        steps: &[Step::Sql(
-            // One row per report of a scan episode. Reports of one episode share
+        steps: &[            // One row per report of a scan episode. Reports of one episode share
             // `episode_id`; the newest report carries the largest counts.
             //
             // ReplacingMergeTree over a key that ends in `event_id` collapses
@@ -45,28 +56,30 @@ pub const MIGRATIONS: &[Migration] = &[
             // Every key column comes from the agent's event, never from the
             // collector's clock, so a resent event lands in the same partition
             // with the same key.
-            "CREATE TABLE IF NOT EXISTS scan_events (
-            event_id UUID,
-            episode_id UUID,
-            agent_id String,
-            received_at DateTime,
-            created_at DateTime,
-            state Enum8('detected' = 1, 'active' = 2, 'closed' = 3),
-            scanner FixedString(16),
-            target FixedString(16),
-            scan_types Array(String),
-            ports_probed UInt32,
-            port_sample Array(UInt16),
-            open_ports Array(UInt16),
-            probes UInt64,
-            first_seen DateTime,
-            last_seen DateTime,
-            confidence UInt8,
-            explanation String
-        ) ENGINE = ReplacingMergeTree()
-        PARTITION BY toYYYYMMDD(first_seen)
-        ORDER BY (scanner, target, first_seen, event_id)",
-        )],
+            Step::Create(Table {
+            name: "scan_events",
+            columns: "
+                event_id UUID,
+                episode_id UUID,
+                agent_id String,
+                received_at DateTime,
+                created_at DateTime,
+                state Enum8('detected' = 1, 'active' = 2, 'closed' = 3),
+                scanner FixedString(16),
+                target FixedString(16),
+                scan_types Array(String),
+                ports_probed UInt32,
+                port_sample Array(UInt16),
+                open_ports Array(UInt16),
+                probes UInt64,
+                first_seen DateTime,
+                last_seen DateTime,
+                confidence UInt8,
+                explanation String",
+            engine: Engine::ReplacingMergeTree,
+            keys: "PARTITION BY toYYYYMMDD(first_seen) ORDER BY (scanner, target, first_seen, event_id)",
+            placement: Placement::ShardedByAgent,
+        })],
     },
     Migration {
         version: 2,
@@ -84,24 +97,25 @@ pub const MIGRATIONS: &[Migration] = &[
             },
             // One row per report of a flood against one address of a PC.
             // Same dedup design as scan_events.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS flood_events (
-                    event_id UUID,
-                    episode_id UUID,
-                    agent_id String,
-                    received_at DateTime,
-                    created_at DateTime,
-                    state Enum8('detected' = 1, 'active' = 2, 'closed' = 3),
-                    target FixedString(16),
-                    ports Array(UInt16),
-                    sources UInt64,
-                    first_seen DateTime,
-                    last_seen DateTime,
-                    explanation String
-                ) ENGINE = ReplacingMergeTree()
-                PARTITION BY toYYYYMMDD(first_seen)
-                ORDER BY (target, first_seen, event_id)",
-            ),
+            Step::Create(Table {
+            name: "flood_events",
+            columns: "
+                event_id UUID,
+                episode_id UUID,
+                agent_id String,
+                received_at DateTime,
+                created_at DateTime,
+                state Enum8('detected' = 1, 'active' = 2, 'closed' = 3),
+                target FixedString(16),
+                ports Array(UInt16),
+                sources UInt64,
+                first_seen DateTime,
+                last_seen DateTime,
+                explanation String",
+            engine: Engine::ReplacingMergeTree,
+            keys: "PARTITION BY toYYYYMMDD(first_seen) ORDER BY (target, first_seen, event_id)",
+            placement: Placement::ShardedByAgent,
+        }),
         ],
     },
     Migration {
@@ -111,18 +125,20 @@ pub const MIGRATIONS: &[Migration] = &[
             // Small and rarely written: no partitions. Versions only grow,
             // and readers take the highest, so concurrent writers of the
             // same version agree on content or the next change wins.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS policies (
-                    policy_group String,
-                    version UInt64,
-                    scan_min_ports UInt32,
-                    episode_idle_seconds UInt32,
-                    allowlisted_sources Array(FixedString(16)),
-                    updated_at DateTime,
-                    updated_by String
-                ) ENGINE = ReplacingMergeTree(version)
-                ORDER BY (policy_group, version)",
-            ),
+            Step::Create(Table {
+            name: "policies",
+            columns: "
+                policy_group String,
+                version UInt64,
+                scan_min_ports UInt32,
+                episode_idle_seconds UInt32,
+                allowlisted_sources Array(FixedString(16)),
+                updated_at DateTime,
+                updated_by String",
+            engine: Engine::ReplacingMergeTreeBy("version"),
+            keys: "ORDER BY (policy_group, version)",
+            placement: Placement::Everywhere,
+        }),
         ],
     },
     Migration {
@@ -131,27 +147,28 @@ pub const MIGRATIONS: &[Migration] = &[
         steps: &[
             // Health is the newest heartbeat per agent (argMax), so plain
             // MergeTree: a duplicate heartbeat changes nothing.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS agent_heartbeats (
-                    agent_id String,
-                    received_at DateTime,
-                    agent_version String,
-                    claimed_hostname String,
-                    packets_seen UInt64,
-                    kernel_drops UInt64,
-                    pending_events UInt64,
-                    spool_bytes UInt64,
-                    events_dropped UInt64,
-                    dropped_spool_cap UInt64,
-                    dropped_spool_error UInt64,
-                    dropped_invalid UInt64,
-                    dropped_queue_full UInt64,
-                    policy_version UInt64,
-                    uptime_seconds UInt64
-                ) ENGINE = MergeTree()
-                PARTITION BY toYYYYMMDD(received_at)
-                ORDER BY (agent_id, received_at)",
-            ),
+            Step::Create(Table {
+            name: "agent_heartbeats",
+            columns: "
+                agent_id String,
+                received_at DateTime,
+                agent_version String,
+                claimed_hostname String,
+                packets_seen UInt64,
+                kernel_drops UInt64,
+                pending_events UInt64,
+                spool_bytes UInt64,
+                events_dropped UInt64,
+                dropped_spool_cap UInt64,
+                dropped_spool_error UInt64,
+                dropped_invalid UInt64,
+                dropped_queue_full UInt64,
+                policy_version UInt64,
+                uptime_seconds UInt64",
+            engine: Engine::MergeTree,
+            keys: "PARTITION BY toYYYYMMDD(received_at) ORDER BY (agent_id, received_at)",
+            placement: Placement::ShardedByAgent,
+        }),
         ],
     },
     Migration {
@@ -170,8 +187,9 @@ pub const MIGRATIONS: &[Migration] = &[
             // Bootstrap tokens. Only a SHA-256 of the secret is kept. A
             // change (revocation) is a new row with a higher version; reads
             // use FINAL.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS enrollment_tokens (
+            Step::Create(Table {
+            name: "enrollment_tokens",
+            columns: "
                 token_id String,
                 secret_sha256 String,
                 agent_group String,
@@ -181,13 +199,16 @@ pub const MIGRATIONS: &[Migration] = &[
                 revoked UInt8,
                 revoked_at DateTime,
                 changed_by String,
-                version UInt64
-            ) ENGINE = ReplacingMergeTree(version) ORDER BY token_id",
-            ),
+                version UInt64",
+            engine: Engine::ReplacingMergeTreeBy("version"),
+            keys: "ORDER BY token_id",
+            placement: Placement::Everywhere,
+        }),
             // Enrolled agents. Enrollment and each renewal write a row;
             // the newest (highest version) is the agent's current state.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS agents (
+            Step::Create(Table {
+            name: "agents",
+            columns: "
                 agent_id String,
                 hostname String,
                 os String,
@@ -199,18 +220,23 @@ pub const MIGRATIONS: &[Migration] = &[
                 cert_not_after DateTime,
                 key_sha256 String,
                 remote String,
-                version UInt64
-            ) ENGINE = ReplacingMergeTree(version) ORDER BY agent_id",
-            ),
+                version UInt64",
+            engine: Engine::ReplacingMergeTreeBy("version"),
+            keys: "ORDER BY agent_id",
+            placement: Placement::Everywhere,
+        }),
             // Revoked agent ids; append-only, every collector polls it.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS agent_revocations (
+            Step::Create(Table {
+            name: "agent_revocations",
+            columns: "
                 agent_id String,
                 revoked_at DateTime,
                 reason String,
-                revoked_by String
-            ) ENGINE = MergeTree() ORDER BY agent_id",
-            ),
+                revoked_by String",
+            engine: Engine::MergeTree,
+            keys: "ORDER BY agent_id",
+            placement: Placement::Everywhere,
+        }),
         ],
     },
     Migration {
@@ -221,8 +247,9 @@ pub const MIGRATIONS: &[Migration] = &[
             // deterministic, so collectors correlating at once write the
             // same rows; the highest version (later activity, broader
             // membership, later state) wins. Reads use FINAL.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS campaigns (
+            Step::Create(Table {
+            name: "campaigns",
+            columns: "
                 campaign_id UUID,
                 kind Enum8('sweep' = 1, 'distributed' = 2, 'internal' = 3),
                 campaign_key String,
@@ -236,81 +263,93 @@ pub const MIGRATIONS: &[Migration] = &[
                 open_ports UInt32,
                 explanation String,
                 updated_at DateTime,
-                version UInt64
-            ) ENGINE = ReplacingMergeTree(version) ORDER BY campaign_id",
-            ),
+                version UInt64",
+            engine: Engine::ReplacingMergeTreeBy("version"),
+            keys: "ORDER BY campaign_id",
+            placement: Placement::Everywhere,
+        }),
             // Who and what took part: sources, PCs (agent ids), ports.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS campaign_members (
+            Step::Create(Table {
+            name: "campaign_members",
+            columns: "
                 campaign_id UUID,
                 member Enum8('source' = 1, 'pc' = 2, 'port' = 3),
                 value String,
                 first_seen DateTime,
-                last_seen DateTime
-            ) ENGINE = ReplacingMergeTree(last_seen) ORDER BY (campaign_id, member, value)",
-            ),
+                last_seen DateTime",
+            engine: Engine::ReplacingMergeTreeBy("last_seen"),
+            keys: "ORDER BY (campaign_id, member, value)",
+            placement: Placement::Everywhere,
+        }),
         ],
     },
     Migration {
         version: 8,
         name: "alerts",
-        steps: &[Step::Sql(
-            // Every alert sent or given up, per channel. A campaign is
+        steps: &[            // Every alert sent or given up, per channel. A campaign is
             // alerted again on a channel only above the highest severity
             // recorded there.
-            "CREATE TABLE IF NOT EXISTS alerts (
-            campaign_id UUID,
-            severity UInt8,
-            channel String,
-            status Enum8('sent' = 1, 'gave_up' = 2),
-            attempts UInt32,
-            at DateTime,
-            error String,
-            text String
-        ) ENGINE = MergeTree() ORDER BY (campaign_id, channel, severity)",
-        )],
+            Step::Create(Table {
+            name: "alerts",
+            columns: "
+                campaign_id UUID,
+                severity UInt8,
+                channel String,
+                status Enum8('sent' = 1, 'gave_up' = 2),
+                attempts UInt32,
+                at DateTime,
+                error String,
+                text String",
+            engine: Engine::MergeTree,
+            keys: "ORDER BY (campaign_id, channel, severity)",
+            placement: Placement::Everywhere,
+        })],
     },
     Migration {
         version: 9,
         name: "leases",
-        steps: &[Step::Sql(
-            // Who does a job that only one collector may do (sending
+        steps: &[            // Who does a job that only one collector may do (sending
             // alerts). Every live collector claims each term; the smallest
             // holder id among a term's claims holds it.
-            "CREATE TABLE IF NOT EXISTS leases (
-            name String,
-            term UInt64,
-            holder String,
-            claimed_at DateTime
-        ) ENGINE = MergeTree() ORDER BY (name, term, holder)",
-        )],
+            Step::Create(Table {
+            name: "leases",
+            columns: "
+                name String,
+                term UInt64,
+                holder String,
+                claimed_at DateTime",
+            engine: Engine::MergeTree,
+            keys: "ORDER BY (name, term, holder)",
+            placement: Placement::Everywhere,
+        })],
     },
     Migration {
         version: 10,
         name: "knock_events",
-        steps: &[Step::Sql(
-            // One row per knock. An event lists many knocks, each with its
+        steps: &[            // One row per knock. An event lists many knocks, each with its
             // own (source, target, port, protocol), so the key ending in
             // event_id collapses a resent event and nothing else. Same
             // partitioning as scan_events, so a correlation pass reads
             // the last two days only.
-            "CREATE TABLE IF NOT EXISTS knock_events (
-            event_id UUID,
-            agent_id String,
-            received_at DateTime,
-            source FixedString(16),
-            target FixedString(16),
-            port UInt16,
-            protocol UInt8,
-            refused UInt8,
-            probes UInt32,
-            first_seen DateTime,
-            last_seen DateTime,
-            explanation String
-        ) ENGINE = ReplacingMergeTree()
-        PARTITION BY toYYYYMMDD(first_seen)
-        ORDER BY (source, first_seen, target, port, protocol, event_id)",
-        )],
+            Step::Create(Table {
+            name: "knock_events",
+            columns: "
+                event_id UUID,
+                agent_id String,
+                received_at DateTime,
+                source FixedString(16),
+                target FixedString(16),
+                port UInt16,
+                protocol UInt8,
+                refused UInt8,
+                probes UInt32,
+                first_seen DateTime,
+                last_seen DateTime,
+                explanation String",
+            engine: Engine::ReplacingMergeTree,
+            keys: "PARTITION BY toYYYYMMDD(first_seen) ORDER BY (source, first_seen, target, port, protocol, event_id)",
+            placement: Placement::ShardedByAgent,
+        })],
     },
     Migration {
         version: 11,
@@ -319,8 +358,9 @@ pub const MIGRATIONS: &[Migration] = &[
             // One row per process x destination x minute of one PC. The
             // key holds everything that tells two rows of one event apart,
             // then event_id, so a resent event collapses.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS flow_minutes (
+            Step::Create(Table {
+            name: "flow_minutes",
+            columns: "
                 event_id UUID,
                 agent_id String,
                 received_at DateTime,
@@ -337,13 +377,14 @@ pub const MIGRATIONS: &[Migration] = &[
                 bytes_in UInt64,
                 packets_out UInt64,
                 packets_in UInt64,
-                connections UInt32
-            ) ENGINE = ReplacingMergeTree()
-            PARTITION BY toYYYYMMDD(minute)
-            ORDER BY (agent_id, minute, remote, remote_port, protocol, pid, local_ip, event_id)",
-            ),
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS outbound_anomalies (
+                connections UInt32",
+            engine: Engine::ReplacingMergeTree,
+            keys: "PARTITION BY toYYYYMMDD(minute) ORDER BY (agent_id, minute, remote, remote_port, protocol, pid, local_ip, event_id)",
+            placement: Placement::ShardedByAgent,
+        }),
+            Step::Create(Table {
+            name: "outbound_anomalies",
+            columns: "
                 event_id UUID,
                 episode_id UUID,
                 agent_id String,
@@ -367,14 +408,15 @@ pub const MIGRATIONS: &[Migration] = &[
                 last_seen DateTime,
                 host_sample Array(FixedString(16)),
                 port_sample Array(UInt16),
-                explanation String
-            ) ENGINE = ReplacingMergeTree()
-            PARTITION BY toYYYYMMDD(first_seen)
-            ORDER BY (agent_id, first_seen, event_id)",
-            ),
+                explanation String",
+            engine: Engine::ReplacingMergeTree,
+            keys: "PARTITION BY toYYYYMMDD(first_seen) ORDER BY (agent_id, first_seen, event_id)",
+            placement: Placement::ShardedByAgent,
+        }),
             // Small: one report per PC when its open ports change.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS listening_ports (
+            Step::Create(Table {
+            name: "listening_ports",
+            columns: "
                 event_id UUID,
                 agent_id String,
                 received_at DateTime,
@@ -386,10 +428,11 @@ pub const MIGRATIONS: &[Migration] = &[
                 process String,
                 exe String,
                 user_name String,
-                risk String
-            ) ENGINE = ReplacingMergeTree()
-            ORDER BY (agent_id, created_at, protocol, port, local_ip, event_id)",
-            ),
+                risk String",
+            engine: Engine::ReplacingMergeTree,
+            keys: "ORDER BY (agent_id, created_at, protocol, port, local_ip, event_id)",
+            placement: Placement::ShardedByAgent,
+        }),
         ],
     },
     Migration {
@@ -397,10 +440,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "outbound_campaigns",
         // Adding an Enum8 value changes metadata only; running it twice
         // (two collectors starting at once) is harmless.
-        steps: &[Step::Sql(
-            "ALTER TABLE campaigns MODIFY COLUMN \
-             kind Enum8('sweep' = 1, 'distributed' = 2, 'internal' = 3, 'outbound' = 4)",
-        )],
+        steps: &[Step::ModifyColumn {
+            table: "campaigns",
+            column: "kind",
+            definition: "Enum8('sweep' = 1, 'distributed' = 2, 'internal' = 3, 'outbound' = 4)",
+        }],
     },
     Migration {
         version: 13,
@@ -431,19 +475,23 @@ pub const MIGRATIONS: &[Migration] = &[
         steps: &[
             // Each triage change of a campaign is a row: the newest is its
             // state, all of them its history.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS campaign_triage (
+            Step::Create(Table {
+            name: "campaign_triage",
+            columns: "
                 campaign_id UUID,
                 state Enum8('new' = 1, 'acknowledged' = 2, 'resolved' = 3, 'false_positive' = 4),
                 note String,
                 actor String,
-                at DateTime
-            ) ENGINE = MergeTree() ORDER BY (campaign_id, at)",
-            ),
+                at DateTime",
+            engine: Engine::MergeTree,
+            keys: "ORDER BY (campaign_id, at)",
+            placement: Placement::Everywhere,
+        }),
             // Every change made through the console or its API. The key
             // ends in audit_id, so a retried write is one entry.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS audit_log (
+            Step::Create(Table {
+            name: "audit_log",
+            columns: "
                 audit_id UUID,
                 at DateTime,
                 actor String,
@@ -452,11 +500,11 @@ pub const MIGRATIONS: &[Migration] = &[
                 target String,
                 detail String,
                 source_ip String,
-                user_agent String
-            ) ENGINE = ReplacingMergeTree()
-            PARTITION BY toYYYYMM(at)
-            ORDER BY (at, audit_id)",
-            ),
+                user_agent String",
+            engine: Engine::ReplacingMergeTree,
+            keys: "PARTITION BY toYYYYMM(at) ORDER BY (at, audit_id)",
+            placement: Placement::Everywhere,
+        }),
         ],
     },
     Migration {
@@ -464,12 +512,15 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "correlation_allowlist",
         // The collectors' correlation allowlist, recorded at start so the
         // console can tell staff that a source is allowlisted.
-        steps: &[Step::Sql(
-            "CREATE TABLE IF NOT EXISTS correlation_allowlist (
-            networks Array(String),
-            updated_at DateTime
-        ) ENGINE = MergeTree() ORDER BY updated_at",
-        )],
+        steps: &[Step::Create(Table {
+            name: "correlation_allowlist",
+            columns: "
+                networks Array(String),
+                updated_at DateTime",
+            engine: Engine::MergeTree,
+            keys: "ORDER BY updated_at",
+            placement: Placement::Everywhere,
+        })],
     },
     Migration {
         version: 16,
@@ -492,8 +543,9 @@ pub const MIGRATIONS: &[Migration] = &[
             // of the alerts lease alerts each once; `agent_id` is empty
             // when the attempt was refused. The key ending in return_id
             // collapses a resent row.
-            Step::Sql(
-                "CREATE TABLE IF NOT EXISTS revoked_returns (
+            Step::Create(Table {
+            name: "revoked_returns",
+            columns: "
                 return_id UUID,
                 at DateTime,
                 revoked_agent_id String,
@@ -506,9 +558,11 @@ pub const MIGRATIONS: &[Migration] = &[
                 claimed_hostname String,
                 token_id String,
                 remote String,
-                key_sha256 String
-            ) ENGINE = ReplacingMergeTree() ORDER BY (at, return_id)",
-            ),
+                key_sha256 String",
+            engine: Engine::ReplacingMergeTree,
+            keys: "ORDER BY (at, return_id)",
+            placement: Placement::Everywhere,
+        }),
             // Alerts are about a campaign or about a return, whose id
             // the campaign_id column then holds (18.16 cannot rename a
             // column). Rows from before are campaign alerts.
@@ -521,11 +575,14 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
-    version UInt32,
-    name String,
-    applied_at DateTime DEFAULT now()
-) ENGINE = MergeTree() ORDER BY version";
+/// Which migrations are applied: shared by every node of a cluster.
+const MIGRATIONS_TABLE: Table = Table {
+    name: "schema_migrations",
+    columns: "version UInt32, name String, applied_at DateTime DEFAULT now()",
+    engine: Engine::MergeTree,
+    keys: "ORDER BY version",
+    placement: Placement::Everywhere,
+};
 
 #[derive(clickhouse::Row, serde::Serialize)]
 struct MigrationRecord<'a> {
@@ -542,19 +599,17 @@ pub(crate) async fn applied(client: &clickhouse::Client) -> Result<Vec<u32>, Sto
         .map_err(StoreError::query("read schema_migrations"))
 }
 
-pub(crate) async fn apply(client: &clickhouse::Client) -> Result<(), StoreError> {
-    client
-        .query(CREATE_MIGRATIONS_TABLE)
-        .execute()
-        .await
-        .map_err(StoreError::query("create schema_migrations"))?;
+pub(crate) async fn apply(client: &clickhouse::Client, layout: &Layout) -> Result<(), StoreError> {
+    for sql in layout.create(&MIGRATIONS_TABLE) {
+        execute(client, &sql, "create schema_migrations").await?;
+    }
     let done = applied(client).await?;
     for migration in MIGRATIONS {
         if done.contains(&migration.version) {
             continue;
         }
         for step in migration.steps {
-            run_step(client, step, migration.name).await?;
+            run_step(client, layout, step, migration.name).await?;
         }
         let mut insert = client
             .insert::<MigrationRecord<'_>>("schema_migrations")
@@ -581,39 +636,105 @@ pub(crate) async fn apply(client: &clickhouse::Client) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Where `table`'s rows live, from the migration that created it.
+pub(crate) fn placement(table: &str) -> Option<Placement> {
+    std::iter::once(&MIGRATIONS_TABLE)
+        .chain(
+            MIGRATIONS
+                .iter()
+                .flat_map(|m| m.steps)
+                .filter_map(|step| match step {
+                    Step::Create(t) => Some(t),
+                    Step::AddColumn { .. } | Step::ModifyColumn { .. } => None,
+                }),
+        )
+        .find(|t| t.name == table)
+        .map(|t| t.placement)
+}
+
 async fn run_step(
     client: &clickhouse::Client,
+    layout: &Layout,
     step: &Step,
     name: &'static str,
 ) -> Result<(), StoreError> {
-    let sql = match step {
-        Step::Sql(sql) => (*sql).to_owned(),
+    let (table, column, action) = match step {
+        Step::Create(table) => {
+            for sql in layout.create(table) {
+                execute(client, &sql, name).await?;
+            }
+            return Ok(());
+        }
         Step::AddColumn {
             table,
             column,
             definition,
-        } => {
-            let exists: u64 = client
-                .query(
-                    "SELECT count() FROM system.columns \
-                     WHERE database = currentDatabase() AND table = ? AND name = ?",
-                )
-                .bind(*table)
-                .bind(*column)
-                .fetch_one()
-                .await
-                .map_err(StoreError::query(name))?;
-            if exists > 0 {
-                return Ok(());
-            }
-            format!("ALTER TABLE {table} ADD COLUMN {column} {definition}")
-        }
+        } => (
+            *table,
+            Some(*column),
+            format!("ADD COLUMN {column} {definition}"),
+        ),
+        Step::ModifyColumn {
+            table,
+            column,
+            definition,
+        } => (*table, None, format!("MODIFY COLUMN {column} {definition}")),
     };
+    let placement = placement(table).ok_or(StoreError::Unexpected {
+        step: name,
+        detail: format!("no migration creates table {table}"),
+    })?;
+    for alter in layout.alter(table, placement, &action) {
+        if let Some(column) = column
+            && has_column(client, &alter.table, column, name).await?
+        {
+            continue;
+        }
+        for sql in &alter.sql {
+            if let Err(e) = execute(client, sql, name).await {
+                // Another collector may have added it meanwhile.
+                let added = match column {
+                    Some(column) => has_column(client, &alter.table, column, name).await?,
+                    None => false,
+                };
+                if !added {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn has_column(
+    client: &clickhouse::Client,
+    table: &str,
+    column: &str,
+    step: &'static str,
+) -> Result<bool, StoreError> {
+    let found: u64 = client
+        .query(
+            "SELECT count() FROM system.columns \
+             WHERE database = currentDatabase() AND table = ? AND name = ?",
+        )
+        .bind(table)
+        .bind(column)
+        .fetch_one()
+        .await
+        .map_err(StoreError::query(step))?;
+    Ok(found > 0)
+}
+
+async fn execute(
+    client: &clickhouse::Client,
+    sql: &str,
+    step: &'static str,
+) -> Result<(), StoreError> {
     client
-        .query(&sql)
+        .query(sql)
         .execute()
         .await
-        .map_err(StoreError::query(name))
+        .map_err(StoreError::query(step))
 }
 
 fn unix_now() -> u32 {
@@ -621,4 +742,29 @@ fn unix_now() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_altered_table_is_created_by_a_migration() {
+        for step in MIGRATIONS.iter().flat_map(|m| m.steps) {
+            if let Step::AddColumn { table, .. } | Step::ModifyColumn { table, .. } = step {
+                assert!(placement(table).is_some(), "{table}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_tables_with_an_agent_are_sharded() {
+        for step in MIGRATIONS.iter().flat_map(|m| m.steps) {
+            if let Step::Create(t) = step
+                && t.placement == Placement::ShardedByAgent
+            {
+                assert!(t.columns.contains("agent_id String"), "{}", t.name);
+            }
+        }
+    }
 }

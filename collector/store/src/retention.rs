@@ -6,6 +6,7 @@
 //! and runs the statements, with every interpolated value checked first.
 
 use crate::StoreError;
+use crate::layout::Layout;
 
 /// The rows and bytes of one active partition of a table.
 #[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
@@ -32,11 +33,22 @@ fn checked_partition(value: &str) -> Result<&str, StoreError> {
     }
 }
 
+/// On a cluster, the partitions of this node's part of each table (its
+/// shard's, for a sharded one), under the table's own name: every shard
+/// holds the same days, and this node's disk is what fills.
 pub(crate) async fn partitions(
     client: &clickhouse::Client,
+    layout: &Layout,
     tables: &[&str],
 ) -> Result<Vec<PartitionRow>, StoreError> {
-    client
+    let local: Vec<String> = tables
+        .iter()
+        .map(|t| match crate::migrations::placement(t) {
+            Some(placement) => layout.local_name(t, placement),
+            None => (*t).to_owned(),
+        })
+        .collect();
+    let mut rows = client
         .query(
             "SELECT table AS table_name, partition AS partition_value, \
              sum(rows) AS rows, sum(bytes_on_disk) AS bytes_on_disk \
@@ -44,20 +56,33 @@ pub(crate) async fn partitions(
              WHERE database = currentDatabase() AND active AND has(?, table) \
              GROUP BY table, partition ORDER BY table, partition",
         )
-        .bind(tables)
+        .bind(&local)
         .fetch_all::<PartitionRow>()
         .await
-        .map_err(StoreError::query("list partitions"))
+        .map_err(StoreError::query("list partitions"))?;
+    for row in &mut rows {
+        if let Some(i) = local.iter().position(|l| *l == row.table_name) {
+            row.table_name = tables[i].to_owned();
+        }
+    }
+    Ok(rows)
 }
 
+/// On a cluster, drops the partition on every shard (each shard's
+/// replicas follow through ZooKeeper).
 pub(crate) async fn drop_partition(
     client: &clickhouse::Client,
+    layout: &Layout,
     table: &'static str,
     partition: &str,
 ) -> Result<(), StoreError> {
     let partition = checked_partition(partition)?;
+    let placement = crate::migrations::placement(table).ok_or(StoreError::Unexpected {
+        step: "drop partition",
+        detail: format!("no migration creates table {table}"),
+    })?;
     client
-        .query(&format!("ALTER TABLE {table} DROP PARTITION {partition}"))
+        .query(&layout.drop_partition(table, placement, partition))
         .execute()
         .await
         .map_err(StoreError::query("drop partition"))

@@ -344,6 +344,7 @@ async fn raw_insert(
         user: "default".into(),
         password: None,
         compress: false,
+        cluster: None,
     })
     .await?;
     let limits = InsertLimits::default();
