@@ -61,6 +61,29 @@ pub struct ClickHouse {
     pub http_port: u16,
     tcp_port: u16,
     interserver_port: u16,
+    /// Settings for a config.d file (a cluster node's); `None`: Debian's
+    /// config.xml as it is.
+    node_config: Option<String>,
+}
+
+/// The three ports of a server, chosen before it starts (a cluster's
+/// `remote_servers` names every node's TCP port).
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub http: u16,
+    pub tcp: u16,
+    pub interserver: u16,
+}
+
+impl Ports {
+    /// Three free ports.
+    pub fn free() -> Self {
+        Self {
+            http: process::free_port(),
+            tcp: process::free_port(),
+            interserver: process::free_port(),
+        }
+    }
 }
 
 impl ClickHouse {
@@ -80,14 +103,32 @@ impl ClickHouse {
 
     /// Starts `engine` with its data in `data` and waits until it answers.
     pub fn start_engine(engine: Engine, data: &Path, logs: &Path) -> Self {
+        Self::start_with(engine, data, logs, Ports::free(), None)
+    }
+
+    /// Starts Debian's 18.16 server on `ports` with `node_config` (the
+    /// inside of a `<yandex>` config.d file: remote_servers, zookeeper,
+    /// macros) on top of Debian's config.xml: one node of a cluster.
+    pub fn start_node(data: &Path, logs: &Path, ports: Ports, node_config: String) -> Self {
+        Self::start_with(Engine::Server, data, logs, ports, Some(node_config))
+    }
+
+    fn start_with(
+        engine: Engine,
+        data: &Path,
+        logs: &Path,
+        ports: Ports,
+        node_config: Option<String>,
+    ) -> Self {
         let mut server = Self {
             engine,
             process: None,
             data: data.to_owned(),
             logs: logs.to_owned(),
-            http_port: process::free_port(),
-            tcp_port: process::free_port(),
-            interserver_port: process::free_port(),
+            http_port: ports.http,
+            tcp_port: ports.tcp,
+            interserver_port: ports.interserver,
+            node_config,
         };
         server.restart();
         server
@@ -101,6 +142,18 @@ impl ClickHouse {
     /// The server's process id, if it is running.
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Process::pid)
+    }
+
+    /// The native-protocol port (what a cluster's nodes reach each other on).
+    pub fn tcp_port(&self) -> u16 {
+        self.tcp_port
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, keeping its data.
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.process.take() {
+            p.kill();
+        }
     }
 
     /// The HTTP endpoint, e.g. `http://127.0.0.1:8123`.
@@ -117,6 +170,7 @@ impl ClickHouse {
             user: "default".into(),
             password: None,
             compress: false,
+            cluster: None,
         }
     }
 
@@ -193,13 +247,33 @@ impl ClickHouse {
         }
     }
 
+    /// Debian's config.xml, or for a cluster node a copy beside a
+    /// config.d/ holding the node's settings (config.d is read from the
+    /// config file's folder).
+    fn write_config(&self) -> PathBuf {
+        let debian = PathBuf::from("/etc/clickhouse-server/config.xml");
+        let Some(node) = &self.node_config else {
+            return debian;
+        };
+        let dir = self.data.with_extension("config");
+        std::fs::create_dir_all(dir.join("config.d")).expect("config folder");
+        std::fs::copy(&debian, dir.join("config.xml")).expect("copy Debian's config.xml");
+        std::fs::write(
+            dir.join("config.d/node.xml"),
+            format!("<yandex>\n<interserver_http_host>127.0.0.1</interserver_http_host>\n{node}\n</yandex>\n"),
+        )
+        .expect("write config.d/node.xml");
+        dir.join("config.xml")
+    }
+
     fn server_command(&self) -> Command {
         let users = self.write_users();
+        let config = self.write_config();
         let d = self.data.display();
         let l = self.logs.display();
         let mut command = Command::new(require::tool("clickhouse-server", "clickhouse-server"));
         command.args([
-            "--config-file=/etc/clickhouse-server/config.xml".to_owned(),
+            format!("--config-file={}", config.display()),
             "--".to_owned(),
             format!("--path={d}/"),
             format!("--tmp_path={d}/tmp/"),

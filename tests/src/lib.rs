@@ -21,6 +21,7 @@
 
 pub mod bulk;
 pub mod clickhouse;
+pub mod cluster;
 pub mod console;
 pub mod dot_idp;
 pub mod http;
