@@ -235,6 +235,18 @@ impl Layout {
         }
     }
 
+    /// On a cluster, the statement that makes this node take in every row
+    /// of the shared table `table` that other replicas hold; `None` on one
+    /// server or for a sharded table (read through its Distributed table).
+    pub fn catch_up(&self, table: &str) -> Option<String> {
+        match crate::migrations::placement(table) {
+            Some(Placement::Everywhere) if self.is_cluster() => {
+                Some(format!("SYSTEM SYNC REPLICA {}{table}", self.qualifier()))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether this is a cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster { .. })
@@ -321,6 +333,16 @@ mod tests {
             "{}",
             sql[0]
         );
+    }
+
+    #[test]
+    fn only_shared_tables_on_a_cluster_are_caught_up() {
+        assert_eq!(
+            cluster().catch_up("leases").as_deref(),
+            Some("SYSTEM SYNC REPLICA `doorwatch`.leases")
+        );
+        assert_eq!(cluster().catch_up("scan_events"), None);
+        assert_eq!(Layout::Single.catch_up("leases"), None);
     }
 
     #[test]

@@ -62,6 +62,10 @@ pub use scan_events::ScanEventRow;
 pub use server::{MINIMUM_VERSION, ServerInfo, SqlPath};
 pub use token::{MalformedToken, NoRandomness, Token, hex_sha256};
 
+/// Longest wait for a node to take in a shared table's rows from the
+/// others ([`Store::catch_up`]); past it the read fails as transient.
+const CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Where and how to reach ClickHouse.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -290,6 +294,7 @@ impl Store {
         &self,
         since_unix: u32,
     ) -> Result<Vec<RevokedReturnRow>, StoreError> {
+        self.catch_up("revoked_returns").await?;
         enrollment::revoked_returns(&self.client, since_unix).await
     }
 
@@ -526,6 +531,7 @@ impl Store {
         &self,
         ids: &[uuid::Uuid],
     ) -> Result<Vec<(uuid::Uuid, String, u8)>, StoreError> {
+        self.catch_up("alerts").await?;
         campaigns::alerted(&self.client, ids).await
     }
 
@@ -554,8 +560,10 @@ impl Store {
         campaigns::claim_lease(&self.client, name, term, holder, now).await
     }
 
-    /// Who holds lease `name` for `term`, if anyone claimed it.
+    /// Who holds lease `name` for `term`, if anyone claimed it. On a
+    /// cluster, this node first takes in every claim other nodes hold.
     pub async fn lease_holder(&self, name: &str, term: u64) -> Result<Option<String>, StoreError> {
+        self.catch_up("leases").await?;
         campaigns::lease_holder(&self.client, name, term).await
     }
 
@@ -597,6 +605,22 @@ impl Store {
     /// Deletes lease claims made before `cutoff`; returns how many there were.
     pub async fn delete_leases_before(&self, cutoff: u32) -> Result<u64, StoreError> {
         retention::delete_leases_before(&self.client, cutoff).await
+    }
+
+    /// On a cluster, waits until this node holds every row of the shared
+    /// table `table` that any node had stored when the call began
+    /// (`SYSTEM SYNC REPLICA`): a read that decides a once-per-campus
+    /// action (who holds a lease, what was alerted) must see what other
+    /// collectors wrote through other nodes. Nothing on one server.
+    async fn catch_up(&self, table: &'static str) -> Result<(), StoreError> {
+        let Some(sql) = self.layout.catch_up(table) else {
+            return Ok(());
+        };
+        let step = "catch up a shared table";
+        tokio::time::timeout(CATCH_UP_TIMEOUT, self.client.query(&sql).execute())
+            .await
+            .map_err(|_| StoreError::Timeout { step })?
+            .map_err(StoreError::query(step))
     }
 
     /// The migration versions recorded as applied, ascending.
