@@ -281,13 +281,16 @@ pub async fn run(store: Store, settings: Settings, mut shutdown: watch::Receiver
             }
             let since = clock::unix_now().saturating_sub(RETURN_WINDOW.as_secs());
             let returns = store.revoked_returns(clock::seconds(since)).await?;
-            let subjects: Vec<Subject> = store
+            let mut subjects: Vec<Subject> = store
                 .active_campaigns()
                 .await?
                 .into_iter()
                 .map(Subject::Campaign)
                 .chain(returns.into_iter().map(Subject::Return))
                 .collect();
+            // In a storm, under the per-channel rate limit, the most
+            // severe are queued first.
+            subjects.sort_by_key(|s| std::cmp::Reverse(s.severity()));
             let ids: Vec<uuid::Uuid> = subjects.iter().map(Subject::id).collect();
             let told = store.alerted(&ids).await?;
             Ok::<_, doorwatch_store::StoreError>(Some((subjects, told)))
