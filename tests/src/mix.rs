@@ -7,7 +7,8 @@
 //!
 //! What a campus PC reports, roughly: mostly scan reports, each episode a
 //! `detected` report, some `active` updates and a `closed` report sharing
-//! one episode id; scanners in 198.18.0.0/15 and the PC in 198.19.0.0/16;
+//! one episode id; scanners in 198.18.0.0/15 (outside the namespace LAN,
+//! 198.18.0.0/24) and the PC in 198.19.0.0/16;
 //! SYN scans above all; port counts from 10 to 65,535 with a heavy tail
 //! (nmap's default 1,000 and a full `-p-` are common); 0 to 3 open ports;
 //! sometimes decoys; and about 4 % flood reports. Every event passes the
@@ -417,7 +418,10 @@ fn scan_type_words(value: i32) -> &'static str {
     }
 }
 
-/// A scanner in 198.18.0.0/15 that is not the PC itself.
+/// A scanner in 198.18.0.0/15 that is not the PC itself, nor in
+/// 198.18.0.0/24: that is the namespace campus's LAN (`netns`), whose real
+/// scanners must not share a sweep's /24 with simulated ones when both run
+/// in one test.
 fn scanner_ip(rng: &mut impl Rng, target: Ipv4Addr) -> Ipv4Addr {
     loop {
         let ip = Ipv4Addr::new(
@@ -426,7 +430,7 @@ fn scanner_ip(rng: &mut impl Rng, target: Ipv4Addr) -> Ipv4Addr {
             rng.random(),
             rng.random_range(1..=254),
         );
-        if ip != target {
+        if ip != target && ip.octets()[..3] != [198, 18, 0] {
             return ip;
         }
     }

@@ -1,18 +1,22 @@
 //! doorwatch on a ClickHouse cluster, end to end: Debian's ZooKeeper and
 //! four Debian 18.16 servers (two shards of two replicas) on loopback,
 //! two collectors on different nodes migrating at once, 100 simulated
-//! agents, the console, and faults while events flow: a replica killed
-//! with SIGKILL and restarted, ZooKeeper stopped for 30 s, a whole shard
-//! restarted. After each, every generated event id is counted exactly
-//! once through the Distributed tables, the replicas of each shard agree,
-//! and the console answers.
+//! agents, four real agents in network namespaces whose events land on
+//! different shards, swept by nmap, the console, and faults while events
+//! flow: a replica killed with SIGKILL and restarted, ZooKeeper stopped
+//! for 30 s, a whole shard restarted. After each, every generated event id
+//! is counted exactly once through the Distributed tables, the replicas of
+//! each shard agree, the sweep is one campaign listing every PC, no alert
+//! is repeated, and the console answers.
 //!
-//! Run with `--nocapture` to see the numbers. Needs clickhouse-server,
-//! zookeeper and java; fails (never skips) without them.
+//! Run with `--nocapture` to see the numbers. Needs root, nmap,
+//! clickhouse-server, zookeeper and java; fails (never skips) without
+//! them.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use doorwatch_e2e::clickhouse::ClickHouse;
@@ -20,37 +24,60 @@ use doorwatch_e2e::cluster::Cluster;
 use doorwatch_e2e::console::{Console, api_token, hash_password};
 use doorwatch_e2e::http::request;
 use doorwatch_e2e::loadgen::Loadgen;
+use doorwatch_e2e::netns::{Campus as Namespaces, Host};
+use doorwatch_e2e::process::run;
 use doorwatch_e2e::process::{Process, free_port};
+use doorwatch_e2e::receivers::{Received, webhook_receiver};
 use doorwatch_e2e::require;
-use doorwatch_e2e::stack::{collector_config, pki_init, start_collector_named};
+use doorwatch_e2e::stack::{
+    agent_config, collector_config, issue_agent, pki_init, start_agent, start_collector_named,
+};
 
 /// The load generators' agent id prefixes: one per collector.
 const PREFIXES: [&str; 2] = ["lga", "lgb"];
 
+/// The real agents, by collector. cityHash64 of the id picks the shard:
+/// pc-a and pc-b land on the first, pc-e and pc-i on the second (checked
+/// below from the shards' own tables).
+const PCS: [[&str; 2]; 2] = [["pc-a", "pc-e"], ["pc-b", "pc-i"]];
+
+/// The outside scanner's address on the namespace LAN, and its sweep's
+/// key (the load generators' scanners stay out of that /24).
+const SCANNER: &str = "198.18.0.66";
+const SWEEP_KEY: &str = "198.18.0.0/24";
+
 struct Campus {
-    cluster: Cluster,
-    collectors: Vec<(Process, SocketAddr)>,
+    // Dropped first: agents, then collectors, then the cluster.
+    agents: Vec<Process>,
+    pcs: Vec<(String, Host)>,
+    scanner: Host,
+    collectors: Vec<(Process, SocketAddr, PathBuf)>,
     console: Console,
     console_token: String,
-    pki: std::path::PathBuf,
+    webhook: Received,
+    cluster: Cluster,
+    _namespaces: Namespaces,
+    pki: PathBuf,
     dir: tempfile::TempDir,
 }
 
-/// Writes a collector config on node `node` into `DIR/NAME/`.
+/// Writes a collector config on node `node` into `DIR/NAME/`, listening
+/// on `ip`; alerts go to the webhook on `webhook_port`.
 fn collector_on(
     dir: &Path,
     pki: &Path,
     cluster: &Cluster,
     node: usize,
     name: &str,
-) -> (std::path::PathBuf, SocketAddr) {
+    ip: IpAddr,
+    webhook_port: u16,
+) -> (PathBuf, SocketAddr) {
     let own = dir.join(name);
     std::fs::create_dir_all(&own).expect("collector folder");
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("address");
+    let listen = SocketAddr::new(ip, free_port());
     let extra = format!(
-        "compress = false\ncluster = \"{}\"\n",
+        "compress = false\ncluster = \"{}\"\n[correlation]\ninterval_seconds = 1\n\
+         [alerts]\nwebhook_url = \"http://127.0.0.1:{webhook_port}/hook\"\nper_channel_per_minute = 10000\n",
         doorwatch_e2e::cluster::CLUSTER
     );
     let config = collector_config(&own, listen, pki, &cluster.nodes[node], "doorwatch", &extra);
@@ -58,14 +85,40 @@ fn collector_on(
 }
 
 fn campus() -> Campus {
+    require::root();
+    require::tool("nmap", "nmap");
     require::tool("clickhouse-server", "clickhouse-server");
     let dir = tempfile::tempdir().expect("temp dir");
+    let mut namespaces = Namespaces::new();
+    let (hosts, uplinks) = namespaces.linked_pcs(4);
+    let scanner = namespaces.add_host("scanner", &[SCANNER]);
+    let collector_ip = IpAddr::V4(uplinks[0].root_ip);
     let cluster = Cluster::start(&dir.path().join("cluster"), 2, 2);
-    let pki = pki_init(dir.path(), &["127.0.0.1".parse().expect("literal")]);
+    let pki = pki_init(
+        dir.path(),
+        &["127.0.0.1".parse().expect("literal"), collector_ip],
+    );
+    let (webhook_port, webhook) = webhook_receiver();
     // Both collectors start at once, on nodes of different shards: the
     // migrations race, and must converge.
-    let (config_a, listen_a) = collector_on(dir.path(), &pki, &cluster, 0, "a");
-    let (config_b, listen_b) = collector_on(dir.path(), &pki, &cluster, 2, "b");
+    let (config_a, listen_a) = collector_on(
+        dir.path(),
+        &pki,
+        &cluster,
+        0,
+        "a",
+        collector_ip,
+        webhook_port,
+    );
+    let (config_b, listen_b) = collector_on(
+        dir.path(),
+        &pki,
+        &cluster,
+        2,
+        "b",
+        collector_ip,
+        webhook_port,
+    );
     let started = Instant::now();
     let (a, b) = std::thread::scope(|s| {
         let a = s.spawn(|| start_collector_named(&dir.path().join("a"), &config_a, "collector-a"));
@@ -92,11 +145,30 @@ fn campus() -> Campus {
             doorwatch_e2e::cluster::CLUSTER
         ),
     );
+    let mut agents = Vec::new();
+    let mut pcs = Vec::new();
+    let mut hosts = hosts.into_iter();
+    for (names, collector) in PCS.iter().zip([listen_a, listen_b]) {
+        for name in names {
+            let host = hosts.next().expect("a namespace per PC");
+            issue_agent(&pki, name);
+            let config = agent_config(dir.path(), &host, collector, &pki, name, "", "");
+            let mut agent = start_agent(dir.path(), &host, &config, name);
+            agent.wait_for_log("connected to collector", Duration::from_secs(30));
+            agents.push(agent);
+            pcs.push(((*name).to_owned(), host));
+        }
+    }
     Campus {
-        cluster,
-        collectors: vec![(a, listen_a), (b, listen_b)],
+        agents,
+        pcs,
+        scanner,
+        collectors: vec![(a, listen_a, config_a), (b, listen_b, config_b)],
         console,
         console_token: token,
+        webhook,
+        cluster,
+        _namespaces: namespaces,
         pki,
         dir,
     }
@@ -143,7 +215,7 @@ fn start_load(campus: &Campus, round: &str, seconds: u64) -> Vec<Loadgen> {
     PREFIXES
         .iter()
         .zip(&campus.collectors)
-        .map(|(prefix, (_, address))| {
+        .map(|(prefix, (_, address, _))| {
             let prefix = format!("{prefix}{round}");
             Loadgen::start(
                 campus.dir.path(),
@@ -241,6 +313,153 @@ fn assert_replicas_agree(cluster: &Cluster) {
     }
 }
 
+/// nmap sweeps every PC from outside, bounded in time and ports.
+fn sweep(campus: &Campus) {
+    let targets: Vec<String> = campus
+        .pcs
+        .iter()
+        .map(|(_, h)| h.ipv4().to_string())
+        .collect();
+    campus.scanner.nmap(&["-sS", "-p", "1-300"], &targets);
+}
+
+/// `doorwatch-collector ARGS --config` of collector `i`: the CLI's reads.
+fn cli(campus: &Campus, i: usize, args: &[&str]) -> String {
+    run(Command::new(require::binary("doorwatch-collector"))
+        .args(args)
+        .arg("--config")
+        .arg(&campus.collectors[i].2))
+}
+
+/// The sweep is one campaign, read through the CLI of either collector,
+/// listing every PC, whose events sit on both shards. Returns its id.
+fn assert_sweep_is_one_campaign(campus: &Campus) -> String {
+    let mut wanted: Vec<&str> = PCS.iter().flatten().copied().collect();
+    wanted.sort_unstable();
+    let start = Instant::now();
+    let sweep = loop {
+        let listed = cli(campus, 1, &["campaigns", "list", "--format", "json"]);
+        let sweeps: Vec<serde_json::Value> = listed
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .filter(|c: &serde_json::Value| c["kind"] == "sweep" && c["key"] == SWEEP_KEY)
+            .collect();
+        assert!(
+            sweeps.len() <= 1,
+            "the sweep is more than one campaign: {sweeps:#?}"
+        );
+        if let Some(c) = sweeps.first()
+            && c["pcs"].as_u64() == Some(wanted.len() as u64)
+        {
+            break c.clone();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no sweep campaign over every PC within 60 s: {sweeps:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let id = sweep["campaign_id"]
+        .as_str()
+        .expect("campaign id")
+        .to_owned();
+    for collector in 0..campus.collectors.len() {
+        let shown: serde_json::Value = serde_json::from_str(&cli(
+            campus,
+            collector,
+            &["campaigns", "show", &id, "--format", "json"],
+        ))
+        .expect("campaigns show prints JSON");
+        let mut pcs: Vec<String> = serde_json::from_value(shown["pcs"].clone()).expect("pcs");
+        pcs.sort();
+        assert_eq!(pcs, wanted, "collector {collector}: every PC is listed");
+        assert_eq!(shown["sources"], serde_json::json!([SCANNER]));
+    }
+    // Where the PCs' events are: each shard's own tables.
+    let cluster = &campus.cluster;
+    let shards: Vec<Vec<String>> = (0..2)
+        .map(|shard| {
+            cluster.nodes[shard * cluster.replicas]
+                .query_ok(
+                    "SELECT DISTINCT agent_id FROM doorwatch.scan_events_local \
+                     WHERE agent_id LIKE 'pc-%' ORDER BY agent_id",
+                )
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        shards,
+        [vec!["pc-a", "pc-b"], vec!["pc-e", "pc-i"]],
+        "the swept PCs' events are not on both shards as cityHash64 says"
+    );
+    id
+}
+
+/// No alert went out twice: each (campaign, channel, severity) is
+/// recorded sent once, and the webhook got no body twice.
+fn assert_no_alert_repeated(campus: &Campus, sweep: &str) {
+    let repeated = count(
+        &campus.cluster.nodes[1],
+        "SELECT count() FROM (SELECT campaign_id, channel, severity, count() AS n \
+         FROM doorwatch.alerts WHERE status = 'sent' \
+         GROUP BY campaign_id, channel, severity HAVING n > 1)",
+    );
+    if repeated > 0 {
+        let groups = campus.cluster.nodes[1].query_ok(
+            "SELECT campaign_id, channel, severity, subject, count() AS n, groupArray(at), groupArray(attempts) \
+             FROM doorwatch.alerts WHERE status = 'sent' \
+             GROUP BY campaign_id, channel, severity, subject HAVING n > 1 LIMIT 5",
+        );
+        let logs: Vec<String> = campus
+            .collectors
+            .iter()
+            .map(|(p, _, _)| {
+                p.log()
+                    .lines()
+                    .filter(|l| l.contains("alert sent") || l.contains("lease holder changed"))
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect();
+        panic!(
+            "{repeated} alerts are recorded sent twice:\n{groups}\n{}",
+            logs.join("\n----\n")
+        );
+    }
+    // The load generators' scanners make hundreds of small campaigns, so
+    // the sweep's alert may wait behind theirs (the rate limit is raised
+    // above: this suite is not about it).
+    let start = Instant::now();
+    while !campus
+        .webhook
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|b| b.contains(sweep))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "the sweep was not alerted within 180 s"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let bodies = campus.webhook.lock().expect("lock").clone();
+    let distinct: HashSet<&String> = bodies.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        bodies.len(),
+        "the webhook got an alert twice"
+    );
+    eprintln!(
+        "{} alerts on the webhook, none twice; waited {:.1} s for the sweep's",
+        bodies.len(),
+        start.elapsed().as_secs_f64()
+    );
+}
+
 /// The console's overview, campaigns and agents answer from the cluster.
 fn assert_console_answers(campus: &Campus) {
     let bearer = format!("Bearer {}", campus.console_token);
@@ -256,7 +475,7 @@ fn assert_console_answers(campus: &Campus) {
     }
 }
 
-fn check_round(campus: &Campus, round: &str, loads: &mut [Loadgen], fault: &str) {
+fn check_round(campus: &Campus, round: &str, loads: &mut [Loadgen], fault: &str, sweep: &str) {
     for load in loads.iter_mut() {
         load.finish(Duration::from_secs(300));
     }
@@ -270,8 +489,17 @@ fn check_round(campus: &Campus, round: &str, loads: &mut [Loadgen], fault: &str)
     for node in 0..campus.cluster.nodes.len() {
         events = assert_each_id_once(&campus.cluster, node, round, loads);
     }
+    assert_eq!(
+        assert_sweep_is_one_campaign(campus),
+        sweep,
+        "the sweep changed campaign"
+    );
+    assert_no_alert_repeated(campus, sweep);
     assert_console_answers(campus);
-    eprintln!("after {fault}: {events} events, each counted once; replicas agree; console answers");
+    eprintln!(
+        "after {fault}: {events} events, each counted once; replicas agree; \
+         the sweep is one campaign of every PC; no alert repeated; console answers"
+    );
 }
 
 #[test]
@@ -279,13 +507,16 @@ fn a_two_by_two_cluster_keeps_every_event_once_through_faults() {
     let mut campus = campus();
     assert_schema(&campus.cluster);
 
-    // A replica killed as a crash would, then restarted: it catches up.
+    // The sweep, while events flow, then a replica killed as a crash
+    // would, then restarted: it catches up.
     let mut loads = start_load(&campus, "1", 40);
     wait_for_flow(&campus.cluster, "1");
+    sweep(&campus);
+    let sweep = assert_sweep_is_one_campaign(&campus);
     campus.cluster.nodes[1].kill();
     std::thread::sleep(Duration::from_secs(10));
     campus.cluster.nodes[1].restart();
-    check_round(&campus, "1", &mut loads, "kill -9 of a replica");
+    check_round(&campus, "1", &mut loads, "kill -9 of a replica", &sweep);
 
     // ZooKeeper away for 30 s: replicated tables turn read-only, inserts
     // fail, the agents keep their events and resend.
@@ -294,7 +525,13 @@ fn a_two_by_two_cluster_keeps_every_event_once_through_faults() {
     campus.cluster.zookeeper.stop();
     std::thread::sleep(Duration::from_secs(30));
     campus.cluster.zookeeper.restart();
-    check_round(&campus, "2", &mut loads, "ZooKeeper stopped for 30 s");
+    check_round(
+        &campus,
+        "2",
+        &mut loads,
+        "ZooKeeper stopped for 30 s",
+        &sweep,
+    );
 
     // A whole shard restarted: nothing can be stored for a while.
     let mut loads = start_load(&campus, "3", 40);
@@ -306,8 +543,11 @@ fn a_two_by_two_cluster_keeps_every_event_once_through_faults() {
     for node in campus.cluster.shard(1) {
         node.restart();
     }
-    check_round(&campus, "3", &mut loads, "a whole shard restarted");
-    for (collector, _) in &mut campus.collectors {
+    check_round(&campus, "3", &mut loads, "a whole shard restarted", &sweep);
+    for agent in &mut campus.agents {
+        assert!(agent.is_running(), "an agent died:\n{}", agent.log());
+    }
+    for (collector, _, _) in &mut campus.collectors {
         assert!(
             collector.is_running(),
             "a collector died:\n{}",
