@@ -1990,8 +1990,12 @@ async fn check_leases(store: &Store) {
             .await
             .expect("claim lease");
     }
-    let holder =
-        async |name: &str, term: u64| store.lease_holder(name, term).await.expect("holder");
+    let holder = async |name: &str, term: u64| {
+        store
+            .lease_holder(name, term, T + 60)
+            .await
+            .expect("holder")
+    };
     assert_eq!(
         holder("alerts", 7).await.as_deref(),
         Some("collector-a"),
@@ -2000,6 +2004,17 @@ async fn check_leases(store: &Store) {
     assert_eq!(holder("alerts", 8).await.as_deref(), Some("collector-b"));
     assert_eq!(holder("feed", 7).await.as_deref(), Some("collector-c"));
     assert_eq!(holder("alerts", 9).await, None);
+    // Only claims made before the cut count: collector-a claimed term 7
+    // one second after collector-b.
+    assert_eq!(
+        store
+            .lease_holder("alerts", 7, T + 1)
+            .await
+            .expect("holder")
+            .as_deref(),
+        Some("collector-b"),
+        "a claim made after the term began is not counted"
+    );
 }
 
 // ---------------------------------------------------------------- retention
@@ -2172,12 +2187,12 @@ async fn check_lease_expiry(store: &Store) {
     );
     eventually("deleting old lease claims", async || {
         store
-            .lease_holder("alerts", 1)
+            .lease_holder("alerts", 1, T + 60)
             .await
             .expect("holder")
             .is_none()
             && store
-                .lease_holder("alerts", 2)
+                .lease_holder("alerts", 2, T + 60)
                 .await
                 .expect("holder")
                 .is_none()
@@ -2185,7 +2200,7 @@ async fn check_lease_expiry(store: &Store) {
     .await;
     assert_eq!(
         store
-            .lease_holder("alerts", 3)
+            .lease_holder("alerts", 3, T + 60)
             .await
             .expect("holder")
             .as_deref(),

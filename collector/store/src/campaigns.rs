@@ -492,11 +492,16 @@ pub(crate) async fn lease_holder(
     client: &clickhouse::Client,
     name: &str,
     term: u64,
+    claimed_before: u32,
 ) -> Result<Option<String>, StoreError> {
     client
-        .query("SELECT holder FROM leases WHERE name = ? AND term = ? ORDER BY holder LIMIT 1")
+        .query(
+            "SELECT holder FROM leases WHERE name = ? AND term = ? \
+             AND claimed_at < toDateTime(?) ORDER BY holder LIMIT 1",
+        )
         .bind(name)
         .bind(term)
+        .bind(claimed_before)
         .fetch_optional::<String>()
         .await
         .map_err(StoreError::query("read lease"))

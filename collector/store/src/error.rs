@@ -39,6 +39,13 @@ pub enum StoreError {
     /// and migrates it at start.
     #[error("{problem} at {url}: start (or upgrade) a collector, which creates and migrates it")]
     SchemaNotReady { url: String, problem: String },
+    /// This node cannot take in what the other replicas of a shared table
+    /// hold (no ZooKeeper session).
+    #[error("this ClickHouse node has not caught up with the other replicas of {table}: {problem}")]
+    Lagging {
+        table: &'static str,
+        problem: String,
+    },
     /// The server cannot hold the cluster layout the config asks for.
     #[error(
         "ClickHouse at {url} cannot hold doorwatch's tables on cluster {cluster}: {problem} (see deploy/cluster.md)"
@@ -80,7 +87,7 @@ impl StoreError {
                 clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
             ),
             // A collector may be starting and migrating right now.
-            Self::Timeout { .. } | Self::SchemaNotReady { .. } => true,
+            Self::Timeout { .. } | Self::SchemaNotReady { .. } | Self::Lagging { .. } => true,
             Self::Unexpected { .. }
             | Self::UnsupportedVersion { .. }
             | Self::Cluster { .. }

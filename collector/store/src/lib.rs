@@ -560,11 +560,17 @@ impl Store {
         campaigns::claim_lease(&self.client, name, term, holder, now).await
     }
 
-    /// Who holds lease `name` for `term`, if anyone claimed it. On a
+    /// Who holds lease `name` for `term`: the smallest holder among the
+    /// claims made before `claimed_before` (Unix seconds), if any. On a
     /// cluster, this node first takes in every claim other nodes hold.
-    pub async fn lease_holder(&self, name: &str, term: u64) -> Result<Option<String>, StoreError> {
+    pub async fn lease_holder(
+        &self,
+        name: &str,
+        term: u64,
+        claimed_before: u32,
+    ) -> Result<Option<String>, StoreError> {
         self.catch_up("leases").await?;
-        campaigns::lease_holder(&self.client, name, term).await
+        campaigns::lease_holder(&self.client, name, term, claimed_before).await
     }
 
     /// Alerts recorded since `since_unix`, newest first.
@@ -607,20 +613,49 @@ impl Store {
         retention::delete_leases_before(&self.client, cutoff).await
     }
 
-    /// On a cluster, waits until this node holds every row of the shared
-    /// table `table` that any node had stored when the call began
-    /// (`SYSTEM SYNC REPLICA`): a read that decides a once-per-campus
-    /// action (who holds a lease, what was alerted) must see what other
-    /// collectors wrote through other nodes. Nothing on one server.
+    /// On a cluster, makes this node take in every row of the shared table
+    /// `table` that any node had stored (`SYSTEM SYNC REPLICA`): a read
+    /// that decides a once-per-campus action (who holds a lease, what was
+    /// alerted) must see what other collectors wrote through other nodes.
+    /// Fails as transient while the node has no ZooKeeper session (just
+    /// restarted, ZooKeeper away). A
+    /// sync still waiting after [`CATCH_UP_TIMEOUT`] (a part whose only
+    /// copy is on a node that is down) is logged and the read goes on:
+    /// an alert may then repeat, which is better than none. Nothing on one
+    /// server.
     async fn catch_up(&self, table: &'static str) -> Result<(), StoreError> {
         let Some(sql) = self.layout.catch_up(table) else {
             return Ok(());
         };
         let step = "catch up a shared table";
-        tokio::time::timeout(CATCH_UP_TIMEOUT, self.client.query(&sql).execute())
+        match tokio::time::timeout(CATCH_UP_TIMEOUT, self.client.query(&sql).execute()).await {
+            Ok(done) => done.map_err(StoreError::query(step))?,
+            Err(_) => tracing::warn!(
+                table,
+                "this node is still fetching rows of a shared table from other replicas; reading what it has"
+            ),
+        }
+        // SYNC REPLICA reads the replication log before it waits; on a
+        // replica without a session it cannot have.
+        let state: Option<(u8, u8)> = self
+            .client
+            .query(
+                "SELECT toUInt8(is_readonly) AS readonly, toUInt8(is_session_expired) AS expired \
+                 FROM system.replicas WHERE database = currentDatabase() AND table = ?",
+            )
+            .bind(table)
+            .fetch_optional()
             .await
-            .map_err(|_| StoreError::Timeout { step })?
-            .map_err(StoreError::query(step))
+            .map_err(StoreError::query(step))?;
+        let problem = match state {
+            None => "it is not a replica of it",
+            Some((0, 0)) => return Ok(()),
+            Some(_) => "it has no ZooKeeper session",
+        };
+        Err(StoreError::Lagging {
+            table,
+            problem: problem.to_owned(),
+        })
     }
 
     /// The migration versions recorded as applied, ascending.
