@@ -1,11 +1,13 @@
 //! The load generator (`doorwatch-loadgen`) as a test's process: started
 //! against one collector, waited for, its report and its event ids read.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::clickhouse::ClickHouse;
 use crate::process::Process;
 use crate::require;
 use crate::stack::COLLECTOR_NAME;
@@ -78,6 +80,47 @@ impl Loadgen {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// The ids of the scan and flood events stored for agents whose id is
+/// `LIKE agent_like`, each event once (`FINAL`), read on `clickhouse`
+/// (through the Distributed tables, on a cluster node).
+pub fn stored_ids(clickhouse: &ClickHouse, agent_like: &str) -> Vec<String> {
+    let filter = format!("agent_id LIKE '{agent_like}'");
+    clickhouse
+        .query_ok(&format!(
+            "SELECT toString(event_id) FROM doorwatch.scan_events FINAL WHERE {filter} \
+             UNION ALL \
+             SELECT toString(event_id) FROM doorwatch.flood_events FINAL WHERE {filter}"
+        ))
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Panics unless `stored` holds every `generated` id, exactly once, and
+/// nothing else; `what` says where they were read.
+pub fn assert_each_stored_once(generated: &[String], stored: &[String], what: &str) {
+    let wanted: HashSet<&str> = generated.iter().map(String::as_str).collect();
+    assert_eq!(
+        wanted.len(),
+        generated.len(),
+        "the load generator made duplicate ids"
+    );
+    let stored_set: HashSet<&str> = stored.iter().map(String::as_str).collect();
+    let missing: Vec<&&str> = wanted.difference(&stored_set).take(5).collect();
+    let extra: Vec<&&str> = stored_set.difference(&wanted).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: stored ids differ from generated ids: {} missing (e.g. {missing:?}), {} unexpected (e.g. {extra:?})",
+        wanted.difference(&stored_set).count(),
+        stored_set.difference(&wanted).count(),
+    );
+    assert_eq!(
+        stored.len(),
+        generated.len(),
+        "{what}: FINAL count differs from the number of generated ids: some event is stored twice"
+    );
 }
 
 /// The last `lines` lines of `text`.

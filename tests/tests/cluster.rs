@@ -23,7 +23,7 @@ use doorwatch_e2e::clickhouse::ClickHouse;
 use doorwatch_e2e::cluster::Cluster;
 use doorwatch_e2e::console::{Console, api_token, hash_password};
 use doorwatch_e2e::http::request;
-use doorwatch_e2e::loadgen::Loadgen;
+use doorwatch_e2e::loadgen::{Loadgen, assert_each_stored_once, stored_ids};
 use doorwatch_e2e::netns::{Campus as Namespaces, Host};
 use doorwatch_e2e::process::run;
 use doorwatch_e2e::process::{Process, free_port};
@@ -253,12 +253,8 @@ fn wait_for_flow(cluster: &Cluster, round: &str) {
 /// How many generated ids a read through `node`'s Distributed tables
 /// does not see.
 fn missing_ids(cluster: &Cluster, node: usize, round: &str, loads: &[Loadgen]) -> usize {
-    let filter = format!("agent_id LIKE 'lg_{round}%'");
-    let text = cluster.nodes[node].query_ok(&format!(
-        "SELECT toString(event_id) FROM doorwatch.scan_events FINAL WHERE {filter} \
-         UNION ALL SELECT toString(event_id) FROM doorwatch.flood_events FINAL WHERE {filter}"
-    ));
-    let stored: HashSet<&str> = text.lines().collect();
+    let stored = stored_ids(&cluster.nodes[node], &format!("lg_{round}%"));
+    let stored: HashSet<&str> = stored.iter().map(String::as_str).collect();
     loads
         .iter()
         .flat_map(Loadgen::ids)
@@ -267,33 +263,11 @@ fn missing_ids(cluster: &Cluster, node: usize, round: &str, loads: &[Loadgen]) -
 }
 
 /// Every generated id is stored, and counted once, through the
-/// Distributed tables read on `node`.
+/// Distributed tables read on `node`; returns how many there are.
 fn assert_each_id_once(cluster: &Cluster, node: usize, round: &str, loads: &[Loadgen]) -> usize {
     let generated: Vec<String> = loads.iter().flat_map(Loadgen::ids).collect();
-    let wanted: HashSet<&str> = generated.iter().map(String::as_str).collect();
-    assert_eq!(
-        wanted.len(),
-        generated.len(),
-        "the load generators made duplicate ids"
-    );
-    let filter = format!("agent_id LIKE 'lg_{round}%'");
-    let text = cluster.nodes[node].query_ok(&format!(
-        "SELECT toString(event_id) FROM doorwatch.scan_events FINAL WHERE {filter} \
-         UNION ALL SELECT toString(event_id) FROM doorwatch.flood_events FINAL WHERE {filter}"
-    ));
-    let stored: Vec<&str> = text.lines().collect();
-    let stored_set: HashSet<&str> = stored.iter().copied().collect();
-    let missing = wanted.difference(&stored_set).count();
-    let extra = stored_set.difference(&wanted).count();
-    assert!(
-        missing == 0 && extra == 0,
-        "round {round}: {missing} ids missing, {extra} unexpected"
-    );
-    assert_eq!(
-        stored.len(),
-        generated.len(),
-        "round {round}: an event is counted twice"
-    );
+    let stored = stored_ids(&cluster.nodes[node], &format!("lg_{round}%"));
+    assert_each_stored_once(&generated, &stored, &format!("round {round}, node {node}"));
     generated.len()
 }
 

@@ -8,11 +8,10 @@
 //! Run with `--nocapture` to see the numbers. Needs root and
 //! clickhouse-server; fails (never skips) without them.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use doorwatch_e2e::loadgen::{Loadgen, tail};
+use doorwatch_e2e::loadgen::{Loadgen, assert_each_stored_once, stored_ids, tail};
 use doorwatch_e2e::require;
 use doorwatch_e2e::stack::Stack;
 
@@ -63,33 +62,9 @@ fn wait_for_flow(stack: &Stack, rows: u64) {
 /// and the FINAL count equals the number of ids. Returns the rows stored
 /// before deduplication, for the record.
 fn assert_each_id_stored_once(stack: &Stack, generated: &[String]) -> u64 {
-    let wanted: HashSet<&str> = generated.iter().map(String::as_str).collect();
-    assert_eq!(
-        wanted.len(),
-        generated.len(),
-        "the load generator made duplicate ids"
-    );
+    let stored = stored_ids(&stack.clickhouse, &format!("{PREFIX}%"));
+    assert_each_stored_once(generated, &stored, "the collector's ClickHouse");
     let filter = format!("agent_id LIKE '{PREFIX}%'");
-    let stored_text = stack.clickhouse.query_ok(&format!(
-        "SELECT toString(event_id) FROM doorwatch.scan_events FINAL WHERE {filter} \
-         UNION ALL \
-         SELECT toString(event_id) FROM doorwatch.flood_events FINAL WHERE {filter}"
-    ));
-    let stored: Vec<&str> = stored_text.lines().collect();
-    let stored_set: HashSet<&str> = stored.iter().copied().collect();
-    let missing: Vec<&&str> = wanted.difference(&stored_set).take(5).collect();
-    let extra: Vec<&&str> = stored_set.difference(&wanted).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "stored ids differ from generated ids: {} missing (e.g. {missing:?}), {} unexpected (e.g. {extra:?})",
-        wanted.difference(&stored_set).count(),
-        stored_set.difference(&wanted).count(),
-    );
-    assert_eq!(
-        stored.len(),
-        generated.len(),
-        "FINAL count differs from the number of generated ids: some event is stored twice"
-    );
     let raw = stack.clickhouse.query_ok(&format!(
         "SELECT (SELECT count() FROM doorwatch.scan_events WHERE {filter}) \
               + (SELECT count() FROM doorwatch.flood_events WHERE {filter})"
