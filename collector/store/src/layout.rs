@@ -238,9 +238,9 @@ impl Layout {
     /// On a cluster, the statement that makes this node take in every row
     /// of the shared table `table` that other replicas hold; `None` on one
     /// server or for a sharded table (read through its Distributed table).
-    pub fn catch_up(&self, table: &str) -> Option<String> {
-        match crate::migrations::placement(table) {
-            Some(Placement::Everywhere) if self.is_cluster() => {
+    pub fn catch_up(&self, table: &str, placement: Placement) -> Option<String> {
+        match placement {
+            Placement::Everywhere if self.is_cluster() => {
                 Some(format!("SYSTEM SYNC REPLICA {}{table}", self.qualifier()))
             }
             _ => None,
@@ -338,11 +338,19 @@ mod tests {
     #[test]
     fn only_shared_tables_on_a_cluster_are_caught_up() {
         assert_eq!(
-            cluster().catch_up("leases").as_deref(),
+            cluster()
+                .catch_up("leases", Placement::Everywhere)
+                .as_deref(),
             Some("SYSTEM SYNC REPLICA `doorwatch`.leases")
         );
-        assert_eq!(cluster().catch_up("scan_events"), None);
-        assert_eq!(Layout::Single.catch_up("leases"), None);
+        assert_eq!(
+            cluster().catch_up("scan_events", Placement::ShardedByAgent),
+            None
+        );
+        assert_eq!(
+            Layout::Single.catch_up("leases", Placement::Everywhere),
+            None
+        );
     }
 
     #[test]
