@@ -624,14 +624,11 @@ impl Store {
     /// an alert may then repeat, which is better than none. Nothing on one
     /// server.
     async fn catch_up(&self, table: &'static str) -> Result<(), StoreError> {
-        let placement = migrations::placement(table).ok_or(StoreError::Unexpected {
-            step: "catch up a shared table",
-            detail: format!("no migration creates table {table}"),
-        })?;
+        let step = "catch up a shared table";
+        let placement = migrations::placement(table, step)?;
         let Some(sql) = self.layout.catch_up(table, placement) else {
             return Ok(());
         };
-        let step = "catch up a shared table";
         match tokio::time::timeout(CATCH_UP_TIMEOUT, self.client.query(&sql).execute()).await {
             Ok(done) => done.map_err(StoreError::query(step))?,
             Err(_) => tracing::warn!(

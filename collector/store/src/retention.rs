@@ -41,13 +41,12 @@ pub(crate) async fn partitions(
     layout: &Layout,
     tables: &[&str],
 ) -> Result<Vec<PartitionRow>, StoreError> {
-    let local: Vec<String> = tables
+    let local = tables
         .iter()
-        .map(|t| match crate::migrations::placement(t) {
-            Some(placement) => layout.local_name(t, placement),
-            None => (*t).to_owned(),
+        .map(|t| {
+            crate::migrations::placement(t, "list partitions").map(|p| layout.local_name(t, p))
         })
-        .collect();
+        .collect::<Result<Vec<String>, StoreError>>()?;
     let mut rows = client
         .query(
             "SELECT table AS table_name, partition AS partition_value, \
@@ -77,10 +76,7 @@ pub(crate) async fn drop_partition(
     partition: &str,
 ) -> Result<(), StoreError> {
     let partition = checked_partition(partition)?;
-    let placement = crate::migrations::placement(table).ok_or(StoreError::Unexpected {
-        step: "drop partition",
-        detail: format!("no migration creates table {table}"),
-    })?;
+    let placement = crate::migrations::placement(table, "drop partition")?;
     client
         .query(&layout.drop_partition(table, placement, partition))
         .execute()
