@@ -125,42 +125,49 @@ impl Layout {
             }
             Self::Cluster { cluster, database } => (cluster, database),
         };
-        // Names are qualified: ON CLUSTER, each node runs the statement in
-        // its own default database otherwise.
-        let db = quote_identifier(database);
-        let on = self.on_cluster();
+        match placement {
+            Placement::Everywhere => vec![self.replicated(table, name, "everywhere", database)],
+            Placement::ShardedByAgent => vec![
+                self.replicated(table, &local(name), "{shard}", database),
+                self.distributed(name, cluster, database),
+            ],
+        }
+    }
+
+    /// `CREATE` of `table` as the replicated table `created_as`, whose
+    /// replicas share the ZooKeeper path under `group` (`{shard}`: the
+    /// node's shard; `everywhere`: every node). Names are qualified: ON
+    /// CLUSTER, each node runs the statement in its own default database
+    /// otherwise.
+    fn replicated(&self, table: &Table, created_as: &str, group: &str, database: &str) -> String {
+        let Table {
+            name,
+            columns,
+            engine,
+            keys,
+            ..
+        } = table;
         let version = engine
             .version()
             .map(|v| format!(", {v}"))
             .unwrap_or_default();
-        match placement {
-            Placement::Everywhere => vec![format!(
-                "CREATE TABLE IF NOT EXISTS {db}.{name}{on} ({columns}) \
-                 ENGINE = Replicated{}('/clickhouse/tables/everywhere/{database}/{name}', \
-                 '{{replica}}'{version}) {keys}",
-                engine.name()
-            )],
-            Placement::ShardedByAgent => {
-                let local = format!("{name}{LOCAL_SUFFIX}");
-                vec![
-                    format!(
-                        "CREATE TABLE IF NOT EXISTS {db}.{local}{on} ({columns}) \
-                         ENGINE = Replicated{}('/clickhouse/tables/{{shard}}/{database}/{name}', \
-                         '{{replica}}'{version}) {keys}",
-                        engine.name()
-                    ),
-                    self.distributed(name, cluster, database),
-                ]
-            }
-        }
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}.{created_as}{} ({columns}) \
+             ENGINE = Replicated{}('/clickhouse/tables/{group}/{database}/{name}', \
+             '{{replica}}'{version}) {keys}",
+            quote_identifier(database),
+            self.on_cluster(),
+            engine.name()
+        )
     }
 
     /// `CREATE` of the `Distributed` table `name` over `name_local`.
     fn distributed(&self, name: &str, cluster: &str, database: &str) -> String {
         let db = quote_identifier(database);
+        let local = local(name);
         format!(
-            "CREATE TABLE IF NOT EXISTS {db}.{name}{} AS {db}.{name}{LOCAL_SUFFIX} \
-             ENGINE = Distributed({}, {db}, {name}{LOCAL_SUFFIX}, {SHARDING_KEY})",
+            "CREATE TABLE IF NOT EXISTS {db}.{name}{} AS {db}.{local} \
+             ENGINE = Distributed({}, {db}, {local}, {SHARDING_KEY})",
             self.on_cluster(),
             quote_identifier(cluster),
         )
@@ -186,10 +193,8 @@ impl Layout {
         let db = quote_identifier(database);
         vec![
             Alter {
-                table: format!("{table}{LOCAL_SUFFIX}"),
-                sql: vec![format!(
-                    "ALTER TABLE {db}.{table}{LOCAL_SUFFIX}{on} {action}"
-                )],
+                table: local(table),
+                sql: vec![format!("ALTER TABLE {db}.{}{on} {action}", local(table))],
             },
             Alter {
                 table: table.to_owned(),
@@ -205,7 +210,7 @@ impl Layout {
     /// `system.parts` and `DROP PARTITION`).
     pub fn local_name(&self, table: &str, placement: Placement) -> String {
         match (self, placement) {
-            (Self::Cluster { .. }, Placement::ShardedByAgent) => format!("{table}{LOCAL_SUFFIX}"),
+            (Self::Cluster { .. }, Placement::ShardedByAgent) => local(table),
             _ => table.to_owned(),
         }
     }
@@ -251,6 +256,11 @@ impl Layout {
     pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster { .. })
     }
+}
+
+/// The name of a sharded table's per-node part.
+fn local(table: &str) -> String {
+    format!("{table}{LOCAL_SUFFIX}")
 }
 
 #[cfg(test)]
