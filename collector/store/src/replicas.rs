@@ -14,10 +14,10 @@ impl Store {
     /// that decides a once-per-campus action (who holds a lease, what was
     /// alerted) must see what other collectors wrote through other nodes.
     /// Fails as transient while the node has no ZooKeeper session (just
-    /// restarted, ZooKeeper away). A
-    /// sync still waiting after [`CATCH_UP_TIMEOUT`] (a part whose only
-    /// copy is on a node that is down) is logged and the read goes on:
-    /// an alert may then repeat, which is better than none. Nothing on one
+    /// restarted, ZooKeeper away). A sync still waiting after
+    /// [`CATCH_UP_TIMEOUT`] (a part whose only copy is on a node that is
+    /// down) is logged and the read goes on: an alert may then repeat,
+    /// which is better than none. Nothing on one
     /// server.
     pub(crate) async fn catch_up(&self, table: &'static str) -> Result<(), StoreError> {
         let step = "catch up a shared table";
