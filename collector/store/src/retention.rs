@@ -41,12 +41,17 @@ pub(crate) async fn partitions(
     layout: &Layout,
     tables: &[&str],
 ) -> Result<Vec<PartitionRow>, StoreError> {
-    let local = tables
+    // A table no migration creates has no parts: it is listed as named,
+    // and nothing is found.
+    let local: Vec<String> = tables
         .iter()
-        .map(|t| {
-            crate::migrations::placement(t, "list partitions").map(|p| layout.local_name(t, p))
-        })
-        .collect::<Result<Vec<String>, StoreError>>()?;
+        .map(
+            |t| match crate::migrations::placement(t, "list partitions") {
+                Ok(placement) => layout.local_name(t, placement),
+                Err(_) => (*t).to_owned(),
+            },
+        )
+        .collect();
     let mut rows = client
         .query(
             "SELECT table AS table_name, partition AS partition_value, \
